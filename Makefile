@@ -1,0 +1,59 @@
+# KTRDR developer targets. Run `make help` for the list.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST := $(BIN)/pytest
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test test-unit test-integration test-e2e quality format docker images-offline demo bench clean
+
+help: ## List targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(BIN)/ktrdr: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Error: Python >= 3.11 is required (found $$($(PYTHON) --version 2>&1)); set PYTHON=..." >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || \
+		{ echo "Error: cannot create $(VENV); on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(BIN)/ktrdr ## Create .venv and install ktrdr with the dev and server extras
+
+quality: setup ## ruff check, ruff format --check, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test-unit: setup ## Unit tests (no Docker, no running stack)
+	$(PYTEST) tests/unit
+
+docker: ## Install and start a Docker engine + Compose v2 where missing (idempotent)
+	@echo "docker: will provision the engine (issue: Real Docker for the tests)"
+
+images-offline: docker ## Build every stack image from Debian packages and PyPI (no registry)
+	@echo "images-offline: will build the offline image set (issue: Real Docker for the tests)"
+
+test-integration: setup ## Integration tests against a real Docker engine (marker docker)
+	$(PYTEST) tests/integration
+
+test-e2e: setup ## E2E suite inside the current instance's compose network
+	@echo "test-e2e: will run 'docker compose run --rm e2e-tests' for this instance (issue: Working inside an instance)"; exit 1
+
+test: quality docker images-offline ## Everything CI runs: quality, unit, integration (real Docker)
+	CI=$${CI:-true} $(PYTEST) tests/unit tests/integration
+
+demo: setup ## Main job: create and start a sandbox up to "Startability Gate: PASSED"
+	$(BIN)/ktrdr --help
+
+bench: setup ## Benchmarks (never part of `make test`); writes docs/benchmarks.md
+	@echo "bench: will run bench/*.py and write docs/benchmarks.md (issue: Benchmarks)"; exit 1
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The `ktrdr` command-line interface (thin Click layer over importable core modules)."""

@@ -1,0 +1,182 @@
+"""`ktrdr health`, `ktrdr workers …`, `ktrdr operations …`: thin commands over the v1 API."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from ktrdr.cli.api_client import ApiClient
+from ktrdr.cli.output import info, print_fields, print_json, print_table
+from ktrdr.cli.state import CliState, pass_state
+from ktrdr.errors import KtrdrError
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+TERMINAL_STATUSES = ("completed", "failed")
+
+
+def _client(state: CliState) -> ApiClient:
+    return ApiClient(state.target().url)
+
+
+@click.command()
+@json_option
+@pass_state
+def health(state: CliState, as_json: bool) -> None:
+    """Check the API: status, version, database and which instance answered."""
+    body = _client(state).get("/health")
+    if as_json:
+        print_json(body)
+    else:
+        print_fields(
+            [
+                ("API", state.target().url),
+                ("Status", body.get("status")),
+                ("Version", body.get("version")),
+                ("Database", body.get("database")),
+                ("Instance", body.get("instance_id") or "-"),
+            ]
+        )
+    if body.get("status") != "ok":
+        raise SystemExit(1)
+
+
+@click.group()
+def workers() -> None:
+    """Workers registered with the backend."""
+
+
+@workers.command("list")
+@json_option
+@pass_state
+def workers_list(state: CliState, as_json: bool) -> None:
+    """List registered workers."""
+    rows = _client(state).get("/workers")
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        ["WORKER", "TYPE", "STATUS", "ENDPOINT", "LAST HEARTBEAT"],
+        [
+            [
+                w.get("worker_id"),
+                w.get("worker_type"),
+                w.get("status"),
+                w.get("endpoint"),
+                w.get("last_heartbeat"),
+            ]
+            for w in rows
+        ],
+    )
+
+
+@click.group()
+def operations() -> None:
+    """Operations (backtests, training runs) dispatched to workers."""
+
+
+@operations.command("list")
+@click.option("--status", help="Only operations in this status.")
+@json_option
+@pass_state
+def operations_list(state: CliState, status: str | None, as_json: bool) -> None:
+    """List operations, newest first."""
+    rows = _client(state).get("/operations", **({"status": status} if status else {}))
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        ["OPERATION", "TYPE", "STATUS", "WORKER", "CREATED"],
+        [
+            [
+                op.get("operation_id"),
+                op.get("operation_type"),
+                op.get("status"),
+                op.get("worker_id") or "-",
+                op.get("created_at"),
+            ]
+            for op in rows
+        ],
+    )
+
+
+@operations.command("show")
+@click.argument("operation_id")
+@json_option
+@pass_state
+def operations_show(state: CliState, operation_id: str, as_json: bool) -> None:
+    """Show one operation with its parameters and result."""
+    operation = _client(state).get(f"/operations/{_path_segment(operation_id)}")
+    _render_operation(operation, as_json=as_json)
+
+
+@operations.command("start")
+@click.argument("operation_type", type=click.Choice(["backtest", "training"]))
+@click.option("--symbol", required=True, help="Symbol whose OHLCV data to use, e.g. AAPL.")
+@click.option("--timeframe", default="1d", show_default=True)
+@click.option("--strategy", default=None, help="Strategy config name from the shared data.")
+@click.option("--wait", is_flag=True, help="Wait until the operation completes or fails.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait with --wait.")
+@json_option
+@pass_state
+def operations_start(
+    state: CliState,
+    operation_type: str,
+    symbol: str,
+    timeframe: str,
+    strategy: str | None,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Submit a backtest or training operation."""
+    params: dict[str, Any] = {"symbol": symbol, "timeframe": timeframe}
+    if strategy:
+        params["strategy"] = strategy
+    client = _client(state)
+    operation = client.post("/operations", {"operation_type": operation_type, "params": params})
+    if wait:
+        operation = _wait_for(client, operation, timeout=timeout)
+    _render_operation(operation, as_json=as_json)
+    if operation.get("status") == "failed":
+        raise SystemExit(1)
+
+
+def _wait_for(client: ApiClient, operation: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+    operation_id = operation["operation_id"]
+    deadline = time.monotonic() + timeout
+    info(f"Waiting for operation {operation_id} …")
+    while operation.get("status") not in TERMINAL_STATUSES:
+        if time.monotonic() > deadline:
+            raise KtrdrError(
+                f"operation {operation_id} still {operation.get('status')} after {timeout:g}s; "
+                f"check it later with `ktrdr operations show {operation_id}`"
+            )
+        time.sleep(0.5)
+        operation = client.get(f"/operations/{_path_segment(operation_id)}")
+    return operation
+
+
+def _render_operation(operation: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print_json(operation)
+        return
+    print_fields(
+        [
+            ("Operation", operation.get("operation_id")),
+            ("Type", operation.get("operation_type")),
+            ("Status", operation.get("status")),
+            ("Worker", operation.get("worker_id") or "-"),
+            ("Created", operation.get("created_at")),
+            ("Params", operation.get("params")),
+            ("Result", operation.get("result")),
+            ("Error", operation.get("error") or "-"),
+        ]
+    )
+
+
+def _path_segment(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")

@@ -1,0 +1,93 @@
+"""The root `ktrdr` group: global API targeting and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ktrdr import __version__
+from ktrdr.cli.state import CliState
+from ktrdr.cli.target import parse_port, validate_url
+from ktrdr.errors import KtrdrError
+
+
+class KtrdrGroup(click.Group):
+    """Renders KtrdrError as one `Error: …` line with its exit code; bugs keep tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KtrdrError as e:
+            if e.exit_code == 2:
+                raise click.UsageError(e.message, ctx) from e
+            raise _ExitingClickError(e.message, e.exit_code) from e
+
+
+class _ExitingClickError(click.ClickException):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it a class variable
+
+
+def _check_port(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_port(value, origin="--port")
+        except KtrdrError as e:
+            raise click.BadParameter(e.message, ctx, param) from e
+    return value
+
+
+def _check_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            validate_url(value, origin="--url")
+        except KtrdrError as e:
+            raise click.BadParameter(e.message, ctx, param) from e
+    return value
+
+
+@click.group(cls=KtrdrGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-u",
+    "--url",
+    "url_flag",
+    metavar="URL",
+    callback=_check_url,
+    help="KTRDR API base URL (wins over --port).",
+)
+@click.option(
+    "-p",
+    "--port",
+    "port_flag",
+    metavar="PORT",
+    callback=_check_port,
+    help="API port on localhost, e.g. 8002 for sandbox slot 2.",
+)
+@click.version_option(__version__, prog_name="ktrdr")
+@click.pass_context
+def cli(ctx: click.Context, url_flag: str | None, port_flag: str | None) -> None:
+    """KTRDR command-line interface.
+
+    The API target is resolved in this order: --url, --port, $KTRDR_API_URL,
+    $KTRDR_API_PORT, KTRDR_API_PORT in the nearest .env.sandbox (this directory or a
+    parent), then http://localhost:8000. `ktrdr config show` tells which one applied.
+    """
+    ctx.obj = CliState(url_flag=url_flag, port_flag=port_flag)
+
+
+def _register_commands() -> None:
+    from ktrdr.cli.api_commands import health, operations, workers
+    from ktrdr.cli.config_command import config
+    from ktrdr.cli.sandbox import sandbox
+
+    for command in (config, health, workers, operations, sandbox):
+        cli.add_command(command)
+
+
+_register_commands()
+
+
+def main() -> None:
+    cli(prog_name="ktrdr")

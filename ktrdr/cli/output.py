@@ -1,0 +1,60 @@
+"""Rendering for every command: JSON or rich tables to stdout, messages to stderr.
+
+rich is imported inside the functions so `ktrdr --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def console(*, stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    # highlight=False: user data (names, paths) must print exactly as given.
+    return Console(stderr=stderr, highlight=False, no_color="NO_COLOR" in os.environ)
+
+
+def escape(text: object) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(str(text))
+
+
+def print_table(
+    columns: Sequence[str], rows: Iterable[Sequence[object]], *, title: str | None = None
+) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, box=None, pad_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if cell is None else escape(cell) for cell in row))
+    console().print(table)
+
+
+def print_fields(pairs: Iterable[tuple[str, object]]) -> None:
+    """Aligned `key: value` lines (plain text, user data escaped)."""
+    items = list(pairs)
+    width = max((len(key) for key, _ in items), default=0)
+    out = console()
+    for key, value in items:
+        out.print(f"{key + ':':<{width + 1}} {escape('' if value is None else value)}")
+
+
+def info(message: str) -> None:
+    """Progress and notes go to stderr so stdout stays parseable."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()

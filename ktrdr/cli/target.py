@@ -1,0 +1,89 @@
+"""Which KTRDR API the CLI talks to, and why.
+
+Precedence: `-u` > `-p` > env KTRDR_API_URL > env KTRDR_API_PORT > KTRDR_API_PORT in the
+nearest `.env.sandbox` (current directory or a parent) > http://localhost:8000.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards, read_env_file
+from ktrdr.errors import KtrdrError
+
+DEFAULT_API_URL = "http://localhost:8000"
+
+
+class BadTargetError(KtrdrError):
+    """A port or URL that cannot name an API; a usage error (exit 2)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class ApiTarget:
+    url: str
+    source: str  # "flag --url", "flag --port", "env KTRDR_API_URL", ..., "default"
+    env_file: Path | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "api_url": self.url,
+            "source": self.source,
+            "env_file": str(self.env_file) if self.env_file else None,
+        }
+
+
+def parse_port(value: str | int, *, origin: str) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise BadTargetError(f"invalid port {str(value)!r} from {origin}: expected 1-65535")
+    return int(text)
+
+
+def validate_url(value: str, *, origin: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadTargetError(
+            f"invalid API URL {value!r} from {origin}: expected http(s)://HOST[:PORT]"
+        )
+    try:
+        _ = parts.port
+    except ValueError as e:
+        raise BadTargetError(f"invalid API URL {value!r} from {origin}: {e}") from e
+    return value.strip().rstrip("/")
+
+
+def url_for_port(port: int) -> str:
+    return f"http://localhost:{port}"
+
+
+def resolve_target(
+    *,
+    url_flag: str | None,
+    port_flag: str | int | None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ApiTarget:
+    environ = os.environ if environ is None else environ
+    if url_flag:
+        return ApiTarget(validate_url(url_flag, origin="--url"), "flag --url")
+    if port_flag is not None:
+        return ApiTarget(url_for_port(parse_port(port_flag, origin="--port")), "flag --port")
+    if environ.get("KTRDR_API_URL"):
+        url = validate_url(environ["KTRDR_API_URL"], origin="env KTRDR_API_URL")
+        return ApiTarget(url, "env KTRDR_API_URL")
+    if environ.get("KTRDR_API_PORT"):
+        port = parse_port(environ["KTRDR_API_PORT"], origin="env KTRDR_API_PORT")
+        return ApiTarget(url_for_port(port), "env KTRDR_API_PORT")
+    env_file = find_upwards(SANDBOX_ENV_FILENAME, cwd or Path.cwd())
+    if env_file is not None:
+        file_port = read_env_file(env_file).get("KTRDR_API_PORT")
+        if file_port:
+            port = parse_port(file_port, origin=str(env_file))
+            return ApiTarget(url_for_port(port), "env file", env_file)
+    return ApiTarget(DEFAULT_API_URL, "default")

@@ -1,0 +1,19 @@
+"""Fixtures shared by every test: no test touches the real home or the user's API settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TARGET_ENV_VARS = ("KTRDR_API_URL", "KTRDR_API_PORT", "KTRDR_HOME")
+
+
+@pytest.fixture(autouse=True)
+def isolated_ktrdr_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    for name in TARGET_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "ktrdr-home"
+    monkeypatch.setenv("KTRDR_HOME", str(home))
+    yield home

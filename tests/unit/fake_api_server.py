@@ -1,0 +1,110 @@
+"""A real HTTP server on 127.0.0.1 (port 0) that answers like the KTRDR v1 API.
+
+It stands in for the backend in CLI tests, which must not need PostgreSQL; it speaks real HTTP,
+so the CLI's client, error handling and rendering are exercised end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+OPERATION = {
+    "operation_id": "op-1",
+    "operation_type": "backtest",
+    "status": "completed",
+    "created_at": "2026-11-27T10:00:00Z",
+    "worker_id": "backtest-1",
+    "params": {"symbol": "AAPL"},
+    "result": {"trades": 3},
+    "error": None,
+}
+
+
+class StandinApiState:
+    def __init__(self) -> None:
+        self.health: dict[str, Any] = {
+            "status": "ok",
+            "version": "0.1.0",
+            "database": "ok",
+            "instance_id": "ktrdr--feat-a",
+        }
+        self.workers = [
+            {
+                "worker_id": "backtest-1",
+                "worker_type": "backtest",
+                "status": "idle",
+                "endpoint": "http://backtest-worker-1:5003",
+                "last_heartbeat": "2026-11-27T10:00:00Z",
+            }
+        ]
+        self.operations = {"op-1": dict(OPERATION)}
+        self.posted: list[dict[str, Any]] = []
+        self.polls_until_complete = 0
+
+
+def _handler_for(state: StandinApiState) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # silence test output
+            pass
+
+        def _send(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            if path == "/api/v1/health":
+                self._send(200, state.health)
+            elif path == "/api/v1/workers":
+                self._send(200, state.workers)
+            elif path == "/api/v1/operations":
+                self._send(200, list(state.operations.values()))
+            elif path.startswith("/api/v1/operations/"):
+                op = state.operations.get(path.rsplit("/", 1)[1])
+                if op is None:
+                    self._send(404, {"detail": "operation not found"})
+                    return
+                if op["status"] == "running":
+                    if state.polls_until_complete <= 0:
+                        op["status"] = "completed"
+                        op["result"] = {"trades": 2}
+                    state.polls_until_complete -= 1
+                self._send(200, op)
+            else:
+                self._send(404, {"detail": "not found"})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            payload = json.loads(self.rfile.read(length) or b"{}")
+            state.posted.append(payload)
+            if payload.get("operation_type") not in ("backtest", "training"):
+                self._send(422, {"detail": "unknown operation_type"})
+                return
+            op = dict(OPERATION, operation_id="op-2", status="running", result=None)
+            op.update(operation_type=payload["operation_type"], params=payload["params"])
+            state.operations["op-2"] = op
+            self._send(201, op)
+
+    return Handler
+
+
+@contextmanager
+def standin_api_server() -> Iterator[tuple[str, StandinApiState]]:
+    state = StandinApiState()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(state))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", state
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from ktrdr.cli.main import cli
+from tests.unit.fake_api_server import StandinApiState, standin_api_server
+
+
+@pytest.fixture
+def api() -> Iterator[tuple[str, StandinApiState]]:
+    with standin_api_server() as server:
+        yield server
+
+
+def run(*args: str) -> object:
+    return CliRunner().invoke(cli, list(args))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_health_prints_instance_and_status(api: tuple[str, StandinApiState]) -> None:
+    url, _ = api
+    result = CliRunner().invoke(cli, ["-u", url, "health"])
+    assert result.exit_code == 0, result.output
+    assert "ktrdr--feat-a" in result.stdout
+    assert "Database:" in result.stdout
+
+
+def test_health_json_is_the_server_body(api: tuple[str, StandinApiState]) -> None:
+    url, state = api
+    result = CliRunner().invoke(cli, ["-u", url, "health", "--json"])
+    assert json.loads(result.stdout) == state.health
+
+
+def test_degraded_health_exits_non_zero(api: tuple[str, StandinApiState]) -> None:
+    url, state = api
+    state.health.update(status="degraded", database="error")
+    result = CliRunner().invoke(cli, ["-u", url, "health"])
+    assert result.exit_code == 1
+    assert "error" in result.stdout
+
+
+def test_port_flag_reaches_server_on_that_port(api: tuple[str, StandinApiState]) -> None:
+    url, _ = api
+    port = url.rsplit(":", 1)[1]
+    result = CliRunner().invoke(cli, ["-p", port, "workers", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["worker_type"] == "backtest"
+
+
+def test_workers_list_table(api: tuple[str, StandinApiState]) -> None:
+    url, _ = api
+    result = CliRunner().invoke(cli, ["-u", url, "workers", "list"])
+    assert result.exit_code == 0
+    assert "WORKER" in result.stdout and "backtest-1" in result.stdout
+
+
+def test_operations_list_and_show(api: tuple[str, StandinApiState]) -> None:
+    url, _ = api
+    listed = CliRunner().invoke(cli, ["-u", url, "operations", "list"])
+    assert "op-1" in listed.stdout
+    shown = CliRunner().invoke(cli, ["-u", url, "operations", "show", "op-1", "--json"])
+    assert json.loads(shown.stdout)["result"] == {"trades": 3}
+
+
+def test_missing_operation_shows_status_and_server_message(
+    api: tuple[str, StandinApiState],
+) -> None:
+    url, _ = api
+    result = CliRunner().invoke(cli, ["-u", url, "operations", "show", "nope"])
+    assert result.exit_code == 1
+    assert "HTTP 404" in result.stderr and "operation not found" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_operations_start_with_wait_polls_until_completed(
+    api: tuple[str, StandinApiState],
+) -> None:
+    url, state = api
+    state.polls_until_complete = 2
+    result = CliRunner().invoke(
+        cli, ["-u", url, "operations", "start", "backtest", "--symbol", "AAPL", "--wait", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["status"] == "completed"
+    assert state.posted == [
+        {"operation_type": "backtest", "params": {"symbol": "AAPL", "timeframe": "1d"}}
+    ]
+
+
+def test_connection_refused_is_one_line_naming_the_url() -> None:
+    port = _free_port()
+    result = CliRunner().invoke(cli, ["-p", str(port), "health"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert f"http://localhost:{port}" in lines[0]
+    assert "ktrdr sandbox status" in lines[0]
+
+
+@pytest.mark.parametrize("bad", ["0", "70000", "abc"])
+def test_bad_port_flag_exits_2(bad: str) -> None:
+    result = CliRunner().invoke(cli, ["-p", bad, "health"])
+    assert result.exit_code == 2
+    assert "port" in result.stderr
+
+
+def test_bad_env_port_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KTRDR_API_PORT", "abc")
+    result = CliRunner().invoke(cli, ["config", "show"])
+    assert result.exit_code == 2
+    assert "KTRDR_API_PORT" in result.stderr
+
+
+def test_config_show_reports_url_flag_over_port_flag() -> None:
+    result = CliRunner().invoke(cli, ["-u", "http://127.0.0.1:9", "-p", "8002", "config", "show"])
+    assert result.exit_code == 0
+    assert "http://127.0.0.1:9" in result.stdout and "flag --url" in result.stdout
+
+
+def test_config_show_names_the_env_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / ".env.sandbox").write_text("KTRDR_API_PORT=8005\n")
+    nested = tmp_path / "sub"
+    nested.mkdir()
+    monkeypatch.chdir(nested)
+    result = CliRunner().invoke(cli, ["config", "show", "--json"])
+    body = json.loads(result.stdout)
+    assert body["api_url"] == "http://localhost:8005"
+    assert body["env_file"] == str((tmp_path / ".env.sandbox").resolve())

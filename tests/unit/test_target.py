@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ktrdr.cli.target import BadTargetError, resolve_target
+
+
+def test_default_when_nothing_is_set(tmp_path: Path) -> None:
+    target = resolve_target(url_flag=None, port_flag=None, environ={}, cwd=tmp_path)
+    assert (target.url, target.source) == ("http://localhost:8000", "default")
+
+
+def test_url_flag_wins_over_port_flag_and_env(tmp_path: Path) -> None:
+    env = {"KTRDR_API_URL": "http://env:1", "KTRDR_API_PORT": "8003"}
+    target = resolve_target(
+        url_flag="http://127.0.0.1:9", port_flag="8002", environ=env, cwd=tmp_path
+    )
+    assert (target.url, target.source) == ("http://127.0.0.1:9", "flag --url")
+
+
+def test_port_flag_wins_over_env(tmp_path: Path) -> None:
+    env = {"KTRDR_API_URL": "http://env:1", "KTRDR_API_PORT": "8003"}
+    target = resolve_target(url_flag=None, port_flag="8002", environ=env, cwd=tmp_path)
+    assert (target.url, target.source) == ("http://localhost:8002", "flag --port")
+
+
+def test_env_url_wins_over_env_port(tmp_path: Path) -> None:
+    env = {"KTRDR_API_URL": "http://api.test:81/", "KTRDR_API_PORT": "8003"}
+    target = resolve_target(url_flag=None, port_flag=None, environ=env, cwd=tmp_path)
+    assert (target.url, target.source) == ("http://api.test:81", "env KTRDR_API_URL")
+
+
+def test_env_port_wins_over_env_file(tmp_path: Path) -> None:
+    (tmp_path / ".env.sandbox").write_text("KTRDR_API_PORT=8005\n")
+    target = resolve_target(
+        url_flag=None, port_flag=None, environ={"KTRDR_API_PORT": "8003"}, cwd=tmp_path
+    )
+    assert (target.url, target.source) == ("http://localhost:8003", "env KTRDR_API_PORT")
+
+
+def test_env_file_found_from_nested_subdirectory(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env.sandbox"
+    env_file.write_text("# generated\nKTRDR_API_PORT=8005\n")
+    nested = tmp_path / "a" / "b" / "c"
+    nested.mkdir(parents=True)
+    target = resolve_target(url_flag=None, port_flag=None, environ={}, cwd=nested)
+    assert target.url == "http://localhost:8005"
+    assert target.env_file == env_file.resolve()
+
+
+def test_nearest_env_file_wins(tmp_path: Path) -> None:
+    (tmp_path / ".env.sandbox").write_text("KTRDR_API_PORT=8005\n")
+    inner = tmp_path / "inner"
+    inner.mkdir()
+    (inner / ".env.sandbox").write_text("KTRDR_API_PORT=8007\n")
+    target = resolve_target(url_flag=None, port_flag=None, environ={}, cwd=inner)
+    assert target.url == "http://localhost:8007"
+
+
+@pytest.mark.parametrize("bad_port", ["0", "70000", "abc", "-1", "80.5", ""])
+def test_bad_port_flag_is_a_usage_error(tmp_path: Path, bad_port: str) -> None:
+    with pytest.raises(BadTargetError) as caught:
+        resolve_target(url_flag=None, port_flag=bad_port, environ={}, cwd=tmp_path)
+    assert caught.value.exit_code == 2
+    assert "--port" in str(caught.value)
+
+
+def test_bad_port_in_env_file_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / ".env.sandbox").write_text("KTRDR_API_PORT=99999\n")
+    with pytest.raises(BadTargetError, match=r"\.env\.sandbox"):
+        resolve_target(url_flag=None, port_flag=None, environ={}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("bad_url", ["localhost:8000", "ftp://x", "http://", "http://h:99999"])
+def test_bad_url_is_a_usage_error(tmp_path: Path, bad_url: str) -> None:
+    with pytest.raises(BadTargetError):
+        resolve_target(url_flag=bad_url, port_flag=None, environ={}, cwd=tmp_path)
