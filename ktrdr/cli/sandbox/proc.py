@@ -1,0 +1,69 @@
+"""The only subprocess call site: argv lists, a timeout, failures with command and stderr."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ktrdr.cli.sandbox.errors import SandboxError
+
+STDERR_TAIL_LINES = 15
+
+
+@dataclass(frozen=True)
+class ProcResult:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class CommandFailedError(SandboxError):
+    def __init__(self, message: str, result: ProcResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def run(
+    argv: Sequence[object],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = 120,
+    check: bool = True,
+    capture: bool = True,
+    what: str | None = None,
+) -> ProcResult:
+    """Run argv (never through a shell). With check, a non-zero exit raises CommandFailedError
+    naming `what` (or the command) with the tail of stderr; `capture=False` inherits the
+    terminal for long, user-visible commands."""
+    args = [str(a) for a in argv]
+    label = what or " ".join(args[:3])
+    try:
+        completed = subprocess.run(
+            args,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            timeout=timeout,
+            text=True,
+            capture_output=capture,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError as e:
+        raise SandboxError(f"{label} failed: {args[0]} is not installed or not on PATH") from e
+    except subprocess.TimeoutExpired as e:
+        raise SandboxError(f"{label} did not finish within {timeout:g}s: {' '.join(args)}") from e
+    result = ProcResult(args, completed.returncode, completed.stdout or "", completed.stderr or "")
+    if check and result.returncode != 0:
+        raise CommandFailedError(
+            f"{label} failed (exit {result.returncode}): {stderr_tail(result.stderr)}", result
+        )
+    return result
+
+
+def stderr_tail(stderr: str, lines: int = STDERR_TAIL_LINES) -> str:
+    tail = [line for line in stderr.strip().splitlines() if line.strip()][-lines:]
+    return " | ".join(tail) if tail else "no error output"
