@@ -1,5 +1,9 @@
-"""The `ktrdr sandbox` group: isolated per-worktree KTRDR stacks."""
+"""The `ktrdr sandbox` group: isolated per-worktree KTRDR stacks.
 
-from ktrdr.cli.sandbox.commands import sandbox
+Each command module attaches its commands to the group on import.
+"""
+
+from ktrdr.cli.sandbox import commands  # noqa: F401  # registers commands on the group
+from ktrdr.cli.sandbox.group import sandbox
 
 __all__ = ["sandbox"]

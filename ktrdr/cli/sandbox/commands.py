@@ -1,10 +1,5 @@
-"""`ktrdr sandbox …` commands: parse arguments, call the core modules, render the result."""
+"""Instance commands (create, init, list, status, destroy, prune): parse, call core, render."""
 
 from __future__ import annotations
 
-import click
-
-
-@click.group()
-def sandbox() -> None:
-    """Isolated KTRDR stacks, one per git worktree (see docs/sandbox.md)."""
+from ktrdr.cli.sandbox.group import sandbox  # noqa: F401  # commands attach here
