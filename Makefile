@@ -53,7 +53,7 @@ demo: setup ## Main job: create and start a sandbox up to "Startability Gate: PA
 	$(BIN)/ktrdr --help
 
 bench: setup ## Benchmarks (never part of `make test`); writes docs/benchmarks.md
-	@echo "bench: will run bench/*.py and write docs/benchmarks.md (issue: Benchmarks)"; exit 1
+	$(BIN)/python -m bench.run_all $(BENCH)
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
