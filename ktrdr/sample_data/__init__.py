@@ -1,0 +1,1 @@
+"""Packaged sample data: deterministic daily OHLCV for AAPL, MSFT, EURUSD and strategy configs."""

@@ -1,0 +1,1 @@
+"""Sample OHLCV CSV files ({SYMBOL}_{TIMEFRAME}.csv)."""

@@ -1,0 +1,1 @@
+"""Sample strategy configs ({name}.yaml)."""
