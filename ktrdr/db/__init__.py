@@ -1,0 +1,1 @@
+"""PostgreSQL access for the backend: connection settings and versioned SQL migrations."""
