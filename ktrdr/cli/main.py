@@ -91,3 +91,7 @@ _register_commands()
 
 def main() -> None:
     cli(prog_name="ktrdr")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,4 +2,259 @@
 
 from __future__ import annotations
 
-from ktrdr.cli.sandbox.group import sandbox  # noqa: F401  # commands attach here
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from ktrdr.cli.output import info, print_fields, print_json, print_table
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.group import sandbox
+
+if TYPE_CHECKING:
+    from ktrdr.cli.sandbox.instances import CreateResult, DestroyResult
+    from ktrdr.cli.sandbox.registry import Entry
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+slot_option = click.option(
+    "--slot", type=click.IntRange(0, 10), help="Take this slot instead of the lowest free one."
+)
+
+
+@sandbox.command("create")
+@click.argument("name")
+@slot_option
+@click.option("--branch", help="Check out this existing branch instead of creating NAME.")
+@click.option("--base", help="Start the new branch NAME from this ref (default HEAD).")
+@json_option
+def create_command(
+    name: str, slot: int | None, branch: str | None, base: str | None, as_json: bool
+) -> None:
+    """Add a worktree ../<repo>--NAME on a new branch NAME with its own port slot."""
+    from ktrdr.cli.sandbox.instances import create_instance
+
+    result = create_instance(
+        name=name,
+        cwd=Path.cwd(),
+        slot=slot,
+        branch=branch,
+        base=base,
+        images=os.environ.get("KTRDR_IMAGES"),
+    )
+    _render_created(result, as_json=as_json)
+
+
+@sandbox.command("init")
+@slot_option
+@json_option
+def init_command(slot: int | None, as_json: bool) -> None:
+    """Make this clone (or worktree) an instance. Slot 0 (main ports) only via --slot 0."""
+    from ktrdr.cli.sandbox.instances import init_instance
+
+    result = init_instance(cwd=Path.cwd(), slot=slot, images=os.environ.get("KTRDR_IMAGES"))
+    _render_created(result, as_json=as_json)
+
+
+def _render_created(result: CreateResult, *, as_json: bool) -> None:
+    for skipped in result.skipped:
+        info(f"note: skipped slot {skipped.slot}: {skipped.reason}")
+    if as_json:
+        print_json(result.to_json())
+        return
+    urls = result.urls()
+    print_fields(
+        [
+            ("Instance", result.instance_id),
+            ("Location", result.path),
+            ("Branch", result.branch),
+            ("Slot", result.slot),
+            ("API", urls["api"]),
+            ("Grafana", urls["grafana"]),
+            ("Jaeger", urls["jaeger"]),
+        ]
+    )
+    where = "" if result.kind == "clone" else f"cd {_quote(result.path)} && "
+    info(f"next: {where}ktrdr sandbox up")
+
+
+def _quote(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+@sandbox.command("list")
+@json_option
+def list_command(as_json: bool) -> None:
+    """Registered instances with slot, status, API port and path (read-only)."""
+    from ktrdr.cli.sandbox.instances import list_instances
+
+    rows = list_instances()
+    if as_json:
+        print_json([row.to_json() for row in rows])
+        return
+    if not rows:
+        info("no instances: create one with `ktrdr sandbox create NAME`")
+        return
+    print_table(
+        ["INSTANCE", "SLOT", "STATUS", "API PORT", "CREATED", "PATH"],
+        [
+            (
+                r.entry.instance_id,
+                r.entry.slot,
+                r.status,
+                r.to_json()["api_port"],
+                ago(r.entry.created_at),
+                r.entry.path,
+            )
+            for r in rows
+        ],
+    )
+
+
+def ago(iso: str, *, now: datetime | None = None) -> str:
+    """'2h ago' style age of an ISO-8601 timestamp ('?' when unparsable)."""
+    try:
+        then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return "?"
+    seconds = max(0, int(((now or datetime.now(UTC)) - then).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return "just now"
+
+
+@sandbox.command("status")
+@click.argument("name", required=False)
+@json_option
+def status_command(name: str | None, as_json: bool) -> None:
+    """Slot, ports, URLs and container state of NAME or of the instance you are in."""
+    from ktrdr.cli.sandbox.instances import instance_status
+
+    status = instance_status(name, cwd=Path.cwd())
+    data = status.to_json()
+    if as_json:
+        print_json(data)
+        return
+    containers = data["containers"]
+    counts = (
+        "unknown (Docker not reachable)"
+        if containers["total"] is None
+        else f"{containers['healthy']}/{containers['total']} healthy, "
+        f"{containers['running']} running"
+    )
+    print_fields(
+        [
+            ("Instance", status.instance_id),
+            ("Path", status.path),
+            (
+                "Status",
+                status.status + (f" ({status.stale_reason})" if status.stale_reason else ""),
+            ),
+            ("Slot", status.slot),
+            ("Branch", status.branch or "-"),
+            ("Containers", counts),
+            *((f"{key} URL", url) for key, url in data["urls"].items()),
+            *((f"{key} port", port) for key, port in data["ports"].items() if "worker" not in key),
+            ("worker ports", f"{data['ports']['worker_0']}-{data['ports']['worker_9']}"),
+        ]
+    )
+
+
+@sandbox.command("destroy")
+@click.argument("name", required=False)
+@click.option("--all", "destroy_all", is_flag=True, help="Destroy every registered instance.")
+@click.option("--force", is_flag=True, help="Discard uncommitted/untracked worktree changes.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+def destroy_command(
+    name: str | None, destroy_all: bool, force: bool, yes: bool, as_json: bool
+) -> None:
+    """Remove containers and volumes, the worktree (branch kept), then the registry entry.
+
+    For an `init`ed clone only its .env.sandbox and the entry are removed.
+    """
+    from ktrdr.cli.sandbox import registry
+    from ktrdr.cli.sandbox.instances import destroy_instance, resolve
+
+    if destroy_all and name:
+        raise click.UsageError("pass NAME or --all, not both")
+    targets = list(registry.load().values()) if destroy_all else [resolve(name, cwd=Path.cwd())]
+    if not targets:
+        info("no instances to destroy")
+        return
+    _confirm(targets, yes=yes)
+    results: list[DestroyResult] = []
+    failures: list[str] = []
+    for entry in targets:
+        try:
+            results.append(destroy_instance(entry, force=force))
+        except SandboxError as e:
+            if not destroy_all:
+                raise
+            failures.append(f"{entry.instance_id}: {e}")
+    _render_destroyed(results, as_json=as_json)
+    if failures:
+        raise SandboxError(f"{len(failures)} instance(s) not destroyed: " + " | ".join(failures))
+
+
+def _confirm(targets: list[Entry], *, yes: bool) -> None:
+    if yes:
+        return
+    listed = ", ".join(f"{e.instance_id} ({e.path})" for e in targets)
+    if not sys.stdin.isatty():
+        raise SandboxError(
+            f"refusing to destroy {listed} without confirmation: stdin is not a terminal; "
+            "pass --yes"
+        )
+    click.confirm(f"Destroy {listed}? Containers and volumes are deleted", abort=True, err=True)
+
+
+def _render_destroyed(results: list[DestroyResult], *, as_json: bool) -> None:
+    if as_json:
+        print_json([r.to_json() for r in results])
+        return
+    for r in results:
+        done = "destroyed" if r.slot_released else "partly destroyed (slot still claimed)"
+        info(f"{r.instance_id}: {done}")
+        for note in r.notes:
+            info(f"  {note}")
+        if r.worktree_removed:
+            info(f"  worktree {r.path} removed")
+        if r.branch_kept:
+            info(f"  branch {r.branch_kept} kept (delete it with `git branch -D {r.branch_kept}`)")
+        if r.slot_released:
+            info(f"  slot {r.slot} is free")
+
+
+@sandbox.command("prune")
+@click.option("--dry-run", is_flag=True, help="Only show what would be removed.")
+@json_option
+def prune_command(dry_run: bool, as_json: bool) -> None:
+    """Remove stale entries (path or .env.sandbox gone, unfinished creates) and their leftovers."""
+    from ktrdr.cli.sandbox.instances import prune
+
+    pruned = prune(dry_run=dry_run)
+    if as_json:
+        print_json([p.to_json() for p in pruned])
+        return
+    if not pruned:
+        info("nothing to prune")
+        return
+    verb = "would remove" if dry_run else "removed"
+    print_table(
+        ["INSTANCE", "SLOT", "REASON", "RESULT"],
+        [
+            (
+                p.entry.instance_id,
+                p.entry.slot,
+                p.reason,
+                verb if dry_run or p.removed else f"kept: {p.note}",
+            )
+            for p in pruned
+        ],
+    )

@@ -1,0 +1,684 @@
+"""Instance transactions: create, init, destroy, prune; and the read-only list and status.
+
+Create claims its slot before doing any work, so concurrent creates never collide and a crash
+leaves nothing unrecoverable:
+  1. under the registry lock: re-check the id, drop `creating` claims whose process is dead,
+     allocate a slot and record {state: "creating", pid} — the slot is now taken;
+  2. without the lock: `git worktree add`, write `.env.sandbox`, update info/exclude;
+  3. under the lock: flip the claim to `ready` (registration is the last step).
+Any failure in 2-3 undoes what was done (worktree removed, the branch it created deleted, claim
+released). A process killed mid-create leaves a `creating` claim with a dead pid: `list` shows
+it `stale`, `prune` removes it and the next `create` reclaims its slot.
+
+Destroy keeps the slot claimed (state `destroying`) until the instance's containers and volumes
+are confirmed gone. With the docker CLI installed but the engine down nothing can be confirmed,
+so the entry stays and the user is told to rerun destroy (or prune) once Docker is up; without
+the docker CLI at all there can be no containers, so the slot is freed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ktrdr.cli.sandbox import registry, worktree
+from ktrdr.cli.sandbox.allocation import SkippedSlot, allocate
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.instance import (
+    find_instance_root,
+    instance_id_for,
+    new_settings,
+    read_env,
+    render_env,
+    slugify,
+    validate_create_name,
+    validate_images,
+    write_env_file,
+)
+from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.registry import Entry
+from ktrdr.cli.sandbox.shared_data import shared_root
+from ktrdr.envfile import SANDBOX_ENV_FILENAME
+
+ONE_SHOT_SERVICES = frozenset({"migrate", "e2e-tests"})
+
+
+def _compose() -> ModuleType:
+    """The compose module, imported lazily (it is only needed when Docker is involved)."""
+    from ktrdr.cli.sandbox import compose
+
+    return compose
+
+
+# --- create / init -----------------------------------------------------------------------
+
+
+@dataclass
+class CreateResult:
+    instance_id: str
+    slot: int
+    path: Path
+    kind: str
+    branch: str | None
+    env_file: Path
+    new_branch: bool = False
+    skipped: list[SkippedSlot] = field(default_factory=list)
+
+    def urls(self) -> dict[str, str]:
+        return ports_for_slot(self.slot).urls()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "slot": self.slot,
+            "path": str(self.path),
+            "kind": self.kind,
+            "branch": self.branch,
+            "new_branch": self.new_branch,
+            "env_file": str(self.env_file),
+            "ports": ports_for_slot(self.slot).all_ports(),
+            "urls": self.urls(),
+            "skipped_slots": [{"slot": s.slot, "reason": s.reason} for s in self.skipped],
+        }
+
+
+def create_instance(
+    *,
+    name: str,
+    cwd: Path,
+    slot: int | None = None,
+    branch: str | None = None,
+    base: str | None = None,
+    images: str | None = None,
+) -> CreateResult:
+    """A new worktree `<parent>/<repo dir>--NAME` on branch NAME (or `branch`), slot, env file."""
+    validate_create_name(name)
+    if branch is not None and base is not None:
+        raise SandboxError("--branch and --base exclude each other: --base only seeds a new branch")
+    top = worktree.toplevel(cwd)
+    path = top.parent / f"{top.name}--{name}"
+    if path.parent != top.parent:  # unreachable after validation; never write outside it
+        raise SandboxError(f"refusing instance path {path}: it leaves {top.parent}")
+    instance_id = instance_id_for(path)
+    if branch is None:
+        worktree.check_branch_name(top, name)
+        if worktree.branch_exists(top, name):
+            raise SandboxError(
+                f"branch {name!r} already exists: pass --branch {name} to check it out in the "
+                "new worktree, or pick another name"
+            )
+    elif not worktree.branch_exists(top, branch):
+        raise SandboxError(f"branch {branch!r} does not exist: create it first or omit --branch")
+    if os.path.lexists(path):
+        raise SandboxError(f"{path} already exists: pick another name or remove it")
+
+    images_mode = validate_images(images)
+    claim = _claim(
+        instance_id=instance_id,
+        slot=slot,
+        path=path,
+        kind="worktree",
+        branch=branch or name,
+        name=name,
+        repo=top,
+    )
+    settings = new_settings(
+        instance_id=instance_id,
+        slot=claim.slot,
+        shared_dir=shared_root(),
+        images=images_mode,
+        existing=None,
+    )
+    worktree_added = False
+    try:
+        worktree.add(
+            top, path, new_branch=None if branch else name, branch=branch, base=base or "HEAD"
+        )
+        worktree_added = True
+        env_file = write_env_file(path, render_env(settings, command="ktrdr sandbox create"))
+        worktree.ensure_excluded(top)
+        _finish_claim(instance_id)
+    except BaseException as error:
+        _rollback_create(
+            error,
+            top=top,
+            path=path if worktree_added else None,
+            new_branch=name if worktree_added and branch is None else None,
+            instance_id=instance_id,
+        )
+        raise
+    return CreateResult(
+        instance_id=instance_id,
+        slot=claim.slot,
+        path=path,
+        kind="worktree",
+        branch=branch or name,
+        env_file=env_file,
+        new_branch=branch is None,
+        skipped=claim.skipped,
+    )
+
+
+@dataclass
+class _Claim:
+    slot: int
+    skipped: list[SkippedSlot]
+
+
+def _claim(
+    *,
+    instance_id: str,
+    slot: int | None,
+    path: Path,
+    kind: registry.Kind,
+    branch: str | None,
+    name: str | None,
+    repo: Path | None,
+) -> _Claim:
+    with registry.transaction() as entries:
+        for key in [k for k, e in entries.items() if e.is_dead_claim()]:
+            del entries[key]
+        existing = entries.get(instance_id)
+        if existing is not None:
+            raise SandboxError(
+                f"instance {instance_id} is already registered (slot {existing.slot}, "
+                f"{existing.path}); see `ktrdr sandbox status {instance_id}`"
+            )
+        same_path = [e for e in entries.values() if e.path == str(path)]
+        if same_path:
+            raise SandboxError(
+                f"{path} is already registered as instance {same_path[0].instance_id}"
+            )
+        allocation = allocate(entries, instance_id=instance_id, requested=slot)
+        entries[instance_id] = Entry(
+            instance_id=instance_id,
+            slot=allocation.slot,
+            path=str(path),
+            kind=kind,
+            branch=branch,
+            created_at=registry.now_iso(),
+            state="creating",
+            pid=os.getpid(),
+            name=name,
+            repo=str(repo) if repo else None,
+        )
+    return _Claim(allocation.slot, allocation.skipped)
+
+
+def _finish_claim(instance_id: str) -> None:
+    with registry.transaction() as entries:
+        entry = entries.get(instance_id)
+        if entry is None or entry.state != "creating" or entry.pid != os.getpid():
+            raise SandboxError(
+                f"the slot claim of {instance_id} was lost while creating it (removed by "
+                "another command?); retry"
+            )
+        entry.state = "ready"
+        entry.pid = None
+
+
+def _release_claim(instance_id: str) -> None:
+    with registry.transaction() as entries:
+        entry = entries.get(instance_id)
+        if entry is not None and entry.state == "creating" and entry.pid == os.getpid():
+            del entries[instance_id]
+
+
+def _rollback_create(
+    error: BaseException,
+    *,
+    top: Path,
+    path: Path | None,
+    new_branch: str | None,
+    instance_id: str,
+) -> None:
+    """Undo a failed create: worktree, branch it created, claim. Failures are added to the
+    original error (when it is a SandboxError) rather than hiding it."""
+    problems: list[str] = []
+    if path is not None:
+        try:
+            worktree.remove(top, path, force=True)
+        except SandboxError as e:
+            problems.append(str(e))
+    if new_branch is not None:
+        try:
+            worktree.delete_branch(top, new_branch)
+        except SandboxError as e:
+            problems.append(str(e))
+    try:
+        _release_claim(instance_id)
+    except SandboxError as e:
+        problems.append(str(e))
+    if problems and isinstance(error, SandboxError):
+        error.message += "; rollback incomplete: " + "; ".join(problems)
+
+
+def init_instance(*, cwd: Path, slot: int | None = None, images: str | None = None) -> CreateResult:
+    """Make the current clone or worktree an instance (kind clone). Slot 0 only when asked."""
+    top = worktree.toplevel(cwd)
+    instance_id = instance_id_for(top)
+    env_path = top / SANDBOX_ENV_FILENAME
+    branch = worktree.current_branch(top)
+    with registry.transaction() as entries:
+        existing = entries.get(instance_id)
+        if existing is not None and not existing.is_dead_claim():
+            raise SandboxError(
+                f"{top} is already registered as instance {instance_id} (slot {existing.slot}); "
+                f"see `ktrdr sandbox status`"
+            )
+        same_path = [e for e in entries.values() if e.path == str(top) and not e.is_dead_claim()]
+        if same_path:
+            raise SandboxError(f"{top} is already registered as {same_path[0].instance_id}")
+        entries.pop(instance_id, None)
+        allocation = allocate(entries, instance_id=instance_id, requested=slot)
+        settings = new_settings(
+            instance_id=instance_id,
+            slot=allocation.slot,
+            shared_dir=shared_root(),
+            images=images,
+            existing=env_path,
+        )
+        write_env_file(top, render_env(settings, command="ktrdr sandbox init"))
+        try:
+            worktree.ensure_excluded(top)
+        except BaseException:
+            env_path.unlink(missing_ok=True)
+            raise
+        entries[instance_id] = Entry(
+            instance_id=instance_id,
+            slot=allocation.slot,
+            path=str(top),
+            kind="clone",
+            branch=branch,
+            created_at=registry.now_iso(),
+            repo=str(top),
+        )
+    return CreateResult(
+        instance_id=instance_id,
+        slot=allocation.slot,
+        path=top,
+        kind="clone",
+        branch=branch,
+        env_file=env_path,
+        skipped=allocation.skipped,
+    )
+
+
+# --- resolution ----------------------------------------------------------------------------
+
+
+def resolve(name: str | None, *, cwd: Path) -> Entry:
+    """An entry by full id or create name (when unique), or the instance containing `cwd`."""
+    entries = registry.load()
+    if name is None:
+        root = find_instance_root(cwd)
+        if root is None:
+            raise SandboxError(
+                f"{cwd} is not inside a sandbox instance (no {SANDBOX_ENV_FILENAME} here or "
+                "above): pass NAME, or see `ktrdr sandbox list`"
+            )
+        found = _entry_for_root(entries, root)
+        if found is None:
+            raise SandboxError(
+                f"{root} has a {SANDBOX_ENV_FILENAME} but is not registered: run "
+                "`ktrdr sandbox init` there, or delete the file"
+            )
+        return found
+    if name in entries:
+        return entries[name]
+    slug = slugify(name)
+    matches = [
+        e
+        for e in entries.values()
+        if e.name == name or (slug and e.instance_id.endswith(f"--{slug}"))
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        listed = ", ".join(sorted(e.instance_id for e in matches))
+        raise SandboxError(f"{name!r} is ambiguous: it matches {listed}; pass the full id")
+    raise SandboxError(f"no instance named {name!r}: see `ktrdr sandbox list`")
+
+
+def _entry_for_root(entries: dict[str, Entry], root: Path) -> Entry | None:
+    env_id = read_env(root / SANDBOX_ENV_FILENAME).get("KTRDR_INSTANCE_ID", "")
+    if env_id in entries:
+        return entries[env_id]
+    resolved = str(root.resolve())
+    for entry in entries.values():
+        if str(Path(entry.path).resolve()) == resolved:
+            return entry
+    return None
+
+
+# --- list / status -------------------------------------------------------------------------
+
+
+def stale_reason(entry: Entry) -> str | None:
+    if entry.is_dead_claim():
+        return f"create did not finish (process {entry.pid} is gone)"
+    if entry.state == "creating":
+        return None
+    if not entry.root.is_dir():
+        return f"{entry.path} is gone"
+    if not (entry.root / SANDBOX_ENV_FILENAME).is_file():
+        return f"{entry.root / SANDBOX_ENV_FILENAME} is gone"
+    return None
+
+
+def containers_snapshot() -> dict[str, list[Any]] | None:
+    """All instances' containers from ONE Docker query, or None when no engine answers."""
+    compose = _compose()
+    if not compose.engine_reachable():
+        return None
+    try:
+        grouped: dict[str, list[Any]] = compose.containers_by_instance()
+    except SandboxError:
+        return None
+    return grouped
+
+
+def docker_status(containers: list[Any] | None) -> str:
+    """running / partial / stopped from container states; one-shot services do not count."""
+    if containers is None:
+        return "unknown"
+    services = [c for c in containers if c.service not in ONE_SHOT_SERVICES]
+    running = sum(1 for c in services if c.state == "running")
+    if not services or running == 0:
+        return "stopped"
+    return "running" if running == len(services) else "partial"
+
+
+def entry_status(entry: Entry, snapshot: dict[str, list[Any]] | None) -> str:
+    if stale_reason(entry) is not None:
+        return "stale"
+    if entry.state != "ready":
+        return entry.state
+    if snapshot is None:
+        return "unknown"
+    return docker_status(snapshot.get(entry.instance_id, []))
+
+
+@dataclass
+class InstanceRow:
+    entry: Entry
+    status: str
+
+    def to_json(self) -> dict[str, Any]:
+        ports = ports_for_slot(self.entry.slot)
+        return {
+            **self.entry.to_json(),
+            "status": self.status,
+            "api_port": ports.api,
+            "api_url": ports.urls()["api"],
+        }
+
+
+def list_instances() -> list[InstanceRow]:
+    """Every registered instance with its status. Read-only: never writes the registry."""
+    entries = registry.load()
+    snapshot = containers_snapshot() if entries else None
+    return [
+        InstanceRow(entry, entry_status(entry, snapshot))
+        for entry in sorted(entries.values(), key=lambda e: (e.slot, e.instance_id))
+    ]
+
+
+@dataclass
+class InstanceStatus:
+    instance_id: str
+    slot: int
+    path: Path
+    registered: bool
+    status: str
+    kind: str | None = None
+    branch: str | None = None
+    created_at: str | None = None
+    stale_reason: str | None = None
+    containers_total: int | None = None
+    containers_running: int | None = None
+    containers_healthy: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        ports = ports_for_slot(self.slot)
+        return {
+            "instance_id": self.instance_id,
+            "slot": self.slot,
+            "path": str(self.path),
+            "registered": self.registered,
+            "status": self.status,
+            "kind": self.kind,
+            "branch": self.branch,
+            "created_at": self.created_at,
+            "stale_reason": self.stale_reason,
+            "ports": ports.all_ports(),
+            "urls": ports.urls(),
+            "containers": {
+                "total": self.containers_total,
+                "running": self.containers_running,
+                "healthy": self.containers_healthy,
+            },
+        }
+
+
+def instance_status(name: str | None, *, cwd: Path) -> InstanceStatus:
+    """Identity, slot and Docker state of one instance (by name, or the one containing cwd).
+    An unregistered `.env.sandbox` still reports what the file says."""
+    if name is None:
+        root = find_instance_root(cwd)
+        if root is not None and _entry_for_root(registry.load(), root) is None:
+            return _unregistered_status(root)
+    entry = resolve(name, cwd=cwd)
+    snapshot = containers_snapshot()
+    result = InstanceStatus(
+        instance_id=entry.instance_id,
+        slot=entry.slot,
+        path=entry.root,
+        registered=True,
+        status=entry_status(entry, snapshot),
+        kind=entry.kind,
+        branch=entry.branch,
+        created_at=entry.created_at,
+        stale_reason=stale_reason(entry),
+    )
+    if snapshot is not None:
+        containers = [
+            c for c in snapshot.get(entry.instance_id, []) if c.service not in ONE_SHOT_SERVICES
+        ]
+        result.containers_total = len(containers)
+        result.containers_running = sum(1 for c in containers if c.state == "running")
+        result.containers_healthy = sum(
+            1 for c in containers if c.state == "running" and c.health in (None, "healthy")
+        )
+    return result
+
+
+def _unregistered_status(root: Path) -> InstanceStatus:
+    values = read_env(root / SANDBOX_ENV_FILENAME)
+    slot_text = values.get("KTRDR_SLOT", "")
+    if not slot_text.isdigit():
+        raise SandboxError(
+            f"{root / SANDBOX_ENV_FILENAME} has no valid KTRDR_SLOT: re-create it with "
+            "`ktrdr sandbox init`"
+        )
+    return InstanceStatus(
+        instance_id=values.get("KTRDR_INSTANCE_ID") or instance_id_for(root),
+        slot=ports_for_slot(int(slot_text)).slot,
+        path=root,
+        registered=False,
+        status="unregistered",
+        stale_reason="not in the registry: run `ktrdr sandbox init` here",
+    )
+
+
+# --- destroy -------------------------------------------------------------------------------
+
+
+@dataclass
+class DestroyResult:
+    instance_id: str
+    slot: int
+    path: Path
+    kind: str
+    branch_kept: str | None = None
+    containers_removed: bool = False
+    worktree_removed: bool = False
+    env_file_removed: bool = False
+    slot_released: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "slot": self.slot,
+            "path": str(self.path),
+            "kind": self.kind,
+            "branch_kept": self.branch_kept,
+            "containers_removed": self.containers_removed,
+            "worktree_removed": self.worktree_removed,
+            "env_file_removed": self.env_file_removed,
+            "slot_released": self.slot_released,
+            "notes": self.notes,
+        }
+
+
+def check_destroyable(entry: Entry, *, force: bool) -> None:
+    """Refuse before anything is torn down: a dirty worktree (without force), or a path that
+    is not the linked worktree we created."""
+    root = entry.root
+    if entry.kind != "worktree" or not root.is_dir():
+        return
+    if not worktree.is_linked_worktree(root):
+        raise SandboxError(
+            f"{root} is not a linked git worktree: refusing to delete it; remove the entry "
+            f"with `ktrdr sandbox prune` after moving it, or delete it yourself"
+        )
+    dirty = worktree.dirty_paths(root)
+    if dirty and not force:
+        shown = ", ".join(dirty[:5]) + (" …" if len(dirty) > 5 else "")
+        raise SandboxError(
+            f"worktree {root} has uncommitted or untracked changes ({shown}): commit or stash "
+            "them, or pass --force to discard them"
+        )
+
+
+def teardown_containers(entry: Entry) -> tuple[bool, str]:
+    """Remove the instance's containers, volumes and networks. (confirmed gone, note)."""
+    compose = _compose()
+    if not compose.engine_reachable():
+        if shutil.which("docker") is None:
+            return True, "docker is not installed, so the instance has no containers"
+        return False, (
+            "Docker engine not reachable: containers and volumes could not be removed, so slot "
+            f"{entry.slot} stays claimed; start Docker and rerun "
+            f"`ktrdr sandbox destroy {entry.instance_id}` (or `ktrdr sandbox prune`)"
+        )
+    root = entry.root if (entry.root / SANDBOX_ENV_FILENAME).is_file() else None
+    compose.down(entry.instance_id, root, volumes=True)
+    left: list[str] = compose.leftovers(entry.instance_id)
+    if left:
+        return False, (
+            f"still present after down: {', '.join(left[:5])}; slot {entry.slot} stays claimed; "
+            f"remove them and rerun `ktrdr sandbox destroy {entry.instance_id}`"
+        )
+    return True, "containers, volumes and networks removed"
+
+
+def _set_state(instance_id: str, state: registry.State) -> None:
+    with registry.transaction() as entries:
+        entry = entries.get(instance_id)
+        if entry is None:
+            raise SandboxError(f"instance {instance_id} is no longer registered; nothing to do")
+        entry.state = state
+        entry.pid = None
+
+
+def _remove_entry(instance_id: str) -> None:
+    with registry.transaction() as entries:
+        entries.pop(instance_id, None)
+
+
+def destroy_instance(entry: Entry, *, force: bool) -> DestroyResult:
+    """Containers and volumes, then the worktree we created (or just the clone's env file),
+    then the registry entry — the slot stays claimed until the containers are confirmed gone."""
+    check_destroyable(entry, force=force)
+    _set_state(entry.instance_id, "destroying")
+    result = DestroyResult(entry.instance_id, entry.slot, entry.root, entry.kind)
+    result.containers_removed, note = teardown_containers(entry)
+    result.notes.append(note)
+    root = entry.root
+    if entry.kind == "worktree":
+        if root.is_dir():
+            worktree.remove(root, root, force=force)
+            result.worktree_removed = True
+        elif entry.repo and Path(entry.repo).is_dir():
+            worktree.prune(Path(entry.repo))
+        result.branch_kept = entry.branch
+    else:
+        env_path = root / SANDBOX_ENV_FILENAME
+        if env_path.is_file() and read_env(env_path).get("KTRDR_INSTANCE_ID") == entry.instance_id:
+            env_path.unlink()
+            result.env_file_removed = True
+        result.notes.append(f"clone {root} kept (only its {SANDBOX_ENV_FILENAME} was removed)")
+    if result.containers_removed:
+        _remove_entry(entry.instance_id)
+        result.slot_released = True
+    return result
+
+
+# --- prune ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PrunedEntry:
+    entry: Entry
+    reason: str
+    removed: bool
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.entry.instance_id,
+            "slot": self.entry.slot,
+            "path": self.entry.path,
+            "reason": self.reason,
+            "removed": self.removed,
+            "note": self.note,
+        }
+
+
+def prune(*, dry_run: bool) -> list[PrunedEntry]:
+    """Stale entries (path or env file gone, dead create claims): their leftover containers
+    and volumes are removed by label, then the entry. Kept when that cannot be confirmed."""
+    pruned: list[PrunedEntry] = []
+    for entry in registry.load().values():
+        reason = stale_reason(entry)
+        if reason is None:
+            continue
+        if dry_run:
+            pruned.append(PrunedEntry(entry, reason, removed=False, note="dry run"))
+            continue
+        if entry.is_dead_claim() and not (entry.root / SANDBOX_ENV_FILENAME).exists():
+            gone, note = True, "create never finished, so it has no containers"
+        else:
+            gone, note = teardown_containers(entry)
+        if gone:
+            gone = _remove_if_unchanged(entry)
+            note = note if gone else "entry changed meanwhile; left as is"
+            if gone and entry.kind == "worktree" and entry.repo and Path(entry.repo).is_dir():
+                worktree.prune(Path(entry.repo))
+        pruned.append(PrunedEntry(entry, reason, removed=gone, note=note))
+    return pruned
+
+
+def _remove_if_unchanged(entry: Entry) -> bool:
+    with registry.transaction() as entries:
+        current = entries.get(entry.instance_id)
+        if current is None or current.to_json() != entry.to_json():
+            return False
+        del entries[entry.instance_id]
+        return True

@@ -1,0 +1,168 @@
+"""git plumbing for instances: repo discovery, worktree add/remove/list, dirty check, exclude."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.proc import CommandFailedError, run, stderr_tail
+
+GIT_TIMEOUT = 120
+
+
+def _git(cwd: Path, *args: str, what: str, check: bool = True) -> str:
+    return run(["git", "-C", cwd, *args], timeout=GIT_TIMEOUT, what=what, check=check).stdout
+
+
+def toplevel(cwd: Path) -> Path:
+    """The root of the checkout (main or linked worktree) containing `cwd`."""
+    result = run(
+        ["git", "-C", cwd, "rev-parse", "--show-toplevel"],
+        timeout=GIT_TIMEOUT,
+        check=False,
+        what="git rev-parse",
+    )
+    if result.returncode != 0 or not result.stdout.strip():
+        raise SandboxError(
+            f"{cwd} is not inside a git checkout: {stderr_tail(result.stderr)}; "
+            "run this from your KTRDR clone"
+        )
+    return Path(result.stdout.strip())
+
+
+def common_dir(cwd: Path) -> Path:
+    """The shared .git directory (the same for every worktree of a repo)."""
+    text = _git(cwd, "rev-parse", "--git-common-dir", what="git rev-parse").strip()
+    path = Path(text)
+    return (path if path.is_absolute() else cwd / path).resolve()
+
+
+def is_linked_worktree(path: Path) -> bool:
+    """True for a `git worktree add` checkout, False for a main worktree (a clone)."""
+    git_dir = _git(path, "rev-parse", "--absolute-git-dir", what="git rev-parse").strip()
+    return Path(git_dir).resolve() != common_dir(path)
+
+
+def current_branch(cwd: Path) -> str | None:
+    result = run(
+        ["git", "-C", cwd, "symbolic-ref", "--quiet", "--short", "HEAD"],
+        timeout=GIT_TIMEOUT,
+        check=False,
+        what="git symbolic-ref",
+    )
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def check_branch_name(repo: Path, name: str) -> None:
+    result = run(
+        ["git", "-C", repo, "check-ref-format", "--branch", name],
+        timeout=GIT_TIMEOUT,
+        check=False,
+        what="git check-ref-format",
+    )
+    if result.returncode != 0:
+        raise SandboxError(f"invalid branch name {name!r}: git refuses it; pick another name")
+
+
+def branch_exists(repo: Path, name: str) -> bool:
+    result = run(
+        ["git", "-C", repo, "show-ref", "--verify", "--quiet", f"refs/heads/{name}"],
+        timeout=GIT_TIMEOUT,
+        check=False,
+        what="git show-ref",
+    )
+    return result.returncode == 0
+
+
+def add(repo: Path, path: Path, *, new_branch: str | None, branch: str | None, base: str) -> None:
+    """`git worktree add` on a new branch (from `base`) or an existing one."""
+    if new_branch is not None:
+        argv = ["worktree", "add", "-b", new_branch, "--", str(path), base]
+    else:
+        argv = ["worktree", "add", "--", str(path), str(branch)]
+    try:
+        _git(repo, *argv, what="git worktree add")
+    except CommandFailedError as e:
+        raise SandboxError(
+            f"cannot create worktree {path}: {stderr_tail(e.result.stderr, 3)}; "
+            "fix the cause above and retry"
+        ) from e
+
+
+def remove(repo: Path, path: Path, *, force: bool) -> None:
+    argv = ["worktree", "remove", *(["--force"] if force else []), "--", str(path)]
+    try:
+        _git(repo, *argv, what="git worktree remove")
+    except CommandFailedError as e:
+        hint = "" if force else "; commit or stash your changes, or pass --force"
+        raise SandboxError(
+            f"cannot remove worktree {path}: {stderr_tail(e.result.stderr, 3)}{hint}"
+        ) from e
+
+
+def prune(repo: Path) -> None:
+    _git(repo, "worktree", "prune", what="git worktree prune", check=False)
+
+
+def delete_branch(repo: Path, name: str) -> None:
+    _git(repo, "branch", "-D", "--", name, what="git branch -D")
+
+
+def dirty_paths(path: Path) -> list[str]:
+    """Uncommitted or untracked paths (ignored files, like .env.sandbox, do not count)."""
+    out = _git(path, "status", "--porcelain", "--untracked-files=normal", what="git status")
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class WorktreeInfo:
+    path: Path
+    head: str | None
+    branch: str | None
+    bare: bool = False
+    detached: bool = False
+
+
+def list_worktrees(repo: Path) -> list[WorktreeInfo]:
+    out = _git(repo, "worktree", "list", "--porcelain", what="git worktree list")
+    infos: list[WorktreeInfo] = []
+    for block in out.strip().split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            key, _, value = line.partition(" ")
+            fields[key] = value
+        if "worktree" not in fields:
+            continue
+        branch = fields.get("branch")
+        infos.append(
+            WorktreeInfo(
+                path=Path(fields["worktree"]),
+                head=fields.get("HEAD"),
+                branch=branch.removeprefix("refs/heads/") if branch else None,
+                bare="bare" in fields,
+                detached="detached" in fields,
+            )
+        )
+    return infos
+
+
+EXCLUDE_PATTERNS = ("/.env.sandbox", "/.sandbox/")
+
+
+def ensure_excluded(repo: Path, patterns: tuple[str, ...] = EXCLUDE_PATTERNS) -> Path:
+    """Add patterns to the repo's shared info/exclude (idempotent); returns the file."""
+    exclude = common_dir(repo) / "info" / "exclude"
+    try:
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+        present = {line.strip() for line in text.splitlines()}
+        missing = [p for p in patterns if p not in present]
+        if missing:
+            prefix = "" if not text or text.endswith("\n") else "\n"
+            block = "# ktrdr sandbox (generated per instance; never commit)\n" + "\n".join(missing)
+            with exclude.open("a", encoding="utf-8") as handle:
+                handle.write(prefix + block + "\n")
+    except OSError as e:
+        raise SandboxError(f"cannot update {exclude}: {e.strerror or e}") from e
+    return exclude
