@@ -3,7 +3,10 @@
 Each command module attaches its commands to the group on import.
 """
 
-from ktrdr.cli.sandbox import commands  # noqa: F401  # registers commands on the group
+from ktrdr.cli.sandbox import (
+    commands,  # noqa: F401  # registers commands on the group
+    stack_commands,  # noqa: F401  # up, down, logs
+)
 from ktrdr.cli.sandbox.group import sandbox
 
 __all__ = ["sandbox"]

@@ -499,3 +499,8 @@ def one_shot_services(root: Path) -> set[str]:
 def default_services(root: Path) -> list[str]:
     """Services started by a plain `up` (no profile)."""
     return sorted(n for n, s in _compose_services(root).items() if not s.get("profiles"))
+
+
+def services(root: Path) -> list[str]:
+    """Every service of the compose file, profiles included."""
+    return sorted(_compose_services(root))

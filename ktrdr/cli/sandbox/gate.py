@@ -1,0 +1,582 @@
+"""The Startability Gate: proves a started instance is usable before work begins.
+
+Four checks run concurrently, each with its own deadline inside the overall timeout (so a slow
+check never starves a later one): Database ready, Backend healthy, Workers registered,
+Observability stack ready. Every round the probes (container state and HTTP to the published
+127.0.0.1 ports) run in parallel threads; the verdict is decided in one thread, which keeps the
+logic testable with a fake clock. The gate fails fast when a container exits or restarts.
+
+Clock, sleep and probes are injectable; `DockerProbes` is the real implementation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from ktrdr.cli.sandbox.compose import ContainerState
+from ktrdr.cli.sandbox.ports import SlotPorts
+
+REPORT_DIR = ".sandbox"
+REPORT_FILE = "gate-report.json"
+LOG_TAIL_LINES = 40
+HTTP_TIMEOUT = 2.0
+
+DATABASE, BACKEND, WORKERS, OBSERVABILITY = "database", "backend", "workers", "observability"
+TITLES = {
+    DATABASE: "Database ready",
+    BACKEND: "Backend healthy",
+    WORKERS: "Workers registered",
+    OBSERVABILITY: "Observability stack ready",
+}
+# Each check's deadline as a share of the overall timeout: the database must be up well before
+# the workers can register, so its failure is reported as its own.
+DEADLINE_SHARE = {DATABASE: 0.6, BACKEND: 0.8, WORKERS: 1.0, OBSERVABILITY: 1.0}
+OBSERVABILITY_SERVICES = ("prometheus", "grafana", "jaeger")
+
+
+class ProbeError(Exception):
+    """A probe could not get an answer (connection refused, timeout, docker failure)."""
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int
+    body: Any  # parsed JSON when the response is JSON, else the text
+
+
+class GateProbes(Protocol):
+    def containers(self) -> list[ContainerState]: ...
+
+    def http_get(self, url: str) -> HttpAnswer: ...
+
+    def logs(self, container: str, tail: int) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """What the gate expects of one instance."""
+
+    instance_id: str
+    ports: SlotPorts
+    expected_workers: Mapping[str, int]
+    worker_services: Mapping[str, str] = field(default_factory=dict)  # service -> type
+    one_shot_services: frozenset[str] = frozenset({"migrate"})
+    db_service: str = "db"
+    backend_service: str = "backend"
+    timeout: float = 300.0
+    http_interval: float = 0.25
+    ps_interval: float = 0.5
+
+    def deadline(self, check: str) -> float:
+        return self.timeout * DEADLINE_SHARE[check]
+
+    def observability_urls(self) -> dict[str, str]:
+        return {
+            "prometheus": f"http://127.0.0.1:{self.ports.prometheus}/-/ready",
+            "grafana": f"http://127.0.0.1:{self.ports.grafana}/api/health",
+            "jaeger": f"http://127.0.0.1:{self.ports.jaeger_ui}/",
+        }
+
+
+@dataclass
+class CheckResult:
+    key: str
+    title: str
+    deadline_s: float
+    status: str = "pending"  # pending | passed | failed
+    detail: str = ""  # passed: a summary ("2 backtest, 2 training"); else what it waits for
+    duration_s: float | None = None
+    attempts: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.key,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
+            "deadline_s": round(self.deadline_s, 3),
+            "attempts": self.attempts,
+        }
+
+
+@dataclass
+class GateReport:
+    instance_id: str
+    slot: int
+    result: str  # passed | failed
+    started_at: str
+    finished_at: str
+    duration_s: float
+    timeout_s: float
+    checks: list[CheckResult]
+    containers: list[ContainerState]
+    failure: str | None = None
+    failing_check: str | None = None
+    failing_service: str | None = None
+    log_tail: list[str] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.result == "passed"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "slot": self.slot,
+            "result": self.result,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_s": round(self.duration_s, 3),
+            "timeout_s": self.timeout_s,
+            "failure": self.failure,
+            "failing_check": self.failing_check,
+            "failing_service": self.failing_service,
+            "checks": [c.as_dict() for c in self.checks],
+            "containers": [c.as_dict() for c in self.containers],
+            "images": {c.service: c.image_id for c in self.containers if c.service},
+            "log_tail": list(self.log_tail),
+            "urls": dict(self.urls),
+        }
+
+
+@dataclass(frozen=True)
+class Crash:
+    service: str
+    container: str
+    reason: str
+
+
+def find_crash(
+    containers: Sequence[ContainerState],
+    *,
+    baseline_restarts: Mapping[str, int],
+    one_shot: frozenset[str],
+) -> Crash | None:
+    """A container that exited (except a one-shot service exiting 0) or is crash-looping."""
+    for c in containers:
+        if c.state in ("exited", "dead"):
+            if c.service in one_shot and c.exit_code == 0:
+                continue
+            return Crash(c.service, c.name, f"{c.service} exited with code {c.exit_code}")
+        if c.state == "restarting":
+            return Crash(
+                c.service,
+                c.name,
+                f"{c.service} is restarting (crash loop, {c.restart_count} restarts)",
+            )
+        before = baseline_restarts.get(c.name)
+        if before is not None and c.restart_count > before:
+            return Crash(
+                c.service,
+                c.name,
+                f"{c.service} restarted {c.restart_count - before} time(s) during the gate "
+                "(crash loop)",
+            )
+    return None
+
+
+# --- the individual verdicts: (passed, detail, fatal) ----------------------------------------
+
+Verdict = tuple[bool, str, bool]
+
+
+def database_verdict(containers: Sequence[ContainerState], db_service: str) -> Verdict:
+    db = [c for c in containers if c.service == db_service]
+    if not db:
+        return False, f"no {db_service} container yet", False
+    c = db[0]
+    if c.state == "running" and c.health == "healthy":
+        return True, "", False
+    if c.state == "running" and c.health is None:
+        return False, f"{db_service} has no healthcheck; cannot tell it is ready", False
+    return False, f"{db_service} is {c.state}" + (f" ({c.health})" if c.health else ""), False
+
+
+def backend_verdict(answer: HttpAnswer, instance_id: str) -> Verdict:
+    body = answer.body if isinstance(answer.body, dict) else {}
+    if answer.status != 200:
+        return False, f"/api/v1/health answered HTTP {answer.status}", False
+    found = body.get("instance_id")
+    if found and found != instance_id:
+        # Another stack answers on this instance's port: waiting cannot fix that.
+        return False, f"the API port answers for instance {found!r}, not {instance_id!r}", True
+    if body.get("status") != "ok" or body.get("database") != "ok":
+        return (
+            False,
+            f"health is {body.get('status')!r}, database {body.get('database')!r}",
+            False,
+        )
+    if found != instance_id:
+        return False, "health does not report this instance's id", False
+    return True, "", False
+
+
+def workers_verdict(answer: HttpAnswer, expected: Mapping[str, int]) -> Verdict:
+    if answer.status != 200 or not isinstance(answer.body, list):
+        return False, f"/api/v1/workers answered HTTP {answer.status}", False
+    counts = {worker_type: 0 for worker_type in expected}
+    for worker in answer.body:
+        if not isinstance(worker, dict) or worker.get("status") == "unreachable":
+            continue
+        worker_type = str(worker.get("worker_type"))
+        counts[worker_type] = counts.get(worker_type, 0) + 1
+    summary = ", ".join(f"{counts.get(t, 0)} {t}" for t in sorted(expected))
+    if all(counts.get(t, 0) >= n for t, n in expected.items()):
+        return True, summary, False
+    wanted = ", ".join(f"{n} {t}" for t, n in sorted(expected.items()))
+    return False, f"{summary} registered of {wanted}", False
+
+
+def observability_verdict(answer: HttpAnswer) -> bool:
+    return 200 <= answer.status < 300
+
+
+# --- the gate loop ----------------------------------------------------------------------------
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Gate:
+    def __init__(
+        self,
+        spec: GateSpec,
+        probes: GateProbes,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        on_update: Callable[[list[CheckResult]], None] | None,
+    ) -> None:
+        self.spec, self.probes, self.clock, self.sleep = spec, probes, clock, sleep
+        self.on_update = on_update or (lambda checks: None)
+        self.checks = {k: CheckResult(k, TITLES[k], spec.deadline(k)) for k in TITLES}
+        self.containers: list[ContainerState] = []
+        self.baseline: dict[str, int] | None = None
+        self.observed: set[str] = set()
+        self.failure: tuple[str, str, str | None] | None = None  # check, reason, service
+
+    def run(self) -> None:
+        start = self.clock()
+        last_ps: float | None = None
+        with ThreadPoolExecutor(max_workers=6, thread_name_prefix="gate-probe") as pool:
+            while True:
+                elapsed = self.clock() - start
+                poll_ps = last_ps is None or elapsed - last_ps >= self.spec.ps_interval - 1e-9
+                if poll_ps:
+                    last_ps = elapsed
+                self._round(pool, poll_ps)
+                elapsed = self.clock() - start
+                self._settle(elapsed)
+                self.on_update(list(self.checks.values()))
+                if self.failure is not None or self._all_passed():
+                    return
+                self.sleep(self.spec.http_interval)
+
+    def _all_passed(self) -> bool:
+        return all(c.status == "passed" for c in self.checks.values())
+
+    def _pending(self, key: str) -> bool:
+        return self.checks[key].status == "pending"
+
+    def _round(self, pool: ThreadPoolExecutor, poll_ps: bool) -> None:
+        urls = self._urls()
+        futures: dict[str, Future[Any]] = {}
+        if poll_ps:
+            futures["ps"] = pool.submit(self.probes.containers)
+        for key, url in urls.items():
+            futures[key] = pool.submit(self.probes.http_get, url)
+        results: dict[str, Any] = {}
+        for key, future in futures.items():
+            try:
+                results[key] = future.result()
+            except Exception as e:  # any probe failure only means "not ready yet"
+                results[key] = ProbeError(str(e) or type(e).__name__)
+        if "ps" in results:
+            self._on_containers(results.pop("ps"))
+        for key, answer in results.items():
+            self._on_http(key, answer)
+
+    def _urls(self) -> dict[str, str]:
+        base = f"http://127.0.0.1:{self.spec.ports.api}/api/v1"
+        urls: dict[str, str] = {}
+        if self._pending(BACKEND):
+            urls[BACKEND] = f"{base}/health"
+        if self._pending(WORKERS):
+            urls[WORKERS] = f"{base}/workers"
+        if self._pending(OBSERVABILITY):
+            for name, url in self.spec.observability_urls().items():
+                if name not in self.observed:
+                    urls[name] = url
+        return urls
+
+    def _on_containers(self, result: list[ContainerState] | ProbeError) -> None:
+        check = self.checks[DATABASE]
+        if isinstance(result, ProbeError):
+            if check.status == "pending":
+                check.detail = f"cannot read container state: {result}"
+            return
+        self.containers = result
+        if self.baseline is None:
+            self.baseline = {c.name: c.restart_count for c in result}
+        crash = find_crash(
+            result, baseline_restarts=self.baseline, one_shot=self.spec.one_shot_services
+        )
+        if crash is not None:
+            self.failure = (self._check_for_service(crash.service), crash.reason, crash.service)
+            return
+        if check.status == "pending":
+            check.attempts += 1
+            passed, check.detail, _ = database_verdict(result, self.spec.db_service)
+            if passed:
+                check.status = "passed"
+
+    def _check_for_service(self, service: str) -> str:
+        if service == self.spec.db_service:
+            return DATABASE
+        if service in self.spec.worker_services:
+            return WORKERS
+        if service in OBSERVABILITY_SERVICES:
+            return OBSERVABILITY
+        return BACKEND
+
+    def _on_http(self, key: str, answer: HttpAnswer | ProbeError) -> None:
+        check_key = OBSERVABILITY if key in OBSERVABILITY_SERVICES else key
+        check = self.checks[check_key]
+        check.attempts += 1
+        if isinstance(answer, ProbeError):
+            check.detail = f"{key}: not answering ({answer})"
+            return
+        if check_key == OBSERVABILITY:
+            if observability_verdict(answer):
+                self.observed.add(key)
+            else:
+                check.detail = f"{key} answered HTTP {answer.status}"
+            if self.observed.issuperset(OBSERVABILITY_SERVICES):
+                check.status, check.detail = "passed", ""
+            return
+        if key == BACKEND:
+            passed, detail, fatal = backend_verdict(answer, self.spec.instance_id)
+        else:
+            passed, detail, fatal = workers_verdict(answer, self.spec.expected_workers)
+        check.detail = detail
+        if passed:
+            check.status = "passed"
+        elif fatal:
+            self.failure = (check_key, detail, None)
+
+    def _settle(self, elapsed: float) -> None:
+        """Stamp durations on checks that just passed; fail the first check past its deadline."""
+        for check in self.checks.values():
+            if check.status == "passed" and check.duration_s is None:
+                check.duration_s = elapsed
+        if self.failure is not None:
+            key, reason, _ = self.failure
+            self._fail(key, reason, elapsed)
+            return
+        for check in self.checks.values():
+            if check.status == "pending" and elapsed >= check.deadline_s:
+                waited = f"not ready after {check.deadline_s:.0f}s"
+                reason = f"{waited}: {check.detail}" if check.detail else waited
+                self.failure = (check.key, reason, self._service_for(check.key))
+                self._fail(check.key, reason, elapsed)
+                return
+
+    def _fail(self, key: str, reason: str, elapsed: float) -> None:
+        check = self.checks[key]
+        check.status, check.detail, check.duration_s = "failed", reason, elapsed
+
+    def _service_for(self, key: str) -> str | None:
+        if key == DATABASE:
+            return self.spec.db_service
+        if key == BACKEND:
+            return self.spec.backend_service
+        if key == OBSERVABILITY:
+            missing = [s for s in OBSERVABILITY_SERVICES if s not in self.observed]
+            return missing[0] if missing else None
+        return self._unregistered_worker_service()
+
+    def _unregistered_worker_service(self) -> str | None:
+        """A worker service that is not running healthy, else the first worker service."""
+        running = {c.service for c in self.containers if c.healthy}
+        services = sorted(self.spec.worker_services)
+        missing = [s for s in services if s not in running]
+        candidates = missing or services
+        return candidates[0] if candidates else None
+
+
+def run_gate(
+    spec: GateSpec,
+    probes: GateProbes,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    on_update: Callable[[list[CheckResult]], None] | None = None,
+) -> GateReport:
+    """Run the gate until every check passes, one fails, or a container crashes."""
+    started_at = now()
+    start = clock()
+    gate = _Gate(spec, probes, clock, sleep, on_update)
+    gate.run()
+    failing_check = failure = failing_service = None
+    if gate.failure is not None:
+        failing_check, failure, failing_service = gate.failure
+    return _finish(
+        spec,
+        probes,
+        checks=list(gate.checks.values()),
+        containers=gate.containers,
+        started_at=started_at,
+        duration=clock() - start,
+        now=now,
+        failure=failure,
+        failing_check=failing_check,
+        failing_service=failing_service,
+    )
+
+
+def failed_report(
+    spec: GateSpec,
+    probes: GateProbes,
+    *,
+    reason: str,
+    started_at: datetime,
+    duration: float,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> GateReport:
+    """A failed report for when the stack could not even be started (`compose up` failed):
+    names a crashed service from the container state when there is one, else `reason`."""
+    checks = [CheckResult(k, TITLES[k], spec.deadline(k)) for k in TITLES]
+    try:
+        containers = probes.containers()
+    except Exception:  # the report must be written even when docker cannot be queried
+        containers = []
+    crash = find_crash(containers, baseline_restarts={}, one_shot=spec.one_shot_services)
+    service = crash.service if crash else None
+    failure = f"{crash.reason} ({reason})" if crash else reason
+    return _finish(
+        spec,
+        probes,
+        checks=checks,
+        containers=containers,
+        started_at=started_at,
+        duration=duration,
+        now=now,
+        failure=failure,
+        failing_check=None,
+        failing_service=service,
+    )
+
+
+def _finish(
+    spec: GateSpec,
+    probes: GateProbes,
+    *,
+    checks: list[CheckResult],
+    containers: list[ContainerState],
+    started_at: datetime,
+    duration: float,
+    now: Callable[[], datetime],
+    failure: str | None,
+    failing_check: str | None,
+    failing_service: str | None,
+) -> GateReport:
+    log_tail: list[str] = []
+    if failure is not None:
+        try:
+            containers = probes.containers()  # the state at the moment of failure
+        except Exception:  # keep the last snapshot
+            pass
+        container = next((c.name for c in containers if c.service == failing_service), None)
+        if container is not None:
+            try:
+                log_tail = probes.logs(container, LOG_TAIL_LINES)
+            except Exception as e:  # the report still names the service
+                log_tail = [f"(logs unavailable: {e})"]
+    urls = spec.ports.urls()
+    return GateReport(
+        instance_id=spec.instance_id,
+        slot=spec.ports.slot,
+        result="failed" if failure is not None else "passed",
+        started_at=_iso(started_at),
+        finished_at=_iso(now()),
+        duration_s=duration,
+        timeout_s=spec.timeout,
+        checks=checks,
+        containers=containers,
+        failure=failure,
+        failing_check=failing_check,
+        failing_service=failing_service,
+        log_tail=log_tail,
+        urls={"api_docs": urls["api_docs"], "grafana": urls["grafana"]},
+    )
+
+
+def report_path(root: Path) -> Path:
+    return root / REPORT_DIR / REPORT_FILE
+
+
+def write_report(root: Path, report: GateReport) -> Path:
+    """Write `.sandbox/gate-report.json` atomically (temp file + rename)."""
+    path = report_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{REPORT_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(report.as_dict(), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_report(root: Path) -> dict[str, Any] | None:
+    """The last gate report of an instance, or None when there is none (or it is unreadable)."""
+    try:
+        data = json.loads(report_path(root).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class DockerProbes:
+    """The real probes: `docker inspect` by label and HTTP to 127.0.0.1 published ports."""
+
+    def __init__(self, instance_id: str) -> None:
+        import httpx
+
+        self.instance_id = instance_id
+        # Proxies must never see loopback probes: trust_env=False ignores HTTP(S)_PROXY.
+        self._client = httpx.Client(timeout=HTTP_TIMEOUT, trust_env=False)
+
+    def containers(self) -> list[ContainerState]:
+        from ktrdr.cli.sandbox import compose
+
+        return compose.ps(self.instance_id)
+
+    def http_get(self, url: str) -> HttpAnswer:
+        import httpx
+
+        try:
+            response = self._client.get(url)
+        except httpx.HTTPError as e:
+            raise ProbeError(str(e) or type(e).__name__) from e
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text
+        return HttpAnswer(response.status_code, body)
+
+    def logs(self, container: str, tail: int) -> list[str]:
+        from ktrdr.cli.sandbox import compose
+
+        return compose.container_logs(container, tail=tail)
+
+    def close(self) -> None:
+        self._client.close()

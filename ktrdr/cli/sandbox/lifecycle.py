@@ -1,0 +1,263 @@
+"""Core of `ktrdr sandbox up / down / logs`: find and validate the instance, preflight its
+ports, start it through compose.up, and run the Startability Gate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ktrdr.cli.sandbox import compose
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.gate import (
+    CheckResult,
+    DockerProbes,
+    GateReport,
+    GateSpec,
+    failed_report,
+    run_gate,
+    write_report,
+)
+from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, SlotPorts, ports_for_slot
+from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards, read_env_file
+
+REQUIRED_KEYS = (
+    "COMPOSE_PROJECT_NAME",
+    "KTRDR_INSTANCE_ID",
+    "KTRDR_SLOT",
+    "KTRDR_SHARED_DIR",
+    "KTRDR_DB_PASSWORD",
+)
+DEFAULT_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class Instance:
+    instance_id: str
+    slot: int
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def ports(self) -> SlotPorts:
+        return ports_for_slot(self.slot)
+
+
+@dataclass
+class UpResult:
+    instance: Instance
+    report: GateReport | None  # None with --no-gate
+    report_file: Path | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve(name: str | None, cwd: Path) -> Instance:
+    """The instance named `name` (registry id or create NAME), else the one whose
+    `.env.sandbox` is in `cwd` or a parent."""
+    if name:
+        root = _root_for_name(name)
+    else:
+        found = find_upwards(SANDBOX_ENV_FILENAME, cwd)
+        if found is None:
+            raise SandboxError(
+                f"no {SANDBOX_ENV_FILENAME} in {cwd} or its parents: this is not a sandbox "
+                "instance; run `ktrdr sandbox create NAME` (new worktree) or "
+                "`ktrdr sandbox init` (this checkout), or pass an instance NAME"
+            )
+        root = found.parent
+    env_path = root / SANDBOX_ENV_FILENAME
+    if not env_path.is_file():
+        raise SandboxError(
+            f"instance directory {root} has no {SANDBOX_ENV_FILENAME}: run `ktrdr sandbox init` "
+            "there (or `ktrdr sandbox doctor` to reconcile the registry)"
+        )
+    env = read_env_file(env_path)
+    missing = [key for key in REQUIRED_KEYS if not env.get(key)]
+    if missing:
+        raise SandboxError(
+            f"{env_path} lacks {', '.join(missing)}: re-create it with `ktrdr sandbox init` "
+            "(or `ktrdr sandbox doctor --fix`)"
+        )
+    try:
+        slot = int(env["KTRDR_SLOT"])
+    except ValueError as e:
+        raise SandboxError(
+            f"{env_path}: KTRDR_SLOT={env['KTRDR_SLOT']!r} is not a number; "
+            "run `ktrdr sandbox doctor --fix`"
+        ) from e
+    ports_for_slot(slot)  # validates the range
+    return Instance(env["KTRDR_INSTANCE_ID"], slot, root, env)
+
+
+def _root_for_name(name: str) -> Path:
+    from ktrdr.cli.sandbox import registry
+
+    entries = registry.load()
+    entry = entries.get(name) or next(
+        (e for e in entries.values() if e.name == name or Path(e.path).name == name), None
+    )
+    if entry is None:
+        known = ", ".join(sorted(entries)) or "none"
+        raise SandboxError(
+            f"no instance named {name!r} (registered: {known}); see `ktrdr sandbox list`"
+        )
+    return Path(entry.path)
+
+
+def validate(instance: Instance) -> None:
+    """The env file must agree with itself, the registry and the port map before starting."""
+    from ktrdr.cli.sandbox import registry
+
+    env_path = instance.root / SANDBOX_ENV_FILENAME
+    if instance.env["COMPOSE_PROJECT_NAME"] != instance.instance_id:
+        raise SandboxError(
+            f"{env_path}: COMPOSE_PROJECT_NAME={instance.env['COMPOSE_PROJECT_NAME']} differs "
+            f"from KTRDR_INSTANCE_ID={instance.instance_id}; run `ktrdr sandbox doctor --fix`"
+        )
+    for key, expected in instance.ports.env_variables().items():
+        found = instance.env.get(key)
+        if found != expected:
+            raise SandboxError(
+                f"{env_path}: {key}={found or '(missing)'} does not match slot {instance.slot} "
+                f"(expected {expected}); run `ktrdr sandbox doctor --fix`"
+            )
+    entry = registry.load().get(instance.instance_id)
+    if entry is None:
+        raise SandboxError(
+            f"instance {instance.instance_id} is not registered: run `ktrdr sandbox init` in "
+            f"{instance.root}"
+        )
+    if entry.slot != instance.slot:
+        raise SandboxError(
+            f"instance {instance.instance_id}: {env_path} says slot {instance.slot} but the "
+            f"registry says slot {entry.slot}; run `ktrdr sandbox doctor --fix`"
+        )
+    if Path(entry.path).resolve() != instance.root.resolve():
+        raise SandboxError(
+            f"instance {instance.instance_id} is registered at {entry.path}, not "
+            f"{instance.root}; run `ktrdr sandbox doctor` to reconcile"
+        )
+    if entry.state != "ready":
+        raise SandboxError(
+            f"instance {instance.instance_id} is {entry.state}: wait for that to finish, or "
+            "run `ktrdr sandbox doctor --fix` if it was interrupted"
+        )
+    if not (instance.root / compose.COMPOSE_FILE).is_file():
+        raise SandboxError(
+            f"{instance.root / compose.COMPOSE_FILE} is missing: this checkout has no stack "
+            "definition; update the branch from main"
+        )
+
+
+def preflight_ports(instance: Instance, own_ports: set[int]) -> None:
+    """Refuse before starting anything when a port of the slot is held by anything other than
+    this instance's own containers."""
+    from ktrdr.cli.sandbox import allocation
+
+    busy = allocation.busy_ports(instance.slot, ignore_ports=own_ports)
+    if not busy:
+        return
+    free = free_slot_hint(instance.slot)
+    raise SandboxError(
+        f"cannot start {instance.instance_id}: slot {instance.slot} {busy[0].describe()}"
+        f"{' (and ' + str(len(busy) - 1) + ' more)' if len(busy) > 1 else ''}, not by this "
+        f"instance; stop that process, or move the instance to a free slot{free}"
+    )
+
+
+def free_slot_hint(current: int) -> str:
+    from ktrdr.cli.sandbox import allocation, registry
+
+    taken = {e.slot for e in registry.load().values()}
+    for slot in SANDBOX_SLOTS:
+        if slot != current and slot not in taken:
+            if not allocation.busy_ports(slot, with_owners=False):
+                return (
+                    f" (slot {slot} is free: `ktrdr sandbox destroy`, then "
+                    f"`ktrdr sandbox create NAME --slot {slot}`)"
+                )
+    return ""
+
+
+def shared_data_warning(instance: Instance) -> str | None:
+    shared = Path(instance.env["KTRDR_SHARED_DIR"])
+    if (shared / "data").is_dir():
+        return None
+    return (
+        f"shared data dir {shared} is missing: create it with `ktrdr sandbox init-shared` "
+        "(backtests and training read their data from it)"
+    )
+
+
+def gate_spec(instance: Instance, *, timeout: float) -> GateSpec:
+    one_shot = compose.one_shot_services(instance.root) or {"migrate"}
+    return GateSpec(
+        instance_id=instance.instance_id,
+        ports=instance.ports,
+        expected_workers=compose.expected_workers(instance.root),
+        worker_services=compose.worker_services(instance.root),
+        one_shot_services=frozenset(one_shot),
+        timeout=timeout,
+    )
+
+
+def up(
+    instance: Instance,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    build: bool = False,
+    gate: bool = True,
+    notify: Callable[[str], None] = lambda message: None,
+    on_update: Callable[[list[CheckResult]], None] | None = None,
+) -> UpResult:
+    """Validate, preflight, `compose up -d`, then the gate. The report is always written."""
+    validate(instance)
+    compose.ensure_engine()
+    own_ports = {
+        p for c in compose.ps(instance.instance_id) if c.state == "running" for p in c.ports
+    }
+    preflight_ports(instance, own_ports)
+    result = UpResult(instance, None, None)
+    warning = shared_data_warning(instance)
+    if warning:
+        result.warnings.append(warning)
+        notify(f"Warning: {warning}")
+    spec = gate_spec(instance, timeout=timeout)
+    started_at, start = datetime.now(UTC), time.monotonic()
+    probes = DockerProbes(instance.instance_id)
+    try:
+        try:
+            compose.up(instance.instance_id, instance.root, build=build)
+        except SandboxError as e:
+            result.report = failed_report(
+                spec,
+                probes,
+                reason=str(e),
+                started_at=started_at,
+                duration=time.monotonic() - start,
+            )
+        else:
+            notify(f"  Containers started ({time.monotonic() - start:.1f}s)")
+            if not gate:
+                return result
+            result.report = run_gate(spec, probes, on_update=on_update)
+    finally:
+        probes.close()
+    result.report_file = write_report(instance.root, result.report)
+    return result
+
+
+def down(instance: Instance) -> None:
+    """Stop and remove the containers and network; keep volumes (data survives)."""
+    compose.down(instance.instance_id, instance.root, volumes=False)
+
+
+def logs(instance: Instance, *, service: str | None, follow: bool, tail: int) -> int:
+    known = compose.services(instance.root)
+    if service is not None and service not in known:
+        raise SandboxError(f"no service {service!r} in this stack; services: {', '.join(known)}")
+    return compose.logs(
+        instance.instance_id, instance.root, service=service, follow=follow, tail=tail
+    )

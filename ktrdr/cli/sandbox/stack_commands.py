@@ -1,0 +1,96 @@
+"""Stack commands (up, down, logs): parse, call lifecycle, render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ktrdr.cli.output import info, print_json
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.group import sandbox
+
+INTERRUPT_HINT = (
+    "Interrupted: instance {id} may be partly started; run `ktrdr sandbox up` to finish "
+    "starting it, `ktrdr sandbox down` to stop it, or `ktrdr sandbox destroy` to remove it"
+)
+
+
+@sandbox.command()
+@click.argument("name", required=False)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=300,
+    show_default=True,
+    help="Seconds the Startability Gate waits for the stack.",
+)
+@click.option("--build", is_flag=True, help="Rebuild the app image before starting.")
+@click.option("--no-gate", is_flag=True, help="Start the containers without running the gate.")
+@click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON.")
+def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bool) -> None:
+    """Start the instance's stack and prove it works (the Startability Gate).
+
+    Runs in an instance directory, or names one: `ktrdr sandbox up feat-a`. On a running
+    instance it just re-runs the gate. Exit code 1 when the gate fails.
+    """
+    from ktrdr.cli.sandbox import lifecycle
+    from ktrdr.cli.sandbox.gate_render import GateRenderer, render_result
+
+    instance = lifecycle.resolve(name, Path.cwd())
+    info(f"Starting instance: {instance.instance_id} (slot {instance.slot})")
+    try:
+        with GateRenderer() as renderer:
+            result = lifecycle.up(
+                instance,
+                timeout=timeout,
+                build=build,
+                gate=not no_gate,
+                notify=renderer.step,
+                on_update=renderer.update,
+            )
+    except KeyboardInterrupt:
+        info(INTERRUPT_HINT.format(id=instance.instance_id))
+        raise SystemExit(130) from None
+    report = result.report
+    if report is None:
+        info("Containers started; gate skipped (--no-gate)")
+        return
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        render_result(report, report_file=str(result.report_file))
+    if not report.passed:
+        raise SandboxError(f"Startability Gate failed for {instance.instance_id}: {report.failure}")
+
+
+@sandbox.command()
+@click.argument("name", required=False)
+def down(name: str | None) -> None:
+    """Stop the instance's containers (volumes, so its data, are kept)."""
+    from ktrdr.cli.sandbox import lifecycle
+
+    instance = lifecycle.resolve(name, Path.cwd())
+    lifecycle.down(instance)
+    info(f"Stopped instance {instance.instance_id} (volumes kept; `ktrdr sandbox up` restarts it)")
+
+
+@sandbox.command()
+@click.argument("service", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
+@click.option(
+    "--tail",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Lines per service from the end of the logs.",
+)
+@click.option("--instance", "name", metavar="NAME", help="Instance name (default: this directory).")
+def logs(service: str | None, follow: bool, tail: int, name: str | None) -> None:
+    """Show the logs of every service, or of SERVICE (e.g. backend, db, backtest-worker-1)."""
+    from ktrdr.cli.sandbox import lifecycle
+
+    instance = lifecycle.resolve(name, Path.cwd())
+    code = lifecycle.logs(instance, service=service, follow=follow, tail=tail)
+    if code not in (0, 130):
+        raise SystemExit(code)
