@@ -1,0 +1,482 @@
+"""The Startability Gate's logic, driven by a fake clock and scripted stand-in probes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ktrdr.cli.sandbox.compose import ContainerState
+from ktrdr.cli.sandbox.gate import (
+    HttpAnswer,
+    ProbeError,
+    GateSpec,
+    backend_verdict,
+    failed_report,
+    find_crash,
+    read_report,
+    run_gate,
+    workers_verdict,
+    write_report,
+)
+from ktrdr.cli.sandbox.ports import ports_for_slot
+
+INSTANCE = "ktrdr--feat-a"
+PORTS = ports_for_slot(2)
+WORKER_SERVICES = {
+    "backtest-worker-1": "backtest",
+    "backtest-worker-2": "backtest",
+    "training-worker-1": "training",
+    "training-worker-2": "training",
+}
+
+
+class FakeClock:
+    """Stand-in for time.monotonic/time.sleep: sleeping advances the clock instantly."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+
+def container(
+    service: str,
+    *,
+    state: str = "running",
+    health: str | None = "healthy",
+    exit_code: int | None = None,
+    restarts: int = 0,
+) -> ContainerState:
+    return ContainerState(
+        name=f"{INSTANCE}-{service}-1",
+        service=service,
+        state=state,
+        health=health,
+        instance_id=INSTANCE,
+        exit_code=exit_code,
+        restart_count=restarts,
+        image_id=f"sha256:{service}",
+        ports=[],
+    )
+
+
+def healthy_stack() -> list[ContainerState]:
+    services = ["db", "backend", *WORKER_SERVICES, "prometheus", "grafana", "jaeger"]
+    stack = [container(s) for s in services]
+    stack.append(container("migrate", state="exited", health=None, exit_code=0))
+    return stack
+
+
+def all_workers() -> list[dict[str, Any]]:
+    return [
+        {"worker_id": s, "worker_type": t, "status": "idle", "endpoint": f"http://{s}:8080"}
+        for s, t in WORKER_SERVICES.items()
+    ]
+
+
+class ScriptedProbes:
+    """Stand-in for DockerProbes: answers are functions of the fake clock's time."""
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        *,
+        containers: Callable[[float], list[ContainerState]] = lambda t: healthy_stack(),
+        ready_at: dict[str, float] | None = None,
+        health_body: Callable[[float], dict[str, Any]] | None = None,
+        workers: Callable[[float], list[dict[str, Any]]] = lambda t: all_workers(),
+        log_lines: list[str] | None = None,
+    ) -> None:
+        self.clock = clock
+        self._containers = containers
+        self.ready_at = ready_at or {}
+        self.health_body = health_body or (
+            lambda t: {"status": "ok", "database": "ok", "instance_id": INSTANCE}
+        )
+        self.workers = workers
+        self.log_lines = log_lines or ["line 1", "line 2"]
+        self.urls: list[str] = []
+        self.logs_asked: list[tuple[str, int]] = []
+
+    def containers(self) -> list[ContainerState]:
+        return self._containers(self.clock())
+
+    def http_get(self, url: str) -> HttpAnswer:
+        self.urls.append(url)
+        t = self.clock()
+        key = self._key(url)
+        if t < self.ready_at.get(key, 0.0):
+            raise ProbeError("connection refused")
+        if key == "backend":
+            return HttpAnswer(200, self.health_body(t))
+        if key == "workers":
+            return HttpAnswer(200, self.workers(t))
+        return HttpAnswer(200, "ok")
+
+    @staticmethod
+    def _key(url: str) -> str:
+        if url.endswith("/api/v1/health"):
+            return "backend"
+        if url.endswith("/api/v1/workers"):
+            return "workers"
+        port = int(url.split(":")[2].split("/")[0])
+        return {
+            PORTS.prometheus: "prometheus",
+            PORTS.grafana: "grafana",
+            PORTS.jaeger_ui: "jaeger",
+        }[port]
+
+    def logs(self, container_name: str, tail: int) -> list[str]:
+        self.logs_asked.append((container_name, tail))
+        return self.log_lines[-tail:]
+
+
+def spec(timeout: float = 60.0) -> GateSpec:
+    return GateSpec(
+        instance_id=INSTANCE,
+        ports=PORTS,
+        expected_workers={"backtest": 2, "training": 2},
+        worker_services=WORKER_SERVICES,
+        one_shot_services=frozenset({"migrate"}),
+        timeout=timeout,
+    )
+
+
+def run(probes: ScriptedProbes, clock: FakeClock, *, timeout: float = 60.0, updates=None):
+    return run_gate(
+        spec(timeout),
+        probes,
+        clock=clock,
+        sleep=clock.sleep,
+        now=lambda: datetime(2026, 1, 1, tzinfo=UTC),
+        on_update=updates,
+    )
+
+
+def test_gate_passes_when_every_check_is_ready_and_records_when_each_became_ready() -> None:
+    clock = FakeClock()
+    probes = ScriptedProbes(
+        clock, ready_at={"backend": 2.0, "workers": 4.0, "grafana": 1.0, "jaeger": 3.0}
+    )
+    report = run(probes, clock)
+    assert report.passed, report.failure
+    timings = {c.key: c.duration_s for c in report.checks}
+    assert timings["database"] == pytest.approx(0.0)
+    assert timings["backend"] == pytest.approx(2.0)
+    assert timings["workers"] == pytest.approx(4.0)
+    assert timings["observability"] == pytest.approx(3.0)
+    workers = next(c for c in report.checks if c.key == "workers")
+    assert workers.detail == "2 backtest, 2 training"
+    assert report.failure is None and report.log_tail == []
+
+
+def test_gate_report_carries_image_ids_container_states_and_urls() -> None:
+    clock = FakeClock()
+    report = run(ScriptedProbes(clock), clock).as_dict()
+    assert report["result"] == "passed"
+    assert report["images"]["backend"] == "sha256:backend"
+    assert {c["service"] for c in report["containers"]} >= {"db", "backend", "migrate"}
+    assert report["urls"] == {
+        "api_docs": "http://localhost:8002/api/v1/docs",
+        "grafana": "http://localhost:3002",
+    }
+    assert report["started_at"] == "2026-01-01T00:00:00.000Z"
+    assert [c["check"] for c in report["checks"]] == [
+        "database",
+        "backend",
+        "workers",
+        "observability",
+    ]
+
+
+def test_gate_probes_only_the_slots_published_loopback_ports() -> None:
+    clock = FakeClock()
+    probes = ScriptedProbes(clock, ready_at={"workers": 1.0})
+    run(probes, clock)
+    assert probes.urls
+    assert all(url.startswith("http://127.0.0.1:") for url in probes.urls)
+    assert {int(u.split(":")[2].split("/")[0]) for u in probes.urls} == {
+        PORTS.api,
+        PORTS.prometheus,
+        PORTS.grafana,
+        PORTS.jaeger_ui,
+    }
+
+
+def test_gate_fails_fast_when_a_worker_exits_and_shows_its_log_tail() -> None:
+    clock = FakeClock()
+
+    def containers(t: float) -> list[ContainerState]:
+        stack = healthy_stack()
+        if t >= 3.0:
+            stack = [
+                container("backtest-worker-1", state="exited", health=None, exit_code=3)
+                if c.service == "backtest-worker-1"
+                else c
+                for c in stack
+            ]
+        return stack
+
+    lines = [f"log {i}" for i in range(100)]
+    probes = ScriptedProbes(
+        clock,
+        containers=containers,
+        workers=lambda t: all_workers()[1:],
+        log_lines=lines,
+    )
+    report = run(probes, clock, timeout=300)
+    assert not report.passed
+    assert report.failing_service == "backtest-worker-1"
+    assert report.failure == "backtest-worker-1 exited with code 3"
+    assert report.failing_check == "workers"
+    assert report.duration_s <= 4.0  # detected within one container poll, not at the timeout
+    assert report.log_tail == lines[-40:]
+    assert probes.logs_asked == [(f"{INSTANCE}-backtest-worker-1-1", 40)]
+
+
+def test_gate_fails_fast_on_a_crash_loop_seen_as_a_rising_restart_count() -> None:
+    clock = FakeClock()
+
+    def containers(t: float) -> list[ContainerState]:
+        restarts = int(t // 2)
+        return [
+            container("training-worker-2", restarts=restarts)
+            if c.service == "training-worker-2"
+            else c
+            for c in healthy_stack()
+        ]
+
+    probes = ScriptedProbes(clock, containers=containers, workers=lambda t: [])
+    report = run(probes, clock, timeout=300)
+    assert not report.passed
+    assert report.failing_service == "training-worker-2"
+    assert "crash loop" in (report.failure or "")
+    assert report.duration_s <= 3.0
+
+
+def test_gate_ignores_the_migration_service_exiting_zero_but_not_exiting_non_zero() -> None:
+    assert (
+        find_crash(healthy_stack(), baseline_restarts={}, one_shot=frozenset({"migrate"})) is None
+    )
+    failed = [container("migrate", state="exited", health=None, exit_code=1)]
+    crash = find_crash(failed, baseline_restarts={}, one_shot=frozenset({"migrate"}))
+    assert crash is not None and crash.service == "migrate"
+    assert crash.reason == "migrate exited with code 1"
+
+
+def test_a_long_running_service_exiting_zero_is_a_crash() -> None:
+    stopped = [container("backend", state="exited", health=None, exit_code=0)]
+    crash = find_crash(stopped, baseline_restarts={}, one_shot=frozenset({"migrate"}))
+    assert crash is not None and crash.service == "backend"
+
+
+def test_a_restarting_container_is_a_crash_loop_even_on_the_first_look() -> None:
+    looping = [container("backend", state="restarting", restarts=4)]
+    crash = find_crash(looping, baseline_restarts={}, one_shot=frozenset())
+    assert crash is not None and "crash loop" in crash.reason
+
+
+def test_restarts_from_before_the_gate_do_not_count_as_a_crash() -> None:
+    steady = [container("backend", restarts=2)]
+    assert find_crash(steady, baseline_restarts={steady[0].name: 2}, one_shot=frozenset()) is None
+
+
+def test_each_check_has_its_own_deadline_so_a_stuck_database_is_named_as_such() -> None:
+    clock = FakeClock()
+
+    def containers(t: float) -> list[ContainerState]:
+        return [
+            container("db", health="starting") if c.service == "db" else c for c in healthy_stack()
+        ]
+
+    probes = ScriptedProbes(clock, containers=containers, ready_at={"backend": 10_000})
+    report = run(probes, clock, timeout=100)
+    assert not report.passed
+    assert report.failing_check == "database"
+    assert report.failing_service == "db"
+    assert report.failure == "not ready after 60s: db is running (starting)"
+    assert report.duration_s == pytest.approx(60.0, abs=0.5)
+    statuses = {c.key: c.status for c in report.checks}
+    assert statuses == {
+        "database": "failed",
+        "backend": "pending",
+        "workers": "passed",
+        "observability": "passed",
+    }
+
+
+def test_every_check_is_tried_from_the_start_not_after_the_previous_one() -> None:
+    clock = FakeClock()
+    seen_at: dict[str, float] = {}
+
+    class Recording(ScriptedProbes):
+        def http_get(self, url: str) -> HttpAnswer:
+            seen_at.setdefault(self._key(url), self.clock())
+            return super().http_get(url)
+
+    def containers(t: float) -> list[ContainerState]:
+        health = "healthy" if t >= 5 else "starting"
+        return [container("db", health=health) if c.service == "db" else c for c in healthy_stack()]
+
+    report = run(Recording(clock, containers=containers), clock)
+    assert report.passed
+    assert set(seen_at.values()) == {0.0}
+
+
+def test_missing_workers_time_out_naming_the_worker_that_is_not_running() -> None:
+    clock = FakeClock()
+
+    def containers(t: float) -> list[ContainerState]:
+        return [
+            container("training-worker-1", health="starting")
+            if c.service == "training-worker-1"
+            else c
+            for c in healthy_stack()
+        ]
+
+    workers = [w for w in all_workers() if w["worker_id"] != "training-worker-1"]
+    probes = ScriptedProbes(clock, containers=containers, workers=lambda t: workers)
+    report = run(probes, clock, timeout=20)
+    assert not report.passed
+    assert report.failing_check == "workers"
+    assert report.failing_service == "training-worker-1"
+    assert "2 backtest, 1 training registered of 2 backtest, 2 training" in (report.failure or "")
+
+
+def test_unreachable_workers_do_not_count_as_registered() -> None:
+    workers = all_workers()
+    workers[0]["status"] = "unreachable"
+    passed, detail, fatal = workers_verdict(
+        HttpAnswer(200, workers), {"backtest": 2, "training": 2}
+    )
+    assert not passed and not fatal
+    assert detail.startswith("1 backtest, 2 training")
+
+
+def test_another_instance_answering_on_the_api_port_fails_the_gate_at_once() -> None:
+    clock = FakeClock()
+    probes = ScriptedProbes(
+        clock, health_body=lambda t: {"status": "ok", "database": "ok", "instance_id": "other"}
+    )
+    report = run(probes, clock, timeout=300)
+    assert not report.passed
+    assert report.failing_check == "backend"
+    assert "answers for instance 'other'" in (report.failure or "")
+    assert report.duration_s < 1.0
+
+
+def test_backend_with_a_broken_database_is_not_healthy_yet() -> None:
+    answer = HttpAnswer(200, {"status": "degraded", "database": "error", "instance_id": INSTANCE})
+    passed, detail, fatal = backend_verdict(answer, INSTANCE)
+    assert (passed, fatal) == (False, False)
+    assert detail == "health is 'degraded', database 'error'"
+
+
+def test_observability_waits_for_prometheus_grafana_and_jaeger_and_names_the_missing_one() -> None:
+    clock = FakeClock()
+    probes = ScriptedProbes(clock, ready_at={"grafana": 10_000})
+    report = run(probes, clock, timeout=10)
+    assert not report.passed
+    assert report.failing_check == "observability"
+    assert report.failing_service == "grafana"
+    assert "grafana: not answering" in (report.failure or "")
+
+
+def test_a_docker_query_failure_is_retried_not_fatal() -> None:
+    clock = FakeClock()
+    calls = {"n": 0}
+
+    def containers(t: float) -> list[ContainerState]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ProbeError("docker inspect timed out")
+        return healthy_stack()
+
+    report = run(ScriptedProbes(clock, containers=containers), clock)
+    assert report.passed
+
+
+def test_updates_are_reported_every_round_for_live_rendering() -> None:
+    clock = FakeClock()
+    rounds: list[list[str]] = []
+    probes = ScriptedProbes(clock, ready_at={"backend": 1.0})
+    run(probes, clock, updates=lambda checks: rounds.append([c.status for c in checks]))
+    assert rounds[0][1] == "pending"
+    assert rounds[-1] == ["passed"] * 4
+
+
+def test_http_checks_poll_every_quarter_second_and_containers_every_half_second() -> None:
+    clock = FakeClock()
+    ps_times: list[float] = []
+
+    def containers(t: float) -> list[ContainerState]:
+        ps_times.append(t)
+        return healthy_stack()
+
+    probes = ScriptedProbes(clock, containers=containers, ready_at={"workers": 2.0})
+    report = run(probes, clock)
+    assert report.passed
+    health_polls = [u for u in probes.urls if u.endswith("/workers")]
+    assert len(health_polls) == 9  # 0, 0.25, ..., 2.0
+    assert ps_times == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
+
+
+def test_failed_report_names_the_crashed_service_when_compose_up_itself_failed() -> None:
+    clock = FakeClock()
+    stack = [container("db"), container("migrate", state="exited", health=None, exit_code=2)]
+    probes = ScriptedProbes(clock, containers=lambda t: stack, log_lines=["relation missing"])
+    report = failed_report(
+        spec(),
+        probes,
+        reason="starting instance failed (exit 1): migrate didn't complete",
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        duration=3.0,
+    )
+    assert not report.passed
+    assert report.failing_service == "migrate"
+    assert report.failure is not None and report.failure.startswith("migrate exited with code 2")
+    assert report.log_tail == ["relation missing"]
+
+
+def test_failed_report_keeps_the_compose_error_when_no_container_crashed() -> None:
+    clock = FakeClock()
+    probes = ScriptedProbes(clock, containers=lambda t: [])
+    report = failed_report(
+        spec(),
+        probes,
+        reason="image ktrdr-app:dev not found",
+        started_at=datetime(2026, 1, 1, tzinfo=UTC),
+        duration=0.1,
+    )
+    assert report.failure == "image ktrdr-app:dev not found"
+    assert report.failing_service is None and report.log_tail == []
+
+
+def test_report_is_written_as_json_under_dot_sandbox_and_read_back(tmp_path: Path) -> None:
+    clock = FakeClock()
+    report = run(ScriptedProbes(clock), clock)
+    path = write_report(tmp_path, report)
+    assert path == tmp_path / ".sandbox" / "gate-report.json"
+    assert json.loads(path.read_text())["result"] == "passed"
+    assert read_report(tmp_path) == report.as_dict()
+    assert not list((tmp_path / ".sandbox").glob(".*tmp"))
+
+
+def test_read_report_is_none_when_missing_or_corrupt(tmp_path: Path) -> None:
+    assert read_report(tmp_path) is None
+    (tmp_path / ".sandbox").mkdir()
+    (tmp_path / ".sandbox" / "gate-report.json").write_text("{not json")
+    assert read_report(tmp_path) is None
