@@ -13,9 +13,9 @@ import pytest
 
 from ktrdr.cli.sandbox.compose import ContainerState
 from ktrdr.cli.sandbox.gate import (
+    GateSpec,
     HttpAnswer,
     ProbeError,
-    GateSpec,
     backend_verdict,
     failed_report,
     find_crash,
