@@ -85,12 +85,13 @@ def busy_ports(
     slot: int,
     *,
     ignore_ports: Iterable[int] = (),
-    probe: Callable[[int], bool] = port_in_use,
+    probe: Callable[[int], bool] | None = None,
     with_owners: bool = True,
 ) -> list[BusyPort]:
     """The slot's host ports in use by something else. `ignore_ports` are ports the instance's
     own containers publish (so `up` on a running instance does not conflict with itself)."""
     ignored = set(ignore_ports)
+    probe = probe or port_in_use
     busy = [
         BusyPort(port, name)
         for name, port in ports_for_slot(slot).all_ports().items()
@@ -107,7 +108,7 @@ def allocate(
     *,
     instance_id: str,
     requested: int | None,
-    probe: Callable[[int], bool] = port_in_use,
+    probe: Callable[[int], bool] | None = None,
 ) -> Allocation:
     """Pick a slot for `instance_id` (call inside registry.transaction). Slot 0 only on request."""
     holders = {e.slot: e for e in entries.values() if e.instance_id != instance_id}

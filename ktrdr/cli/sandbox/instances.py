@@ -133,21 +133,21 @@ def create_instance(
         images=images_mode,
         existing=None,
     )
-    worktree_added = False
     try:
         worktree.add(
             top, path, new_branch=None if branch else name, branch=branch, base=base or "HEAD"
         )
-        worktree_added = True
         env_file = write_env_file(path, render_env(settings, command="ktrdr sandbox create"))
         worktree.ensure_excluded(top)
         _finish_claim(instance_id)
     except BaseException as error:
+        # `path` and the new branch did not exist before (checked above), so whatever is
+        # there now was made by this create, even when `git worktree add` failed halfway.
         _rollback_create(
             error,
             top=top,
-            path=path if worktree_added else None,
-            new_branch=name if worktree_added and branch is None else None,
+            path=path,
+            new_branch=name if branch is None else None,
             instance_id=instance_id,
         )
         raise
@@ -232,23 +232,21 @@ def _rollback_create(
     error: BaseException,
     *,
     top: Path,
-    path: Path | None,
+    path: Path,
     new_branch: str | None,
     instance_id: str,
 ) -> None:
     """Undo a failed create: worktree, branch it created, claim. Failures are added to the
     original error (when it is a SandboxError) rather than hiding it."""
     problems: list[str] = []
-    if path is not None:
-        try:
+    try:
+        if path in [w.path for w in worktree.list_worktrees(top)]:
             worktree.remove(top, path, force=True)
-        except SandboxError as e:
-            problems.append(str(e))
-    if new_branch is not None:
-        try:
+        worktree.prune(top)
+        if new_branch is not None and worktree.branch_exists(top, new_branch):
             worktree.delete_branch(top, new_branch)
-        except SandboxError as e:
-            problems.append(str(e))
+    except SandboxError as e:
+        problems.append(str(e))
     try:
         _release_claim(instance_id)
     except SandboxError as e:

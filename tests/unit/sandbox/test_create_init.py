@@ -1,0 +1,295 @@
+"""create and init against real git repos: layout, branch, env file, exclude, rollback."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ktrdr.cli.main import cli
+from ktrdr.cli.sandbox import registry
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.instance import read_env
+from ktrdr.cli.sandbox.instances import create_instance, init_instance
+from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
+from ktrdr.cli.sandbox.registry import Entry
+from ktrdr.cli.sandbox.worktree import list_worktrees
+from tests.unit.sandbox.conftest import git, make_repo
+
+
+@pytest.fixture(autouse=True)
+def _no_port_probing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-in probe: every port free, so slot numbers do not depend on what runs on this
+    machine. Real probing is covered in test_allocation and the concurrency test."""
+    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+
+
+def _branches(repo: Path) -> list[str]:
+    return git(repo, "branch", "--format=%(refname:short)").split()
+
+
+def test_create_adds_a_worktree_next_to_the_repo_on_a_new_branch(repo: Path) -> None:
+    result = create_instance(name="feat-a", cwd=repo)
+    path = repo.parent / "ktrdr--feat-a"
+    assert result.path == path and path.is_dir()
+    assert result.instance_id == "ktrdr--feat-a" and result.slot == 1
+    assert git(path, "rev-parse", "--abbrev-ref", "HEAD").strip() == "feat-a"
+    assert path in [w.path for w in list_worktrees(repo)]
+    values = read_env(path / ".env.sandbox")
+    assert values["KTRDR_INSTANCE_ID"] == values["COMPOSE_PROJECT_NAME"] == "ktrdr--feat-a"
+    assert values["KTRDR_API_PORT"] == "8001"
+    assert stat.S_IMODE((path / ".env.sandbox").stat().st_mode) == 0o600
+    entry = registry.load()["ktrdr--feat-a"]
+    assert (entry.slot, entry.kind, entry.branch, entry.state) == (1, "worktree", "feat-a", "ready")
+    assert entry.pid is None and entry.path == str(path)
+
+
+def test_env_file_and_evidence_dir_are_excluded_from_git_once(repo: Path) -> None:
+    create_instance(name="feat-a", cwd=repo)
+    create_instance(name="feat-b", cwd=repo)
+    exclude = (repo / ".git" / "info" / "exclude").read_text().splitlines()
+    assert exclude.count("/.env.sandbox") == 1 and exclude.count("/.sandbox/") == 1
+    assert git(repo.parent / "ktrdr--feat-a", "status", "--porcelain") == ""
+
+
+def test_two_creates_get_slots_one_and_two_and_ports_8001_8002(repo: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["sandbox", "create", "feat-a"]).exit_code == 0
+    out = runner.invoke(cli, ["sandbox", "create", "feat-b", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert data["slot"] == 2 and data["urls"]["api"] == "http://localhost:8002"
+    listed = json.loads(runner.invoke(cli, ["sandbox", "list", "--json"]).stdout)
+    assert [(r["instance_id"], r["slot"], r["api_port"]) for r in listed] == [
+        ("ktrdr--feat-a", 1, 8001),
+        ("ktrdr--feat-b", 2, 8002),
+    ]
+
+
+def test_config_show_inside_a_worktree_resolves_its_api_port(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_instance(name="feat-a", cwd=repo)
+    create_instance(name="feat-b", cwd=repo)
+    monkeypatch.chdir(repo.parent / "ktrdr--feat-b")
+    out = CliRunner().invoke(cli, ["config", "show", "--json"])
+    assert json.loads(out.stdout)["api_url"] == "http://localhost:8002"
+
+
+def test_create_prints_location_urls_and_the_next_command(repo: Path) -> None:
+    out = CliRunner().invoke(cli, ["sandbox", "create", "feat-a"])
+    assert out.exit_code == 0, out.output
+    assert str(repo.parent / "ktrdr--feat-a") in out.stdout
+    for url in ("http://localhost:8001", "http://localhost:3001", "http://localhost:16687"):
+        assert url in out.stdout
+    assert f"cd {repo.parent / 'ktrdr--feat-a'} && ktrdr sandbox up" in out.stderr
+
+
+def test_create_with_slot_takes_that_slot(repo: Path) -> None:
+    assert create_instance(name="feat-a", cwd=repo, slot=7).slot == 7
+    with pytest.raises(SandboxError, match="slot 7 is taken by instance ktrdr--feat-a"):
+        create_instance(name="feat-b", cwd=repo, slot=7)
+    assert "feat-b" not in _branches(repo)
+
+
+def test_create_from_base_starts_the_branch_there(repo: Path) -> None:
+    first = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "b.txt").write_text("b")
+    git(repo, "add", "b.txt")
+    git(repo, "commit", "-q", "-m", "second")
+    result = create_instance(name="old", cwd=repo, base=first)
+    assert git(result.path, "rev-parse", "HEAD").strip() == first
+
+
+def test_create_with_an_existing_branch_checks_it_out(repo: Path) -> None:
+    git(repo, "branch", "topic")
+    result = create_instance(name="work", cwd=repo, branch="topic")
+    assert git(result.path, "rev-parse", "--abbrev-ref", "HEAD").strip() == "topic"
+    assert "work" not in _branches(repo)
+    assert registry.load()[result.instance_id].branch == "topic"
+
+
+def test_create_refuses_an_existing_branch_name_without_branch_flag(repo: Path) -> None:
+    git(repo, "branch", "feat-a")
+    with pytest.raises(SandboxError, match="branch 'feat-a' already exists: pass --branch"):
+        create_instance(name="feat-a", cwd=repo)
+    assert registry.load() == {}
+
+
+def test_create_refuses_a_missing_branch(repo: Path) -> None:
+    with pytest.raises(SandboxError, match="branch 'nope' does not exist"):
+        create_instance(name="x", cwd=repo, branch="nope")
+
+
+def test_create_outside_a_git_checkout_says_so(tmp_path: Path) -> None:
+    with pytest.raises(SandboxError, match="is not inside a git checkout"):
+        create_instance(name="x", cwd=tmp_path)
+
+
+def test_create_onto_a_pre_existing_path_leaves_nothing_behind(repo: Path) -> None:
+    (repo.parent / "ktrdr--feat-a").mkdir()
+    with pytest.raises(SandboxError, match="already exists"):
+        create_instance(name="feat-a", cwd=repo)
+    assert registry.load() == {}
+    assert "feat-a" not in _branches(repo)
+
+
+def _hook(repo: Path, body: str) -> None:
+    hook = repo / ".git" / "hooks" / "post-checkout"
+    hook.write_text("#!/bin/sh\n" + body + "\n")
+    hook.chmod(0o755)
+
+
+def test_create_rolls_back_worktree_branch_and_claim_when_env_write_fails(repo: Path) -> None:
+    # A real failure: the checkout hook puts a directory where .env.sandbox must go.
+    _hook(repo, "mkdir -p .env.sandbox/blocker")
+    with pytest.raises(SandboxError, match=r"cannot write .*\.env\.sandbox"):
+        create_instance(name="feat-a", cwd=repo)
+    assert not (repo.parent / "ktrdr--feat-a").exists()
+    assert "feat-a" not in _branches(repo)
+    assert [w.path for w in list_worktrees(repo)] == [repo]
+    assert registry.load() == {}
+
+
+def test_create_rolls_back_when_the_exclude_file_cannot_be_written(repo: Path) -> None:
+    # The checkout hook (run by `git worktree add`) turns info/exclude into a directory.
+    _hook(repo, 'x="$(git rev-parse --git-common-dir)/info/exclude"; rm -f "$x"; mkdir -p "$x"')
+    with pytest.raises(SandboxError, match="cannot update"):
+        create_instance(name="feat-a", cwd=repo)
+    assert not (repo.parent / "ktrdr--feat-a").exists()
+    assert "feat-a" not in _branches(repo)
+    assert registry.load() == {}
+
+
+def test_create_deletes_the_branch_when_git_worktree_add_fails_halfway(repo: Path) -> None:
+    exclude = repo / ".git" / "info" / "exclude"
+    exclude.unlink(missing_ok=True)
+    exclude.mkdir(parents=True)
+    with pytest.raises(SandboxError, match="cannot create worktree"):
+        create_instance(name="feat-a", cwd=repo)
+    assert not (repo.parent / "ktrdr--feat-a").exists()
+    assert "feat-a" not in _branches(repo)
+    assert registry.load() == {}
+
+
+def test_create_keeps_an_existing_branch_on_rollback(repo: Path) -> None:
+    git(repo, "branch", "topic")
+    _hook(repo, "mkdir -p .env.sandbox/blocker")
+    with pytest.raises(SandboxError):
+        create_instance(name="work", cwd=repo, branch="topic")
+    assert "topic" in _branches(repo)
+    assert not (repo.parent / "ktrdr--work").exists()
+
+
+def test_a_dead_creating_claim_is_reclaimed_by_the_next_create(repo: Path) -> None:
+    with registry.transaction() as entries:
+        entries["ghost"] = Entry(
+            "ghost", 1, "/nowhere/ghost", "worktree", "ghost", registry.now_iso(),
+            state="creating", pid=2**22 + 4242,
+        )
+    assert create_instance(name="feat-a", cwd=repo).slot == 1
+    assert set(registry.load()) == {"ktrdr--feat-a"}
+
+
+def test_a_live_creating_claim_holds_its_slot(repo: Path) -> None:
+    with registry.transaction() as entries:
+        entries["busy"] = Entry(
+            "busy", 1, "/nowhere/busy", "worktree", "b", registry.now_iso(),
+            state="creating", pid=os.getpid(),
+        )
+    assert create_instance(name="feat-a", cwd=repo).slot == 2
+
+
+def test_create_when_every_slot_is_taken_fails_and_creates_nothing(repo: Path) -> None:
+    with registry.transaction() as entries:
+        for slot in SANDBOX_SLOTS:
+            entries[f"i{slot}"] = Entry(f"i{slot}", slot, f"/w/{slot}", "clone", None, "t")
+    out = CliRunner().invoke(cli, ["sandbox", "create", "feat-a"])
+    assert out.exit_code == 1
+    assert out.stderr.startswith("Error: no free slot in 1..10")
+    assert not (repo.parent / "ktrdr--feat-a").exists()
+    assert "feat-a" not in _branches(repo)
+
+
+HOSTILE = ["my feat", "UPPER case", "fé", "../x", "a;rm -rf ~", "-rf", "x" * 200, "[bold]x",
+           "a/b", "..", "$(touch pwned)"]
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_names_are_refused_and_never_escape_or_reach_a_shell(
+    repo: Path, name: str
+) -> None:
+    work = repo.parent
+    before = sorted(p.name for p in work.parent.rglob("*") if ".git" not in p.parts)
+    out = CliRunner().invoke(cli, ["sandbox", "create", "--", name])
+    assert out.exit_code != 0
+    assert "Traceback" not in out.output
+    after = sorted(p.name for p in work.parent.rglob("*") if ".git" not in p.parts)
+    assert after == before
+    assert not (Path.home() / "pwned").exists() and not (repo / "pwned").exists()
+    assert registry.load() == {}
+
+
+def test_a_markup_like_name_prints_literally(repo: Path) -> None:
+    out = CliRunner().invoke(cli, ["sandbox", "create", "[bold]x"])
+    assert "'[bold]x'" in out.stderr
+
+
+def test_an_uppercase_name_is_slugged_into_the_instance_id(repo: Path) -> None:
+    result = create_instance(name="Feat-A", cwd=repo)
+    assert result.path.name == "ktrdr--Feat-A" and result.instance_id == "ktrdr--feat-a"
+    with pytest.raises(SandboxError):
+        create_instance(name="feat-a", cwd=repo)  # same id: refused, nothing half-made
+    assert not (repo.parent / "ktrdr--feat-a").exists()
+
+
+def test_a_hostile_repo_directory_name_is_slugged(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "My Repo [x]")
+    result = create_instance(name="a", cwd=repo)
+    assert result.instance_id == "my-repo-x---a"
+    assert result.path == tmp_path / "My Repo [x]--a"
+
+
+def test_init_makes_the_current_clone_an_instance(repo: Path) -> None:
+    out = CliRunner().invoke(cli, ["sandbox", "init", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    assert (data["instance_id"], data["kind"], data["slot"], data["branch"]) == (
+        "ktrdr", "clone", 1, "main",
+    )
+    assert read_env(repo / ".env.sandbox")["KTRDR_SLOT"] == "1"
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_init_twice_says_it_is_already_registered(repo: Path) -> None:
+    init_instance(cwd=repo)
+    with pytest.raises(SandboxError, match="already registered as instance ktrdr"):
+        init_instance(cwd=repo)
+
+
+def test_init_takes_slot_zero_only_when_asked(repo: Path) -> None:
+    assert init_instance(cwd=repo, slot=0).slot == 0
+    assert read_env(repo / ".env.sandbox")["KTRDR_API_PORT"] == "8000"
+
+
+def test_init_inside_a_created_worktree_is_refused(repo: Path) -> None:
+    result = create_instance(name="feat-a", cwd=repo)
+    with pytest.raises(SandboxError, match="already registered"):
+        init_instance(cwd=result.path)
+
+
+def test_python_dash_m_entry_point_works(repo: Path, isolated_ktrdr_home: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "ktrdr.cli.main", "sandbox", "list", "--json"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "KTRDR_HOME": str(isolated_ktrdr_home)},
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []

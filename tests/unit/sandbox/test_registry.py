@@ -1,0 +1,121 @@
+"""The registry file: versioned JSON, sidecar lock, atomic writes, corrupt files left alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from ktrdr.cli.sandbox import registry
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.registry import Entry
+
+
+def _entry(instance_id: str = "ktrdr--a", slot: int = 1) -> Entry:
+    return Entry(instance_id, slot, f"/tmp/{instance_id}", "worktree", "a", registry.now_iso())
+
+
+def test_registry_lives_under_ktrdr_home(isolated_ktrdr_home: Path) -> None:
+    assert registry.registry_path() == isolated_ktrdr_home / "sandbox" / "instances.json"
+
+
+def test_missing_registry_reads_as_empty_without_creating_anything(
+    isolated_ktrdr_home: Path,
+) -> None:
+    assert registry.load() == {}
+    assert not isolated_ktrdr_home.exists()
+
+
+def test_transaction_writes_versioned_json_without_ports_and_leaves_no_temp_files() -> None:
+    with registry.transaction() as entries:
+        entries["ktrdr--a"] = _entry()
+    path = registry.registry_path()
+    data = json.loads(path.read_text())
+    assert data["version"] == 1
+    stored = data["instances"]["ktrdr--a"]
+    assert {"instance_id", "slot", "path", "kind", "branch", "created_at"} <= set(stored)
+    assert not any("port" in key for key in stored)
+    assert stored["created_at"].endswith("Z")
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "instances.json",
+        "instances.json.lock",
+    ]
+    assert registry.load()["ktrdr--a"].slot == 1
+
+
+def test_unchanged_transaction_does_not_rewrite_the_file() -> None:
+    with registry.transaction() as entries:
+        entries["ktrdr--a"] = _entry()
+    path = registry.registry_path()
+    before = path.stat().st_ino
+    with registry.transaction():
+        pass
+    assert path.stat().st_ino == before
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b"",
+        b"\xff\xfe",
+        b'{"version": 1}',
+        b'{"version": 1, "instances": {"a": {"slot": 1}}}',
+        b'{"version": 1, "instances": {"a": {"instance_id": "b", "slot": 1, "path": "/x", '
+        b'"kind": "clone", "branch": null, "created_at": "t"}}}',
+    ],
+)
+def test_corrupt_registry_is_a_clear_error_and_the_file_is_untouched(content: bytes) -> None:
+    path = registry.registry_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    with pytest.raises(SandboxError) as caught:
+        registry.load()
+    assert str(path) in str(caught.value) and "corrupt" in str(caught.value)
+    with pytest.raises(SandboxError), registry.transaction() as entries:
+        entries["x"] = _entry("x")
+    assert path.read_bytes() == content
+
+
+def test_unknown_registry_version_is_refused_and_left_as_is() -> None:
+    path = registry.registry_path()
+    path.parent.mkdir(parents=True)
+    content = b'{"version": 2, "instances": {}}'
+    path.write_bytes(content)
+    with pytest.raises(SandboxError, match="unknown version 2"):
+        registry.load()
+    assert path.read_bytes() == content
+
+
+def test_a_held_lock_times_out_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KTRDR_REGISTRY_LOCK_TIMEOUT", "0.2")
+    path = registry.registry_path()
+    path.parent.mkdir(parents=True)
+    with FileLock(str(path) + ".lock"):
+        with pytest.raises(SandboxError, match=r"registry lock .* still held after 0.2s"):
+            with registry.transaction():
+                pass
+
+
+def test_an_exception_inside_a_transaction_writes_nothing() -> None:
+    with registry.transaction() as entries:
+        entries["ktrdr--a"] = _entry()
+    before = registry.registry_path().read_bytes()
+    with pytest.raises(RuntimeError), registry.transaction() as entries:
+        entries["ktrdr--b"] = _entry("ktrdr--b", 2)
+        raise RuntimeError("boom")
+    assert registry.registry_path().read_bytes() == before
+
+
+def test_a_creating_claim_is_dead_only_when_its_process_is_gone() -> None:
+    import os
+
+    alive = _entry()
+    alive.state, alive.pid = "creating", os.getpid()
+    dead = _entry()
+    dead.state, dead.pid = "creating", 2**22 + 12345
+    assert not alive.is_dead_claim()
+    assert dead.is_dead_claim()
+    assert not _entry().is_dead_claim()
