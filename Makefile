@@ -40,17 +40,17 @@ docker: ## Install and start a Docker engine + Compose v2 where missing (idempot
 images-offline: docker ## Build every stack image from Debian packages and PyPI (no registry)
 	bash scripts/offline-images.sh
 
-test-integration: setup ## Integration tests against a real Docker engine (marker docker)
-	$(PYTEST) tests/integration
+test-integration: setup ## Integration tests (real Docker); in an instance, against its DB port/password
+	@eval "$$($(BIN)/ktrdr sandbox db-env)" && $(PYTEST) tests/integration
 
-test-e2e: setup ## E2E suite inside the current instance's compose network
-	@echo "test-e2e: will run 'docker compose run --rm e2e-tests' for this instance (issue: Working inside an instance)"; exit 1
+test-e2e: setup ## E2E suite inside this instance's compose network (stack must be up)
+	$(BIN)/ktrdr sandbox test-e2e $(PYTEST_ARGS)
 
 test: quality docker images-offline ## Everything CI runs: quality, unit, integration (real Docker)
 	CI=$${CI:-true} $(PYTEST) tests/unit tests/integration
 
-demo: setup ## Main job: create and start a sandbox up to "Startability Gate: PASSED"
-	$(BIN)/ktrdr --help
+demo: ## Main job: install, engine, images, shared data, sandbox `demo` up to "Startability Gate: PASSED"
+	bash scripts/demo.sh
 
 bench: setup ## Benchmarks (never part of `make test`); writes docs/benchmarks.md
 	$(BIN)/python -m bench.run_all $(BENCH)

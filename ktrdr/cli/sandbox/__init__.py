@@ -4,6 +4,7 @@ Each command module attaches its commands to the group on import.
 """
 
 from ktrdr.cli.sandbox import (
+    care_commands,  # noqa: F401  # init-shared, test-e2e, evidence, doctor
     commands,  # noqa: F401  # registers commands on the group
     stack_commands,  # noqa: F401  # up, down, logs
 )

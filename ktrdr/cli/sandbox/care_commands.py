@@ -1,0 +1,107 @@
+"""Care commands (init-shared, test-e2e, evidence, doctor): parse, call core, render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ktrdr.cli.output import info, print_fields, print_json, print_table
+from ktrdr.cli.sandbox.group import sandbox
+
+
+@sandbox.command("init-shared")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder to install from: with data/ strategies/ models/ subdirs, or a flat folder of "
+    "CSV/YAML files. Default: the small sample shipped with ktrdr.",
+)
+@click.option("--force", is_flag=True, help="Replace files that differ from the source.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def init_shared_command(source: Path | None, force: bool, as_json: bool) -> None:
+    """Create $KTRDR_HOME/shared/{data,strategies,models} and fill it (idempotent)."""
+    from ktrdr.cli.sandbox.shared_data import init_shared
+
+    result = init_shared(source=source, force=force)
+    if as_json:
+        print_json(result.to_json())
+        return
+    print_fields(
+        [
+            ("Shared dir", result.root),
+            ("Source", result.source),
+            ("Installed", f"{len(result.installed)} ({len(result.linked)} hard-linked)"),
+            ("Unchanged", len(result.unchanged)),
+            ("Overwritten", len(result.overwritten)),
+        ]
+    )
+    for name in result.skipped:
+        info(f"skipped {name}: exists with other content (use --force to replace)")
+    for name in result.ignored:
+        info(f"ignored {name}: not a .csv, .yaml, .yml or .json file")
+
+
+@sandbox.command("test-e2e", context_settings={"ignore_unknown_options": True})
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def test_e2e_command(pytest_args: tuple[str, ...]) -> None:
+    """Run the E2E suite inside this instance's compose network (stack must be up).
+
+    Results (JUnit XML) are kept in .sandbox/test-results/ for `ktrdr sandbox evidence`.
+    """
+    from ktrdr.cli.sandbox.e2e import run_e2e
+
+    result = run_e2e(start=Path.cwd(), pytest_args=list(pytest_args))
+    info(
+        f"E2E {'passed' if result.returncode == 0 else 'FAILED'} (exit {result.returncode}); "
+        f"results: {result.junit_path}"
+    )
+    click.get_current_context().exit(result.returncode)
+
+
+@sandbox.command("evidence")
+@click.argument("name", required=False)
+@click.option(
+    "--output", "-o", type=click.Path(path_type=Path, dir_okay=False), help="Tarball path."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evidence_command(name: str | None, output: Path | None, as_json: bool) -> None:
+    """Bundle gate report, compose ps, service logs, test results and git state into a tar.gz."""
+    from ktrdr.cli.sandbox.evidence import collect_evidence
+
+    result = collect_evidence(name=name, start=Path.cwd(), output=output)
+    if as_json:
+        print_json(result.to_json())
+        return
+    print_fields([("Evidence", result.path), ("Size", f"{result.size_bytes} bytes")])
+    for note in result.missing:
+        info(f"missing: {note}")
+
+
+@sandbox.command("doctor")
+@click.option("--fix", is_flag=True, help="Repair what is safe and say what was done.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor_command(fix: bool, as_json: bool) -> None:
+    """Reconcile registry, Docker and filesystem; check the host. Exit 1 while problems remain."""
+    from ktrdr.cli.sandbox.doctor import run_doctor
+
+    report = run_doctor(fix=fix)
+    if as_json:
+        print_json(report.to_json())
+    else:
+        rows = [(p.severity, p.kind, p.subject, p.detail, p.fixed or "") for p in report.problems]
+        if rows:
+            print_table(["SEVERITY", "KIND", "SUBJECT", "DETAIL", "FIXED"], rows)
+        for action in report.actions:
+            info(f"fixed: {action}")
+        info("doctor: healthy" if report.healthy else f"doctor: {len(report.open)} problem(s)")
+    click.get_current_context().exit(0 if report.healthy else 1)
+
+
+@sandbox.command("db-env", hidden=True)
+def db_env_command() -> None:
+    """`export` lines for the instance's DB (used by `make test-integration`); empty outside."""
+    from ktrdr.cli.sandbox.e2e import db_env_exports
+
+    click.echo(db_env_exports(start=Path.cwd()), nl=False)

@@ -1,0 +1,503 @@
+"""`ktrdr sandbox doctor [--fix]`: reconcile registry, Docker and filesystem; check the host.
+
+What is checked, and what `--fix` does about it (never deleting a user's files):
+- registry unreadable/corrupt → reported only (the file is left as it is);
+- dead `creating` claims (create killed) → the worktree that create made is removed (git knows it
+  as a linked worktree of the claim's repo, so it is ours: the path did not exist before the
+  claim), its new branch deleted with `git branch -d` (only when fully merged, so no commit is
+  lost), then the entry goes via `prune`;
+- stale entries (path or .env.sandbox gone) → `prune`: leftovers removed by label, entry dropped;
+- `.env.sandbox` disagreeing with the registry slot / port map → port, slot and id lines
+  rewritten in place; secrets and other lines kept;
+- containers/volumes/networks labelled `ktrdr.instance` with no registered instance → removed by
+  label. A container whose compose directory still holds that instance's `.env.sandbox` is an
+  *unregistered* instance (another KTRDR_HOME, or a lost entry): reported, not touched. Only
+  resources whose `ktrdr.test` label matches $KTRDR_TEST (default 0) are considered, and
+  volumes/networks without containers only once older than ORPHAN_GRACE_S, so a test harness
+  or a concurrent `up`/`destroy` is never raced;
+- host: docker missing, engine unreachable, Compose v2 missing, low disk, low memory, low
+  inotify limits (raised with --fix when writable).
+Severity `error` makes the exit code 1 until fixed; `warning` (host capacity) is reported only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from ktrdr.cli.sandbox import instances, proc, registry, worktree
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.instance import read_env, write_env_file
+from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.registry import Entry
+from ktrdr.cli.sandbox.shared_data import ktrdr_home
+from ktrdr.envfile import SANDBOX_ENV_FILENAME
+
+Severity = Literal["error", "warning"]
+ORPHAN_GRACE_S = 60.0
+MIN_FREE_DISK = 5 * 1024**3
+MIN_AVAILABLE_MEMORY = 2 * 1024**3
+INOTIFY_LIMITS = {"max_user_watches": (65536, 524288), "max_user_instances": (256, 1024)}
+INSTANCE_LABEL = "ktrdr.instance"
+TEST_LABEL = "ktrdr.test"
+WORKING_DIR_LABEL = "com.docker.compose.project.working_dir"
+
+
+@dataclass
+class Problem:
+    kind: str
+    subject: str
+    detail: str
+    severity: Severity = "error"
+    fixed: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "subject": self.subject,
+            "detail": self.detail,
+            "severity": self.severity,
+            "fixed": self.fixed,
+        }
+
+
+@dataclass
+class DoctorReport:
+    fix: bool
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def open(self) -> list[Problem]:
+        return [p for p in self.problems if p.fixed is None]
+
+    @property
+    def healthy(self) -> bool:
+        return not any(p.severity == "error" for p in self.open)
+
+    @property
+    def actions(self) -> list[str]:
+        return [f"{p.subject}: {p.fixed}" for p in self.problems if p.fixed]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "healthy": self.healthy,
+            "fix": self.fix,
+            "problems": [p.to_json() for p in self.problems],
+            "actions": self.actions,
+        }
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    """Where host facts are read; tests pass stand-in files for /proc."""
+
+    meminfo: Path = Path("/proc/meminfo")
+    inotify_dir: Path = Path("/proc/sys/fs/inotify")
+
+
+def run_doctor(*, fix: bool, host: HostPaths | None = None) -> DoctorReport:
+    report = DoctorReport(fix=fix)
+    engine = _check_engine(report)
+    try:
+        entries = registry.load()
+    except SandboxError as e:
+        report.problems.append(Problem("registry", str(registry.registry_path()), str(e)))
+        entries = None
+    if entries is not None:
+        _check_dead_claims(report, entries, fix=fix)
+        _check_stale(report, entries, fix=fix, engine=engine)
+        _check_env_drift(report, registry.load() if fix else entries, fix=fix)
+        if engine:
+            _check_orphans(report, registry.load() if fix else entries, fix=fix)
+    _check_host(report, host or HostPaths(), fix=fix, engine=engine)
+    return report
+
+
+# --- engine ----------------------------------------------------------------------------------
+
+
+def _check_engine(report: DoctorReport) -> bool:
+    from ktrdr.cli.sandbox import compose
+
+    if shutil.which("docker") is None:
+        report.problems.append(
+            Problem("host", "docker", "docker CLI not installed: run `make docker`")
+        )
+        return False
+    if not compose.engine_reachable():
+        report.problems.append(
+            Problem(
+                "host",
+                "docker engine",
+                f"not reachable at {compose.engine_host()}: start Docker (`make docker`)",
+            )
+        )
+        return False
+    result = proc.run(["docker", "compose", "version", "--short"], timeout=15, check=False)
+    if result.returncode != 0:
+        report.problems.append(
+            Problem("host", "docker compose", "Compose v2 plugin missing: run `make docker`")
+        )
+        return False
+    return True
+
+
+# --- registry vs filesystem ------------------------------------------------------------------
+
+
+def _check_dead_claims(report: DoctorReport, entries: dict[str, Entry], *, fix: bool) -> None:
+    for entry in entries.values():
+        if not entry.is_dead_claim():
+            continue
+        problem = Problem(
+            "dead-claim",
+            entry.instance_id,
+            f"create did not finish (process {entry.pid} is gone); slot {entry.slot} held",
+        )
+        report.problems.append(problem)
+        if fix:
+            problem.fixed = "; ".join(_undo_interrupted_create(entry)) or "nothing to undo"
+
+
+def _undo_interrupted_create(entry: Entry) -> list[str]:
+    """Remove what a killed create made: its worktree (if git registered it under the claim's
+    repo) and its branch (safe delete). The entry itself is dropped by the stale pass."""
+    done: list[str] = []
+    repo = Path(entry.repo) if entry.repo else None
+    if repo is None or not repo.is_dir() or entry.kind != "worktree":
+        return done
+    known = {str(w.path.resolve()) for w in _worktrees(repo)}
+    path = entry.root
+    if path.exists() and str(path.resolve()) in known:
+        proc.run(
+            ["git", "-C", repo, "worktree", "remove", "-f", "-f", "--", path],
+            timeout=120,
+            what="git worktree remove",
+        )
+        done.append(f"worktree {path} removed")
+    elif path.is_dir() and not any(p.name != ".git" for p in path.iterdir()):
+        shutil.rmtree(path)  # an empty checkout git never registered: nothing of the user's
+        done.append(f"empty directory {path} removed")
+    elif path.exists():
+        done.append(f"{path} kept: not a worktree of {repo}, remove it yourself")
+    proc.run(["git", "-C", repo, "worktree", "prune"], timeout=60, check=False)
+    if entry.branch and entry.branch == entry.name:
+        deleted = proc.run(
+            ["git", "-C", repo, "branch", "-d", "--", entry.branch], timeout=60, check=False
+        )
+        if deleted.returncode == 0:
+            done.append(f"branch {entry.branch} deleted (it had no unmerged commits)")
+    return done
+
+
+def _worktrees(repo: Path) -> list[worktree.WorktreeInfo]:
+    try:
+        return worktree.list_worktrees(repo)
+    except SandboxError:
+        return []
+
+
+def _check_stale(
+    report: DoctorReport, entries: dict[str, Entry], *, fix: bool, engine: bool
+) -> None:
+    stale = {
+        e.instance_id: reason
+        for e in entries.values()
+        if (reason := instances.stale_reason(e)) is not None
+    }
+    problems: dict[str, Problem] = {}
+    for instance_id, reason in stale.items():
+        if entries[instance_id].is_dead_claim():
+            continue  # already reported as a dead claim; pruned below
+        problems[instance_id] = Problem("stale-entry", instance_id, reason)
+        report.problems.append(problems[instance_id])
+    if not fix or not stale:
+        return
+    for pruned in instances.prune(dry_run=False):
+        instance_id = pruned.entry.instance_id
+        problem = problems.get(instance_id)
+        if problem is None:
+            claims = [p for p in report.problems if p.subject == instance_id]
+            problem = next((p for p in claims if p.kind == "dead-claim"), None)
+            if problem is None:
+                continue
+            if pruned.removed:
+                problem.fixed = f"{problem.fixed}; entry dropped, slot {pruned.entry.slot} freed"
+            else:
+                problem.fixed = None
+                problem.detail += f"; entry kept: {pruned.note}"
+            continue
+        if pruned.removed:
+            problem.fixed = f"entry dropped ({pruned.note}); slot {pruned.entry.slot} freed"
+        else:
+            problem.detail += f"; kept: {pruned.note}"
+
+
+def expected_env(entry: Entry) -> dict[str, str]:
+    """The env-file lines the registry and the port map decide (everything but secrets)."""
+    ports = ports_for_slot(entry.slot)
+    return {
+        "COMPOSE_PROJECT_NAME": entry.instance_id,
+        "KTRDR_INSTANCE_ID": entry.instance_id,
+        "KTRDR_SLOT": str(entry.slot),
+        **ports.env_variables(),
+        "KTRDR_API_URL": ports.urls()["api"],
+    }
+
+
+def env_drift(entry: Entry) -> dict[str, tuple[str | None, str]]:
+    """key -> (found, expected) for every line of .env.sandbox that disagrees."""
+    found = read_env(entry.root / SANDBOX_ENV_FILENAME)
+    return {k: (found.get(k), v) for k, v in expected_env(entry).items() if found.get(k) != v}
+
+
+def rewrite_env(path: Path, updates: dict[str, str]) -> None:
+    """Replace `KEY=…` lines in place (appending missing keys); comments and secrets kept."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    pending = dict(updates)
+    for i, line in enumerate(lines):
+        key = line.split("=", 1)[0].strip().removeprefix("export ").strip()
+        if "=" in line and not line.lstrip().startswith("#") and key in pending:
+            lines[i] = f"{key}={pending.pop(key)}"
+    lines += [f"{k}={v}" for k, v in pending.items()]
+    write_env_file(path.parent, "\n".join(lines) + "\n")
+
+
+def _check_env_drift(report: DoctorReport, entries: dict[str, Entry], *, fix: bool) -> None:
+    for entry in entries.values():
+        env_path = entry.root / SANDBOX_ENV_FILENAME
+        if entry.state != "ready" or not env_path.is_file():
+            continue
+        drift = env_drift(entry)
+        if not drift:
+            continue
+        shown = ", ".join(f"{k}={found} (expected {want})" for k, (found, want) in drift.items())
+        problem = Problem("env-drift", entry.instance_id, f"{env_path}: {shown}")
+        report.problems.append(problem)
+        if fix:
+            rewrite_env(env_path, {k: want for k, (_, want) in drift.items()})
+            problem.fixed = f"rewrote {', '.join(drift)} in {env_path} (secrets kept)"
+
+
+# --- Docker resources ------------------------------------------------------------------------
+
+
+def _label(key: str) -> str:
+    return '{{.Label "' + key + '"}}'
+
+
+@dataclass
+class _Labelled:
+    kind: str
+    name: str
+    instance_id: str
+    test: str
+    working_dir: str = ""
+    created: float | None = None
+
+
+def labelled_resources() -> list[_Labelled]:
+    """Every container, volume and network carrying a ktrdr.instance label (3 queries)."""
+    found: list[_Labelled] = []
+    containers = proc.run(
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--filter",
+            f"label={INSTANCE_LABEL}",
+            "--format",
+            "\t".join(
+                [
+                    "{{.Names}}",
+                    _label(INSTANCE_LABEL),
+                    _label(TEST_LABEL),
+                    _label(WORKING_DIR_LABEL),
+                ]
+            ),
+        ],
+        timeout=30,
+        what="docker ps",
+    )
+    for line in containers.stdout.splitlines():
+        name, instance_id, test, working_dir = ([*line.split("\t"), "", "", "", ""])[:4]
+        found.append(_Labelled("container", name, instance_id, test or "0", working_dir))
+    for kind in ("volume", "network"):
+        listed = proc.run(
+            [
+                "docker",
+                kind,
+                "ls",
+                "--filter",
+                f"label={INSTANCE_LABEL}",
+                "--format",
+                "\t".join(["{{.Name}}", _label(INSTANCE_LABEL), _label(TEST_LABEL)]),
+            ],
+            timeout=30,
+            what=f"docker {kind} ls",
+        )
+        for line in listed.stdout.splitlines():
+            name, instance_id, test = ([*line.split("\t"), "", "", ""])[:3]
+            found.append(_Labelled(kind, name, instance_id, test or "0"))
+    return found
+
+
+def _created_at(kind: str, name: str) -> float | None:
+    result = proc.run(
+        ["docker", kind, "inspect", "--format", "{{json .CreatedAt}}", name],
+        timeout=30,
+        check=False,
+    )
+    try:
+        text = str(json.loads(result.stdout.strip() or "null") or "")
+        if kind == "network":  # 2026-11-27T05:50:11.123456789Z: trim to microseconds
+            head, _, frac = text.partition(".")
+            text = f"{head}.{frac[:6]}+00:00" if frac else text.replace("Z", "+00:00")
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, json.JSONDecodeError):
+        return None
+
+
+def _is_live_unregistered(item: _Labelled) -> bool:
+    if not item.working_dir:
+        return False
+    env_path = Path(item.working_dir) / SANDBOX_ENV_FILENAME
+    try:
+        return read_env(env_path).get("KTRDR_INSTANCE_ID") == item.instance_id
+    except SandboxError:
+        return False
+
+
+def _check_orphans(
+    report: DoctorReport,
+    entries: dict[str, Entry],
+    *,
+    fix: bool,
+    now: Callable[[], float] = time.time,
+) -> None:
+    from ktrdr.cli.sandbox import compose
+
+    mode = os.environ.get("KTRDR_TEST", "0") or "0"
+    by_instance: dict[str, list[_Labelled]] = {}
+    for item in labelled_resources():
+        if item.instance_id and item.instance_id not in entries and item.test == mode:
+            by_instance.setdefault(item.instance_id, []).append(item)
+    for instance_id, items in sorted(by_instance.items()):
+        containers = [i for i in items if i.kind == "container"]
+        names = ", ".join(f"{i.kind} {i.name}" for i in items)
+        if any(_is_live_unregistered(c) for c in containers):
+            where = next(c.working_dir for c in containers if _is_live_unregistered(c))
+            report.problems.append(
+                Problem(
+                    "unregistered",
+                    instance_id,
+                    f"running from {where} but not in this registry: run `ktrdr sandbox init` "
+                    "there, or `ktrdr sandbox destroy` from another KTRDR_HOME",
+                    severity="warning",
+                )
+            )
+            continue
+        if not containers:
+            ages = [_created_at(i.kind, i.name) for i in items]
+            if any(a is None or now() - a < ORPHAN_GRACE_S for a in ages):
+                continue  # may be an `up`/`destroy` in flight; look again later
+        problem = Problem("orphan", instance_id, f"no registered instance owns: {names}")
+        report.problems.append(problem)
+        if fix:
+            compose.down(instance_id, None, volumes=True)
+            left = compose.leftovers(instance_id)
+            if left:
+                problem.detail += f"; still present: {', '.join(left)}"
+            else:
+                problem.fixed = f"removed {len(items)} resource(s) by label"
+
+
+# --- host ------------------------------------------------------------------------------------
+
+
+def _check_host(report: DoctorReport, host: HostPaths, *, fix: bool, engine: bool) -> None:
+    for path in _disk_paths(engine):
+        usage = shutil.disk_usage(path)
+        if usage.free < MIN_FREE_DISK:
+            report.problems.append(
+                Problem(
+                    "host",
+                    f"disk {path}",
+                    f"{usage.free / 1024**3:.1f} GiB free (< {MIN_FREE_DISK / 1024**3:.0f}); "
+                    "run `docker system prune` / `ktrdr sandbox destroy` unused instances",
+                    severity="warning",
+                )
+            )
+    available = _mem_available(host.meminfo)
+    if available is not None and available < MIN_AVAILABLE_MEMORY:
+        report.problems.append(
+            Problem(
+                "host",
+                "memory",
+                f"{available / 1024**3:.1f} GiB available; each instance needs about 1 GiB: "
+                "stop unused instances (`ktrdr sandbox down`)",
+                severity="warning",
+            )
+        )
+    for name, (minimum, target) in INOTIFY_LIMITS.items():
+        _check_inotify(report, host.inotify_dir / name, minimum, target, fix=fix)
+
+
+def _disk_paths(engine: bool) -> list[Path]:
+    paths = {_existing(ktrdr_home())}
+    if engine:
+        result = proc.run(
+            ["docker", "info", "--format", "{{.DockerRootDir}}"], timeout=15, check=False
+        )
+        root = result.stdout.strip()
+        if result.returncode == 0 and root and Path(root).exists():
+            paths.add(Path(root))
+    return sorted(paths)
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _mem_available(meminfo: Path) -> int | None:
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _check_inotify(
+    report: DoctorReport, path: Path, minimum: int, target: int, *, fix: bool
+) -> None:
+    try:
+        value = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return
+    if value >= minimum:
+        return
+    problem = Problem(
+        "host",
+        f"inotify {path.name}",
+        f"{value} (< {minimum}): hot reload in several instances runs out of watches; "
+        f"`sysctl fs.inotify.{path.name}={target}`",
+        severity="warning",
+    )
+    report.problems.append(problem)
+    if fix:
+        try:
+            path.write_text(f"{target}\n")
+            problem.fixed = f"raised to {target} (until reboot)"
+        except OSError as e:
+            problem.detail += f"; cannot raise it here ({e.strerror or e}): run it as root"

@@ -1,0 +1,134 @@
+"""`make test-e2e`: run tests/e2e in the instance's own compose network.
+
+The suite runs in a one-off `e2e-tests` container (`docker compose … --profile e2e run --rm`)
+so it reaches the backend as http://backend:8000 of *this* project, never a localhost port that
+may belong to another instance. The instance's `.sandbox/` is bind-mounted at /results, where
+pytest writes JUnit XML that `ktrdr sandbox evidence` picks up.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from ktrdr.cli.sandbox import compose, proc
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.instance import find_instance_root, read_env
+from ktrdr.envfile import SANDBOX_ENV_FILENAME
+
+E2E_SERVICE = "e2e-tests"
+E2E_TIMEOUT = 1800.0
+RESULTS_DIR = Path(".sandbox") / "test-results"
+JUNIT_NAME = "e2e-junit.xml"
+CONTAINER_RESULTS = "/results"
+
+
+@dataclass(frozen=True)
+class InstanceContext:
+    root: Path
+    instance_id: str
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class E2EResult:
+    instance_id: str
+    returncode: int
+    junit_path: Path
+
+
+def current_instance(start: Path) -> InstanceContext:
+    """The instance whose `.env.sandbox` is at or above `start`."""
+    root = find_instance_root(start)
+    if root is None:
+        raise SandboxError(
+            f"no {SANDBOX_ENV_FILENAME} in {start} or its parents: run this inside an instance "
+            "(`ktrdr sandbox create NAME`, or `ktrdr sandbox init --slot 0` in the main checkout)"
+        )
+    env = read_env(root / SANDBOX_ENV_FILENAME)
+    instance_id = env.get("KTRDR_INSTANCE_ID") or env.get("COMPOSE_PROJECT_NAME")
+    if not instance_id:
+        raise SandboxError(
+            f"{root / SANDBOX_ENV_FILENAME} has no KTRDR_INSTANCE_ID: re-create it with "
+            "`ktrdr sandbox init`"
+        )
+    return InstanceContext(root=root, instance_id=instance_id, env=env)
+
+
+def require_running(context: InstanceContext) -> None:
+    """Refuse (one line) unless the backend container of the instance is running."""
+    compose.ensure_engine()
+    containers = compose.ps(context.instance_id, context.root)
+    backend = [c for c in containers if c.service == "backend"]
+    if not backend or not any(c.state == "running" for c in backend):
+        state = backend[0].state if backend else "not created"
+        raise SandboxError(
+            f"instance {context.instance_id} is not up (backend: {state}): start it with "
+            "`ktrdr sandbox up`, then rerun `make test-e2e`"
+        )
+
+
+def e2e_argv(context: InstanceContext, pytest_args: list[str]) -> list[str]:
+    results = (context.root / RESULTS_DIR).absolute()
+    pytest_argv = [
+        "python",
+        "-m",
+        "pytest",
+        "-c",
+        "tests/e2e/pytest.ini",
+        "--rootdir",
+        "/app",
+        f"--junitxml={CONTAINER_RESULTS}/{JUNIT_NAME}",
+        "tests/e2e",
+        *pytest_args,
+    ]
+    return [
+        *compose.compose_argv(context.instance_id, context.root, context.env),
+        "--profile",
+        "e2e",
+        "run",
+        "--rm",
+        "--no-deps",
+        "-T",
+        "-v",
+        f"{results}:{CONTAINER_RESULTS}",
+        E2E_SERVICE,
+        *pytest_argv,
+    ]
+
+
+def run_e2e(*, start: Path, pytest_args: list[str] | None = None) -> E2EResult:
+    """Run the suite in the instance's network; returns pytest's exit code (output inherited)."""
+    context = current_instance(start)
+    require_running(context)
+    results = context.root / RESULTS_DIR
+    results.mkdir(parents=True, exist_ok=True)
+    junit = results / JUNIT_NAME
+    junit.unlink(missing_ok=True)  # never let evidence pick up a previous run's results
+    outcome = proc.run(
+        e2e_argv(context, pytest_args or []),
+        cwd=context.root,
+        env=compose.compose_env(context.env),
+        timeout=E2E_TIMEOUT,
+        check=False,
+        capture=False,
+        what=f"E2E suite ({context.instance_id})",
+    )
+    return E2EResult(context.instance_id, outcome.returncode, junit)
+
+
+def db_env_exports(*, start: Path) -> str:
+    """`export` lines for tests that talk to the instance's PostgreSQL from the host; empty
+    outside an instance (tests then use their own database)."""
+    root = find_instance_root(start)
+    if root is None:
+        return ""
+    env = read_env(root / SANDBOX_ENV_FILENAME)
+    values = {
+        "KTRDR_DB_HOST": "127.0.0.1",
+        "KTRDR_DB_PORT": env.get("KTRDR_DB_PORT", ""),
+        "KTRDR_DB_PASSWORD": env.get("KTRDR_DB_PASSWORD", ""),
+        "KTRDR_INSTANCE_ID": env.get("KTRDR_INSTANCE_ID", ""),
+    }
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items() if v)

@@ -1,0 +1,203 @@
+"""`ktrdr sandbox evidence`: one tar.gz that shows what an instance ran and how it went.
+
+Contents (under `evidence-<id>-<stamp>/`): manifest.json (what is in it and what was missing and
+why), gate-report.json, compose-ps.txt, logs/<service>.log, test-results/*, git-head.txt,
+git-diff-stat.txt, env.sandbox.redacted (secrets masked). Anything that cannot be collected
+(engine down, no gate run yet, not a git checkout) is noted in the manifest; the bundle is still
+written, so an agent always has something to attach.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ktrdr.cli.sandbox import compose, proc, registry
+from ktrdr.cli.sandbox.e2e import RESULTS_DIR, InstanceContext, current_instance
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.instance import SECRET_KEYS, read_env
+from ktrdr.envfile import SANDBOX_ENV_FILENAME
+
+GATE_REPORT = Path(".sandbox") / "gate-report.json"
+EVIDENCE_DIR = Path(".sandbox") / "evidence"
+LOG_TAIL = 5000
+MAX_RESULT_FILE_BYTES = 20 * 1024 * 1024
+
+
+@dataclass
+class EvidenceResult:
+    instance_id: str
+    path: Path
+    size_bytes: int
+    files: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "instance_id": self.instance_id,
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "files": self.files,
+            "missing": self.missing,
+        }
+
+
+def resolve_instance(name: str | None, start: Path) -> InstanceContext:
+    """By registry name/id when given, else the instance at or above `start`."""
+    if name is None:
+        return current_instance(start)
+    entries = registry.load()
+    matches = [e for e in entries.values() if name in (e.instance_id, e.name)]
+    if len(matches) != 1:
+        known = ", ".join(sorted(entries)) or "none"
+        what = "ambiguous" if matches else "not registered"
+        raise SandboxError(f"instance {name!r} is {what} (registered: {known}); use its full id")
+    return current_instance(matches[0].root)
+
+
+def collect_evidence(
+    *, name: str | None = None, start: Path, output: Path | None = None
+) -> EvidenceResult:
+    context = resolve_instance(name, start)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    prefix = f"evidence-{context.instance_id}-{stamp}"
+    bundle = _Bundle(prefix)
+    _add_gate_report(bundle, context)
+    _add_docker_state(bundle, context)
+    _add_test_results(bundle, context)
+    _add_git_state(bundle, context)
+    _add_env(bundle, context)
+    bundle.add_text(
+        "manifest.json",
+        json.dumps(
+            {
+                "instance_id": context.instance_id,
+                "slot": context.env.get("KTRDR_SLOT"),
+                "root": str(context.root),
+                "collected_at": stamp,
+                "files": bundle.names,
+                "missing": bundle.missing,
+            },
+            indent=2,
+        ),
+    )
+    path = (output or context.root / EVIDENCE_DIR / f"{prefix}.tar.gz").absolute()
+    bundle.write(path)
+    return EvidenceResult(
+        context.instance_id, path, path.stat().st_size, list(bundle.names), list(bundle.missing)
+    )
+
+
+class _Bundle:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.members: list[tuple[str, bytes]] = []
+        self.missing: list[str] = []
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.members]
+
+    def add_text(self, name: str, text: str) -> None:
+        self.members.append((name, text.encode("utf-8", errors="replace")))
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        self.members.append((name, data))
+
+    def note_missing(self, what: str) -> None:
+        self.missing.append(what)
+
+    def write(self, path: Path) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".evidence.", suffix=".tmp", dir=path.parent)
+        except OSError as e:
+            raise SandboxError(f"cannot write evidence to {path}: {e.strerror or e}") from e
+        try:
+            with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+                for name, data in self.members:
+                    info = tarfile.TarInfo(f"{self.prefix}/{name}")
+                    info.size = len(data)
+                    info.mtime = int(time.time())
+                    info.mode = 0o644
+                    tar.addfile(info, io.BytesIO(data))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _add_gate_report(bundle: _Bundle, context: InstanceContext) -> None:
+    report = context.root / GATE_REPORT
+    if report.is_file():
+        bundle.add_bytes("gate-report.json", report.read_bytes())
+    else:
+        bundle.note_missing(f"gate report: {GATE_REPORT} not found (run `ktrdr sandbox up`)")
+
+
+def _add_docker_state(bundle: _Bundle, context: InstanceContext) -> None:
+    if not compose.engine_reachable():
+        bundle.note_missing("compose ps and service logs: Docker engine not reachable")
+        return
+    base = compose.compose_argv(context.instance_id, context.root, context.env)
+    env = compose.compose_env(context.env)
+    can_compose = (context.root / compose.COMPOSE_FILE).is_file()
+    if can_compose:
+        ps = proc.run([*base, "ps", "-a"], cwd=context.root, env=env, timeout=60, check=False)
+        bundle.add_text("compose-ps.txt", ps.stdout + ps.stderr)
+    else:
+        bundle.note_missing(f"compose ps: {compose.COMPOSE_FILE} not found in {context.root}")
+    containers = compose.ps(context.instance_id, context.root)
+    if not containers:
+        bundle.note_missing("service logs: the instance has no containers")
+    for container in containers:
+        lines = compose.container_logs(container.name, tail=LOG_TAIL)
+        bundle.add_text(f"logs/{container.service or container.name}.log", "\n".join(lines))
+    bundle.add_text("containers.json", json.dumps([c.as_dict() for c in containers], indent=2))
+
+
+def _add_test_results(bundle: _Bundle, context: InstanceContext) -> None:
+    results = context.root / RESULTS_DIR
+    files = sorted(p for p in results.rglob("*") if p.is_file()) if results.is_dir() else []
+    if not files:
+        bundle.note_missing(f"test results: none in {RESULTS_DIR} (run `make test-e2e`)")
+    for path in files:
+        if path.stat().st_size <= MAX_RESULT_FILE_BYTES:
+            bundle.add_bytes(
+                f"test-results/{path.relative_to(results).as_posix()}", path.read_bytes()
+            )
+        else:
+            bundle.note_missing(
+                f"test result {path.name}: larger than {MAX_RESULT_FILE_BYTES} bytes"
+            )
+
+
+def _add_git_state(bundle: _Bundle, context: InstanceContext) -> None:
+    for name, args in (
+        ("git-head.txt", ["rev-parse", "HEAD"]),
+        ("git-diff-stat.txt", ["diff", "--stat", "HEAD"]),
+    ):
+        try:
+            result = proc.run(["git", *args], cwd=context.root, timeout=60, check=False)
+        except SandboxError as e:
+            bundle.note_missing(f"{name}: {e}")
+            continue
+        if result.returncode == 0:
+            bundle.add_text(name, result.stdout)
+        else:
+            bundle.note_missing(
+                f"{name}: git {' '.join(args)} failed: {proc.stderr_tail(result.stderr, 2)}"
+            )
+
+
+def _add_env(bundle: _Bundle, context: InstanceContext) -> None:
+    values = read_env(context.root / SANDBOX_ENV_FILENAME)
+    lines = [f"{k}={'***' if k in SECRET_KEYS else v}" for k, v in values.items()]
+    bundle.add_text("env.sandbox.redacted", "\n".join(lines) + "\n")

@@ -1,0 +1,349 @@
+"""doctor: real git repos, real registry files, real env files; /proc stand-ins for host limits;
+Docker-backed checks against the real engine (marker docker)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ktrdr.cli.main import cli
+from ktrdr.cli.sandbox import registry
+from ktrdr.cli.sandbox.doctor import HostPaths, env_drift, rewrite_env, run_doctor
+from ktrdr.cli.sandbox.instance import new_settings, read_env, render_env, write_env_file
+from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.registry import Entry
+from ktrdr.cli.sandbox.shared_data import shared_root
+from tests.unit.sandbox.conftest import git
+
+OFFLINE_IMAGE = "ktrdr-offline/debian:bookworm"
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def register(entry: Entry) -> None:
+    with registry.transaction() as entries:
+        entries[entry.instance_id] = entry
+
+
+def write_env(root: Path, instance_id: str, slot: int) -> Path:
+    settings = new_settings(
+        instance_id=instance_id, slot=slot, shared_dir=shared_root(), images=None, existing=None
+    )
+    return write_env_file(root, render_env(settings, command="test"))
+
+
+def interrupted_create(repo: Path, name: str, *, env_file: bool = True) -> Entry:
+    """What a `create` killed after `git worktree add` leaves: worktree, branch, dead claim."""
+    path = repo.parent / f"{repo.name}--{name}"
+    git(repo, "worktree", "add", "-q", "-b", name, str(path), "HEAD")
+    instance_id = path.name
+    if env_file:
+        write_env(path, instance_id, 9)
+    entry = Entry(
+        instance_id=instance_id,
+        slot=9,
+        path=str(path),
+        kind="worktree",
+        branch=name,
+        created_at=registry.now_iso(),
+        state="creating",
+        pid=dead_pid(),
+        name=name,
+        repo=str(repo),
+    )
+    register(entry)
+    return entry
+
+
+def quiet_host(tmp_path: Path) -> HostPaths:
+    """Stand-ins for /proc with comfortable values, so host warnings don't mix in."""
+    (tmp_path / "proc-inotify").mkdir(exist_ok=True)
+    (tmp_path / "proc-inotify" / "max_user_watches").write_text("524288\n")
+    (tmp_path / "proc-inotify" / "max_user_instances").write_text("1024\n")
+    (tmp_path / "meminfo").write_text("MemTotal: 25000000 kB\nMemAvailable: 20000000 kB\n")
+    return HostPaths(meminfo=tmp_path / "meminfo", inotify_dir=tmp_path / "proc-inotify")
+
+
+def kinds(report) -> list[str]:
+    return [p.kind for p in report.problems if p.kind != "host"]
+
+
+def test_doctor_on_an_empty_home_finds_nothing_to_reconcile(tmp_path: Path) -> None:
+    report = run_doctor(fix=False, host=quiet_host(tmp_path))
+    assert kinds(report) == []
+    assert not registry.registry_path().exists()  # read-only: nothing created
+
+
+def test_doctor_without_fix_only_reports_a_dead_create_claim(repo: Path, tmp_path: Path) -> None:
+    entry = interrupted_create(repo, "feat-a")
+    before = registry.registry_path().read_bytes()
+    report = run_doctor(fix=False, host=quiet_host(tmp_path))
+    dead = [p for p in report.problems if p.kind == "dead-claim"]
+    assert [p.subject for p in dead] == [entry.instance_id]
+    assert not report.healthy
+    assert registry.registry_path().read_bytes() == before
+    assert Path(entry.path).is_dir()
+
+
+def test_doctor_fix_removes_the_worktree_branch_and_claim_of_a_killed_create(
+    repo: Path, tmp_path: Path
+) -> None:
+    entry = interrupted_create(repo, "feat-a")
+    report = run_doctor(fix=True, host=quiet_host(tmp_path))
+    dead = next(p for p in report.problems if p.kind == "dead-claim")
+    assert dead.fixed and "worktree" in dead.fixed and "slot 9 freed" in dead.fixed
+    assert not Path(entry.path).exists()
+    assert registry.load() == {}
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert git(repo, "branch", "--list", "feat-a").strip() == ""
+    assert repo.joinpath("README.md").is_file()  # the main checkout is untouched
+
+
+def test_doctor_fix_keeps_a_branch_that_has_unmerged_commits(repo: Path, tmp_path: Path) -> None:
+    entry = interrupted_create(repo, "feat-b", env_file=False)
+    Path(entry.path, "work.txt").write_text("mine\n")
+    git(Path(entry.path), "add", "work.txt")
+    git(Path(entry.path), "commit", "-q", "-m", "work")
+    run_doctor(fix=True, host=quiet_host(tmp_path))
+    assert git(repo, "branch", "--list", "feat-b").strip() == "feat-b"
+    assert "work.txt" in git(repo, "show", "--stat", "feat-b")
+    assert registry.load() == {}
+
+
+def test_doctor_leaves_a_directory_git_does_not_know_alone(repo: Path, tmp_path: Path) -> None:
+    path = repo.parent / "ktrdr--stranger"
+    path.mkdir()
+    (path / "notes.txt").write_text("user data\n")
+    register(
+        Entry(
+            instance_id=path.name,
+            slot=4,
+            path=str(path),
+            kind="worktree",
+            branch="stranger",
+            created_at=registry.now_iso(),
+            state="creating",
+            pid=dead_pid(),
+            name="stranger",
+            repo=str(repo),
+        )
+    )
+    report = run_doctor(fix=True, host=quiet_host(tmp_path))
+    dead = next(p for p in report.problems if p.kind == "dead-claim")
+    assert "kept" in (dead.fixed or "")
+    assert (path / "notes.txt").read_text() == "user data\n"
+
+
+def test_doctor_reports_env_drift_and_fix_rewrites_ports_keeping_secrets(
+    repo: Path, tmp_path: Path
+) -> None:
+    env_path = write_env(repo, repo.name, 3)
+    secret = read_env(env_path)["KTRDR_DB_PASSWORD"]
+    register(
+        Entry(
+            instance_id=repo.name,
+            slot=7,
+            path=str(repo),
+            kind="clone",
+            branch="main",
+            created_at=registry.now_iso(),
+        )
+    )
+    report = run_doctor(fix=False, host=quiet_host(tmp_path))
+    drift = next(p for p in report.problems if p.kind == "env-drift")
+    assert "KTRDR_API_PORT=8003 (expected 8007)" in drift.detail
+    assert read_env(env_path)["KTRDR_API_PORT"] == "8003"
+
+    fixed = run_doctor(fix=True, host=quiet_host(tmp_path))
+    assert next(p for p in fixed.problems if p.kind == "env-drift").fixed
+    values = read_env(env_path)
+    assert values["KTRDR_DB_PASSWORD"] == secret
+    assert values["KTRDR_SLOT"] == "7"
+    for key, value in ports_for_slot(7).env_variables().items():
+        assert values[key] == value
+    assert stat.S_IMODE(env_path.stat().st_mode) == 0o600
+    assert env_path.read_text().startswith("# Generated by")
+    assert "env-drift" not in kinds(run_doctor(fix=False, host=quiet_host(tmp_path)))
+
+
+def test_rewrite_env_appends_missing_keys_and_keeps_unknown_lines(tmp_path: Path) -> None:
+    env_path = tmp_path / ".env.sandbox"
+    env_path.write_text("# header\nMY_SETTING=keep\nKTRDR_API_PORT=1\n")
+    rewrite_env(env_path, {"KTRDR_API_PORT": "8002", "KTRDR_SLOT": "2"})
+    assert env_path.read_text() == (
+        "# header\nMY_SETTING=keep\nKTRDR_API_PORT=8002\nKTRDR_SLOT=2\n"
+    )
+
+
+def test_a_healthy_instance_has_no_drift(repo: Path) -> None:
+    write_env(repo, repo.name, 5)
+    entry = Entry(repo.name, 5, str(repo), "clone", "main", registry.now_iso())
+    assert env_drift(entry) == {}
+
+
+def test_doctor_reports_a_corrupt_registry_and_leaves_it_untouched(tmp_path: Path) -> None:
+    path = registry.registry_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"{not json")
+    report = run_doctor(fix=True, host=quiet_host(tmp_path))
+    problem = next(p for p in report.problems if p.kind == "registry")
+    assert "corrupt" in problem.detail and problem.fixed is None
+    assert path.read_bytes() == b"{not json"
+
+
+def test_low_inotify_limit_is_a_warning_and_fix_raises_it(tmp_path: Path) -> None:
+    host = quiet_host(tmp_path)
+    (host.inotify_dir / "max_user_watches").write_text("8192\n")
+    report = run_doctor(fix=False, host=host)
+    warning = next(p for p in report.problems if p.subject == "inotify max_user_watches")
+    assert warning.severity == "warning" and "8192" in warning.detail
+    run_doctor(fix=True, host=host)
+    assert (host.inotify_dir / "max_user_watches").read_text().strip() == "524288"
+
+
+def test_low_memory_is_reported_as_a_warning(tmp_path: Path) -> None:
+    host = quiet_host(tmp_path)
+    host.meminfo.write_text("MemAvailable: 512000 kB\n")
+    report = run_doctor(fix=False, host=host)
+    memory = next(p for p in report.problems if p.subject == "memory")
+    assert memory.severity == "warning" and "0.5 GiB" in memory.detail
+
+
+def test_an_unreachable_engine_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such-docker.sock")
+    report = run_doctor(fix=False, host=quiet_host(tmp_path))
+    problem = next(p for p in report.problems if p.kind == "host" and "docker" in p.subject)
+    assert problem.severity == "error" and not report.healthy
+
+
+def test_cli_doctor_json_lists_problems_and_exits_1(repo: Path) -> None:
+    interrupted_create(repo, "feat-c")
+    result = CliRunner().invoke(cli, ["sandbox", "doctor", "--json"])
+    assert result.exit_code == 1
+    payload = json.loads(result.stdout)
+    assert payload["healthy"] is False
+    assert any(p["kind"] == "dead-claim" for p in payload["problems"])
+
+
+# --- real engine -----------------------------------------------------------------------------
+
+
+def docker(*args: str, check: bool = True) -> str:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=check, timeout=120
+    ).stdout
+
+
+@pytest.fixture
+def orphan_id(monkeypatch: pytest.MonkeyPatch):
+    """A unique instance id whose labelled resources belong to no registry; always removed."""
+    monkeypatch.setenv("KTRDR_TEST", "1")
+    instance_id = f"ktrdr-test-orphan-{uuid.uuid4().hex[:8]}"
+    yield instance_id
+    for kind in ("container", "volume", "network"):
+        ids = docker(
+            kind,
+            "ls",
+            "-q",
+            "--filter",
+            f"label=ktrdr.instance={instance_id}",
+            *(["-a"] if kind == "container" else []),
+            check=False,
+        ).split()
+        if ids:
+            docker(kind, "rm", "-f", *ids, check=False)
+
+
+def labelled(instance_id: str) -> list[str]:
+    return [
+        "--label",
+        f"ktrdr.instance={instance_id}",
+        "--label",
+        "ktrdr.slot=9",
+        "--label",
+        "ktrdr.test=1",
+    ]
+
+
+@pytest.mark.docker
+def test_doctor_fix_removes_labelled_resources_no_instance_owns(
+    orphan_id: str, tmp_path: Path
+) -> None:
+    docker("volume", "create", *labelled(orphan_id), f"{orphan_id}_data")
+    docker(
+        "create",
+        "--name",
+        f"{orphan_id}-db",
+        *labelled(orphan_id),
+        "-v",
+        f"{orphan_id}_data:/data",
+        OFFLINE_IMAGE,
+        "true",
+    )
+    report = run_doctor(fix=False, host=quiet_host(tmp_path))
+    orphan = next(p for p in report.problems if p.subject == orphan_id)
+    assert orphan.kind == "orphan" and f"container {orphan_id}-db" in orphan.detail
+    assert docker("volume", "ls", "-q", "--filter", f"label=ktrdr.instance={orphan_id}").strip()
+
+    fixed = run_doctor(fix=True, host=quiet_host(tmp_path))
+    assert next(p for p in fixed.problems if p.subject == orphan_id).fixed
+    for kind in ("volume", "network"):
+        assert docker(kind, "ls", "-q", "--filter", f"label=ktrdr.instance={orphan_id}") == ""
+    assert docker("ps", "-aq", "--filter", f"label=ktrdr.instance={orphan_id}") == ""
+
+
+@pytest.mark.docker
+def test_doctor_ignores_resources_of_another_test_mode_and_fresh_volumes(
+    orphan_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docker("volume", "create", *labelled(orphan_id), f"{orphan_id}_data")
+    report = run_doctor(fix=True, host=quiet_host(tmp_path))
+    assert orphan_id not in [p.subject for p in report.problems]  # younger than the grace
+    monkeypatch.setenv("KTRDR_TEST", "0")
+    docker("create", "--name", f"{orphan_id}-x", *labelled(orphan_id), OFFLINE_IMAGE, "true")
+    report = run_doctor(fix=True, host=quiet_host(tmp_path))
+    assert orphan_id not in [p.subject for p in report.problems]  # a test's, not ours
+    assert docker("ps", "-aq", "--filter", f"label=ktrdr.instance={orphan_id}").strip()
+
+
+@pytest.mark.docker
+def test_doctor_reports_but_keeps_an_unregistered_instance_whose_directory_exists(
+    orphan_id: str, tmp_path: Path
+) -> None:
+    root = tmp_path / "elsewhere"
+    root.mkdir()
+    write_env(root, orphan_id, 9)
+    docker(
+        "create",
+        "--name",
+        f"{orphan_id}-api",
+        *labelled(orphan_id),
+        "--label",
+        f"com.docker.compose.project.working_dir={root}",
+        OFFLINE_IMAGE,
+        "true",
+    )
+    report = run_doctor(fix=True, host=quiet_host(tmp_path))
+    problem = next(p for p in report.problems if p.subject == orphan_id)
+    assert problem.kind == "unregistered" and problem.severity == "warning"
+    assert docker("ps", "-aq", "--filter", f"label=ktrdr.instance={orphan_id}").strip()
+
+
+@pytest.mark.docker
+def test_cli_doctor_fix_on_a_clean_home_exits_0(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["sandbox", "doctor", "--fix"])
+    assert result.exit_code == 0, result.output
+    assert "doctor: healthy" in result.stderr
+    assert os.environ["KTRDR_HOME"] in str(registry.registry_path())
