@@ -1,0 +1,121 @@
+"""What `ktrdr sandbox up` shows: check lines, the PASSED block, the FAILED block."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from ktrdr.cli.sandbox.compose import ContainerState
+from ktrdr.cli.sandbox.gate import CheckResult, GateReport
+from ktrdr.cli.sandbox.gate_render import GateRenderer, check_line, render_result
+
+
+def checks(*statuses: str) -> list[CheckResult]:
+    keys = [
+        ("database", "Database ready", ""),
+        ("backend", "Backend healthy", ""),
+        ("workers", "Workers registered", "2 backtest, 2 training"),
+        ("observability", "Observability stack ready", ""),
+    ]
+    result = []
+    for (key, title, detail), status in zip(keys, statuses, strict=False):
+        done = status != "pending"
+        result.append(
+            CheckResult(
+                key, title, 60.0, status=status, detail=detail, duration_s=1.25 if done else None
+            )
+        )
+    return result
+
+
+def report(result: str, **extra: object) -> GateReport:
+    fields: dict = {
+        "instance_id": "feat-operation-metrics",
+        "slot": 2,
+        "result": result,
+        "started_at": "t0",
+        "finished_at": "t1",
+        "duration_s": 5.0,
+        "timeout_s": 300.0,
+        "checks": checks("passed", "passed", "passed", "passed"),
+        "containers": [],
+        "urls": {
+            "api_docs": "http://localhost:8002/api/v1/docs",
+            "grafana": "http://localhost:3002",
+        },
+    }
+    fields.update(extra)
+    return GateReport(**fields)
+
+
+def test_check_lines_show_the_mark_the_title_the_summary_and_the_time() -> None:
+    db, _, workers, _ = checks("passed", "pending", "passed", "pending")
+    assert check_line(db) == "✓ Database ready (1.2s)"
+    assert check_line(workers) == "✓ Workers registered (2 backtest, 2 training) (1.2s)"
+    failed = CheckResult("backend", "Backend healthy", 60, "failed", "not ready after 60s", 60.0)
+    assert check_line(failed) == "✗ Backend healthy: not ready after 60s (60.0s)"
+
+
+def test_plain_rendering_prints_each_check_once_when_it_is_decided() -> None:
+    buffer = io.StringIO()
+    renderer = GateRenderer(live=False, err=Console(file=buffer, width=120))
+    with renderer:
+        renderer.update(checks("passed", "pending", "pending", "pending"))
+        renderer.update(checks("passed", "passed", "pending", "pending"))
+        renderer.update(checks("passed", "passed", "passed", "passed"))
+    assert buffer.getvalue().splitlines() == [
+        "  ✓ Database ready (1.2s)",
+        "  ✓ Backend healthy (1.2s)",
+        "  ✓ Workers registered (2 backtest, 2 training) (1.2s)",
+        "  ✓ Observability stack ready (1.2s)",
+    ]
+
+
+def test_live_rendering_ends_with_the_final_lines_on_a_terminal() -> None:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=100, force_terminal=True, color_system=None)
+    renderer = GateRenderer(live=True, err=console)
+    with renderer:
+        renderer.update(checks("passed", "pending", "pending", "pending"))
+        renderer.update(checks("passed", "passed", "passed", "passed"))
+    assert "✓ Observability stack ready (1.2s)" in buffer.getvalue()
+
+
+def test_passed_result_prints_the_verdict_and_the_urls(capsys: pytest.CaptureFixture[str]) -> None:
+    render_result(report("passed"), report_file=".sandbox/gate-report.json")
+    assert capsys.readouterr().out.splitlines() == [
+        "Startability Gate: PASSED",
+        "Instance ready:",
+        "  API: http://localhost:8002/api/v1/docs",
+        "  Grafana: http://localhost:3002",
+    ]
+
+
+def test_failed_result_names_the_check_the_containers_and_the_log_tail(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    failed_checks = checks("passed", "passed", "failed", "pending")
+    failed_checks[2].detail = "backtest-worker-1 exited with code 3"
+    worker = ContainerState("p-backtest-worker-1-1", "backtest-worker-1", "exited", None, "p", 3, 0,
+                            None, [])  # fmt: skip
+    backend = ContainerState("p-backend-1", "backend", "running", "healthy", "p", None, 0, None, [])
+    failed = report(
+        "failed",
+        checks=failed_checks,
+        containers=[backend, worker],
+        failure="backtest-worker-1 exited with code 3",
+        failing_check="workers",
+        failing_service="backtest-worker-1",
+        log_tail=["Traceback (most recent call last):", "SystemExit: 3", "[bold]literal"],
+    )
+    render_result(failed, report_file="/x/.sandbox/gate-report.json")
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "Startability Gate: FAILED"
+    assert "  Workers registered: backtest-worker-1 exited with code 3" in out
+    assert "backend              running (healthy)" in out
+    assert "backtest-worker-1    exited exit 3" in out
+    assert "Last 3 log lines of backtest-worker-1:" in out
+    assert "  | [bold]literal" in out
+    assert "Report: /x/.sandbox/gate-report.json" in out

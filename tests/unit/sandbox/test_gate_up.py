@@ -1,0 +1,210 @@
+"""`ktrdr sandbox up / down / logs` before any container starts: finding and validating the
+instance, the port preflight, the shared-data warning, Docker being down, Ctrl-C."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ktrdr.cli.main import cli
+from ktrdr.cli.sandbox import compose, lifecycle, registry
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.instance import EnvSettings, render_env, write_env_file
+from ktrdr.cli.sandbox.ports import ports_for_slot
+
+SLOT = 7
+INSTANCE_ID = "ktrdr--feat-a"
+
+
+@pytest.fixture(autouse=True)
+def fresh_engine_check() -> None:
+    compose._engine_checked.cache_clear()
+
+
+@pytest.fixture
+def instance_dir(
+    tmp_path: Path, isolated_ktrdr_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A registered instance directory on slot 7 with a compose file, the test's cwd."""
+    root = tmp_path / INSTANCE_ID
+    root.mkdir()
+    (root / compose.COMPOSE_FILE).write_text(
+        "services:\n  db: {image: x}\n  backend: {image: x}\n"
+        "  backtest-worker-1: {image: x, labels: {ktrdr.worker-type: backtest}}\n"
+    )
+    settings = EnvSettings(
+        instance_id=INSTANCE_ID,
+        slot=SLOT,
+        shared_dir=isolated_ktrdr_home / "shared",
+        images="offline",
+        db_password="secret-1",
+        grafana_password="secret-2",
+    )
+    write_env_file(root, render_env(settings, command="test"))
+    with registry.transaction() as entries:
+        entries[INSTANCE_ID] = registry.Entry(
+            instance_id=INSTANCE_ID,
+            slot=SLOT,
+            path=str(root),
+            kind="worktree",
+            branch="feat-a",
+            created_at=registry.now_iso(),
+            name="feat-a",
+        )
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture
+def foreign_listener() -> Iterator[socket.socket]:
+    """A plain socket listening on slot 7's API port, standing for a foreign process."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", ports_for_slot(SLOT).api))
+    except OSError:
+        sock.close()
+        pytest.skip(f"port {ports_for_slot(SLOT).api} is already in use on this machine")
+    sock.listen()
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def rewrite_env(root: Path, key: str, value: str) -> None:
+    path = root / ".env.sandbox"
+    lines = [
+        f"{key}={value}" if line.startswith(f"{key}=") else line
+        for line in path.read_text().splitlines()
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_up_outside_an_instance_says_to_run_create_or_init(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["sandbox", "up"])
+    assert result.exit_code == 1
+    assert "no .env.sandbox in" in result.stderr
+    assert "ktrdr sandbox create NAME" in result.stderr and "ktrdr sandbox init" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_an_instance_is_found_from_a_subdirectory_and_by_name(instance_dir: Path) -> None:
+    sub = instance_dir / "ktrdr" / "api"
+    sub.mkdir(parents=True)
+    found = lifecycle.resolve(None, sub)
+    assert (found.instance_id, found.slot, found.root) == (INSTANCE_ID, SLOT, instance_dir)
+    assert lifecycle.resolve("feat-a", Path("/")).root == instance_dir
+    assert lifecycle.resolve(INSTANCE_ID, Path("/")).root == instance_dir
+
+
+def test_an_unknown_name_lists_the_registered_instances(instance_dir: Path) -> None:
+    with pytest.raises(
+        SandboxError, match=r"no instance named 'nope' \(registered: ktrdr--feat-a\)"
+    ):
+        lifecycle.resolve("nope", Path("/"))
+
+
+def test_a_valid_registered_instance_passes_validation(instance_dir: Path) -> None:
+    lifecycle.validate(lifecycle.resolve(None, instance_dir))
+
+
+def test_a_port_line_that_drifted_from_the_slot_is_refused(instance_dir: Path) -> None:
+    rewrite_env(instance_dir, "KTRDR_API_PORT", "8000")
+    with pytest.raises(SandboxError, match="KTRDR_API_PORT=8000 does not match slot 7"):
+        lifecycle.validate(lifecycle.resolve(None, instance_dir))
+
+
+def test_an_unregistered_instance_is_told_to_run_init(instance_dir: Path) -> None:
+    with registry.transaction() as entries:
+        del entries[INSTANCE_ID]
+    with pytest.raises(SandboxError, match="is not registered: run `ktrdr sandbox init`"):
+        lifecycle.validate(lifecycle.resolve(None, instance_dir))
+
+
+def test_a_slot_that_disagrees_with_the_registry_is_refused(instance_dir: Path) -> None:
+    with registry.transaction() as entries:
+        entries[INSTANCE_ID].slot = 3
+    with pytest.raises(SandboxError, match="says slot 7 but the registry says slot 3"):
+        lifecycle.validate(lifecycle.resolve(None, instance_dir))
+
+
+def test_an_env_file_missing_required_keys_is_named(instance_dir: Path) -> None:
+    rewrite_env(instance_dir, "KTRDR_DB_PASSWORD", "")
+    with pytest.raises(SandboxError, match="lacks KTRDR_DB_PASSWORD"):
+        lifecycle.resolve(None, instance_dir)
+
+
+def test_a_foreign_socket_on_a_slot_port_is_refused_naming_the_port_and_a_free_slot(
+    instance_dir: Path, foreign_listener: socket.socket
+) -> None:
+    instance = lifecycle.resolve(None, instance_dir)
+    with pytest.raises(SandboxError) as raised:
+        lifecycle.preflight_ports(instance, set())
+    message = str(raised.value)
+    assert message.startswith(f"cannot start {INSTANCE_ID}: slot 7 port 8007 (api)")
+    assert "not by this instance" in message
+    assert "is free" in message and "--slot" in message
+
+
+def test_ports_published_by_the_instances_own_containers_are_not_a_conflict(
+    instance_dir: Path, foreign_listener: socket.socket
+) -> None:
+    instance = lifecycle.resolve(None, instance_dir)
+    lifecycle.preflight_ports(instance, {ports_for_slot(SLOT).api})
+
+
+def test_missing_shared_data_gives_a_warning_with_the_command_to_fix_it(
+    instance_dir: Path, isolated_ktrdr_home: Path
+) -> None:
+    instance = lifecycle.resolve(None, instance_dir)
+    warning = lifecycle.shared_data_warning(instance)
+    assert warning is not None and "ktrdr sandbox init-shared" in warning
+    (isolated_ktrdr_home / "shared" / "data").mkdir(parents=True)
+    assert lifecycle.shared_data_warning(instance) is None
+
+
+def test_up_with_the_docker_daemon_down_prints_one_line_and_exits_1(
+    instance_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = f"unix://{instance_dir}/no-docker.sock"
+    monkeypatch.setenv("DOCKER_HOST", address)
+    result = CliRunner().invoke(cli, ["sandbox", "up"])
+    assert result.exit_code == 1
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert error_lines == [
+        f"Error: Docker engine not reachable at {address}: start Docker and retry"
+    ]
+
+
+def test_ctrl_c_during_up_leaves_a_hint_and_exits_130(
+    instance_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted_up(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # stands in for the user pressing Ctrl-C mid-start
+
+    monkeypatch.setattr(lifecycle, "up", interrupted_up)
+    result = CliRunner().invoke(cli, ["sandbox", "up"])
+    assert result.exit_code == 130
+    assert "ktrdr sandbox up" in result.stderr and "ktrdr sandbox destroy" in result.stderr
+
+
+def test_logs_of_an_unknown_service_lists_the_services(instance_dir: Path) -> None:
+    result = CliRunner().invoke(cli, ["sandbox", "logs", "nosuch"])
+    assert result.exit_code == 1
+    assert "no service 'nosuch' in this stack; services: backend, backtest-worker-1, db" in (
+        result.stderr
+    )
+
+
+def test_up_help_lists_the_options() -> None:
+    result = CliRunner().invoke(cli, ["sandbox", "up", "--help"])
+    assert result.exit_code == 0
+    for option in ("--timeout", "--build", "--no-gate", "--json"):
+        assert option in result.output
