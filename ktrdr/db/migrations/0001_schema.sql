@@ -18,7 +18,8 @@ CREATE TABLE workers (
     status               text NOT NULL DEFAULT 'idle' CHECK (status IN ('idle', 'busy')),
     current_operation_id text,
     registered_at        timestamptz NOT NULL DEFAULT now(),
-    last_heartbeat       timestamptz
+    last_heartbeat       timestamptz,
+    last_assigned_at     timestamptz
 );
 
 CREATE TABLE operations (
