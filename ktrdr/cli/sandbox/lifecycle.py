@@ -57,7 +57,9 @@ def resolve(name: str | None, cwd: Path) -> Instance:
     """The instance named `name` (registry id or create NAME), else the one whose
     `.env.sandbox` is in `cwd` or a parent."""
     if name:
-        root = _root_for_name(name)
+        from ktrdr.cli.sandbox.instances import resolve as resolve_entry
+
+        root = resolve_entry(name, cwd=cwd).root
     else:
         found = find_upwards(SANDBOX_ENV_FILENAME, cwd)
         if found is None:
@@ -89,21 +91,6 @@ def resolve(name: str | None, cwd: Path) -> Instance:
         ) from e
     ports_for_slot(slot)  # validates the range
     return Instance(env["KTRDR_INSTANCE_ID"], slot, root, env)
-
-
-def _root_for_name(name: str) -> Path:
-    from ktrdr.cli.sandbox import registry
-
-    entries = registry.load()
-    entry = entries.get(name) or next(
-        (e for e in entries.values() if e.name == name or Path(e.path).name == name), None
-    )
-    if entry is None:
-        known = ", ".join(sorted(entries)) or "none"
-        raise SandboxError(
-            f"no instance named {name!r} (registered: {known}); see `ktrdr sandbox list`"
-        )
-    return Path(entry.path)
 
 
 def validate(instance: Instance) -> None:
