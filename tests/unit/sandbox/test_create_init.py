@@ -188,8 +188,14 @@ def test_create_keeps_an_existing_branch_on_rollback(repo: Path) -> None:
 def test_a_dead_creating_claim_is_reclaimed_by_the_next_create(repo: Path) -> None:
     with registry.transaction() as entries:
         entries["ghost"] = Entry(
-            "ghost", 1, "/nowhere/ghost", "worktree", "ghost", registry.now_iso(),
-            state="creating", pid=2**22 + 4242,
+            "ghost",
+            1,
+            "/nowhere/ghost",
+            "worktree",
+            "ghost",
+            registry.now_iso(),
+            state="creating",
+            pid=2**22 + 4242,
         )
     assert create_instance(name="feat-a", cwd=repo).slot == 1
     assert set(registry.load()) == {"ktrdr--feat-a"}
@@ -198,8 +204,14 @@ def test_a_dead_creating_claim_is_reclaimed_by_the_next_create(repo: Path) -> No
 def test_a_live_creating_claim_holds_its_slot(repo: Path) -> None:
     with registry.transaction() as entries:
         entries["busy"] = Entry(
-            "busy", 1, "/nowhere/busy", "worktree", "b", registry.now_iso(),
-            state="creating", pid=os.getpid(),
+            "busy",
+            1,
+            "/nowhere/busy",
+            "worktree",
+            "b",
+            registry.now_iso(),
+            state="creating",
+            pid=os.getpid(),
         )
     assert create_instance(name="feat-a", cwd=repo).slot == 2
 
@@ -215,14 +227,23 @@ def test_create_when_every_slot_is_taken_fails_and_creates_nothing(repo: Path) -
     assert "feat-a" not in _branches(repo)
 
 
-HOSTILE = ["my feat", "UPPER case", "fé", "../x", "a;rm -rf ~", "-rf", "x" * 200, "[bold]x",
-           "a/b", "..", "$(touch pwned)"]
+HOSTILE = [
+    "my feat",
+    "UPPER case",
+    "fé",
+    "../x",
+    "a;rm -rf ~",
+    "-rf",
+    "x" * 200,
+    "[bold]x",
+    "a/b",
+    "..",
+    "$(touch pwned)",
+]
 
 
 @pytest.mark.parametrize("name", HOSTILE)
-def test_hostile_names_are_refused_and_never_escape_or_reach_a_shell(
-    repo: Path, name: str
-) -> None:
+def test_hostile_names_are_refused_and_never_escape_or_reach_a_shell(repo: Path, name: str) -> None:
     work = repo.parent
     before = sorted(p.name for p in work.parent.rglob("*") if ".git" not in p.parts)
     out = CliRunner().invoke(cli, ["sandbox", "create", "--", name])
@@ -259,7 +280,10 @@ def test_init_makes_the_current_clone_an_instance(repo: Path) -> None:
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     assert (data["instance_id"], data["kind"], data["slot"], data["branch"]) == (
-        "ktrdr", "clone", 1, "main",
+        "ktrdr",
+        "clone",
+        1,
+        "main",
     )
     assert read_env(repo / ".env.sandbox")["KTRDR_SLOT"] == "1"
     assert git(repo, "status", "--porcelain") == ""
@@ -288,7 +312,10 @@ def test_python_dash_m_entry_point_works(repo: Path, isolated_ktrdr_home: Path) 
 
     out = subprocess.run(
         [sys.executable, "-m", "ktrdr.cli.main", "sandbox", "list", "--json"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
         env={**os.environ, "KTRDR_HOME": str(isolated_ktrdr_home)},
     )
     assert out.returncode == 0, out.stderr

@@ -52,8 +52,22 @@ def test_plain_names_are_accepted(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["", "my feat", "../x", "a/b", "a;rm -rf ~", "-rf", ".hidden", "a..b", "fé", "[bold]x",
-     "x" * 200, "x.lock", "a\\b", "a\nb"],
+    [
+        "",
+        "my feat",
+        "../x",
+        "a/b",
+        "a;rm -rf ~",
+        "-rf",
+        ".hidden",
+        "a..b",
+        "fé",
+        "[bold]x",
+        "x" * 200,
+        "x.lock",
+        "a\\b",
+        "a\nb",
+    ],
 )
 def test_hostile_names_are_refused_with_one_clear_line(name: str) -> None:
     with pytest.raises(SandboxError) as caught:
@@ -64,7 +78,10 @@ def test_hostile_names_are_refused_with_one_clear_line(name: str) -> None:
 
 def test_env_file_has_every_contract_key_derived_from_the_slot(tmp_path: Path) -> None:
     settings = new_settings(
-        instance_id="ktrdr--feat-b", slot=2, shared_dir=tmp_path / "shared", images=None,
+        instance_id="ktrdr--feat-b",
+        slot=2,
+        shared_dir=tmp_path / "shared",
+        images=None,
         existing=None,
     )
     path = write_env_file(tmp_path, render_env(settings, command="ktrdr sandbox create"))

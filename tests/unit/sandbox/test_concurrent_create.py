@@ -1,0 +1,80 @@
+"""30 real `ktrdr sandbox create` processes at once on distinct names.
+
+Port probing stays real (no test-only switch in the product). Sandboxes may be running on this
+machine, so the expected outcome is computed from the slots whose ports are free when the test
+starts: on an idle machine that is exactly 10 successes on slots 1..10 and 20 "no free slot".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ktrdr.cli.sandbox import registry
+from ktrdr.cli.sandbox.allocation import busy_ports
+from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
+
+PROCESSES = 30
+
+
+def _ktrdr() -> list[str]:
+    script = Path(sys.executable).parent / "ktrdr"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("ktrdr")
+    return [found] if found else [sys.executable, "-m", "ktrdr.cli.main"]
+
+
+def test_thirty_concurrent_creates_claim_each_free_slot_exactly_once(
+    repo: Path, isolated_ktrdr_home: Path
+) -> None:
+    free = [slot for slot in SANDBOX_SLOTS if not busy_ports(slot, with_owners=False)]
+    env = {
+        **os.environ,
+        "KTRDR_HOME": str(isolated_ktrdr_home),
+        "KTRDR_REGISTRY_LOCK_TIMEOUT": "120",
+    }
+    start = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            [*_ktrdr(), "sandbox", "create", f"c{i:02d}", "--json"],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(PROCESSES)
+    ]
+    outcomes = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    elapsed = time.monotonic() - start
+    succeeded = [json.loads(out) for code, out, _ in outcomes if code == 0]
+    failed = [err for code, _, err in outcomes if code != 0]
+
+    assert sorted(r["slot"] for r in succeeded) == free, (elapsed, failed[:3])
+    assert len(failed) == PROCESSES - len(free)
+    assert all(err.startswith("Error: no free slot in 1..10") for err in failed), failed[:3]
+    assert all("Traceback" not in err for err in failed)
+
+    entries = registry.load()
+    assert len(entries) == len(free)
+    assert all(e.state == "ready" and e.pid is None for e in entries.values())
+    assert sorted(e.slot for e in entries.values()) == free
+    for result in succeeded:
+        assert (Path(result["path"]) / ".env.sandbox").is_file()
+    worktrees = [d for d in repo.parent.iterdir() if d.name.startswith("ktrdr--")]
+    assert len(worktrees) == len(free)  # the failed creates left no directory behind
+    branches = subprocess.run(
+        ["git", "branch", "--format=%(refname:short)"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(branches) == 1 + len(free)  # ... and no branch
+    print(f"{PROCESSES} concurrent creates: {elapsed:.1f}s, {len(free)} free slots at start")

@@ -1,0 +1,351 @@
+"""destroy, list, status, prune against real git repos; Docker is a named stand-in here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ktrdr.cli.main import cli
+from ktrdr.cli.sandbox import registry
+from ktrdr.cli.sandbox.commands import ago
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.instances import (
+    create_instance,
+    destroy_instance,
+    init_instance,
+    instance_status,
+    resolve,
+)
+from ktrdr.cli.sandbox.registry import Entry
+from tests.unit.sandbox.conftest import Container, DockerStandIn, git, make_repo
+
+
+@pytest.fixture(autouse=True)
+def _no_port_probing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-in probe: every port free (real probing is tested in test_allocation)."""
+    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+
+
+def _invoke(*args: str) -> object:
+    return CliRunner().invoke(cli, ["sandbox", *args])
+
+
+# --- destroy ---------------------------------------------------------------------------------
+
+
+def test_destroy_removes_containers_worktree_and_entry_and_keeps_the_branch(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    created = create_instance(name="feat-a", cwd=repo)
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
+    assert out.exit_code == 0, out.output
+    assert docker.downs == [("ktrdr--feat-a", created.path, True)]
+    assert not created.path.exists()
+    assert "feat-a" in git(repo, "branch", "--format=%(refname:short)").split()
+    assert "branch feat-a kept" in out.stderr and "slot 1 is free" in out.stderr
+    assert registry.load() == {}
+    assert create_instance(name="feat-c", cwd=repo).slot == 1
+
+
+def test_destroy_refuses_a_dirty_worktree_without_force(repo: Path, docker: DockerStandIn) -> None:
+    created = create_instance(name="feat-a", cwd=repo)
+    (created.path / "wip.txt").write_text("unsaved work")
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
+    assert out.exit_code == 1
+    assert "uncommitted or untracked changes (wip.txt)" in out.stderr
+    assert "--force" in out.stderr
+    assert (created.path / "wip.txt").exists()
+    assert docker.downs == []  # refused before anything was torn down
+    assert registry.load()["ktrdr--feat-a"].state == "ready"
+
+
+def test_destroy_with_force_removes_a_dirty_worktree(repo: Path, docker: DockerStandIn) -> None:
+    created = create_instance(name="feat-a", cwd=repo)
+    (created.path / "README.md").write_text("modified")
+    (created.path / "wip.txt").write_text("unsaved work")
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes", "--force"])
+    assert out.exit_code == 0, out.output
+    assert not created.path.exists()
+    assert registry.load() == {}
+
+
+def test_destroy_never_deletes_an_inited_clone(repo: Path, docker: DockerStandIn) -> None:
+    init_instance(cwd=repo)
+    (repo / "unpushed.txt").write_text("precious")
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "--yes"])
+    assert out.exit_code == 0, out.output
+    assert (repo / ".git").is_dir() and (repo / "README.md").exists()
+    assert (repo / "unpushed.txt").read_text() == "precious"
+    assert not (repo / ".env.sandbox").exists()
+    assert registry.load() == {}
+
+
+def test_destroy_refuses_to_delete_a_main_worktree_registered_as_worktree(
+    tmp_path: Path, docker: DockerStandIn
+) -> None:
+    clone = make_repo(tmp_path / "clone")
+    with registry.transaction() as entries:
+        entries["clone"] = Entry("clone", 1, str(clone), "worktree", "main", "t")
+    with pytest.raises(SandboxError, match="not a linked git worktree: refusing"):
+        destroy_instance(registry.load()["clone"], force=True)
+    assert (clone / ".git").is_dir()
+
+
+def test_destroy_without_yes_and_without_a_terminal_refuses_clearly(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    create_instance(name="feat-a", cwd=repo)
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a"])
+    assert out.exit_code == 1
+    assert "without confirmation: stdin is not a terminal; pass --yes" in out.stderr
+    assert (repo.parent / "ktrdr--feat-a").is_dir()
+
+
+def test_destroy_keeps_the_slot_claimed_when_docker_cannot_confirm(
+    repo: Path, docker: DockerStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docker.reachable = False
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/docker")
+    created = create_instance(name="feat-a", cwd=repo)
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
+    assert out.exit_code == 0, out.output
+    assert "slot 1 stays claimed" in out.stderr
+    assert not created.path.exists()
+    entry = registry.load()["ktrdr--feat-a"]
+    assert entry.state == "destroying"
+    assert create_instance(name="feat-b", cwd=repo).slot == 2
+    # Docker back: prune removes the leftovers by label, then frees the slot.
+    docker.reachable = True
+    out = CliRunner().invoke(cli, ["sandbox", "prune", "--json"])
+    assert json.loads(out.stdout)[0]["removed"] is True
+    assert docker.downs == [("ktrdr--feat-a", None, True)]
+    assert set(registry.load()) == {"ktrdr--feat-b"}
+
+
+def test_destroy_frees_the_slot_when_docker_is_not_installed(
+    repo: Path, docker: DockerStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docker.reachable = False
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    create_instance(name="feat-a", cwd=repo)
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes", "--json"])
+    assert json.loads(out.stdout)[0]["slot_released"] is True
+    assert registry.load() == {}
+
+
+def test_destroy_keeps_the_slot_while_leftovers_remain(repo: Path, docker: DockerStandIn) -> None:
+    create_instance(name="feat-a", cwd=repo)
+    docker.leftover["ktrdr--feat-a"] = ["volume ktrdr--feat-a_pgdata"]
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes", "--json"])
+    result = json.loads(out.stdout)[0]
+    assert result["slot_released"] is False
+    assert "volume ktrdr--feat-a_pgdata" in result["notes"][0]
+    assert registry.load()["ktrdr--feat-a"].state == "destroying"
+
+
+def test_destroy_all_removes_every_instance(repo: Path, docker: DockerStandIn) -> None:
+    for name in ("a", "b", "c"):
+        create_instance(name=name, cwd=repo)
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "--all", "--yes"])
+    assert out.exit_code == 0, out.output
+    assert registry.load() == {}
+    assert [w for w in repo.parent.iterdir()] == [repo]
+
+
+def test_destroy_from_inside_the_worktree_needs_no_name(
+    repo: Path, docker: DockerStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = create_instance(name="feat-a", cwd=repo)
+    (created.path / "sub").mkdir()
+    monkeypatch.chdir(created.path / "sub")
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "--yes", "--force"])
+    assert out.exit_code == 0, out.output
+    assert not created.path.exists()
+
+
+# --- name resolution -------------------------------------------------------------------------
+
+
+def test_names_resolve_by_full_id_or_create_name(repo: Path) -> None:
+    create_instance(name="feat-a", cwd=repo)
+    assert resolve("ktrdr--feat-a", cwd=repo).instance_id == "ktrdr--feat-a"
+    assert resolve("feat-a", cwd=repo).instance_id == "ktrdr--feat-a"
+    with pytest.raises(SandboxError, match="no instance named 'nope'"):
+        resolve("nope", cwd=repo)
+
+
+def test_a_create_name_shared_by_two_repos_is_ambiguous(tmp_path: Path) -> None:
+    one = make_repo(tmp_path / "one")
+    two = make_repo(tmp_path / "two")
+    create_instance(name="feat-a", cwd=one)
+    create_instance(name="feat-a", cwd=two)
+    with pytest.raises(SandboxError, match="ambiguous: it matches one--feat-a, two--feat-a"):
+        resolve("feat-a", cwd=tmp_path)
+
+
+# --- list and status -------------------------------------------------------------------------
+
+
+def test_list_shows_docker_status_from_one_query(repo: Path, docker: DockerStandIn) -> None:
+    for name in ("a", "b", "c"):
+        create_instance(name=name, cwd=repo)
+    docker.containers = {
+        "ktrdr--a": [Container("backend", "running"), Container("migrate", "exited")],
+        "ktrdr--b": [Container("backend", "running"), Container("db", "exited")],
+    }
+    out = CliRunner().invoke(cli, ["sandbox", "list", "--json"])
+    statuses = {r["instance_id"]: r["status"] for r in json.loads(out.stdout)}
+    assert statuses == {"ktrdr--a": "running", "ktrdr--b": "partial", "ktrdr--c": "stopped"}
+    assert docker.queries == 1
+
+
+def test_list_says_unknown_without_an_engine(repo: Path, docker: DockerStandIn) -> None:
+    create_instance(name="a", cwd=repo)
+    docker.reachable = False
+    out = CliRunner().invoke(cli, ["sandbox", "list"])
+    assert out.exit_code == 0
+    assert "unknown" in out.stdout and "ktrdr--a" in out.stdout
+
+
+def test_list_is_read_only_and_says_stale(repo: Path, docker: DockerStandIn) -> None:
+    a = create_instance(name="a", cwd=repo)
+    b = create_instance(name="b", cwd=repo)
+    shutil.rmtree(a.path)
+    (b.path / ".env.sandbox").unlink()
+    path = registry.registry_path()
+    before = path.read_bytes()
+    lock = path.with_name("instances.json.lock")
+    lock.unlink()
+    out = CliRunner().invoke(cli, ["sandbox", "list"])
+    assert out.exit_code == 0
+    assert out.stdout.count("stale") == 2
+    assert path.read_bytes() == before
+    assert not lock.exists()
+
+
+def test_list_table_has_the_documented_columns(repo: Path, docker: DockerStandIn) -> None:
+    create_instance(name="a", cwd=repo)
+    out = CliRunner().invoke(cli, ["sandbox", "list"])
+    header = out.stdout.splitlines()[0].split()
+    assert header == ["INSTANCE", "SLOT", "STATUS", "API", "PORT", "CREATED", "PATH"]
+    assert "just now" in out.stdout and "8001" in out.stdout
+
+
+def test_list_with_no_instances_says_how_to_create_one(docker: DockerStandIn) -> None:
+    out = CliRunner().invoke(cli, ["sandbox", "list"])
+    assert out.exit_code == 0 and out.stdout == ""
+    assert "ktrdr sandbox create NAME" in out.stderr
+    assert docker.queries == 0
+
+
+def test_list_prints_markup_like_paths_literally(tmp_path: Path, docker: DockerStandIn) -> None:
+    repo = make_repo(tmp_path / "[bold]repo")
+    create_instance(name="a", cwd=repo)
+    out = CliRunner().invoke(cli, ["sandbox", "list"])
+    assert "[bold]repo--a" in out.stdout
+
+
+def test_ago_reads_like_a_person_would_say_it() -> None:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+    assert ago("2026-01-02T10:00:00Z", now=now) == "2h ago"
+    assert ago("2026-01-01T12:00:00Z", now=now) == "1d ago"
+    assert ago("2026-01-02T11:59:30Z", now=now) == "just now"
+    assert ago("garbage", now=now) == "?"
+
+
+def test_status_from_inside_an_instance_shows_slot_ports_and_urls(
+    repo: Path, docker: DockerStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = create_instance(name="feat-b", cwd=repo, slot=2)
+    docker.containers = {
+        "ktrdr--feat-b": [
+            Container("backend", "running", "healthy"),
+            Container("db", "running", "starting"),
+            Container("migrate", "exited"),
+        ]
+    }
+    monkeypatch.chdir(created.path)
+    out = CliRunner().invoke(cli, ["sandbox", "status", "--json"])
+    data = json.loads(out.stdout)
+    assert (data["instance_id"], data["slot"], data["status"]) == ("ktrdr--feat-b", 2, "running")
+    assert data["ports"]["api"] == 8002 and data["ports"]["db"] == 5434
+    assert data["urls"]["grafana"] == "http://localhost:3002"
+    assert data["containers"] == {"total": 2, "running": 2, "healthy": 1}
+    text = CliRunner().invoke(cli, ["sandbox", "status", "feat-b"])
+    assert "1/2 healthy" in text.stdout and "http://localhost:8002" in text.stdout
+
+
+def test_status_outside_any_instance_explains_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(SandboxError, match="not inside a sandbox instance"):
+        instance_status(None, cwd=tmp_path)
+
+
+def test_status_of_an_unregistered_env_file_reports_what_the_file_says(
+    tmp_path: Path, docker: DockerStandIn
+) -> None:
+    (tmp_path / ".env.sandbox").write_text("KTRDR_INSTANCE_ID=lost\nKTRDR_SLOT=4\n")
+    status = instance_status(None, cwd=tmp_path)
+    assert (status.instance_id, status.slot, status.registered) == ("lost", 4, False)
+
+
+# --- prune -----------------------------------------------------------------------------------
+
+
+def test_prune_dry_run_lists_stale_entries_and_changes_nothing(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    a = create_instance(name="a", cwd=repo)
+    create_instance(name="b", cwd=repo)
+    shutil.rmtree(a.path)
+    before = registry.registry_path().read_bytes()
+    out = CliRunner().invoke(cli, ["sandbox", "prune", "--dry-run"])
+    assert out.exit_code == 0
+    assert "ktrdr--a" in out.stdout and "would remove" in out.stdout
+    assert "ktrdr--b" not in out.stdout
+    assert registry.registry_path().read_bytes() == before
+    assert docker.downs == []
+
+
+def test_prune_removes_stale_entries_and_their_leftovers(repo: Path, docker: DockerStandIn) -> None:
+    a = create_instance(name="a", cwd=repo)
+    b = create_instance(name="b", cwd=repo)
+    create_instance(name="c", cwd=repo)
+    shutil.rmtree(a.path)
+    (b.path / ".env.sandbox").unlink()
+    with registry.transaction() as entries:
+        entries["ghost"] = Entry(
+            "ghost", 9, "/nowhere", "worktree", "g", "t", state="creating", pid=2**22 + 7
+        )
+    out = CliRunner().invoke(cli, ["sandbox", "prune", "--json"])
+    pruned = {p["instance_id"]: p for p in json.loads(out.stdout)}
+    assert set(pruned) == {"ktrdr--a", "ktrdr--b", "ghost"}
+    assert all(p["removed"] for p in pruned.values())
+    assert "process" in pruned["ghost"]["reason"]
+    assert set(registry.load()) == {"ktrdr--c"}
+    assert sorted(d[0] for d in docker.downs) == ["ktrdr--a", "ktrdr--b"]
+    assert b.path.is_dir()  # prune never deletes directories
+    assert str(a.path) not in git(repo, "worktree", "list")
+
+
+def test_prune_keeps_stale_entries_while_docker_cannot_confirm(
+    repo: Path, docker: DockerStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = create_instance(name="a", cwd=repo)
+    shutil.rmtree(a.path)
+    docker.reachable = False
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/docker")
+    out = CliRunner().invoke(cli, ["sandbox", "prune"])
+    assert "kept" in out.stdout
+    assert "ktrdr--a" in registry.load()
+
+
+def test_prune_with_nothing_stale_says_so(repo: Path, docker: DockerStandIn) -> None:
+    create_instance(name="a", cwd=repo)
+    out = CliRunner().invoke(cli, ["sandbox", "prune"])
+    assert out.exit_code == 0 and "nothing to prune" in out.stderr
