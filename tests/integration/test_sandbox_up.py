@@ -1,0 +1,240 @@
+"""`ktrdr sandbox up / down / destroy` on the real engine with the offline images.
+
+Instances are created by the real CLI from a git copy of this project in tmp_path (so the compose
+file and the bind-mounted source exist), with KTRDR_TEST=1 so leftovers are swept by label.
+Slow: stacks are shared between assertions and the number of tests is kept small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ktrdr.cli.sandbox import compose
+from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.envfile import read_env_file
+
+pytestmark = pytest.mark.docker
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KTRDR = str(Path(sys.executable).parent / "ktrdr")
+UP_TIMEOUT = 420  # seconds for one `up` subprocess: two cold stacks share 2 cores
+
+
+@dataclass
+class Project:
+    repo: Path
+    env: dict[str, str]
+    created: list[str]
+
+    def ktrdr(
+        self, *args: str, cwd: Path | None = None, timeout: float = 180, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [KTRDR, *args],
+            cwd=cwd or self.repo,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"ktrdr {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    def create(self, name: str, *extra: str) -> Path:
+        self.ktrdr("sandbox", "create", name, *extra, check=True)
+        path = self.repo.parent / f"{self.repo.name}--{name}"
+        self.created.append(read_env_file(path / ".env.sandbox")["KTRDR_INSTANCE_ID"])
+        return path
+
+    def up(self, instance: Path, *extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [KTRDR, "sandbox", "up", *extra],
+            cwd=instance,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=UP_TIMEOUT)
+    return process.returncode, out, err
+
+
+def env_of(instance: Path) -> dict[str, str]:
+    return read_env_file(instance / ".env.sandbox")
+
+
+def health(instance: Path) -> dict[str, object]:
+    port = ports_for_slot(int(env_of(instance)["KTRDR_SLOT"])).api
+    response = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5, trust_env=False)
+    return dict(response.json())
+
+
+def copy_project(target: Path) -> Path:
+    """This project's files (tracked and untracked-but-not-ignored) as a fresh one-commit repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for relative in filter(None, listed.split("\0")):
+        source = REPO_ROOT / relative
+        if source.is_file():
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / relative)
+    git = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.invalid"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=target, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=target, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "copy"], cwd=target, check=True)
+    return target
+
+
+def sweep(instance_ids: list[str]) -> None:
+    for instance_id in instance_ids:
+        try:
+            compose.down(instance_id, None, volumes=True)
+        except Exception as e:  # the sweep must go on for the other instances
+            print(f"sweep of {instance_id} failed: {e}", file=sys.stderr)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    if not compose.engine_reachable():
+        if os.environ.get("CI"):
+            pytest.fail("a Docker engine is required in CI (bash scripts/docker-engine.sh)")
+        pytest.skip("no Docker engine reachable")
+    base = tmp_path_factory.mktemp("sandbox-up")
+    tag = uuid.uuid4().hex[:6]
+    repo = copy_project(base / f"kt{tag}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
+    env.update(KTRDR_HOME=str(base / "home"), KTRDR_TEST="1", KTRDR_IMAGES="offline")
+    project = Project(repo, env, [])
+    project.ktrdr("sandbox", "init-shared", check=True)
+    try:
+        yield project
+    finally:
+        sweep(project.created)
+
+
+def test_a_foreign_socket_on_a_slot_port_makes_up_refuse_before_any_container_exists(
+    project: Project,
+) -> None:
+    instance = project.create("busy")
+    instance_id = project.created[-1]
+    grafana = ports_for_slot(int(env_of(instance)["KTRDR_SLOT"])).grafana
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", grafana))
+        sock.listen()
+        code, out, err = finish(project.up(instance))
+    assert code == 1, err
+    assert f"port {grafana} (grafana)" in err
+    assert "not by this instance" in err
+    assert "Starting instance" in err and "Startability Gate" not in out
+    assert compose.leftovers(instance_id) == []
+    project.ktrdr("sandbox", "destroy", "--yes", cwd=instance, check=True)
+
+
+@pytest.mark.timeout(1800)
+def test_two_instances_up_concurrently_pass_the_gate_and_live_apart(project: Project) -> None:
+    a, b = project.create("a"), project.create("b")
+    id_a, id_b = project.created[-2:]
+
+    started = time.monotonic()
+    procs = [project.up(a), project.up(b)]
+    results = [finish(p) for p in procs]
+    for code, out, err in results:
+        assert code == 0, f"stdout:\n{out}\nstderr:\n{err}"
+        assert "Startability Gate: PASSED" in out
+        assert "✓ Workers registered (2 backtest, 2 training)" in err
+    print(f"two cold instances up concurrently: {time.monotonic() - started:.1f}s")
+
+    # Each API answers on its own port with its own id; the report is on disk.
+    assert health(a)["instance_id"] == id_a
+    assert health(b)["instance_id"] == id_b
+    report = json.loads((a / ".sandbox" / "gate-report.json").read_text())
+    assert report["result"] == "passed"
+    assert {c["check"] for c in report["checks"]} == {
+        "database",
+        "backend",
+        "workers",
+        "observability",
+    }
+    assert report["images"]["backend"].startswith("sha256:")
+
+    # `up` on a running instance passes again (its own ports are no conflict); --json too.
+    code, out, err = finish(project.up(a))
+    assert code == 0, err
+    assert "Startability Gate: PASSED" in out
+    code, out, err = finish(project.up(b, "--json"))
+    assert code == 0, err
+    assert json.loads(out)["result"] == "passed"
+
+    # `down` of one leaves the other serving; its volume survives for the next `up`.
+    project.ktrdr("sandbox", "down", cwd=a, check=True)
+    assert compose.ps(id_a) == []
+    assert any(item.startswith("volume ") for item in compose.leftovers(id_a))
+    assert health(b)["status"] == "ok"
+
+    # destroy, then create the same name on the same slot: a new password and a clean volume.
+    slot_a, password_a = env_of(a)["KTRDR_SLOT"], env_of(a)["KTRDR_DB_PASSWORD"]
+    project.ktrdr("sandbox", "destroy", "--yes", cwd=a, check=True)
+    assert compose.leftovers(id_a) == []
+    a = project.create("a", "--slot", slot_a)
+    assert env_of(a)["KTRDR_DB_PASSWORD"] != password_a
+    code, out, err = finish(project.up(a))
+    assert code == 0, f"stdout:\n{out}\nstderr:\n{err}"
+    assert health(a)["database"] == "ok"
+
+    # After destroy nothing carries either instance's label.
+    for instance in (a, b):
+        project.ktrdr("sandbox", "destroy", "--yes", cwd=instance, check=True)
+    assert compose.leftovers(id_a) == []
+    assert compose.leftovers(id_b) == []
+
+
+@pytest.mark.timeout(900)
+def test_a_worker_whose_command_exits_fails_the_gate_fast_naming_it_with_its_logs(
+    project: Project,
+) -> None:
+    instance = project.create("crash")
+    worker_main = instance / "ktrdr" / "workers" / "__main__.py"
+    worker_main.write_text(
+        "import sys\nprint('worker refuses to start', flush=True)\nsys.exit(3)\n"
+        + worker_main.read_text()
+    )
+    timeout = 300
+    started = time.monotonic()
+    code, out, err = finish(project.up(instance, "--timeout", str(timeout)))
+    elapsed = time.monotonic() - started
+    assert code == 1, f"stdout:\n{out}\nstderr:\n{err}"
+    assert "Startability Gate: FAILED" in out
+    assert "worker" in out and "exited with code 3" in out
+    assert "worker refuses to start" in out  # the failing service's log tail
+    assert "Containers:" in out
+    assert elapsed < timeout / 2, f"took {elapsed:.0f}s: the gate waited instead of failing fast"
+    report = json.loads((instance / ".sandbox" / "gate-report.json").read_text())
+    assert report["result"] == "failed"
+    assert report["failing_service"].endswith(tuple("12")) and "worker" in report["failing_service"]
+    project.ktrdr("sandbox", "destroy", "--yes", "--force", cwd=instance, check=True)
+    assert compose.leftovers(project.created[-1]) == []
