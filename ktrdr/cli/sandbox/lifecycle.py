@@ -248,3 +248,53 @@ def logs(instance: Instance, *, service: str | None, follow: bool, tail: int) ->
     return compose.logs(
         instance.instance_id, instance.root, service=service, follow=follow, tail=tail
     )
+
+
+@dataclass(frozen=True)
+class LiveStatus:
+    """What `status` adds from a quick look at the running stack and the last gate report."""
+
+    api_responding: bool
+    api_instance_id: str | None
+    workers: dict[str, int] | None  # registered and reachable, per type; None if API is down
+    last_gate: dict[str, object] | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "api_responding": self.api_responding,
+            "api_instance_id": self.api_instance_id,
+            "workers_registered": self.workers,
+            "last_gate": self.last_gate,
+        }
+
+
+def live_status(*, slot: int, root: Path, timeout: float = 1.0) -> LiveStatus:
+    """Probe the API on the slot's published port (short timeout) and read the gate report."""
+    import httpx
+
+    from ktrdr.cli.sandbox.gate import read_report
+
+    base = f"http://127.0.0.1:{ports_for_slot(slot).api}/api/v1"
+    api_id: str | None = None
+    workers: dict[str, int] | None = None
+    responding = False
+    with httpx.Client(timeout=timeout, trust_env=False) as client:
+        try:
+            body = client.get(f"{base}/health").json()
+            responding = True
+            api_id = str(body.get("instance_id")) if isinstance(body, dict) else None
+            listed = client.get(f"{base}/workers").json()
+            workers = {}
+            for worker in listed if isinstance(listed, list) else []:
+                if isinstance(worker, dict) and worker.get("status") != "unreachable":
+                    kind = str(worker.get("worker_type"))
+                    workers[kind] = workers.get(kind, 0) + 1
+        except (httpx.HTTPError, ValueError):
+            pass
+    report = read_report(root)
+    last_gate = (
+        {key: report.get(key) for key in ("result", "finished_at", "duration_s", "failure")}
+        if report
+        else None
+    )
+    return LiveStatus(responding, api_id, workers, last_gate)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -480,3 +481,46 @@ def test_read_report_is_none_when_missing_or_corrupt(tmp_path: Path) -> None:
     (tmp_path / ".sandbox").mkdir()
     (tmp_path / ".sandbox" / "gate-report.json").write_text("{not json")
     assert read_report(tmp_path) is None
+
+
+def test_real_http_probe_parses_json_and_reports_refused_connections() -> None:
+    from ktrdr.cli.sandbox.gate import DockerProbes
+    from tests.unit.fake_api_server import standin_api_server
+
+    probes = DockerProbes(INSTANCE)
+    try:
+        with standin_api_server() as (url, _state):
+            answer = probes.http_get(f"{url}/api/v1/health")
+            port = int(url.rsplit(":", 1)[1])
+        assert answer.status == 200 and answer.body["instance_id"] == INSTANCE
+        with pytest.raises(ProbeError):
+            probes.http_get(f"http://127.0.0.1:{port}/api/v1/health")  # server now closed
+    finally:
+        probes.close()
+
+
+def test_live_status_reports_a_silent_api_and_the_last_gate_result(tmp_path: Path) -> None:
+    from ktrdr.cli.sandbox.lifecycle import live_status
+
+    clock = FakeClock()
+    write_report(tmp_path, run(ScriptedProbes(clock), clock))
+    with socket_on_free_slot() as slot:
+        status = live_status(slot=slot, root=tmp_path, timeout=0.5)
+    assert status.api_responding is False and status.workers is None
+    assert status.last_gate is not None and status.last_gate["result"] == "passed"
+
+
+@contextlib.contextmanager
+def socket_on_free_slot():
+    """A slot whose API port nothing listens on (checked by binding it, then releasing)."""
+    import socket as socket_module
+
+    for slot in range(10, 0, -1):
+        with socket_module.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", ports_for_slot(slot).api))
+            except OSError:
+                continue
+        yield slot
+        return
+    pytest.skip("every slot's API port is in use")
