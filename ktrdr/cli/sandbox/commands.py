@@ -6,7 +6,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -158,6 +158,7 @@ def status_command(name: str | None, as_json: bool) -> None:
             ("Slot", status.slot),
             ("Branch", status.branch or "-"),
             ("Containers", counts),
+            *_live_fields(data),
             *((f"{key} URL", url) for key, url in data["urls"].items()),
             *((f"{key} port", port) for key, port in data["ports"].items() if "worker" not in key),
             ("worker ports", f"{data['ports']['worker_0']}-{data['ports']['worker_9']}"),
@@ -258,3 +259,25 @@ def prune_command(dry_run: bool, as_json: bool) -> None:
             for p in pruned
         ],
     )
+
+
+def _live_fields(data: dict[str, Any]) -> list[tuple[str, object]]:
+    """API, workers and last gate lines (added by lifecycle.live_status when not stale)."""
+    if "api_responding" not in data:
+        return []
+    workers = data.get("workers_registered")
+    gate = data.get("last_gate")
+    gate_text = "never run"
+    if gate:
+        gate_text = f"{str(gate.get('result')).upper()} at {gate.get('finished_at')}"
+        gate_text += f" ({gate['failure']})" if gate.get("failure") else ""
+    return [
+        ("API", "responding" if data["api_responding"] else "not responding"),
+        (
+            "Workers",
+            ", ".join(f"{n} {t}" for t, n in sorted(workers.items())) or "none"
+            if workers is not None
+            else "-",
+        ),
+        ("Last gate", gate_text),
+    ]

@@ -440,6 +440,7 @@ class InstanceStatus:
     containers_total: int | None = None
     containers_running: int | None = None
     containers_healthy: int | None = None
+    live: dict[str, Any] | None = None  # API, workers, last gate (lifecycle.live_status)
 
     def to_json(self) -> dict[str, Any]:
         ports = ports_for_slot(self.slot)
@@ -460,6 +461,7 @@ class InstanceStatus:
                 "running": self.containers_running,
                 "healthy": self.containers_healthy,
             },
+            **(self.live or {}),
         }
 
 
@@ -492,6 +494,10 @@ def instance_status(name: str | None, *, cwd: Path) -> InstanceStatus:
         result.containers_healthy = sum(
             1 for c in containers if c.state == "running" and c.health in (None, "healthy")
         )
+    if stale_reason(entry) is None:
+        from ktrdr.cli.sandbox.lifecycle import live_status
+
+        result.live = live_status(slot=entry.slot, root=entry.root).to_json()
     return result
 
 
