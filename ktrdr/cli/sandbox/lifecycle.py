@@ -31,6 +31,7 @@ REQUIRED_KEYS = (
     "KTRDR_DB_PASSWORD",
 )
 DEFAULT_TIMEOUT = 300.0
+MIN_AVAILABLE_KIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,23 @@ def shared_data_warning(instance: Instance) -> str | None:
     )
 
 
+def memory_warning(meminfo: Path = Path("/proc/meminfo")) -> str | None:
+    """A stack needs roughly 1 GiB; warn (do not refuse) when less is available."""
+    try:
+        fields = dict(
+            line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line
+        )
+        available_kib = int(fields["MemAvailable"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return None
+    if available_kib >= MIN_AVAILABLE_KIB:
+        return None
+    return (
+        f"only {available_kib // 1024} MiB of memory available: another stack may not fit; "
+        "stop an instance with `ktrdr sandbox down NAME` first"
+    )
+
+
 def gate_spec(instance: Instance, *, timeout: float) -> GateSpec:
     one_shot = compose.one_shot_services(instance.root) or {"migrate"}
     return GateSpec(
@@ -207,10 +225,10 @@ def up(
     }
     preflight_ports(instance, own_ports)
     result = UpResult(instance, None, None)
-    warning = shared_data_warning(instance)
-    if warning:
-        result.warnings.append(warning)
-        notify(f"Warning: {warning}")
+    for warning in (shared_data_warning(instance), memory_warning()):
+        if warning:
+            result.warnings.append(warning)
+            notify(f"Warning: {warning}")
     spec = gate_spec(instance, timeout=timeout)
     started_at, start = datetime.now(UTC), time.monotonic()
     probes = DockerProbes(instance.instance_id)

@@ -54,6 +54,10 @@ def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bo
         raise SystemExit(130) from None
     report = result.report
     if report is None:
+        if as_json:
+            print_json(
+                {"instance_id": instance.instance_id, "slot": instance.slot, "result": "skipped"}
+            )
         info("Containers started; gate skipped (--no-gate)")
         return
     if as_json:

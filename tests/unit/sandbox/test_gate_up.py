@@ -206,3 +206,13 @@ def test_up_help_lists_the_options() -> None:
     assert result.exit_code == 0
     for option in ("--timeout", "--build", "--no-gate", "--json"):
         assert option in result.output
+
+
+def test_low_memory_is_a_warning_naming_what_to_do(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 2000000 kB\nMemAvailable:  524288 kB\n")
+    warning = lifecycle.memory_warning(meminfo)
+    assert warning is not None and warning.startswith("only 512 MiB of memory available")
+    meminfo.write_text("MemAvailable: 8000000 kB\n")
+    assert lifecycle.memory_warning(meminfo) is None
+    assert lifecycle.memory_warning(tmp_path / "missing") is None
