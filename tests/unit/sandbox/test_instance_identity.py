@@ -125,3 +125,12 @@ def test_instance_root_is_found_from_a_subdirectory(tmp_path: Path) -> None:
     deep.mkdir(parents=True)
     assert find_instance_root(deep) == tmp_path
     assert find_instance_root(tmp_path.parent) is None
+
+
+def test_docs_port_table_matches_the_port_module() -> None:
+    from ktrdr.cli.sandbox.ports import port_table_rows
+
+    docs = Path(__file__).resolve().parents[3] / "docs" / "sandbox.md"
+    text = docs.read_text(encoding="utf-8")
+    for service, variable, formula in port_table_rows():
+        assert f"| {service} | `{variable}` | {formula} |" in text
