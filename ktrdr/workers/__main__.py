@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         reload=args.reload,
         reload_dirs=[source] if args.reload else None,
         log_level=os.environ.get("KTRDR_LOG_LEVEL", "info"),
+        access_log=False,  # heartbeats and scrapes would drown the job logs
     )
 
 

@@ -1,0 +1,290 @@
+"""The compose contract: docker-compose.sandbox.yml rendered by `docker compose config` (no engine
+needed) for every slot 0..10, with the env file the sandbox writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ktrdr.cli.sandbox.instance import EnvSettings, render_env
+from ktrdr.cli.sandbox.ports import ALL_SLOTS, ports_for_slot
+from ktrdr.cli.sandbox.proc import run
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.sandbox.yml"
+OFFLINE_ENV = REPO / "docker" / "images-offline.env"
+WORKERS = ("backtest-worker-1", "backtest-worker-2", "training-worker-1", "training-worker-2")
+LONG_RUNNING = ("db", "backend", *WORKERS, "prometheus", "grafana", "jaeger")
+SHARED_ROOT = Path("/srv/ktrdr-shared")
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("docker") is None and not os.environ.get("CI"),
+    reason="needs the docker CLI with Compose v2 (no engine needed): run `make docker`",
+)
+
+
+def instance_id(slot: int) -> str:
+    return "ktrdr" if slot == 0 else f"ktrdr--feat-{slot}"
+
+
+def write_env(directory: Path, slot: int, *, images: str = "offline") -> Path:
+    """The `.env.sandbox` of an instance on `slot`, written by the sandbox's own renderer."""
+    settings = EnvSettings(
+        instance_id=instance_id(slot),
+        slot=slot,
+        shared_dir=SHARED_ROOT,
+        images=images,
+        db_password=f"db-secret-{slot}",
+        grafana_password=f"grafana-secret-{slot}",
+    )
+    path = directory / f"slot{slot}.env"
+    path.write_text(render_env(settings, command="test"), encoding="utf-8")
+    return path
+
+
+def clean_env() -> dict[str, str]:
+    """The environment minus anything compose would let override the env files."""
+    prefixes = ("KTRDR_", "COMPOSE_", "GRAFANA_", "DOCKER_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+
+
+def compose_config(*env_files: Path, check: bool = True) -> Any:
+    argv: list[object] = ["docker", "compose", "-p", "contract"]
+    for env_file in env_files:
+        argv += ["--env-file", env_file]
+    argv += ["-f", COMPOSE_FILE, "--profile", "e2e", "config", "--format", "json"]
+    return run(argv, cwd=REPO, env=clean_env(), timeout=60, check=check)
+
+
+@cache
+def rendered(slot: int, images: str = "offline") -> dict[str, Any]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env_file = write_env(Path(tmp), slot, images=images)
+        files = [env_file, OFFLINE_ENV] if images == "offline" else [env_file]
+        result = compose_config(*files)
+    assert "is not set" not in result.stderr, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def host_ports(config: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(service, host ip, host port) of every published port."""
+    return [
+        (name, port.get("host_ip", "0.0.0.0"), int(port["published"]))
+        for name, service in config["services"].items()
+        for port in service.get("ports", [])
+        if port.get("published")
+    ]
+
+
+@pytest.mark.parametrize("slot", list(ALL_SLOTS))
+def test_every_slot_renders_with_no_unset_variable_and_only_localhost_ports(slot: int) -> None:
+    config = rendered(slot)
+
+    ports = host_ports(config)
+    assert {ip for _, ip, _ in ports} == {"127.0.0.1"}
+    assert all("container_name" not in s for s in config["services"].values())
+    published = [port for _, _, port in ports]
+    assert len(published) == len(set(published)), "a host port is used by two services"
+
+
+@pytest.mark.parametrize("slot", [0, 3, 10])
+def test_host_ports_are_exactly_the_slots_ports(slot: int) -> None:
+    p = ports_for_slot(slot)
+    expected = {
+        "backend": p.api,
+        "db": p.db,
+        "grafana": p.grafana,
+        "jaeger": p.jaeger_ui,
+        "prometheus": p.prometheus,
+        **{name: p.worker_base + offset for offset, name in enumerate(WORKERS)},
+    }
+
+    ports = {name: port for name, _, port in host_ports(rendered(slot))}
+
+    assert ports == expected
+
+
+def test_no_host_port_is_shared_by_two_slots() -> None:
+    owners: dict[int, int] = {}
+    for slot in ALL_SLOTS:
+        for _, _, port in host_ports(rendered(slot)):
+            assert port not in owners, f"port {port} used by slots {owners[port]} and {slot}"
+            owners[port] = slot
+
+
+def test_container_ports_are_fixed_whatever_the_slot() -> None:
+    def targets(slot: int) -> dict[str, list[int]]:
+        services = rendered(slot)["services"].items()
+        return {name: [int(p["target"]) for p in s.get("ports", [])] for name, s in services}
+
+    assert targets(0) == targets(7)
+    assert targets(0)["backend"] == [8000]
+    assert targets(0)["db"] == [5432]
+    assert {tuple(targets(0)[w]) for w in WORKERS} == {(8080,)}
+
+
+def test_every_service_volume_and_network_carries_the_instance_labels() -> None:
+    config = rendered(4)
+    expected = {"ktrdr.instance": "ktrdr--feat-4", "ktrdr.slot": "4", "ktrdr.test": "0"}
+
+    labelled = [
+        *config["services"].values(),
+        *config["volumes"].values(),
+        *config["networks"].values(),
+    ]
+
+    assert len(labelled) >= len(LONG_RUNNING) + 2 + 2
+    for item in labelled:
+        assert expected.items() <= item["labels"].items(), item
+
+
+def test_workers_are_two_backtest_and_two_training_labelled_by_type() -> None:
+    services = rendered(1)["services"]
+
+    types = {
+        name: s["labels"]["ktrdr.worker-type"]
+        for name, s in services.items()
+        if "ktrdr.worker-type" in s.get("labels", {})
+    }
+
+    assert types == {
+        "backtest-worker-1": "backtest",
+        "backtest-worker-2": "backtest",
+        "training-worker-1": "training",
+        "training-worker-2": "training",
+    }
+    assert services["backtest-worker-2"]["environment"]["KTRDR_WORKER_ID"] == "backtest-worker-2"
+
+
+def test_long_running_services_have_healthchecks_and_startup_order() -> None:
+    services = rendered(2)["services"]
+
+    for name in LONG_RUNNING:
+        assert services[name].get("healthcheck", {}).get("test"), name
+    assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert services["backend"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert services["e2e-tests"]["profiles"] == ["e2e"]
+
+
+def test_shared_dir_and_source_are_mounted_without_creating_missing_paths() -> None:
+    services = rendered(5)["services"]
+
+    for name in ("backend", *WORKERS):
+        mounts = {m["target"]: m for m in services[name]["volumes"]}
+        assert mounts["/app/ktrdr"]["source"] == str(REPO / "ktrdr")
+        for sub in ("data", "strategies", "models"):
+            mount = mounts[f"/shared/{sub}"]
+            assert mount["source"] == str(SHARED_ROOT / sub)
+            assert mount["bind"].get("create_host_path", False) is False
+        assert mounts["/shared/models"].get("read_only") is not True
+
+
+def test_db_data_lives_in_a_named_volume_of_the_project() -> None:
+    config = rendered(6)
+
+    db_mounts = config["services"]["db"]["volumes"]
+
+    assert [(m["type"], m["source"]) for m in db_mounts] == [("volume", "db-data")]
+    assert config["volumes"]["db-data"]["name"] == "contract_db-data"
+
+
+def test_instance_identity_and_secrets_reach_the_containers() -> None:
+    services = rendered(8)["services"]
+
+    assert services["backend"]["environment"]["KTRDR_INSTANCE_ID"] == "ktrdr--feat-8"
+    assert services["backend"]["environment"]["KTRDR_DB_PASSWORD"] == "db-secret-8"
+    assert services["db"]["environment"]["POSTGRES_PASSWORD"] == "db-secret-8"
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "grafana-secret-8"
+    e2e = services["e2e-tests"]["environment"]
+    assert e2e["KTRDR_E2E_API_URL"] == "http://backend:8000"
+
+
+def test_offline_env_file_switches_every_image_and_upstream_defaults_are_pinned() -> None:
+    offline = {n: s["image"] for n, s in rendered(1)["services"].items()}
+    upstream = {n: s["image"] for n, s in rendered(1, "upstream")["services"].items()}
+
+    assert all(i.startswith(("ktrdr-offline/", "ktrdr-app:")) for i in offline.values())
+    assert upstream["db"] == "postgres:16.4"
+    assert upstream["prometheus"] == "prom/prometheus:v2.54.1"
+    assert upstream["grafana"] == "grafana/grafana:11.2.0"
+    assert upstream["jaeger"] == "jaegertracing/all-in-one:1.60"
+    assert all(":" in i and not i.endswith(":latest") for i in upstream.values())
+
+
+def test_app_image_is_built_from_the_dockerfile_with_the_base_image_variable() -> None:
+    services = rendered(1)["services"]
+    upstream = rendered(1, "upstream")["services"]
+
+    assert services["migrate"]["build"]["args"]["BASE_IMAGE"] == (
+        "ktrdr-offline/python-base:bookworm"
+    )
+    assert upstream["migrate"]["build"]["args"]["BASE_IMAGE"] == "python:3.12-slim"
+    assert {services[name]["pull_policy"] for name in ("backend", *WORKERS)} == {"never"}
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("KTRDR_SHARED_DIR", "KTRDR_SHARED_DIR is not set"),
+        ("KTRDR_API_PORT", "KTRDR_API_PORT is not set"),
+        ("KTRDR_INSTANCE_ID", "KTRDR_INSTANCE_ID is not set"),
+        ("KTRDR_DB_PASSWORD", "KTRDR_DB_PASSWORD is not set"),
+    ],
+)
+def test_a_missing_variable_fails_clearly_instead_of_expanding_to_nothing(
+    tmp_path: Path, missing: str, message: str
+) -> None:
+    env_file = write_env(tmp_path, 2)
+    lines = env_file.read_text().splitlines()
+    env_file.write_text("\n".join(x for x in lines if not x.startswith(f"{missing}=")) + "\n")
+
+    result = compose_config(env_file, OFFLINE_ENV, check=False)
+
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_prometheus_scrapes_backend_and_every_worker_service() -> None:
+    import yaml
+
+    config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+
+    assert {"backend:8000", *(f"{w}:8080" for w in WORKERS)} <= targets
+
+
+def test_grafana_provisions_prometheus_jaeger_and_a_dashboard_on_our_metrics() -> None:
+    import yaml
+
+    grafana = REPO / "deploy" / "grafana"
+    datasources = yaml.safe_load(
+        (grafana / "provisioning" / "datasources" / "datasources.yml").read_text()
+    )["datasources"]
+    dashboard = json.loads((grafana / "dashboards" / "ktrdr-overview.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+
+    assert {(d["type"], d["url"]) for d in datasources} == {
+        ("prometheus", "http://prometheus:9090"),
+        ("jaeger", "http://jaeger:16686"),
+    }
+    for metric in (
+        "ktrdr_http_requests_total",
+        "ktrdr_http_request_duration_seconds_bucket",
+        "ktrdr_operations",
+    ):
+        assert metric in exprs
