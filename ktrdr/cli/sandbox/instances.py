@@ -134,11 +134,12 @@ def create_instance(
         existing=None,
     )
     try:
-        worktree.add(
-            top, path, new_branch=None if branch else name, branch=branch, base=base or "HEAD"
-        )
-        env_file = write_env_file(path, render_env(settings, command="ktrdr sandbox create"))
-        worktree.ensure_excluded(top)
+        with worktree.repo_lock(top):
+            worktree.add(
+                top, path, new_branch=None if branch else name, branch=branch, base=base or "HEAD"
+            )
+            env_file = write_env_file(path, render_env(settings, command="ktrdr sandbox create"))
+            worktree.ensure_excluded(top)
         _finish_claim(instance_id)
     except BaseException as error:
         # `path` and the new branch did not exist before (checked above), so whatever is
@@ -240,11 +241,12 @@ def _rollback_create(
     original error (when it is a SandboxError) rather than hiding it."""
     problems: list[str] = []
     try:
-        if path in [w.path for w in worktree.list_worktrees(top)]:
-            worktree.remove(top, path, force=True)
-        worktree.prune(top)
-        if new_branch is not None and worktree.branch_exists(top, new_branch):
-            worktree.delete_branch(top, new_branch)
+        with worktree.repo_lock(top):
+            if path in [w.path for w in worktree.list_worktrees(top)]:
+                worktree.remove(top, path, force=True)
+            worktree.prune(top)
+            if new_branch is not None and worktree.branch_exists(top, new_branch):
+                worktree.delete_branch(top, new_branch)
     except SandboxError as e:
         problems.append(str(e))
     try:
@@ -553,6 +555,11 @@ class DestroyResult:
 def check_destroyable(entry: Entry, *, force: bool) -> None:
     """Refuse before anything is torn down: a dirty worktree (without force), or a path that
     is not the linked worktree we created."""
+    if entry.state == "creating" and not entry.is_dead_claim():
+        raise SandboxError(
+            f"instance {entry.instance_id} is still being created (process {entry.pid}); "
+            "wait for it to finish, then destroy it"
+        )
     root = entry.root
     if entry.kind != "worktree" or not root.is_dir():
         return
@@ -617,10 +624,11 @@ def destroy_instance(entry: Entry, *, force: bool) -> DestroyResult:
     root = entry.root
     if entry.kind == "worktree":
         if root.is_dir():
-            worktree.remove(root, root, force=force)
+            with worktree.repo_lock(root):
+                worktree.remove(root, root, force=force)
             result.worktree_removed = True
         elif entry.repo and Path(entry.repo).is_dir():
-            worktree.prune(Path(entry.repo))
+            worktree.prune_locked(Path(entry.repo))
         result.branch_kept = entry.branch
     else:
         env_path = root / SANDBOX_ENV_FILENAME
@@ -674,7 +682,7 @@ def prune(*, dry_run: bool) -> list[PrunedEntry]:
             gone = _remove_if_unchanged(entry)
             note = note if gone else "entry changed meanwhile; left as is"
             if gone and entry.kind == "worktree" and entry.repo and Path(entry.repo).is_dir():
-                worktree.prune(Path(entry.repo))
+                worktree.prune_locked(Path(entry.repo))
         pruned.append(PrunedEntry(entry, reason, removed=gone, note=note))
     return pruned
 

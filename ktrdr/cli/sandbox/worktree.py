@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +11,7 @@ from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.proc import CommandFailedError, run, stderr_tail
 
 GIT_TIMEOUT = 120
+REPO_LOCK_NAME = "ktrdr-sandbox.lock"
 
 
 def _git(cwd: Path, *args: str, what: str, check: bool = True) -> str:
@@ -36,6 +39,23 @@ def common_dir(cwd: Path) -> Path:
     text = _git(cwd, "rev-parse", "--git-common-dir", what="git rev-parse").strip()
     path = Path(text)
     return (path if path.is_absolute() else cwd / path).resolve()
+
+
+@contextmanager
+def repo_lock(repo: Path, *, timeout: float = GIT_TIMEOUT) -> Iterator[None]:
+    """Serialize worktree changes in one repo: concurrent `git worktree add` calls race inside
+    git ("failed to read .git/worktrees/<x>/commondir"), and info/exclude is read-modify-write."""
+    from filelock import FileLock, Timeout
+
+    lock_path = common_dir(repo) / REPO_LOCK_NAME
+    try:
+        with FileLock(str(lock_path), timeout=timeout):
+            yield
+    except Timeout as e:
+        raise SandboxError(
+            f"{lock_path} still held after {timeout:g}s: another ktrdr sandbox command is "
+            "changing worktrees of this repo; retry when it is done"
+        ) from e
 
 
 def is_linked_worktree(path: Path) -> bool:
@@ -103,6 +123,12 @@ def remove(repo: Path, path: Path, *, force: bool) -> None:
 
 def prune(repo: Path) -> None:
     _git(repo, "worktree", "prune", what="git worktree prune", check=False)
+
+
+def prune_locked(repo: Path) -> None:
+    """`git worktree prune` under the repo lock (it deletes admin dirs a concurrent add reads)."""
+    with repo_lock(repo):
+        prune(repo)
 
 
 def delete_branch(repo: Path, name: str) -> None:

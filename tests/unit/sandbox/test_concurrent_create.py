@@ -1,8 +1,9 @@
 """30 real `ktrdr sandbox create` processes at once on distinct names.
 
-Port probing stays real (no test-only switch in the product). Sandboxes may be running on this
-machine, so the expected outcome is computed from the slots whose ports are free when the test
-starts: on an idle machine that is exactly 10 successes on slots 1..10 and 20 "no free slot".
+Port probing stays real (no test-only switch in the product). Other stacks may start or stop on
+this machine while the test runs, so the expected slots are bounded by the slots free at the start
+and at the end: on an idle machine (CI) that is exactly 10 successes on slots 1..10 and 20
+"no free slot" failures.
 """
 
 from __future__ import annotations
@@ -56,19 +57,24 @@ def test_thirty_concurrent_creates_claim_each_free_slot_exactly_once(
     succeeded = [json.loads(out) for code, out, _ in outcomes if code == 0]
     failed = [err for code, _, err in outcomes if code != 0]
 
-    assert sorted(r["slot"] for r in succeeded) == free, (elapsed, failed[:3])
-    assert len(failed) == PROCESSES - len(free)
+    free_at_end = [slot for slot in SANDBOX_SLOTS if not busy_ports(slot, with_owners=False)]
+    stable = sorted(set(free) & set(free_at_end))
+    slots = sorted(r["slot"] for r in succeeded)
+    assert len(slots) == len(set(slots)), slots  # never the same slot twice
+    assert set(stable) <= set(slots) <= set(free) | set(free_at_end), (slots, free, free_at_end)
+    if free == free_at_end == list(SANDBOX_SLOTS):
+        assert slots == list(SANDBOX_SLOTS) and len(failed) == 20
+    assert len(failed) == PROCESSES - len(slots)
     assert all(err.startswith("Error: no free slot in 1..10") for err in failed), failed[:3]
     assert all("Traceback" not in err for err in failed)
 
     entries = registry.load()
-    assert len(entries) == len(free)
     assert all(e.state == "ready" and e.pid is None for e in entries.values())
-    assert sorted(e.slot for e in entries.values()) == free
+    assert sorted(e.slot for e in entries.values()) == slots
     for result in succeeded:
         assert (Path(result["path"]) / ".env.sandbox").is_file()
     worktrees = [d for d in repo.parent.iterdir() if d.name.startswith("ktrdr--")]
-    assert len(worktrees) == len(free)  # the failed creates left no directory behind
+    assert len(worktrees) == len(slots)  # the failed creates left no directory behind
     branches = subprocess.run(
         ["git", "branch", "--format=%(refname:short)"],
         cwd=repo,
@@ -76,5 +82,5 @@ def test_thirty_concurrent_creates_claim_each_free_slot_exactly_once(
         text=True,
         check=True,
     ).stdout.split()
-    assert len(branches) == 1 + len(free)  # ... and no branch
-    print(f"{PROCESSES} concurrent creates: {elapsed:.1f}s, {len(free)} free slots at start")
+    assert len(branches) == 1 + len(slots)  # ... and no branch
+    print(f"{PROCESSES} concurrent creates: {elapsed:.1f}s, {len(slots)} succeeded")

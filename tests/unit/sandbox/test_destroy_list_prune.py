@@ -349,3 +349,54 @@ def test_prune_with_nothing_stale_says_so(repo: Path, docker: DockerStandIn) -> 
     create_instance(name="a", cwd=repo)
     out = CliRunner().invoke(cli, ["sandbox", "prune"])
     assert out.exit_code == 0 and "nothing to prune" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["sandbox", "--help"], ["sandbox", "list"], ["sandbox", "list", "--json"]]
+)
+def test_sandbox_list_and_help_do_not_import_heavy_libraries(
+    args: list[str], isolated_ktrdr_home: Path
+) -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from ktrdr.cli.main import cli\n"
+        f"try:\n    cli({args!r}, standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('docker', 'httpx', 'yaml', 'rich.table') if m in sys.modules]\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY=", result.stdout
+
+
+def test_a_corrupt_registry_stops_every_command_and_stays_byte_for_byte(repo: Path) -> None:
+    path = registry.registry_path()
+    path.parent.mkdir(parents=True)
+    content = b'{"version": 1, "instances": {"a": '
+    path.write_bytes(content)
+    for args in (["create", "feat-a"], ["list"], ["init"], ["prune"], ["destroy", "a", "--yes"]):
+        out = CliRunner().invoke(cli, ["sandbox", *args])
+        assert out.exit_code == 1, args
+        assert out.stderr.startswith(f"Error: registry {path} is corrupt"), out.stderr
+        assert "Traceback" not in out.output
+    assert path.read_bytes() == content
+    assert not (repo.parent / "ktrdr--feat-a").exists()
+    assert not (repo / ".env.sandbox").exists()
+
+
+def test_destroy_refuses_an_instance_that_is_still_being_created(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    import os
+
+    with registry.transaction() as entries:
+        entries["busy"] = Entry(
+            "busy", 3, str(repo), "worktree", "b", "t", state="creating", pid=os.getpid()
+        )
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "busy", "--yes"])
+    assert "still being created" in out.stderr
+    assert registry.load()["busy"].state == "creating"
