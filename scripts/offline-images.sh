@@ -114,7 +114,7 @@ build_debian_base() {
     die "debootstrap is missing; run 'make docker' (it installs it) or apt-get install debootstrap"
   files=$(mktemp -d)
   write_base_files "$files"
-  hash=$( (echo "debian-base v2 $SUITE" && hash_paths "$files") | hash_text)
+  hash=$( (echo "debian-base v2 $SUITE" && cd "$files" && hash_paths .) | hash_text)
   if up_to_date "$DEBIAN_IMAGE" "$hash"; then
     rm -rf "$files"
     say "$DEBIAN_IMAGE: up to date ($(since "$t0"))"
@@ -172,4 +172,6 @@ build "$APP_IMAGE" \
   "$( (hash_paths Dockerfile .dockerignore pyproject.toml README.md ktrdr tests &&
     image_id "$PYTHON_BASE_IMAGE") | hash_text)" \
   --build-arg "BASE_IMAGE=$PYTHON_BASE_IMAGE" .
+# Replaced images of ours that no tag points at any more.
+docker image prune -f --filter "label=$HASH_LABEL" >/dev/null
 say "all offline images ready ($(since "$T0") total)"
