@@ -270,4 +270,10 @@ def test_editing_backend_source_changes_the_response_within_10_seconds(stack: St
         return httpx.get(f"{stack.api}/health", timeout=2).json()["version"] == version
 
     wait_for(reloaded, timeout=10, what="backend serving the edited source")
-    print(f"hot reload took {time.monotonic() - started:.1f}s")
+    print(f"backend hot reload took {time.monotonic() - started:.1f}s")
+    worker = f"http://127.0.0.1:{stack.ports.worker_base}/health"
+    wait_for(
+        lambda: httpx.get(worker, timeout=2).json()["version"] == version,
+        timeout=15,
+        what="backtest-worker-1 restarted on the edited source",
+    )
