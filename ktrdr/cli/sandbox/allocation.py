@@ -103,14 +103,31 @@ def busy_ports(
     return busy
 
 
+def probe_slots(
+    slots: Iterable[int], *, probe: Callable[[int], bool] | None = None
+) -> dict[int, list[BusyPort]]:
+    """Busy ports of each slot, with owners from ONE `ss` call. Done before taking the registry
+    lock: ports held by other programs are racy with or without our lock, and the lock stays
+    short."""
+    busy = {slot: busy_ports(slot, probe=probe, with_owners=False) for slot in slots}
+    if any(busy.values()):
+        owners = listening_processes()
+        busy = {
+            s: [BusyPort(b.port, b.name, owners.get(b.port)) for b in bs] for s, bs in busy.items()
+        }
+    return busy
+
+
 def allocate(
     entries: Mapping[str, Entry],
     *,
     instance_id: str,
     requested: int | None,
     probe: Callable[[int], bool] | None = None,
+    busy: Mapping[int, list[BusyPort]] | None = None,
 ) -> Allocation:
-    """Pick a slot for `instance_id` (call inside registry.transaction). Slot 0 only on request."""
+    """Pick a slot for `instance_id` (call inside registry.transaction) from the registry and
+    `busy` (from probe_slots; probed here when not given). Slot 0 only on request."""
     holders = {e.slot: e for e in entries.values() if e.instance_id != instance_id}
     if requested is not None:
         validate_slot(requested)
@@ -120,10 +137,10 @@ def allocate(
                 f"slot {requested} is taken by instance {holder.instance_id} ({holder.path}); "
                 "pick another with --slot, or omit --slot to take the lowest free one"
             )
-        busy = busy_ports(requested, probe=probe)
-        if busy:
+        held = busy[requested] if busy is not None else busy_ports(requested, probe=probe)
+        if held:
             raise SandboxError(
-                f"slot {requested} is busy: {busy[0].describe()}; stop it or pick another "
+                f"slot {requested} is busy: {held[0].describe()}; stop it or pick another "
                 "slot with --slot"
             )
         return Allocation(requested)
@@ -131,9 +148,9 @@ def allocate(
     for slot in SANDBOX_SLOTS:
         if slot in holders:
             continue
-        busy = busy_ports(slot, probe=probe)
-        if busy:
-            skipped.append(SkippedSlot(slot, busy[0].describe()))
+        held = busy[slot] if busy is not None else busy_ports(slot, probe=probe)
+        if held:
+            skipped.append(SkippedSlot(slot, held[0].describe()))
             continue
         return Allocation(slot, skipped)
     raise _no_free_slot(entries, skipped)

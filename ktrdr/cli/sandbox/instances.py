@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from ktrdr.cli.sandbox import registry, worktree
-from ktrdr.cli.sandbox.allocation import SkippedSlot, allocate
+from ktrdr.cli.sandbox.allocation import SkippedSlot, allocate, probe_slots
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import (
     find_instance_root,
@@ -39,7 +39,7 @@ from ktrdr.cli.sandbox.instance import (
     validate_images,
     write_env_file,
 )
-from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.shared_data import shared_root
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
@@ -180,6 +180,7 @@ def _claim(
     name: str | None,
     repo: Path | None,
 ) -> _Claim:
+    busy = probe_slots([slot] if slot is not None else SANDBOX_SLOTS)
     with registry.transaction() as entries:
         for key in [k for k, e in entries.items() if e.is_dead_claim()]:
             del entries[key]
@@ -194,7 +195,7 @@ def _claim(
             raise SandboxError(
                 f"{path} is already registered as instance {same_path[0].instance_id}"
             )
-        allocation = allocate(entries, instance_id=instance_id, requested=slot)
+        allocation = allocate(entries, instance_id=instance_id, requested=slot, busy=busy)
         entries[instance_id] = Entry(
             instance_id=instance_id,
             slot=allocation.slot,
@@ -263,6 +264,7 @@ def init_instance(*, cwd: Path, slot: int | None = None, images: str | None = No
     instance_id = instance_id_for(top)
     env_path = top / SANDBOX_ENV_FILENAME
     branch = worktree.current_branch(top)
+    busy = probe_slots([slot] if slot is not None else SANDBOX_SLOTS)
     with registry.transaction() as entries:
         existing = entries.get(instance_id)
         if existing is not None and not existing.is_dead_claim():
@@ -274,7 +276,7 @@ def init_instance(*, cwd: Path, slot: int | None = None, images: str | None = No
         if same_path:
             raise SandboxError(f"{top} is already registered as {same_path[0].instance_id}")
         entries.pop(instance_id, None)
-        allocation = allocate(entries, instance_id=instance_id, requested=slot)
+        allocation = allocate(entries, instance_id=instance_id, requested=slot, busy=busy)
         settings = new_settings(
             instance_id=instance_id,
             slot=allocation.slot,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterator
@@ -9,7 +10,13 @@ from collections.abc import Iterator
 import pytest
 
 from ktrdr.cli.sandbox import registry
-from ktrdr.cli.sandbox.allocation import allocate, busy_ports, listening_processes, port_in_use
+from ktrdr.cli.sandbox.allocation import (
+    allocate,
+    busy_ports,
+    listening_processes,
+    port_in_use,
+    probe_slots,
+)
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
@@ -113,3 +120,24 @@ def test_busy_ports_make_the_no_free_slot_error_name_them() -> None:
     busy_api = ports_for_slot(10).api
     with pytest.raises(SandboxError, match=rf"slot 10: port {busy_api} \(api\)"):
         allocate(entries, instance_id="x", requested=None, probe=lambda p: p == busy_api)
+
+
+def test_create_skips_a_slot_whose_port_a_plain_socket_holds_and_says_so(
+    repo, free_slot: int, listener: socket.socket
+) -> None:
+    from click.testing import CliRunner
+
+    from ktrdr.cli.main import cli
+
+    port = ports_for_slot(free_slot).api
+    out = CliRunner().invoke(cli, ["sandbox", "create", "feat-a", "--json"])
+    assert out.exit_code == 0, out.output
+    assert f"note: skipped slot {free_slot}: port {port} (api)" in out.stderr
+    assert json.loads(out.stdout)["slot"] != free_slot
+
+
+def test_probe_slots_names_owners_with_one_lookup(free_slot: int, listener: socket.socket) -> None:
+    busy = probe_slots([free_slot])
+    assert [b.port for b in busy[free_slot]] == [ports_for_slot(free_slot).api]
+    if listening_processes():
+        assert f"pid {os.getpid()}" in (busy[free_slot][0].owner or "")
