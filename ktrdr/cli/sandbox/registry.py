@@ -21,13 +21,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.ports import LAST_SLOT
 from ktrdr.cli.sandbox.shared_data import ktrdr_home
 
 VERSION = 1
 DEFAULT_LOCK_TIMEOUT = 30.0
+MAX_CLAIM_AGE_SECONDS = 3600  # far beyond the git timeouts a create can spend
 Kind = Literal["worktree", "clone"]
 State = Literal["ready", "creating", "destroying"]
 
@@ -53,8 +55,21 @@ class Entry:
         return Path(self.path)
 
     def is_dead_claim(self) -> bool:
-        """A `creating` claim whose process is gone (crashed or killed mid-create)."""
-        return self.state == "creating" and not pid_alive(self.pid)
+        """A `creating` claim whose process is gone (crashed or killed mid-create), or older
+        than any create can take (its pid may have been reused by an unrelated process)."""
+        if self.state != "creating":
+            return False
+        return not pid_alive(self.pid) or _age_seconds(self.created_at) > MAX_CLAIM_AGE_SECONDS
+
+
+def _age_seconds(iso: str) -> float:
+    try:
+        then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - then).total_seconds()
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -106,12 +121,20 @@ def _parse(raw: bytes, path: Path) -> dict[str, Entry]:
     for key, value in data["instances"].items():
         try:
             entry = Entry(**value)
-            if not isinstance(entry.slot, int) or entry.instance_id != key:
-                raise TypeError("slot must be an integer and instance_id must match its key")
+            _check(entry, key)
         except TypeError as e:
             raise SandboxError(f"registry {path} is corrupt (entry {key!r}: {e}); {fix}") from e
         entries[key] = entry
     return entries
+
+
+def _check(entry: Entry, key: str) -> None:
+    if entry.instance_id != key:
+        raise TypeError("instance_id does not match its key")
+    if not isinstance(entry.slot, int) or not 0 <= entry.slot <= LAST_SLOT:
+        raise TypeError(f"slot {entry.slot!r} is not 0..{LAST_SLOT}")
+    if entry.kind not in get_args(Kind) or entry.state not in get_args(State):
+        raise TypeError(f"unknown kind {entry.kind!r} or state {entry.state!r}")
 
 
 def _write(path: Path, entries: dict[str, Entry]) -> None:

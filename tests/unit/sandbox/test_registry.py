@@ -65,6 +65,10 @@ def test_unchanged_transaction_does_not_rewrite_the_file() -> None:
         b'{"version": 1, "instances": {"a": {"slot": 1}}}',
         b'{"version": 1, "instances": {"a": {"instance_id": "b", "slot": 1, "path": "/x", '
         b'"kind": "clone", "branch": null, "created_at": "t"}}}',
+        b'{"version": 1, "instances": {"a": {"instance_id": "a", "slot": 11, "path": "/x", '
+        b'"kind": "clone", "branch": null, "created_at": "t"}}}',
+        b'{"version": 1, "instances": {"a": {"instance_id": "a", "slot": 1, "path": "/x", '
+        b'"kind": "folder", "branch": null, "created_at": "t"}}}',
     ],
 )
 def test_corrupt_registry_is_a_clear_error_and_the_file_is_untouched(content: bytes) -> None:
@@ -119,3 +123,11 @@ def test_a_creating_claim_is_dead_only_when_its_process_is_gone() -> None:
     assert not alive.is_dead_claim()
     assert dead.is_dead_claim()
     assert not _entry().is_dead_claim()
+
+
+def test_a_creating_claim_older_than_an_hour_is_dead_even_if_its_pid_is_alive() -> None:
+    import os
+
+    old = _entry()
+    old.state, old.pid, old.created_at = "creating", os.getpid(), "2020-01-01T00:00:00Z"
+    assert old.is_dead_claim()
