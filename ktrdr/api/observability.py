@@ -70,6 +70,11 @@ def setup_tracing(app: FastAPI, *, service_name: str) -> Any | None:
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
     exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces", timeout=2)
     provider.add_span_processor(BatchSpanProcessor(exporter, export_timeout_millis=2000))
+    from opentelemetry import trace
+
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        # Global, so spans made outside requests (dispatch) are exported too; set once.
+        trace.set_tracer_provider(provider)
     FastAPIInstrumentor.instrument_app(
         app, tracer_provider=provider, excluded_urls=EXCLUDED_FROM_TRACES
     )

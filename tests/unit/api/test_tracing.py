@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from threading import Thread
+
+import httpx
+import pytest
+
+from ktrdr.api.app import create_app
+from ktrdr.api.settings import ApiSettings
+from tests.unit.api.conftest import serve, wait_until
+
+
+class OtlpCollector:
+    """A stand-in OTLP/HTTP collector: a real HTTP server recording POST /v1/traces bodies."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/v1/traces":
+                    collector.bodies.append(body)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_request_spans_are_exported_over_otlp_http(
+    migrated_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collector = OtlpCollector()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+    settings = ApiSettings(conninfo=migrated_database)
+
+    with serve(create_app(settings)) as url:
+        httpx.post(
+            f"{url}/api/v1/operations",
+            json={"operation_type": "backtest", "params": {"symbol": "AAPL"}},
+        )
+    collector.server.shutdown()
+
+    wait_until(lambda: collector.bodies, timeout=5)
+    exported = b"".join(collector.bodies)
+    assert b"ktrdr-backend" in exported
+    assert b"/api/v1/operations" in exported
+
+
+def test_an_absent_trace_collector_neither_breaks_nor_slows_requests(
+    migrated_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    settings = ApiSettings(conninfo=migrated_database)
+
+    started = time.monotonic()
+    with serve(create_app(settings)) as url:
+        statuses = [httpx.get(f"{url}/api/v1/workers").status_code for _ in range(20)]
+        served = time.monotonic() - started
+    total = time.monotonic() - started
+
+    assert statuses == [200] * 20
+    assert served < 5
+    assert total < 10
