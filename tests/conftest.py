@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.docker_fixtures"]
+
 TARGET_ENV_VARS = ("KTRDR_API_URL", "KTRDR_API_PORT", "KTRDR_HOME")
 
 
