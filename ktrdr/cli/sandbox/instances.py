@@ -374,11 +374,8 @@ def stale_reason(entry: Entry) -> str | None:
 
 def containers_snapshot() -> dict[str, list[Any]] | None:
     """All instances' containers from ONE Docker query, or None when no engine answers."""
-    compose = _compose()
-    if not compose.engine_reachable():
-        return None
-    try:
-        grouped: dict[str, list[Any]] = compose.containers_by_instance()
+    try:  # no separate engine ping: an unreachable engine raises DockerUnavailableError
+        grouped: dict[str, list[Any]] = _compose().containers_by_instance()
     except SandboxError:
         return None
     return grouped

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ktrdr.cli.sandbox import instances
+from ktrdr.cli.sandbox.errors import DockerUnavailableError
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -64,6 +65,8 @@ class DockerStandIn:
         return self.reachable
 
     def containers_by_instance(self) -> dict[str, list[Any]]:
+        if not self.reachable:
+            raise DockerUnavailableError("Docker engine not reachable (stand-in)")
         self.queries += 1
         return dict(self.containers)
 
