@@ -16,6 +16,9 @@ CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 IMAGE_CA_BUNDLE=/usr/local/share/ktrdr/host-ca-bundle.crt
 HASH_LABEL=ktrdr.inputs-hash
 mkdir -p "$LOG_DIR"
+# One build at a time per machine (parallel `make test` runs would race on the same tags).
+exec 9>"$LOG_DIR/.lock"
+flock 9
 
 say() { echo "offline-images: $*" >&2; }
 die() { echo "Error: $*" >&2; exit 1; }

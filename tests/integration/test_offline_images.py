@@ -306,3 +306,11 @@ def test_a_second_offline_images_run_skips_every_built_image_within_30_seconds()
     for image in ("ktrdr-offline/debian:bookworm", "ktrdr-offline/postgres:15"):
         assert f"{image}: up to date" in result.stderr
     assert elapsed < 30, result.stderr
+
+
+def test_offline_postgres_fixture_yields_a_superuser_dsn_on_loopback(offline_postgres: str) -> None:
+    assert "@127.0.0.1:" in offline_postgres
+    with psycopg.connect(offline_postgres, autocommit=True) as conn:
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        conn.execute("CREATE DATABASE ktrdr_fixture_check")
+        conn.execute("DROP DATABASE ktrdr_fixture_check")
