@@ -13,6 +13,7 @@ import click
 from ktrdr.cli.output import info, print_fields, print_json, print_table
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.group import sandbox
+from ktrdr.cli.sandbox.ports import LAST_SLOT, MAIN_SLOT
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.instances import CreateResult, DestroyResult
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 slot_option = click.option(
-    "--slot", type=click.IntRange(0, 10), help="Take this slot instead of the lowest free one."
+    "--slot",
+    type=click.IntRange(MAIN_SLOT, LAST_SLOT),
+    help="Take this slot instead of the lowest free one.",
 )
 
 
