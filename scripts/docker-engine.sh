@@ -81,7 +81,7 @@ fi
 
 # 3. Engine settings, only when the admin has none: many small networks (10+ stacks + tests) and
 #    inotify limits that many hot-reloading containers share.
-if [[ ! -e /etc/docker/daemon.json ]] && ! pgrep -x dockerd >/dev/null; then
+if [[ ! -e /etc/docker/daemon.json ]] && ! pidof dockerd >/dev/null; then
   mkdir -p /etc/docker
   cat >/etc/docker/daemon.json <<'JSON'
 {
@@ -93,23 +93,27 @@ if [[ ! -e /etc/docker/daemon.json ]] && ! pgrep -x dockerd >/dev/null; then
 JSON
   say "wrote /etc/docker/daemon.json (512 /24 address pools)"
 fi
-for kv in fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=1024; do
-  key=${kv%=*} want=${kv#*=}
-  have=$(sysctl -n "$key" 2>/dev/null || echo 0)
+# (/proc/sys directly: minimal hosts may lack procps' sysctl.)
+for kv in max_user_watches=524288 max_user_instances=1024; do
+  file=/proc/sys/fs/inotify/${kv%=*} want=${kv#*=}
+  have=$(cat "$file" 2>/dev/null || echo 0)
   if ((have < want)); then
-    sysctl -qw "$kv" >/dev/null 2>&1 && say "raised $key $have -> $want" ||
-      say "warning: could not raise $key (is $have); hot reload in many stacks may fail"
+    if echo "$want" >"$file" 2>/dev/null; then
+      say "raised fs.inotify.${kv%=*} $have -> $want"
+    else
+      say "warning: could not raise fs.inotify.${kv%=*} (is $have); hot reload in many stacks may fail"
+    fi
   fi
 done
 
 # 4. Start the daemon unless one already runs (then only wait for it).
 step_start
-if pgrep -x dockerd >/dev/null; then
-  say "a dockerd is already running (pid $(pgrep -x dockerd | head -1)); not touching it"
-elif [[ "$(ps -p 1 -o comm= 2>/dev/null)" == systemd ]] && systemctl start docker 2>/dev/null; then
+if pidof dockerd >/dev/null; then
+  say "a dockerd is already running (pid $(pidof dockerd)); not touching it"
+elif [[ "$(cat /proc/1/comm 2>/dev/null)" == systemd ]] && systemctl start docker 2>/dev/null; then
   say "started docker.service with systemd"
 else
-  sysctl -qw net.ipv4.ip_forward=1 >/dev/null 2>&1 || true
+  echo 1 >/proc/sys/net/ipv4/ip_forward 2>/dev/null || true
   say "starting dockerd in the background (log: $LOG)"
   setsid nohup dockerd >>"$LOG" 2>&1 </dev/null &
 fi
