@@ -200,7 +200,7 @@ def test_two_instances_up_concurrently_pass_the_gate_and_live_apart(project: Pro
     slot_a, password_a = env_of(a)["KTRDR_SLOT"], env_of(a)["KTRDR_DB_PASSWORD"]
     project.ktrdr("sandbox", "destroy", "--yes", cwd=a, check=True)
     assert compose.leftovers(id_a) == []
-    a = project.create("a", "--slot", slot_a)
+    a = project.create("a", "--branch", "a", "--slot", slot_a)
     assert env_of(a)["KTRDR_DB_PASSWORD"] != password_a
     code, out, err = finish(project.up(a))
     assert code == 0, f"stdout:\n{out}\nstderr:\n{err}"
@@ -219,14 +219,21 @@ def test_a_worker_whose_command_exits_fails_the_gate_fast_naming_it_with_its_log
 ) -> None:
     instance = project.create("crash")
     worker_main = instance / "ktrdr" / "workers" / "__main__.py"
+    source = worker_main.read_text()
+    future = "from __future__ import annotations\n"
+    assert future in source
     worker_main.write_text(
-        "import sys\nprint('worker refuses to start', flush=True)\nsys.exit(3)\n"
-        + worker_main.read_text()
+        source.replace(
+            future,
+            future + "import sys\nprint('worker refuses to start', flush=True)\nsys.exit(3)\n",
+            1,
+        )
     )
     timeout = 300
     started = time.monotonic()
     code, out, err = finish(project.up(instance, "--timeout", str(timeout)))
     elapsed = time.monotonic() - started
+    print(f"worker crash detected after {elapsed:.1f}s")
     assert code == 1, f"stdout:\n{out}\nstderr:\n{err}"
     assert "Startability Gate: FAILED" in out
     assert "worker" in out and "exited with code 3" in out

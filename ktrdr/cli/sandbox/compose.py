@@ -318,7 +318,8 @@ def _state_from_inspect(item: Mapping[str, Any]) -> ContainerState | None:
     state = item.get("State") or {}
     health = (state.get("Health") or {}).get("Status")
     status = str(state.get("Status") or "unknown")
-    exit_code = state.get("ExitCode") if status in ("exited", "dead") else None
+    # A restarting container's ExitCode is the code of the crash that triggered the restart.
+    exit_code = state.get("ExitCode") if status in ("exited", "dead", "restarting") else None
     return ContainerState(
         name=str(item.get("Name", "")).lstrip("/"),
         service=str(labels.get(SERVICE_LABEL, "")),

@@ -168,11 +168,12 @@ def find_crash(
             if c.service in one_shot and c.exit_code == 0:
                 continue
             return Crash(c.service, c.name, f"{c.service} exited with code {c.exit_code}")
+        code = f"exited with code {c.exit_code}, " if c.exit_code is not None else ""
         if c.state == "restarting":
             return Crash(
                 c.service,
                 c.name,
-                f"{c.service} is restarting (crash loop, {c.restart_count} restarts)",
+                f"{c.service} is restarting (crash loop: {code}{c.restart_count} restarts)",
             )
         before = baseline_restarts.get(c.name)
         if before is not None and c.restart_count > before:

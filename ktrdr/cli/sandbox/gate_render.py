@@ -95,6 +95,7 @@ class GateRenderer:
 def render_result(report: GateReport, *, report_file: str) -> None:
     """The verdict to stdout: PASSED with URLs, or FAILED with why, containers and log tail."""
     out = console()
+    out.soft_wrap = True  # paths and log lines must stay whole (copyable), never re-wrapped
     if report.passed:
         out.print("Startability Gate: PASSED")
         out.print("Instance ready:")
@@ -119,6 +120,6 @@ def render_result(report: GateReport, *, report_file: str) -> None:
     if report.failing_service:
         out.print(f"Last {len(report.log_tail)} log lines of {escape(report.failing_service)}:")
         for line in report.log_tail:
-            out.print(f"  | {escape(line)}", soft_wrap=True)
+            out.print(f"  | {escape(line)}")
     out.print(f"Report: {escape(report_file)}")
     sys.stdout.flush()

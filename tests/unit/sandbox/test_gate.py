@@ -285,9 +285,10 @@ def test_a_long_running_service_exiting_zero_is_a_crash() -> None:
 
 
 def test_a_restarting_container_is_a_crash_loop_even_on_the_first_look() -> None:
-    looping = [container("backend", state="restarting", restarts=4)]
+    looping = [container("backend", state="restarting", exit_code=3, restarts=4)]
     crash = find_crash(looping, baseline_restarts={}, one_shot=frozenset())
-    assert crash is not None and "crash loop" in crash.reason
+    assert crash is not None
+    assert crash.reason == "backend is restarting (crash loop: exited with code 3, 4 restarts)"
 
 
 def test_restarts_from_before_the_gate_do_not_count_as_a_crash() -> None:
