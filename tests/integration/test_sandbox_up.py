@@ -119,11 +119,9 @@ def sweep(instance_ids: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    if not compose.engine_reachable():
-        if os.environ.get("CI"):
-            pytest.fail("a Docker engine is required in CI (bash scripts/docker-engine.sh)")
-        pytest.skip("no Docker engine reachable")
+def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: object) -> Iterator[Project]:
+    """A copy of this project with shared data; the engine check (skip locally, fail in CI)
+    and the session-end sweep of KTRDR_TEST=1 resources come from tests/docker_fixtures.py."""
     base = tmp_path_factory.mktemp("sandbox-up")
     tag = uuid.uuid4().hex[:6]
     repo = copy_project(base / f"kt{tag}")
@@ -181,6 +179,14 @@ def test_two_instances_up_concurrently_pass_the_gate_and_live_apart(project: Pro
         "observability",
     }
     assert report["images"]["backend"].startswith("sha256:")
+
+    # status shows the live stack and the last gate; logs show a service's output.
+    status = json.loads(project.ktrdr("sandbox", "status", "--json", cwd=a, check=True).stdout)
+    assert status["api_responding"] is True
+    assert status["workers_registered"] == {"backtest": 2, "training": 2}
+    assert status["last_gate"]["result"] == "passed"
+    logs = project.ktrdr("sandbox", "logs", "backend", "--tail", "5", cwd=a, check=True)
+    assert "backend" in logs.stdout
 
     # `up` on a running instance passes again (its own ports are no conflict); --json too.
     code, out, err = finish(project.up(a))

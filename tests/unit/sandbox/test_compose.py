@@ -228,12 +228,8 @@ def _docker(*args: str) -> str:
 
 
 @pytest.fixture
-def labelled_resources():
+def labelled_resources(docker_engine: object):
     """A container, volume and network labelled like an instance's, removed in any case."""
-    if not compose.engine_reachable():
-        if os.environ.get("CI"):
-            pytest.fail("Docker engine required in CI")
-        pytest.skip("no Docker engine")
     if not _docker("images", "-q", SMALL_IMAGE).strip():
         pytest.skip(f"{SMALL_IMAGE} not built (make images-offline)")
     instance = f"ktrdr-test-{uuid.uuid4().hex[:8]}"
