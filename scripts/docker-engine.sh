@@ -43,8 +43,13 @@ done
 if ((${#missing[@]})); then
   say "installing ${missing[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_log=$(mktemp)
+  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+    >"$apt_log" 2>&1; then
+    tail -n 20 "$apt_log" >&2
+    die "apt-get could not install ${missing[*]} (see above); fix apt and re-run"
+  fi
+  rm -f "$apt_log"
 fi
 step_done "packages present: docker.io debootstrap iptables"
 
@@ -98,7 +103,7 @@ for kv in max_user_watches=524288 max_user_instances=1024; do
   file=/proc/sys/fs/inotify/${kv%=*} want=${kv#*=}
   have=$(cat "$file" 2>/dev/null || echo 0)
   if ((have < want)); then
-    if echo "$want" >"$file" 2>/dev/null; then
+    if { echo "$want" >"$file"; } 2>/dev/null; then
       say "raised fs.inotify.${kv%=*} $have -> $want"
     else
       say "warning: could not raise fs.inotify.${kv%=*} (is $have); hot reload in many stacks may fail"
@@ -113,15 +118,19 @@ if pidof dockerd >/dev/null; then
 elif [[ "$(cat /proc/1/comm 2>/dev/null)" == systemd ]] && systemctl start docker 2>/dev/null; then
   say "started docker.service with systemd"
 else
-  echo 1 >/proc/sys/net/ipv4/ip_forward 2>/dev/null || true
+  { echo 1 >/proc/sys/net/ipv4/ip_forward; } 2>/dev/null || true
   say "starting dockerd in the background (log: $LOG)"
   setsid nohup dockerd >>"$LOG" 2>&1 </dev/null &
+  DOCKERD_PID=$!
 fi
 deadline=$(($(date +%s) + WAIT_SECONDS))
 until engine_ok; do
-  if (($(date +%s) >= deadline)); then
+  exited=0
+  [[ -n "${DOCKERD_PID:-}" ]] && ! kill -0 "$DOCKERD_PID" 2>/dev/null && exited=1
+  if ((exited)) || (($(date +%s) >= deadline)); then
     say "last lines of $LOG:"
     tail -n 20 "$LOG" >&2 2>/dev/null || true
+    ((exited)) && die "dockerd exited during startup (see the log above, full log: $LOG)"
     die "dockerd did not answer 'docker info' within ${WAIT_SECONDS}s; see $LOG"
   fi
   sleep 0.5
