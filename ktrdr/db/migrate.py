@@ -87,11 +87,13 @@ def wait_for_database(conninfo: str, *, timeout: float = 60.0, interval: float =
 
 
 def main() -> int:
+    import os
+
     from ktrdr.db.settings import conninfo_from_env
 
     conninfo = conninfo_from_env()
     try:
-        wait_for_database(conninfo)
+        wait_for_database(conninfo, timeout=float(os.environ.get("KTRDR_DB_WAIT_S", "60")))
         report = apply_migrations(conninfo)
     except KtrdrError as e:
         print(f"Error: {e}", file=sys.stderr)
