@@ -74,14 +74,19 @@ class Workspace:
         return {"stdout": result.stdout, "stderr": result.stderr}
 
     def popen(self, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [KTRDR, *args],
-            cwd=cwd or self.repo,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        """A CLI process to kill; its output goes to `last.log` (read it when a step fails)."""
+        with (self.repo.parent / "last.log").open("w") as log:
+            return subprocess.Popen(
+                [KTRDR, *args],
+                cwd=cwd or self.repo,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+    def last_log(self) -> str:
+        return (self.repo.parent / "last.log").read_text()
 
     def registry(self) -> dict[str, dict[str, object]]:
         path = Path(self.env["KTRDR_HOME"]) / "sandbox" / "instances.json"
@@ -208,7 +213,8 @@ def assert_reconciled(workspace: Workspace) -> None:
     for path in linked_worktrees(workspace.repo):
         assert path.resolve() in registered, f"orphaned worktree {path}"
     for path in workspace.repo.parent.glob(f"{workspace.repo.name}--*"):
-        assert path.resolve() in registered, f"orphaned directory {path}"
+        listing = sorted(str(p.relative_to(path)) for p in path.rglob("*"))[:20]
+        assert path.resolve() in registered, f"orphaned directory {path}: {listing}"
     slots = [e["slot"] for e in entries.values()]
     assert len(slots) == len(set(slots)), entries
     for instance_id in workspace.instance_ids - set(entries):
@@ -223,8 +229,9 @@ def test_sigkill_during_create_and_up_then_doctor_fix_leaves_nothing_orphaned(
     print(f"KTRDR_KILL_SEED={seed}", file=sys.stderr)
 
     started = time.monotonic()
-    workspace.ktrdr("sandbox", "create", "whole")
-    full = time.monotonic() - started
+    workspace.ktrdr("sandbox", "create", "timing")
+    full = time.monotonic() - started  # kills land anywhere from start to just after the end
+    workspace.ktrdr("sandbox", "destroy", "--yes", workspace.path_of("timing").name)
     for i in range(KILL_ITERATIONS):
         name = f"kill-{i}"
         workspace.instance_ids.add(workspace.path_of(name).name)
@@ -235,6 +242,7 @@ def test_sigkill_during_create_and_up_then_doctor_fix_leaves_nothing_orphaned(
         # What a user does after a crash: doctor --fix. (A later create would otherwise
         # silently reclaim the dead claim's slot, leaving its half-made worktree behind.)
         report = workspace.run(KTRDR, "sandbox", "doctor", "--fix", "--json")
+        assert report.stdout.startswith("{"), report.stderr
         assert json.loads(report.stdout)["fix"] is True, report.stderr
         assert_reconciled(workspace)
         if workspace.path_of(name).name in workspace.registry():  # the kill came too late
@@ -242,12 +250,13 @@ def test_sigkill_during_create_and_up_then_doctor_fix_leaves_nothing_orphaned(
 
     # Kill `up` once containers exist, then delete the worktree by hand: the containers, volume
     # and network now belong to no instance whose files exist.
+    workspace.ktrdr("sandbox", "create", "whole")
     instance = workspace.path_of("whole")
     workspace.instance_ids.add(instance.name)
     process = workspace.popen("sandbox", "up", cwd=instance)
     deadline = time.monotonic() + UP_TIMEOUT
     while not any(item.startswith("container") for item in labelled(instance.name)):
-        assert time.monotonic() < deadline and process.poll() is None, "up made no container"
+        assert time.monotonic() < deadline and process.poll() is None, workspace.last_log()
         time.sleep(0.5)
     time.sleep(rng.uniform(0.0, 3.0))
     process.send_signal(signal.SIGKILL)
@@ -256,6 +265,7 @@ def test_sigkill_during_create_and_up_then_doctor_fix_leaves_nothing_orphaned(
     assert labelled(instance.name) != []
 
     report = workspace.run(KTRDR, "sandbox", "doctor", "--fix", "--json", timeout=300)
+    assert report.stdout.startswith("{"), report.stderr
     payload = json.loads(report.stdout)
     assert any(p["subject"] == instance.name and p["fixed"] for p in payload["problems"]), payload
     assert_reconciled(workspace)

@@ -29,8 +29,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from ktrdr.cli.sandbox import instances, proc, registry, worktree
 from ktrdr.cli.sandbox.errors import SandboxError
@@ -41,6 +42,7 @@ from ktrdr.cli.sandbox.shared_data import ktrdr_home
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
 Severity = Literal["error", "warning"]
+T = TypeVar("T")
 ORPHAN_GRACE_S = 60.0
 MIN_FREE_DISK = 5 * 1024**3
 MIN_AVAILABLE_MEMORY = 2 * 1024**3
@@ -176,11 +178,16 @@ def _undo_interrupted_create(entry: Entry) -> list[str]:
     known = {str(w.path.resolve()) for w in _worktrees(repo)}
     path = entry.root
     if path.exists() and str(path.resolve()) in known:
-        proc.run(
+        removed = proc.run(
             ["git", "-C", repo, "worktree", "remove", "-f", "-f", "--", path],
             timeout=120,
-            what="git worktree remove",
+            check=False,
         )
+        if removed.returncode != 0:
+            # Killed inside `git worktree add`: git registered the path but the checkout (its
+            # .git file) is incomplete, so git refuses it. The path did not exist before the
+            # claim (create refuses existing paths), so everything in it came from that create.
+            shutil.rmtree(path)
         done.append(f"worktree {path} removed")
     elif path.is_dir() and not any(p.name != ".git" for p in path.iterdir()):
         shutil.rmtree(path)  # an empty checkout git never registered: nothing of the user's
@@ -220,7 +227,17 @@ def _check_stale(
         report.problems.append(problems[instance_id])
     if not fix or not stale:
         return
-    for pruned in instances.prune(dry_run=False):
+    try:
+        results = retry_once(lambda: instances.prune(dry_run=False))
+    except SandboxError as e:
+        for item in report.problems:
+            if item.subject in stale and item.fixed is None:
+                item.detail += f"; fix failed: {e}"
+            elif item.subject in stale:  # a dead claim whose worktree was undone
+                item.detail += f"; entry kept: {e}"
+                item.fixed = None
+        return
+    for pruned in results:
         instance_id = pruned.entry.instance_id
         problem = problems.get(instance_id)
         if problem is None:
@@ -236,8 +253,35 @@ def _check_stale(
             continue
         if pruned.removed:
             problem.fixed = f"entry dropped ({pruned.note}); slot {pruned.entry.slot} freed"
+            if pruned.entry.kind == "worktree" and remove_empty_tree(pruned.entry.root):
+                problem.fixed += f"; empty directory {pruned.entry.root} removed"
         else:
             problem.detail += f"; kept: {pruned.note}"
+
+
+def remove_empty_tree(path: Path) -> bool:
+    """Remove `path` when it holds nothing but empty directories (what Docker leaves when it
+    recreates a deleted bind-mount source); True when removed. No file is ever deleted."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    for directory, subdirs, files in os.walk(path, topdown=False):
+        if files or any(Path(directory, d).is_symlink() for d in subdirs):
+            return False
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return False
+    return True
+
+
+def retry_once(action: Callable[[], T], *, pause: float = 2.0) -> T:
+    """Docker refuses a removal already in progress elsewhere (e.g. a concurrent `down`);
+    the second attempt usually finds the resource gone."""
+    try:
+        return action()
+    except SandboxError:
+        time.sleep(pause)
+        return action()
 
 
 def expected_env(entry: Entry) -> dict[str, str]:
@@ -411,8 +455,12 @@ def _check_orphans(
         problem = Problem("orphan", instance_id, f"no registered instance owns: {names}")
         report.problems.append(problem)
         if fix:
-            compose.down(instance_id, None, volumes=True)
-            left = compose.leftovers(instance_id)
+            try:
+                retry_once(partial(compose.down, instance_id, None, volumes=True))
+                left = compose.leftovers(instance_id)
+            except SandboxError as e:
+                problem.detail += f"; fix failed: {e}"
+                continue
             if left:
                 problem.detail += f"; still present: {', '.join(left)}"
             else:

@@ -16,7 +16,13 @@ from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import registry
-from ktrdr.cli.sandbox.doctor import HostPaths, env_drift, rewrite_env, run_doctor
+from ktrdr.cli.sandbox.doctor import (
+    HostPaths,
+    env_drift,
+    remove_empty_tree,
+    rewrite_env,
+    run_doctor,
+)
 from ktrdr.cli.sandbox.instance import new_settings, read_env, render_env, write_env_file
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
@@ -347,3 +353,15 @@ def test_cli_doctor_fix_on_a_clean_home_exits_0(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "doctor: healthy" in result.stderr
     assert os.environ["KTRDR_HOME"] in str(registry.registry_path())
+
+
+def test_remove_empty_tree_removes_only_directories_without_files(tmp_path: Path) -> None:
+    empty = tmp_path / "ktrdr--gone"
+    (empty / "ktrdr" / "api").mkdir(parents=True)
+    assert remove_empty_tree(empty) and not empty.exists()
+    kept = tmp_path / "ktrdr--kept"
+    (kept / "a").mkdir(parents=True)
+    (kept / "b").mkdir()
+    (kept / "b" / "notes.txt").write_text("mine")
+    assert not remove_empty_tree(kept)
+    assert (kept / "b" / "notes.txt").read_text() == "mine"
