@@ -277,3 +277,24 @@ def test_editing_backend_source_changes_the_response_within_10_seconds(stack: St
         timeout=15,
         what="backtest-worker-1 restarted on the edited source",
     )
+
+
+def test_a_missing_shared_dir_fails_clearly_instead_of_mounting_an_empty_one(
+    tmp_path: Path,
+) -> None:
+    _engine_ready()
+    root = tmp_path / "ktrdr--noshared"
+    _copy_project(root)
+    missing = tmp_path / "never-initialised"
+    project = f"ktrdr-test-noshared-{uuid.uuid4().hex[:8]}"
+    settings = EnvSettings(project, _free_slot(), missing, "offline", "pw", "gpw")
+    (root / ".env.sandbox").write_text(render_env(settings, command="test_stack"))
+    s = Stack(root, project, ports_for_slot(settings.slot), missing, "pw")
+    try:
+        result = _compose(s, "up", "--no-start", "--no-deps", "backtest-worker-1", check=False)
+    finally:
+        _compose(s, "down", "-v", timeout=120, check=False)
+
+    assert result.returncode != 0
+    assert f"bind source path does not exist: {missing}/data" in result.stderr
+    assert not missing.exists()
