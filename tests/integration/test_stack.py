@@ -296,5 +296,5 @@ def test_a_missing_shared_dir_fails_clearly_instead_of_mounting_an_empty_one(
         _compose(s, "down", "-v", timeout=120, check=False)
 
     assert result.returncode != 0
-    assert f"bind source path does not exist: {missing}/data" in result.stderr
+    assert f"bind source path does not exist: {missing}/" in result.stderr
     assert not missing.exists()
