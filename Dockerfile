@@ -17,10 +17,11 @@ WORKDIR /app
 # Dependencies in a layer that depends only on pyproject.toml: a stub package stands in for the
 # source, and is removed again so that /app/ktrdr (copied below, or bind-mounted for hot reload)
 # is the only ktrdr on the path.
-COPY pyproject.toml README.md ./
-RUN mkdir ktrdr && touch ktrdr/__init__.py \
+# (README.md is only pyproject's `readme`: an empty one keeps doc edits from reinstalling deps.)
+COPY pyproject.toml ./
+RUN mkdir ktrdr && touch ktrdr/__init__.py README.md \
  && pip install '.[server]' 'pytest>=8.0' 'pytest-timeout>=2.3' \
- && rm -rf ktrdr build ./*.egg-info \
+ && rm -rf ktrdr build ./*.egg-info README.md \
  && cd / && python -c "import ktrdr, shutil, os; shutil.rmtree(os.path.dirname(ktrdr.__file__))"
 
 ENV PYTHONPATH=/app

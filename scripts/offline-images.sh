@@ -172,7 +172,7 @@ build_offline ktrdr-offline/grafana-standin:1 docker/offline/grafana-standin \
 build_offline ktrdr-offline/jaeger-standin:1 docker/offline/jaeger-standin \
   PYTHON_BASE_IMAGE "$PYTHON_BASE_IMAGE"
 build "$APP_IMAGE" \
-  "$( (hash_paths Dockerfile .dockerignore pyproject.toml README.md ktrdr tests &&
+  "$( (hash_paths Dockerfile .dockerignore pyproject.toml ktrdr tests &&
     image_id "$PYTHON_BASE_IMAGE") | hash_text)" \
   --build-arg "BASE_IMAGE=$PYTHON_BASE_IMAGE" .
 # Replaced images of ours that no tag points at any more.

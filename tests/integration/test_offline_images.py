@@ -176,6 +176,23 @@ def test_offline_postgres_runs_initdb_scripts_on_first_start_only(
     assert health.stdout.strip() == "healthy"
 
 
+def otlp_export(service: str) -> bytes:
+    """A real OTLP ExportTraceServiceRequest with one span of service."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    name = KeyValue(key="service.name", value=AnyValue(string_value=service))
+    span = Span(name="smoke", trace_id=b"t" * 16, span_id=b"s" * 8, start_time_unix_nano=1)
+    spans = ResourceSpans(
+        resource=Resource(attributes=[name]), scope_spans=[ScopeSpans(spans=[span])]
+    )
+    return bytes(ExportTraceServiceRequest(resource_spans=[spans]).SerializeToString())
+
+
 def get_when_up(url: str, *, timeout: float = 60) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while True:
@@ -224,11 +241,13 @@ def test_grafana_and_jaeger_standins_and_prometheus_answer_on_published_loopback
     get_when_up(f"http://127.0.0.1:{ports['otlp_http']}/")
     posted = httpx.post(
         f"http://127.0.0.1:{ports['otlp_http']}/v1/traces",
-        content=b"",
+        content=otlp_export("ktrdr-smoke"),
         headers={"Content-Type": "application/x-protobuf"},
         timeout=5,
     )
     assert posted.status_code == 200
+    services_seen = httpx.get(f"http://127.0.0.1:{ports['ui']}/api/services", timeout=5).json()
+    assert services_seen["data"] == ["ktrdr-smoke"]
     with socket.create_connection(("127.0.0.1", ports["otlp_grpc"]), timeout=5) as conn:
         conn.sendall(b"PRI * HTTP/2.0\r\n\r\n")
 

@@ -1,8 +1,9 @@
 """Offline stand-in for Jaeger all-in-one (not Jaeger).
 
 UI on 16686 (`/`, `/api/services` with "standin": true so trace tests can skip), admin health on
-14269, OTLP HTTP on 4318 (POST /v1/traces -> 200, spans are counted, not stored), OTLP gRPC on
-4317 (accepts and drains TCP connections; no gRPC).
+14269, OTLP HTTP on 4318 (POST /v1/traces -> 200; only the service.name of each exported resource
+is kept, from protobuf or JSON, and listed by /api/services), OTLP gRPC on 4317 (accepts and
+drains TCP connections; no gRPC).
 """
 
 from __future__ import annotations
@@ -10,10 +11,72 @@ from __future__ import annotations
 import json
 import socketserver
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PAGE = b"<!doctype html><title>Jaeger UI stand-in</title><p>Offline stand-in, not Jaeger.</p>\n"
 received = {"trace_posts": 0}
+services: set[str] = set()
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(buf: bytes) -> Iterator[tuple[int, bytes | None]]:
+    """(field number, bytes for length-delimited fields else None) of one protobuf message."""
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 0:
+            _, i = _varint(buf, i)
+            yield key >> 3, None
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            yield key >> 3, buf[i : i + size]
+            i += size
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+            yield key >> 3, None
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+
+
+def protobuf_service_names(body: bytes) -> set[str]:
+    """ExportTraceServiceRequest.resource_spans[].resource.attributes["service.name"]."""
+    names = set()
+    for number, resource_spans in _fields(body):
+        if number != 1 or resource_spans is None:
+            continue
+        for number2, resource in _fields(resource_spans):
+            if number2 != 1 or resource is None:
+                continue
+            for number3, attribute in _fields(resource):
+                if number3 != 1 or attribute is None:
+                    continue
+                parts = dict(_fields(attribute))
+                if parts.get(1) == b"service.name" and parts.get(2):
+                    value = dict(_fields(parts[2] or b"")).get(1)
+                    if value:
+                        names.add(value.decode())
+    return names
+
+
+def json_service_names(body: bytes) -> set[str]:
+    names = set()
+    for spans in json.loads(body).get("resourceSpans", []):
+        for attribute in spans.get("resource", {}).get("attributes", []):
+            if attribute.get("key") == "service.name":
+                names.add(attribute.get("value", {}).get("stringValue", ""))
+    return names - {""}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -32,7 +95,9 @@ class Handler(BaseHTTPRequestHandler):
         if port == 14269:
             self._send(200, b'{"status":"Server available","standin":true}')
         elif path == "/api/services":
-            body = {"data": [], "total": 0, "errors": None, "standin": True, **received}
+            names = sorted(services)
+            body = {"data": names, "total": len(names), "errors": None, "standin": True}
+            body.update(received)
             self._send(200, json.dumps(body).encode())
         elif path.startswith("/api/"):
             self._send(200, json.dumps({"data": [], "total": 0, "standin": True}).encode())
@@ -43,10 +108,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        self.rfile.read(length)
-        if self.path.split("?", 1)[0] in ("/v1/traces", "/v1/metrics", "/v1/logs"):
+        body = self.rfile.read(length)
+        path = self.path.split("?", 1)[0]
+        content_type = self.headers.get("Content-Type", "application/x-protobuf")
+        if path == "/v1/traces":
             received["trace_posts"] += 1
-            content_type = self.headers.get("Content-Type", "application/x-protobuf")
+            try:
+                parse = json_service_names if "json" in content_type else protobuf_service_names
+                services.update(parse(body))
+            except (ValueError, IndexError, UnicodeDecodeError, AttributeError):
+                pass  # a stand-in: a malformed export is still acknowledged
+        if path in ("/v1/traces", "/v1/metrics", "/v1/logs"):
             # An empty ExportTraceServiceResponse: zero bytes in protobuf, {} in JSON.
             body = b"{}" if "json" in content_type else b""
             self._send(200, body, content_type)
