@@ -43,8 +43,12 @@ images-offline: docker ## Build every stack image from Debian packages and PyPI 
 test-integration: setup ## Integration tests (real Docker); in an instance, against its DB port/password
 	@eval "$$($(BIN)/ktrdr sandbox db-env)" && $(PYTEST) tests/integration
 
-test-e2e: setup ## E2E suite inside this instance's compose network (stack must be up)
-	$(BIN)/ktrdr sandbox test-e2e $(PYTEST_ARGS)
+# A worktree has no .venv of its own: use this checkout's CLI, else `ktrdr` on PATH (e.g. the main
+# checkout's venv, activated), and only then build a venv here.
+test-e2e: ## E2E suite inside this instance's compose network (stack must be up)
+	@if [ -x $(BIN)/ktrdr ]; then cli=$(BIN)/ktrdr; elif command -v ktrdr >/dev/null; then cli=ktrdr; \
+	else $(MAKE) --no-print-directory setup && cli=$(BIN)/ktrdr; fi; \
+	$$cli sandbox test-e2e $(PYTEST_ARGS)
 
 test: quality docker images-offline ## Everything CI runs: quality, unit, integration (real Docker)
 	CI=$${CI:-true} $(PYTEST) tests/unit tests/integration

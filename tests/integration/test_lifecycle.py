@@ -166,10 +166,7 @@ def test_create_up_test_e2e_evidence_destroy(workspace: Workspace) -> None:
     # `make test-e2e` as a user runs it, reusing this venv instead of building one per worktree.
     venv = str(VENV_BIN.parent)
     started = time.monotonic()
-    e2e = workspace.run(
-        "make", "-s", "test-e2e", f"VENV={venv}", "-o", f"{venv}/bin/ktrdr",
-        cwd=instance, timeout=UP_TIMEOUT,
-    )  # fmt: skip
+    e2e = workspace.run("make", "-s", "test-e2e", f"VENV={venv}", cwd=instance, timeout=UP_TIMEOUT)
     print(f"make test-e2e: {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert e2e.returncode == 0, f"{e2e.stdout}\n{e2e.stderr}"
     junit = instance / ".sandbox" / "test-results" / "e2e-junit.xml"
