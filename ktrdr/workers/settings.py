@@ -21,7 +21,7 @@ class WorkerSettings:
     endpoint: str
     api_url: str
     shared_root: Path
-    heartbeat_interval_s: float = 3.0
+    heartbeat_interval_s: float = 5.0
     register_retry_s: float = 1.0
 
     @classmethod
@@ -39,5 +39,5 @@ class WorkerSettings:
             endpoint=env.get("KTRDR_WORKER_ENDPOINT") or f"http://{host}:{WORKER_PORT}",
             api_url=env.get("KTRDR_API_URL", "http://backend:8000").rstrip("/"),
             shared_root=Path(env.get("KTRDR_SHARED_ROOT", "/shared")),
-            heartbeat_interval_s=float(env.get("KTRDR_HEARTBEAT_INTERVAL_S", "3")),
+            heartbeat_interval_s=float(env.get("KTRDR_HEARTBEAT_INTERVAL_S", "5")),
         )
