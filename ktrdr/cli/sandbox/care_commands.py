@@ -74,7 +74,9 @@ def evidence_command(name: str | None, output: Path | None, as_json: bool) -> No
     if as_json:
         print_json(result.to_json())
         return
-    print_fields([("Evidence", result.path), ("Size", f"{result.size_bytes} bytes")])
+    # Plain echo: a long path must stay on one line for copy-paste (rich would wrap it).
+    click.echo(f"Evidence: {result.path}")
+    click.echo(f"Size:     {result.size_bytes} bytes ({len(result.files)} files)")
     for note in result.missing:
         info(f"missing: {note}")
 
@@ -95,7 +97,12 @@ def doctor_command(fix: bool, as_json: bool) -> None:
             print_table(["SEVERITY", "KIND", "SUBJECT", "DETAIL", "FIXED"], rows)
         for action in report.actions:
             info(f"fixed: {action}")
-        info("doctor: healthy" if report.healthy else f"doctor: {len(report.open)} problem(s)")
+        summary = f"{report.instances_checked} instance(s), Docker labels, host checked"
+        if report.healthy:
+            info(f"doctor: healthy ({summary})")
+        else:
+            fix_hint = "" if fix else "; `ktrdr sandbox doctor --fix` repairs what is safe"
+            info(f"doctor: {len(report.open)} problem(s) ({summary}){fix_hint}")
     click.get_current_context().exit(0 if report.healthy else 1)
 
 

@@ -74,6 +74,7 @@ class Problem:
 class DoctorReport:
     fix: bool
     problems: list[Problem] = field(default_factory=list)
+    instances_checked: int = 0
 
     @property
     def open(self) -> list[Problem]:
@@ -91,6 +92,7 @@ class DoctorReport:
         return {
             "healthy": self.healthy,
             "fix": self.fix,
+            "instances_checked": self.instances_checked,
             "problems": [p.to_json() for p in self.problems],
             "actions": self.actions,
         }
@@ -113,6 +115,7 @@ def run_doctor(*, fix: bool, host: HostPaths | None = None) -> DoctorReport:
         report.problems.append(Problem("registry", str(registry.registry_path()), str(e)))
         entries = None
     if entries is not None:
+        report.instances_checked = len(entries)
         _check_dead_claims(report, entries, fix=fix)
         _check_stale(report, entries, fix=fix, engine=engine)
         _check_env_drift(report, registry.load() if fix else entries, fix=fix)
