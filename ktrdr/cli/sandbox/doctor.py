@@ -326,11 +326,11 @@ def _check_env_drift(report: DoctorReport, entries: dict[str, Entry], *, fix: bo
         if not drift:
             continue
         shown = ", ".join(f"{k}={found} (expected {want})" for k, (found, want) in drift.items())
-        problem = Problem("env-drift", entry.instance_id, f"{env_path}: {shown}")
+        problem = Problem("env-drift", entry.instance_id, f".env.sandbox: {shown}")
         report.problems.append(problem)
         if fix:
             rewrite_env(env_path, {k: want for k, (_, want) in drift.items()})
-            problem.fixed = f"rewrote {', '.join(drift)} in {env_path} (secrets kept)"
+            problem.fixed = f"rewrote {', '.join(drift)} (secrets kept)"
 
 
 # --- Docker resources ------------------------------------------------------------------------
