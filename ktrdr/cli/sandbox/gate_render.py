@@ -44,13 +44,6 @@ class GateRenderer:
         self.err.print(escape(message))
 
     def __enter__(self) -> GateRenderer:
-        if self.live_mode:
-            from rich.live import Live
-
-            self._live = Live(
-                "", console=self.err, refresh_per_second=10, transient=False, redirect_stdout=False
-            )
-            self._live.__enter__()
         return self
 
     def __exit__(
@@ -64,13 +57,24 @@ class GateRenderer:
             self._live = None
 
     def update(self, checks: list[CheckResult]) -> None:
-        if self._live is not None:
-            self._live.update(self._renderable(checks))
+        if self.live_mode:
+            self._live_update(checks)
             return
         for check in checks:  # plain: one line per check, once it is decided
             if check.status != "pending" and check.key not in self._printed:
                 self._printed.add(check.key)
                 self.err.print("  " + escape(check_line(check)))
+
+    def _live_update(self, checks: list[CheckResult]) -> None:
+        # Started on the first update, so nothing blank is drawn while containers start.
+        if self._live is None:
+            from rich.live import Live
+
+            self._live = Live(
+                console=self.err, refresh_per_second=10, transient=False, redirect_stdout=False
+            )
+            self._live.__enter__()
+        self._live.update(self._renderable(checks), refresh=True)
 
     def _renderable(self, checks: list[CheckResult]) -> RenderableType:
         from rich.console import Group
