@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ktrdr.cli.sandbox import compose, proc, registry
+from ktrdr.cli.sandbox import compose, proc
 from ktrdr.cli.sandbox.e2e import RESULTS_DIR, InstanceContext, current_instance
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import SECRET_KEYS, read_env
@@ -50,16 +50,13 @@ class EvidenceResult:
 
 
 def resolve_instance(name: str | None, start: Path) -> InstanceContext:
-    """By registry name/id when given, else the instance at or above `start`."""
+    """By registry name/id when given (full id or create name), else the instance at or above
+    `start` (registered or not: evidence of an unregistered checkout is still useful)."""
     if name is None:
         return current_instance(start)
-    entries = registry.load()
-    matches = [e for e in entries.values() if name in (e.instance_id, e.name)]
-    if len(matches) != 1:
-        known = ", ".join(sorted(entries)) or "none"
-        what = "ambiguous" if matches else "not registered"
-        raise SandboxError(f"instance {name!r} is {what} (registered: {known}); use its full id")
-    return current_instance(matches[0].root)
+    from ktrdr.cli.sandbox.instances import resolve
+
+    return current_instance(resolve(name, cwd=start).root)
 
 
 def collect_evidence(
