@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import shutil
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ class ContainerState:
     restart_count: int
     image_id: str | None
     ports: list[int] = field(default_factory=list)
+    started_at: str | None = None  # RFC 3339 from `docker inspect` (None from `docker ps`)
 
     @property
     def healthy(self) -> bool:
@@ -72,6 +74,7 @@ class ContainerState:
             "restart_count": self.restart_count,
             "image_id": self.image_id,
             "ports": list(self.ports),
+            "started_at": self.started_at,
         }
 
 
@@ -194,6 +197,56 @@ def up(instance_id: str, root: Path, *, build: bool = False) -> None:
         timeout=BUILD_TIMEOUT if build else UP_TIMEOUT,
         what=f"starting instance {instance_id}",
     )
+
+
+class StartingStack:
+    """`compose up -d` running in the background, so the gate can watch the containers while
+    compose starts them, and stop compose when the gate has already seen a crash."""
+
+    def __init__(self, instance_id: str, root: Path, *, build: bool = False) -> None:
+        env = _instance_env(root)
+        args = ["up", "-d", "--remove-orphans", *(["--build"] if build else [])]
+        self.instance_id = instance_id
+        self._process = proc.spawn(
+            [*compose_argv(instance_id, root, env), *args], cwd=root, env=compose_env(env)
+        )
+        self._stderr = ""
+        self._thread = threading.Thread(target=self._wait, name="compose-up", daemon=True)
+        self._thread.start()
+
+    def _wait(self) -> None:
+        _, self._stderr = self._process.communicate()
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def error(self) -> str | None:
+        """None while running or after success; else one line with the tail of stderr."""
+        if not self.done() or self._process.returncode == 0:
+            return None
+        return (
+            f"starting instance {self.instance_id} failed (exit {self._process.returncode}): "
+            f"{proc.stderr_tail(self._stderr)}"
+        )
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def cancel(self) -> None:
+        """Stop compose (SIGTERM, then SIGKILL); the containers it started stay as they are."""
+        if self.done():
+            return
+        self._process.terminate()
+        self._thread.join(10)
+        if not self.done():
+            self._process.kill()
+            self._thread.join(10)
+
+
+def start(instance_id: str, root: Path, *, build: bool = False) -> StartingStack:
+    """Begin `up -d` in the background (see StartingStack); `up` is the blocking form."""
+    ensure_engine()
+    return StartingStack(instance_id, root, build=build)
 
 
 def stop(instance_id: str, root: Path) -> None:
@@ -330,6 +383,7 @@ def _state_from_inspect(item: Mapping[str, Any]) -> ContainerState | None:
         restart_count=int(item.get("RestartCount") or 0),
         image_id=str(item.get("Image")) if item.get("Image") else None,
         ports=_inspect_ports(item),
+        started_at=str(state.get("StartedAt")) if state.get("StartedAt") else None,
     )
 
 

@@ -60,6 +60,14 @@ class GateProbes(Protocol):
     def logs(self, container: str, tail: int) -> list[str]: ...
 
 
+class Startup(Protocol):
+    """The containers being started (compose.StartingStack), watched while the gate runs."""
+
+    def done(self) -> bool: ...
+
+    def error(self) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class GateSpec:
     """What the gate expects of one instance."""
@@ -71,7 +79,8 @@ class GateSpec:
     one_shot_services: frozenset[str] = frozenset({"migrate"})
     db_service: str = "db"
     backend_service: str = "backend"
-    timeout: float = 300.0
+    timeout: float = 300.0  # per-check deadlines count from when the containers are started
+    startup_timeout: float = 900.0  # for `compose up` itself (image builds can be slow)
     http_interval: float = 0.25
     ps_interval: float = 0.5
 
@@ -257,14 +266,20 @@ class _Gate:
         clock: Callable[[], float],
         sleep: Callable[[float], None],
         on_update: Callable[[list[CheckResult]], None] | None,
+        startup: Startup | None,
+        started_wall: datetime,
     ) -> None:
         self.spec, self.probes, self.clock, self.sleep = spec, probes, clock, sleep
+        self.startup = startup
+        # Containers that exited before this `up` began are stale: compose restarts them.
+        self.stale_before = _iso(started_wall)[:19]
+        self.ready_at: float | None = None if startup is not None else 0.0
         self.on_update = on_update or (lambda checks: None)
         self.checks = {k: CheckResult(k, TITLES[k], spec.deadline(k)) for k in TITLES}
         self.containers: list[ContainerState] = []
         self.baseline: dict[str, int] | None = None
         self.observed: set[str] = set()
-        self.failure: tuple[str, str, str | None] | None = None  # check, reason, service
+        self.failure: tuple[str | None, str, str | None] | None = None  # check, reason, service
 
     def run(self) -> None:
         start = self.clock()
@@ -275,13 +290,45 @@ class _Gate:
                 poll_ps = last_ps is None or elapsed - last_ps >= self.spec.ps_interval - 1e-9
                 if poll_ps:
                     last_ps = elapsed
-                self._round(pool, poll_ps)
+                self._watch_startup(elapsed)
+                if self.failure is None:
+                    self._round(pool, poll_ps)
                 elapsed = self.clock() - start
                 self._settle(elapsed)
                 self.on_update(list(self.checks.values()))
-                if self.failure is not None or self._all_passed():
+                if self.failure is not None or (self._all_passed() and self.ready_at is not None):
                     return
                 self.sleep(self.spec.http_interval)
+
+    def _watch_startup(self, elapsed: float) -> None:
+        if self.startup is None or self.ready_at is not None:
+            return
+        if not self.startup.done():
+            if elapsed >= self.spec.startup_timeout:
+                self.failure = (
+                    None,
+                    f"the containers were not started after {self.spec.startup_timeout:.0f}s",
+                    None,
+                )
+            return
+        error = self.startup.error()
+        if error is None:
+            self.ready_at = elapsed
+            return
+        try:  # compose gave up: name the container that crashed, when one did
+            self.containers = self.probes.containers()
+        except Exception:  # keep the last snapshot
+            pass
+        crash = find_crash(
+            self.containers, baseline_restarts={}, one_shot=self.spec.one_shot_services
+        )
+        if crash is None:
+            self.failure = (None, error, None)
+        else:
+            self.failure = (self._check_for_service(crash.service), crash.reason, crash.service)
+
+    def _starting(self) -> bool:
+        return self.ready_at is None
 
     def _all_passed(self) -> bool:
         return all(c.status == "passed" for c in self.checks.values())
@@ -329,8 +376,11 @@ class _Gate:
         self.containers = result
         if self.baseline is None:
             self.baseline = {c.name: c.restart_count for c in result}
+        watched = result
+        if self._starting():
+            watched = [c for c in result if not self._stale(c)]
         crash = find_crash(
-            result, baseline_restarts=self.baseline, one_shot=self.spec.one_shot_services
+            watched, baseline_restarts=self.baseline, one_shot=self.spec.one_shot_services
         )
         if crash is not None:
             self.failure = (self._check_for_service(crash.service), crash.reason, crash.service)
@@ -340,6 +390,11 @@ class _Gate:
             passed, check.detail, _ = database_verdict(result, self.spec.db_service)
             if passed:
                 check.status = "passed"
+
+    def _stale(self, c: ContainerState) -> bool:
+        """Exited before this `up` began (so not a crash of this start)."""
+        started = (c.started_at or "")[:19]
+        return c.state in ("exited", "dead") and bool(started) and started < self.stale_before
 
     def _check_for_service(self, service: str) -> str:
         if service == self.spec.db_service:
@@ -384,15 +439,19 @@ class _Gate:
             key, reason, _ = self.failure
             self._fail(key, reason, elapsed)
             return
+        if self.ready_at is None:
+            return  # deadlines count from when the containers are started
         for check in self.checks.values():
-            if check.status == "pending" and elapsed >= check.deadline_s:
+            if check.status == "pending" and elapsed - self.ready_at >= check.deadline_s:
                 waited = f"not ready after {check.deadline_s:.0f}s"
                 reason = f"{waited}: {check.detail}" if check.detail else waited
                 self.failure = (check.key, reason, self._service_for(check.key))
                 self._fail(check.key, reason, elapsed)
                 return
 
-    def _fail(self, key: str, reason: str, elapsed: float) -> None:
+    def _fail(self, key: str | None, reason: str, elapsed: float) -> None:
+        if key is None:  # the start itself failed: no check is to blame
+            return
         check = self.checks[key]
         check.status, check.detail, check.duration_s = "failed", reason, elapsed
 
@@ -423,11 +482,14 @@ def run_gate(
     sleep: Callable[[float], None] = time.sleep,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     on_update: Callable[[list[CheckResult]], None] | None = None,
+    startup: Startup | None = None,
 ) -> GateReport:
-    """Run the gate until every check passes, one fails, or a container crashes."""
+    """Run the gate until every check passes (and `startup`, when given, has finished), one
+    fails, or a container crashes. With `startup` the gate watches the containers while they
+    are being started, so a crash during the start is reported at once."""
     started_at = now()
     start = clock()
-    gate = _Gate(spec, probes, clock, sleep, on_update)
+    gate = _Gate(spec, probes, clock, sleep, on_update, startup, started_at)
     gate.run()
     failing_check = failure = failing_service = None
     if gate.failure is not None:
@@ -443,39 +505,6 @@ def run_gate(
         failure=failure,
         failing_check=failing_check,
         failing_service=failing_service,
-    )
-
-
-def failed_report(
-    spec: GateSpec,
-    probes: GateProbes,
-    *,
-    reason: str,
-    started_at: datetime,
-    duration: float,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> GateReport:
-    """A failed report for when the stack could not even be started (`compose up` failed):
-    names a crashed service from the container state when there is one, else `reason`."""
-    checks = [CheckResult(k, TITLES[k], spec.deadline(k)) for k in TITLES]
-    try:
-        containers = probes.containers()
-    except Exception:  # the report must be written even when docker cannot be queried
-        containers = []
-    crash = find_crash(containers, baseline_restarts={}, one_shot=spec.one_shot_services)
-    service = crash.service if crash else None
-    failure = f"{crash.reason} ({reason})" if crash else reason
-    return _finish(
-        spec,
-        probes,
-        checks=checks,
-        containers=containers,
-        started_at=started_at,
-        duration=duration,
-        now=now,
-        failure=failure,
-        failing_check=None,
-        failing_service=service,
     )
 
 

@@ -3,10 +3,8 @@ ports, start it through compose.up, and run the Startability Gate."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from ktrdr.cli.sandbox import compose
@@ -16,7 +14,6 @@ from ktrdr.cli.sandbox.gate import (
     DockerProbes,
     GateReport,
     GateSpec,
-    failed_report,
     run_gate,
     write_report,
 )
@@ -196,7 +193,7 @@ def memory_warning(meminfo: Path = Path("/proc/meminfo")) -> str | None:
     )
 
 
-def gate_spec(instance: Instance, *, timeout: float) -> GateSpec:
+def gate_spec(instance: Instance, *, timeout: float, build: bool = False) -> GateSpec:
     one_shot = compose.one_shot_services(instance.root) or {"migrate"}
     return GateSpec(
         instance_id=instance.instance_id,
@@ -205,6 +202,7 @@ def gate_spec(instance: Instance, *, timeout: float) -> GateSpec:
         worker_services=compose.worker_services(instance.root),
         one_shot_services=frozenset(one_shot),
         timeout=timeout,
+        startup_timeout=compose.BUILD_TIMEOUT if build else compose.UP_TIMEOUT,
     )
 
 
@@ -229,26 +227,24 @@ def up(
         if warning:
             result.warnings.append(warning)
             notify(f"Warning: {warning}")
-    spec = gate_spec(instance, timeout=timeout)
-    started_at, start = datetime.now(UTC), time.monotonic()
+    spec = gate_spec(instance, timeout=timeout, build=build)
+    if not gate:
+        compose.up(instance.instance_id, instance.root, build=build)
+        return result
     probes = DockerProbes(instance.instance_id)
+    stack: compose.StartingStack | None = None
+    passed = False
     try:
-        try:
-            compose.up(instance.instance_id, instance.root, build=build)
-        except SandboxError as e:
-            result.report = failed_report(
-                spec,
-                probes,
-                reason=str(e),
-                started_at=started_at,
-                duration=time.monotonic() - start,
-            )
-        else:
-            notify(f"  Containers started ({time.monotonic() - start:.1f}s)")
-            if not gate:
-                return result
-            result.report = run_gate(spec, probes, on_update=on_update)
+        stack = compose.start(instance.instance_id, instance.root, build=build)
+        result.report = run_gate(spec, probes, on_update=on_update, startup=stack)
+        passed = result.report.passed
     finally:
+        if stack is not None:
+            # After a failure compose may still wait on a crashed dependency: stop it.
+            if passed:
+                stack.wait()
+            else:
+                stack.cancel()
         probes.close()
     result.report_file = write_report(instance.root, result.report)
     return result

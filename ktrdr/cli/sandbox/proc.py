@@ -67,3 +67,23 @@ def run(
 def stderr_tail(stderr: str, lines: int = STDERR_TAIL_LINES) -> str:
     tail = [line for line in stderr.strip().splitlines() if line.strip()][-lines:]
     return " | ".join(tail) if tail else "no error output"
+
+
+def spawn(
+    argv: Sequence[object], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start argv in the background with stdout/stderr captured, for a caller that must be able
+    to stop it (e.g. `compose up` while the gate already saw a crash). Never through a shell."""
+    args = [str(a) for a in argv]
+    try:
+        return subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    except FileNotFoundError as e:
+        raise SandboxError(f"{args[0]} is not installed or not on PATH") from e

@@ -18,7 +18,6 @@ from ktrdr.cli.sandbox.gate import (
     HttpAnswer,
     ProbeError,
     backend_verdict,
-    failed_report,
     find_crash,
     read_report,
     run_gate,
@@ -436,35 +435,137 @@ def test_http_checks_poll_every_quarter_second_and_containers_every_half_second(
     assert ps_times == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
 
 
-def test_failed_report_names_the_crashed_service_when_compose_up_itself_failed() -> None:
-    clock = FakeClock()
-    stack = [container("db"), container("migrate", state="exited", health=None, exit_code=2)]
-    probes = ScriptedProbes(clock, containers=lambda t: stack, log_lines=["relation missing"])
-    report = failed_report(
-        spec(),
+class FakeStartup:
+    """Stand-in for compose.StartingStack: done at a given fake time, with or without error."""
+
+    def __init__(self, clock: FakeClock, *, done_at: float, error: str | None = None) -> None:
+        self.clock, self.done_at, self._error = clock, done_at, error
+
+    def done(self) -> bool:
+        return self.clock() >= self.done_at
+
+    def error(self) -> str | None:
+        return self._error if self.done() else None
+
+
+def run_starting(probes: ScriptedProbes, clock: FakeClock, startup: FakeStartup, timeout=60.0):
+    return run_gate(
+        spec(timeout),
         probes,
-        reason="starting instance failed (exit 1): migrate didn't complete",
-        started_at=datetime(2026, 1, 1, tzinfo=UTC),
-        duration=3.0,
+        clock=clock,
+        sleep=clock.sleep,
+        now=lambda: datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC),
+        startup=startup,
     )
+
+
+def stamped(c: ContainerState, started_at: str) -> ContainerState:
+    return ContainerState(**{**c.__dict__, "started_at": started_at})
+
+
+def test_the_gate_passes_only_once_the_containers_are_started() -> None:
+    clock = FakeClock()
+    report = run_starting(ScriptedProbes(clock), clock, FakeStartup(clock, done_at=5.0))
+    assert report.passed
+    assert report.duration_s == pytest.approx(5.0)
+    assert all(c.duration_s == pytest.approx(0.0) for c in report.checks)
+
+
+def test_containers_that_exited_before_this_up_are_not_crashes_while_compose_restarts_them() -> (
+    None
+):
+    clock = FakeClock()
+
+    def containers(t: float) -> list[ContainerState]:
+        stack = healthy_stack()
+        if t < 3.0:  # left over from an earlier run, stopped before this `up`
+            old = container("backend", state="exited", health=None, exit_code=137)
+            stack = [stamped(old, "2026-01-01T11:00:00.5Z") if c.service == "backend" else c
+                     for c in stack]  # fmt: skip
+        return stack
+
+    probes = ScriptedProbes(clock, containers=containers, ready_at={"backend": 3.0})
+    report = run_starting(probes, clock, FakeStartup(clock, done_at=4.0))
+    assert report.passed, report.failure
+
+
+def test_a_container_that_crashes_during_the_start_fails_the_gate_at_once() -> None:
+    clock = FakeClock()
+
+    def containers(t: float) -> list[ContainerState]:
+        stack = healthy_stack()
+        if t >= 1.0:
+            crashed = container("training-worker-1", state="exited", health=None, exit_code=3)
+            stack = [stamped(crashed, "2026-01-01T12:00:00.9Z")
+                     if c.service == "training-worker-1" else c for c in stack]  # fmt: skip
+        return stack
+
+    probes = ScriptedProbes(clock, containers=containers, workers=lambda t: [])
+    report = run_starting(probes, clock, FakeStartup(clock, done_at=30.0))
+    assert not report.passed
+    assert report.failing_service == "training-worker-1"
+    assert report.failure == "training-worker-1 exited with code 3"
+    assert report.duration_s <= 1.5
+
+
+def test_when_compose_fails_the_crashed_service_is_named_with_its_logs() -> None:
+    clock = FakeClock()
+    failed = container("migrate", state="exited", health=None, exit_code=2)
+    probes = ScriptedProbes(
+        clock,
+        containers=lambda t: [container("db"), failed] if t >= 2 else [container("db")],
+        log_lines=["relation missing"],
+    )
+    startup = FakeStartup(clock, done_at=2.0, error="starting failed: migrate didn't complete")
+    report = run_starting(probes, clock, startup)
     assert not report.passed
     assert report.failing_service == "migrate"
-    assert report.failure is not None and report.failure.startswith("migrate exited with code 2")
+    assert report.failure == "migrate exited with code 2"
     assert report.log_tail == ["relation missing"]
 
 
-def test_failed_report_keeps_the_compose_error_when_no_container_crashed() -> None:
+def test_when_compose_fails_without_a_crash_its_error_is_the_reason() -> None:
     clock = FakeClock()
-    probes = ScriptedProbes(clock, containers=lambda t: [])
-    report = failed_report(
-        spec(),
-        probes,
-        reason="image ktrdr-app:dev not found",
-        started_at=datetime(2026, 1, 1, tzinfo=UTC),
-        duration=0.1,
-    )
+    probes = ScriptedProbes(clock, containers=lambda t: [], ready_at={"backend": 1e9})
+    startup = FakeStartup(clock, done_at=0.5, error="image ktrdr-app:dev not found")
+    report = run_starting(probes, clock, startup)
     assert report.failure == "image ktrdr-app:dev not found"
-    assert report.failing_service is None and report.log_tail == []
+    assert report.failing_check is None and report.failing_service is None
+    assert report.log_tail == []
+    assert all(c.status != "failed" for c in report.checks)
+
+
+def test_check_deadlines_count_from_when_the_containers_are_started() -> None:
+    clock = FakeClock()
+
+    def containers(t: float) -> list[ContainerState]:
+        return [container("db", health="starting") if c.service == "db" else c
+                for c in healthy_stack()]  # fmt: skip
+
+    probes = ScriptedProbes(clock, containers=containers)
+    report = run_starting(probes, clock, FakeStartup(clock, done_at=50.0), timeout=100)
+    assert report.failing_check == "database"
+    assert report.duration_s == pytest.approx(110.0, abs=0.5)
+
+
+def test_a_start_that_never_finishes_fails_after_the_startup_timeout() -> None:
+    clock = FakeClock()
+    gate_spec = GateSpec(
+        instance_id=INSTANCE,
+        ports=PORTS,
+        expected_workers={"backtest": 2, "training": 2},
+        worker_services=WORKER_SERVICES,
+        startup_timeout=20.0,
+    )
+    report = run_gate(
+        gate_spec,
+        ScriptedProbes(clock),
+        clock=clock,
+        sleep=clock.sleep,
+        startup=FakeStartup(clock, done_at=1e9),
+    )
+    assert report.failure == "the containers were not started after 20s"
+    assert report.duration_s == pytest.approx(20.0, abs=0.5)
 
 
 def test_report_is_written_as_json_under_dot_sandbox_and_read_back(tmp_path: Path) -> None:
