@@ -279,6 +279,9 @@ class _Gate:
         self.containers: list[ContainerState] = []
         self.baseline: dict[str, int] | None = None
         self.observed: set[str] = set()
+        # Passes seen while compose was still (re)creating containers are provisional: each
+        # check must pass once more after the start before the gate can pass.
+        self.confirmed: set[str] = set()
         self.failure: tuple[str | None, str, str | None] | None = None  # check, reason, service
 
     def run(self) -> None:
@@ -296,7 +299,7 @@ class _Gate:
                 elapsed = self.clock() - start
                 self._settle(elapsed)
                 self.on_update(list(self.checks.values()))
-                if self.failure is not None or (self._all_passed() and self.ready_at is not None):
+                if self.failure is not None or self.confirmed.issuperset(TITLES):
                     return
                 self.sleep(self.spec.http_interval)
 
@@ -314,6 +317,7 @@ class _Gate:
         error = self.startup.error()
         if error is None:
             self.ready_at = elapsed
+            self.observed.clear()
             return
         try:  # compose gave up: name the container that crashed, when one did
             self.containers = self.probes.containers()
@@ -330,11 +334,15 @@ class _Gate:
     def _starting(self) -> bool:
         return self.ready_at is None
 
-    def _all_passed(self) -> bool:
-        return all(c.status == "passed" for c in self.checks.values())
+    def _to_probe(self, key: str) -> bool:
+        if self.checks[key].status == "pending":
+            return True
+        return self.ready_at is not None and key not in self.confirmed
 
-    def _pending(self, key: str) -> bool:
-        return self.checks[key].status == "pending"
+    def _passed(self, check: CheckResult) -> None:
+        check.status = "passed"
+        if self.ready_at is not None:
+            self.confirmed.add(check.key)
 
     def _round(self, pool: ThreadPoolExecutor, poll_ps: bool) -> None:
         urls = self._urls()
@@ -357,11 +365,11 @@ class _Gate:
     def _urls(self) -> dict[str, str]:
         base = f"http://127.0.0.1:{self.spec.ports.api}/api/v1"
         urls: dict[str, str] = {}
-        if self._pending(BACKEND):
+        if self._to_probe(BACKEND):
             urls[BACKEND] = f"{base}/health"
-        if self._pending(WORKERS):
+        if self._to_probe(WORKERS):
             urls[WORKERS] = f"{base}/workers"
-        if self._pending(OBSERVABILITY):
+        if self._to_probe(OBSERVABILITY):
             for name, url in self.spec.observability_urls().items():
                 if name not in self.observed:
                     urls[name] = url
@@ -385,11 +393,14 @@ class _Gate:
         if crash is not None:
             self.failure = (self._check_for_service(crash.service), crash.reason, crash.service)
             return
-        if check.status == "pending":
+        if self._to_probe(DATABASE):
             check.attempts += 1
-            passed, check.detail, _ = database_verdict(result, self.spec.db_service)
+            passed, detail, _ = database_verdict(result, self.spec.db_service)
             if passed:
-                check.status = "passed"
+                check.detail = ""
+                self._passed(check)
+            elif check.status == "pending":
+                check.detail = detail
 
     def _stale(self, c: ContainerState) -> bool:
         """Exited before this `up` began (so not a crash of this start)."""
@@ -409,24 +420,29 @@ class _Gate:
         check_key = OBSERVABILITY if key in OBSERVABILITY_SERVICES else key
         check = self.checks[check_key]
         check.attempts += 1
+        # A passed check keeps its summary while its pass is being confirmed.
+        pending = check.status == "pending"
         if isinstance(answer, ProbeError):
-            check.detail = f"{key}: not answering ({answer})"
+            if pending:
+                check.detail = f"{key}: not answering ({answer})"
             return
         if check_key == OBSERVABILITY:
             if observability_verdict(answer):
                 self.observed.add(key)
-            else:
+            elif pending:
                 check.detail = f"{key} answered HTTP {answer.status}"
             if self.observed.issuperset(OBSERVABILITY_SERVICES):
-                check.status, check.detail = "passed", ""
+                check.detail = ""
+                self._passed(check)
             return
         if key == BACKEND:
             passed, detail, fatal = backend_verdict(answer, self.spec.instance_id)
         else:
             passed, detail, fatal = workers_verdict(answer, self.spec.expected_workers)
-        check.detail = detail
+        if pending or passed:
+            check.detail = detail
         if passed:
-            check.status = "passed"
+            self._passed(check)
         elif fatal:
             self.failure = (check_key, detail, None)
 
@@ -442,7 +458,14 @@ class _Gate:
         if self.ready_at is None:
             return  # deadlines count from when the containers are started
         for check in self.checks.values():
-            if check.status == "pending" and elapsed - self.ready_at >= check.deadline_s:
+            if check.key in self.confirmed or elapsed - self.ready_at < check.deadline_s:
+                continue
+            if check.status == "passed":
+                reason = "was ready during the start, but not after it"
+                self.failure = (check.key, reason, self._service_for(check.key))
+                self._fail(check.key, reason, elapsed)
+                return
+            if check.status == "pending":
                 waited = f"not ready after {check.deadline_s:.0f}s"
                 reason = f"{waited}: {check.detail}" if check.detail else waited
                 self.failure = (check.key, reason, self._service_for(check.key))
@@ -595,6 +618,10 @@ class DockerProbes:
 
         try:
             response = self._client.get(url)
+        except httpx.ConnectError as e:
+            raise ProbeError("connection refused") from e
+        except httpx.TimeoutException as e:
+            raise ProbeError(f"no answer within {HTTP_TIMEOUT:g}s") from e
         except httpx.HTTPError as e:
             raise ProbeError(str(e) or type(e).__name__) from e
         try:

@@ -78,6 +78,7 @@ class GateRenderer:
 
     def _renderable(self, checks: list[CheckResult]) -> RenderableType:
         from rich.console import Group
+        from rich.padding import Padding
         from rich.spinner import Spinner
         from rich.text import Text
 
@@ -87,7 +88,7 @@ class GateRenderer:
                 text = Text(check.title)
                 if check.detail:
                     text.append(f"  {check.detail}", style="dim")
-                rows.append(Spinner("dots", text=text, style="cyan"))
+                rows.append(Padding(Spinner("dots", text=text, style="cyan"), (0, 0, 0, 2)))
             else:
                 style = "green" if check.status == "passed" else "red"
                 line = Text("  ")

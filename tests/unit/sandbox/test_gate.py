@@ -181,6 +181,7 @@ def test_gate_passes_when_every_check_is_ready_and_records_when_each_became_read
     workers = next(c for c in report.checks if c.key == "workers")
     assert workers.detail == "2 backtest, 2 training"
     assert report.failure is None and report.log_tail == []
+    assert [c.detail for c in report.checks if c.key != "workers"] == ["", "", ""]
 
 
 def test_gate_report_carries_image_ids_container_states_and_urls() -> None:
@@ -506,6 +507,26 @@ def test_a_container_that_crashes_during_the_start_fails_the_gate_at_once() -> N
     assert report.failing_service == "training-worker-1"
     assert report.failure == "training-worker-1 exited with code 3"
     assert report.duration_s <= 1.5
+
+
+def test_a_check_passed_during_the_start_is_confirmed_after_it() -> None:
+    clock = FakeClock()
+
+    class RecreatedBackend(ScriptedProbes):
+        """The old backend answers, then compose recreates it (refused), then the new one."""
+
+        def http_get(self, url: str) -> HttpAnswer:
+            if url.endswith("/health") and 2.0 <= self.clock() < 6.0:
+                self.urls.append(url)
+                raise ProbeError("connection refused")
+            return super().http_get(url)
+
+    report = run_starting(RecreatedBackend(clock), clock, FakeStartup(clock, done_at=4.0))
+    assert report.passed
+    assert report.duration_s == pytest.approx(6.0)
+    backend = next(c for c in report.checks if c.key == "backend")
+    assert backend.duration_s == pytest.approx(0.0)  # when it was first seen ready
+    assert backend.detail == ""
 
 
 def test_when_compose_fails_the_crashed_service_is_named_with_its_logs() -> None:
