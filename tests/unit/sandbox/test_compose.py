@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -187,6 +188,7 @@ def test_inspect_output_gives_restart_count_image_and_published_ports() -> None:
         "restart_count": 2,
         "image_id": "sha256:123",
         "ports": [5433],
+        "started_at": None,
     }
     oneoff = {**item, "Config": {"Labels": {"com.docker.compose.oneoff": "True"}}}
     assert compose._state_from_inspect(oneoff) is None
@@ -278,3 +280,46 @@ def test_down_without_a_compose_file_removes_everything_labelled(
     compose.down(instance, None, volumes=True)
     assert compose.leftovers(instance) == []
     assert compose.ps(instance) == []
+
+
+@pytest.mark.docker
+def test_a_starting_stack_reports_compose_errors_as_one_line(tmp_path: Path) -> None:
+    (tmp_path / compose.COMPOSE_FILE).write_text(
+        "services:\n  app:\n    image: x\n"
+        "    ports: ['127.0.0.1:${MISSING_PORT:?MISSING_PORT is not set}:80']\n"
+    )
+    (tmp_path / ".env.sandbox").write_text("KTRDR_INSTANCE_ID=ktrdr-test-x\n")
+    stack = compose.StartingStack("ktrdr-test-x", tmp_path)
+    stack.wait(60)
+    assert stack.done()
+    error = stack.error()
+    assert error is not None and error.startswith("starting instance ktrdr-test-x failed (exit")
+    assert "MISSING_PORT is not set" in error
+    stack.cancel()  # a finished start is left alone
+
+
+@pytest.mark.docker
+def test_cancelling_a_starting_stack_stops_compose(tmp_path: Path) -> None:
+    if not _docker("images", "-q", SMALL_IMAGE).strip():
+        pytest.skip(f"{SMALL_IMAGE} not built (make images-offline)")
+    project = f"ktrdr-test-{uuid.uuid4().hex[:8]}"
+    # `app` waits for a dependency that never becomes healthy, so `up` blocks until cancelled.
+    (tmp_path / compose.COMPOSE_FILE).write_text(
+        f"services:\n"
+        f"  never:\n    image: {SMALL_IMAGE}\n    command: [sleep, '300']\n"
+        f"    labels: {{ktrdr.test: '1', ktrdr.instance: {project}}}\n"
+        f"    healthcheck: {{test: ['CMD', 'false'], interval: 60s, start_period: 300s}}\n"
+        f"  app:\n    image: {SMALL_IMAGE}\n    command: [sleep, '300']\n"
+        f"    depends_on: {{never: {{condition: service_healthy}}}}\n"
+    )
+    (tmp_path / ".env.sandbox").write_text(f"KTRDR_INSTANCE_ID={project}\n")
+    try:
+        stack = compose.StartingStack(project, tmp_path)
+        stack.wait(5)
+        assert not stack.done()
+        started = time.monotonic()
+        stack.cancel()
+        assert stack.done() and time.monotonic() - started < 15
+    finally:
+        compose.down(project, None, volumes=True)
+    assert compose.leftovers(project) == []
