@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from ktrdr.cli.sandbox import compose
@@ -162,6 +164,19 @@ def test_create_up_test_e2e_evidence_destroy(workspace: Workspace) -> None:
     up = workspace.ktrdr("sandbox", "up", cwd=instance, timeout=UP_TIMEOUT)
     print(f"up to PASSED: {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert "Startability Gate: PASSED" in up["stdout"] + up["stderr"]
+
+    # `make test-integration` exports these to the tests: the instance's own DB answers on them.
+    exports = workspace.ktrdr("sandbox", "db-env", cwd=instance)["stdout"]
+    db = dict(shlex.split(line)[1].split("=", 1) for line in exports.splitlines())
+    with psycopg.connect(
+        host=db["KTRDR_DB_HOST"],
+        port=int(db["KTRDR_DB_PORT"]),
+        user="ktrdr",
+        password=db["KTRDR_DB_PASSWORD"],
+        dbname="ktrdr",
+        connect_timeout=10,
+    ) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 1
 
     # `make test-e2e` as a user runs it, reusing this venv instead of building one per worktree.
     venv = str(VENV_BIN.parent)
