@@ -117,6 +117,7 @@ def run_doctor(*, fix: bool, host: HostPaths | None = None) -> DoctorReport:
     if entries is not None:
         report.instances_checked = len(entries)
         _check_dead_claims(report, entries, fix=fix)
+        _check_interrupted_destroys(report, entries)
         _check_stale(report, entries, fix=fix, engine=engine)
         _check_env_drift(report, registry.load() if fix else entries, fix=fix)
         if engine:
@@ -169,6 +170,22 @@ def _check_dead_claims(report: DoctorReport, entries: dict[str, Entry], *, fix: 
         report.problems.append(problem)
         if fix:
             problem.fixed = "; ".join(_undo_interrupted_create(entry)) or "nothing to undo"
+
+
+def _check_interrupted_destroys(report: DoctorReport, entries: dict[str, Entry]) -> None:
+    """`destroying` with the instance still on disk: a destroy stopped midway (or running now).
+    Finishing it would delete a worktree, which only the user may ask for."""
+    for entry in entries.values():
+        if entry.state == "destroying" and instances.stale_reason(entry) is None:
+            report.problems.append(
+                Problem(
+                    "destroy-unfinished",
+                    entry.instance_id,
+                    f"a destroy did not finish; slot {entry.slot} stays claimed: rerun "
+                    f"`ktrdr sandbox destroy {entry.instance_id}`",
+                    severity="warning",
+                )
+            )
 
 
 def _undo_interrupted_create(entry: Entry) -> list[str]:

@@ -366,3 +366,15 @@ def test_remove_empty_tree_removes_only_directories_without_files(tmp_path: Path
     (kept / "b" / "notes.txt").write_text("mine")
     assert not remove_empty_tree(kept)
     assert (kept / "b" / "notes.txt").read_text() == "mine"
+
+
+def test_an_unfinished_destroy_is_reported_with_the_command_to_finish_it(
+    repo: Path, tmp_path: Path
+) -> None:
+    write_env(repo, repo.name, 5)
+    entry = Entry(repo.name, 5, str(repo), "clone", "main", registry.now_iso(), "destroying")
+    register(entry)
+    report = run_doctor(fix=True, host=quiet_host(tmp_path))
+    problem = next(p for p in report.problems if p.kind == "destroy-unfinished")
+    assert f"ktrdr sandbox destroy {repo.name}" in problem.detail and problem.fixed is None
+    assert (repo / ".env.sandbox").is_file() and repo.name in registry.load()
