@@ -208,6 +208,8 @@ def _undo_interrupted_create(entry: Entry) -> list[str]:
             # .git file) is incomplete, so git refuses it. The path did not exist before the
             # claim (create refuses existing paths), so everything in it came from that create.
             shutil.rmtree(path)
+            # `git worktree add` locks the entry while it initializes; prune skips locked ones.
+            proc.run(["git", "-C", repo, "worktree", "unlock", "--", path], timeout=60, check=False)
         done.append(f"worktree {path} removed")
     elif path.is_dir() and not any(p.name != ".git" for p in path.iterdir()):
         shutil.rmtree(path)  # an empty checkout git never registered: nothing of the user's

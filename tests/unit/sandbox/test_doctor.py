@@ -378,3 +378,17 @@ def test_an_unfinished_destroy_is_reported_with_the_command_to_finish_it(
     problem = next(p for p in report.problems if p.kind == "destroy-unfinished")
     assert f"ktrdr sandbox destroy {repo.name}" in problem.detail and problem.fixed is None
     assert (repo / ".env.sandbox").is_file() and repo.name in registry.load()
+
+
+def test_doctor_fix_removes_a_half_made_locked_worktree_git_refuses(
+    repo: Path, tmp_path: Path
+) -> None:
+    """What a kill inside `git worktree add` leaves: registered, locked, no .git file yet."""
+    entry = interrupted_create(repo, "feat-h", env_file=False)
+    git(repo, "worktree", "lock", "--reason", "initializing", entry.path)
+    Path(entry.path, ".git").unlink()
+    report = run_doctor(fix=True, host=quiet_host(tmp_path))
+    assert next(p for p in report.problems if p.kind == "dead-claim").fixed
+    assert not Path(entry.path).exists()
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert registry.load() == {}
