@@ -215,7 +215,9 @@ def up(
     notify: Callable[[str], None] = lambda message: None,
     on_update: Callable[[list[CheckResult]], None] | None = None,
 ) -> UpResult:
-    """Validate, preflight, `compose up -d`, then the gate. The report is always written."""
+    """Validate, preflight, then `compose up -d` in the background while the gate watches the
+    containers start; compose is stopped when the gate fails first. With a gate the report is
+    always written to `.sandbox/gate-report.json`."""
     validate(instance)
     compose.ensure_engine()
     own_ports = {
