@@ -51,7 +51,10 @@ def print_fields(pairs: Iterable[tuple[str, object]]) -> None:
     width = max((len(key) for key, _ in items), default=0)
     out = console()
     for key, value in items:
-        out.print(f"{key + ':':<{width + 1}} {escape('' if value is None else value)}")
+        # soft_wrap: long values (paths, URLs) stay on one line so they can be copied.
+        out.print(
+            f"{key + ':':<{width + 1}} {escape('' if value is None else value)}", soft_wrap=True
+        )
 
 
 def info(message: str) -> None:
