@@ -135,6 +135,19 @@ def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: object) -> 
         sweep(project.created)
 
 
+def _bind_when_free(sock: socket.socket, port: int, timeout: float = 60) -> None:
+    """A previous test's stack may still be releasing the port; the test needs it as its own."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def test_a_foreign_socket_on_a_slot_port_makes_up_refuse_before_any_container_exists(
     project: Project,
 ) -> None:
@@ -143,12 +156,9 @@ def test_a_foreign_socket_on_a_slot_port_makes_up_refuse_before_any_container_ex
     slot = int(env_of(instance)["KTRDR_SLOT"])
     grafana = ports_for_slot(slot).grafana
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", grafana))
-            sock.listen()
-            held = f"port {grafana} (grafana)"
-        except OSError:  # another process took it since `create`: just as foreign
-            held = "port "
+        _bind_when_free(sock, grafana)
+        sock.listen()
+        held = f"port {grafana} (grafana)"
         code, out, err = finish(project.up(instance))
     assert code == 1, err
     assert f"cannot start {instance_id}: slot {slot} {held}" in err

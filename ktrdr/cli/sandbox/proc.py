@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,23 @@ def spawn(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,  # only calls prctl: safe after fork
         )
     except FileNotFoundError as e:
         raise SandboxError(f"{args[0]} is not installed or not on PATH") from e
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM the child when ktrdr dies, even by SIGKILL, so a killed `up` cannot leave
+    a `compose up` creating containers after `doctor` or `destroy` has cleaned up. The signal
+    follows the spawning *thread*, so spawn from the main thread."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:
+        pass
