@@ -28,10 +28,10 @@ import psycopg
 import pytest
 
 from ktrdr.cli.sandbox import compose
+from tests.integration.project_copy import copy_project
 
 pytestmark = pytest.mark.docker
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 KTRDR = str(VENV_BIN / "ktrdr")
 UP_TIMEOUT = 600
@@ -98,26 +98,6 @@ class Workspace:
         assert data["version"] == 1
         instances: dict[str, dict[str, object]] = data["instances"]
         return instances
-
-
-def copy_project(target: Path) -> Path:
-    """This project's files (tracked and untracked-but-not-ignored) as a fresh one-commit repo."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for relative in filter(None, listed.split("\0")):
-        source = REPO_ROOT / relative
-        if source.is_file():
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / relative)
-    git = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.invalid"]
-    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=target, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=target, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "copy"], cwd=target, check=True)
-    return target
 
 
 def labelled(instance_id: str) -> list[str]:

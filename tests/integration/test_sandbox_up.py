@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,10 +24,10 @@ import pytest
 from ktrdr.cli.sandbox import compose
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.envfile import read_env_file
+from tests.integration.project_copy import copy_project
 
 pytestmark = pytest.mark.docker
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 KTRDR = str(Path(sys.executable).parent / "ktrdr")
 UP_TIMEOUT = 420  # seconds for one `up` subprocess: two cold stacks share 2 cores
 
@@ -88,26 +87,6 @@ def health(instance: Path) -> dict[str, object]:
     port = ports_for_slot(int(env_of(instance)["KTRDR_SLOT"])).api
     response = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5, trust_env=False)
     return dict(response.json())
-
-
-def copy_project(target: Path) -> Path:
-    """This project's files (tracked and untracked-but-not-ignored) as a fresh one-commit repo."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for relative in filter(None, listed.split("\0")):
-        source = REPO_ROOT / relative
-        if source.is_file():
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / relative)
-    git = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.invalid"]
-    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=target, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=target, check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "copy"], cwd=target, check=True)
-    return target
 
 
 def sweep(instance_ids: list[str]) -> None:

@@ -1,0 +1,30 @@
+"""A copy of this project as a fresh one-commit git repo, for tests that create real instances
+(the compose file and source tree must exist in the instance) without touching this checkout."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def copy_project(target: Path) -> Path:
+    """This project's files (tracked and untracked-but-not-ignored) as a fresh one-commit repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for relative in filter(None, listed.split("\0")):
+        source = REPO_ROOT / relative
+        if source.is_file():
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / relative)
+    git = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.invalid"]
+    subprocess.run([*git, "init", "-q", "-b", "main"], cwd=target, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=target, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "copy"], cwd=target, check=True)
+    return target
