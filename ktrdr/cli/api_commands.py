@@ -170,9 +170,20 @@ def _render_operation(operation: dict[str, Any], *, as_json: bool) -> None:
             ("Worker", operation.get("worker_id") or "-"),
             ("Created", operation.get("created_at")),
             ("Params", operation.get("params")),
-            ("Result", operation.get("result")),
+            ("Result", _summarize(operation.get("result"))),
             ("Error", operation.get("error") or "-"),
         ]
+    )
+
+
+def _summarize(result: object) -> object:
+    """Scalars as `key=value`; lists by their length (the full result is in --json)."""
+    if not isinstance(result, dict):
+        return result if result is not None else "-"
+    return ", ".join(
+        f"{key}={len(value)} items" if isinstance(value, list) else f"{key}={value}"
+        for key, value in result.items()
+        if not isinstance(value, dict)
     )
 
 

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
+PIPED_WIDTH = 240
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
@@ -22,8 +25,11 @@ def print_json(data: Any) -> None:
 def console(*, stderr: bool = False) -> Console:
     from rich.console import Console
 
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output (agents, grep) is not wrapped at 80 columns; a terminal keeps its own width.
+    width = None if stream.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH
     # highlight=False: user data (names, paths) must print exactly as given.
-    return Console(stderr=stderr, highlight=False, no_color="NO_COLOR" in os.environ)
+    return Console(stderr=stderr, highlight=False, no_color="NO_COLOR" in os.environ, width=width)
 
 
 def escape(text: object) -> str:
