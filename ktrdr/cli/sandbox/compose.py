@@ -401,13 +401,16 @@ def _inspect_ports(item: Mapping[str, Any]) -> list[int]:
 
 def containers_by_instance() -> dict[str, list[ContainerState]]:
     """Every ktrdr-labelled container grouped by instance id: ONE `docker ps` call (for `list`).
-    Exit codes come from the status text; restart counts and image ids are not known here."""
-    ensure_engine()
-    result = proc.run(
-        ["docker", "ps", "-a", "--filter", f"label={INSTANCE_LABEL}", "--format", _PS_FORMAT],
-        timeout=QUERY_TIMEOUT,
-        what="docker ps",
-    )
+    Exit codes come from the status text; restart counts and image ids are not known here.
+    No engine pre-check: `list` must stay fast, and a failing `docker ps` says the same."""
+    argv = ["docker", "ps", "-a", "--filter", f"label={INSTANCE_LABEL}", "--format", _PS_FORMAT]
+    try:
+        result = proc.run(argv, timeout=QUERY_TIMEOUT, what="docker ps")
+    except proc.CommandFailedError as e:
+        raise DockerUnavailableError(
+            f"Docker engine not reachable at {engine_host()}: start Docker and retry "
+            f"({proc.stderr_tail(e.result.stderr, 1)})"
+        ) from e
     grouped: dict[str, list[ContainerState]] = {}
     for line in result.stdout.splitlines():
         container = _state_from_ps_line(line)
