@@ -14,8 +14,14 @@ help: ## List targets
 $(BIN)/ktrdr: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Error: Python >= 3.11 is required (found $$($(PYTHON) --version 2>&1)); set PYTHON=..." >&2; exit 1; }
-	@$(PYTHON) -m venv $(VENV) || \
-		{ echo "Error: cannot create $(VENV); on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+		rm -rf $(VENV); \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "setup: installing python3-venv (apt-get)" >&2; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && \
+			$(PYTHON) -m venv $(VENV); \
+		else false; fi; } || \
+		{ echo "Error: cannot create $(VENV): install python3-venv (apt-get install python3-venv) and retry" >&2; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@

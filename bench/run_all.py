@@ -15,7 +15,23 @@ import traceback
 
 from bench.common import REPO_ROOT
 
-ALL = ["cli_latency", "registry_contention", "create_vs_git", "gate_overhead", "parallel_instances"]
+TITLES = {
+    "cli_latency": "CLI latency",
+    "registry_contention": "Registry contention",
+    "create_vs_git": "Create vs git",
+    "gate_overhead": "Gate overhead",
+    "parallel_instances": "Parallel instances",
+}
+ALL = list(TITLES)
+OUT = REPO_ROOT / "docs" / "benchmarks.md"
+
+
+def _kept_rows(replaced: set[str]) -> list[str]:
+    """Table rows of benchmarks not run now, so a subset run updates only its own rows."""
+    if not OUT.exists():
+        return []
+    rows = [line for line in OUT.read_text().splitlines() if line.startswith("| ")][1:]
+    return [row for row in rows if row.split("|")[1].strip() not in replaced]
 
 
 def _machine() -> str:
@@ -37,8 +53,9 @@ def _commit() -> str:
 
 
 def main(names: list[str]) -> int:
+    names = names or ALL
     rows: list[dict[str, object]] = []
-    for name in names or ALL:
+    for name in names:
         print(f"== {name}", flush=True)
         try:
             rows += importlib.import_module(f"bench.{name}").run()
@@ -61,13 +78,14 @@ def main(names: list[str]) -> int:
         "machines.\n\n"
         "| benchmark | measure | value | ratio | goal |\n|---|---|---|---|---|\n"
     )
-    lines = [
+    lines = _kept_rows({TITLES.get(n, n) for n in names}) + [
         f"| {r['benchmark']} | {r['measure']} | {r['value']} | {r['ratio']} | {r['goal']} |"
         for r in rows
     ]
-    out = REPO_ROOT / "docs" / "benchmarks.md"
-    out.write_text(header + "\n".join(lines) + "\n")
-    print(f"wrote {out}")
+    order = [TITLES[n] for n in ALL]
+    lines.sort(key=lambda row: order.index(t) if (t := row.split("|")[1].strip()) in order else 99)
+    OUT.write_text(header + "\n".join(lines) + "\n")
+    print(f"wrote {OUT}")
     return 0
 
 
