@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import click
@@ -90,6 +92,15 @@ _register_commands()
 
 
 def main() -> None:
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        # Typical after `ktrdr sandbox destroy` run from inside the instance it removed.
+        sys.stderr.write(
+            "Error: the current directory no longer exists (was its instance destroyed?); "
+            "cd to an existing directory and retry\n"
+        )
+        sys.exit(1)
     cli(prog_name="ktrdr")
 
 

@@ -41,3 +41,22 @@ def test_fast_commands_do_not_import_heavy_libraries(args: list[str]) -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip().splitlines()[-1] == "HEAVY=", result.stdout
+
+
+def test_a_deleted_current_directory_is_one_clear_line(tmp_path: Path) -> None:
+    gone = tmp_path / "destroyed-instance"
+    gone.mkdir()
+    probe = (
+        "import os, sys\n"
+        f"os.chdir({str(gone)!r})\n"
+        f"os.rmdir({str(gone)!r})\n"
+        "sys.argv = ['ktrdr', 'sandbox', 'list']\n"
+        "from ktrdr.cli.main import main\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    assert "current directory no longer exists" in result.stderr
+    assert "Traceback" not in result.stderr
