@@ -52,15 +52,12 @@ def print_table(
 
 
 def print_fields(pairs: Iterable[tuple[str, object]]) -> None:
-    """Aligned `key: value` lines (plain text, user data escaped)."""
+    """Aligned `key: value` lines. Plain writes, not rich: values (names like `[bold]x`, long
+    paths) print exactly as given and unwrapped, and create/status skip importing rich."""
     items = list(pairs)
     width = max((len(key) for key, _ in items), default=0)
-    out = console()
     for key, value in items:
-        # soft_wrap: long values (paths, URLs) stay on one line so they can be copied.
-        out.print(
-            f"{key + ':':<{width + 1}} {escape('' if value is None else value)}", soft_wrap=True
-        )
+        sys.stdout.write(f"{key + ':':<{width + 1}} {'' if value is None else value}\n")
 
 
 def info(message: str) -> None:

@@ -136,3 +136,17 @@ def test_config_show_names_the_env_file(tmp_path, monkeypatch: pytest.MonkeyPatc
     body = json.loads(result.stdout)
     assert body["api_url"] == "http://localhost:8005"
     assert body["env_file"] == str((tmp_path / ".env.sandbox").resolve())
+
+
+def test_server_values_print_literally_not_as_markup(api: tuple[str, StandinApiState]) -> None:
+    url, state = api
+    state.health["instance_id"] = "[bold]x[/bold]"
+    result = CliRunner().invoke(cli, ["-u", url, "health"])
+    assert "[bold]x[/bold]" in result.stdout
+
+
+def test_table_cells_print_literally_not_as_markup(api: tuple[str, StandinApiState]) -> None:
+    url, state = api
+    state.workers[0]["worker_id"] = "[red]w[/red]"
+    result = CliRunner().invoke(cli, ["-u", url, "workers", "list"])
+    assert "[red]w[/red]" in result.stdout
