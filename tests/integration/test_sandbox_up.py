@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -245,3 +246,27 @@ def test_a_worker_whose_command_exits_fails_the_gate_fast_naming_it_with_its_log
     assert report["failing_service"].endswith(tuple("12")) and "worker" in report["failing_service"]
     project.ktrdr("sandbox", "destroy", "--yes", "--force", cwd=instance, check=True)
     assert compose.leftovers(project.created[-1]) == []
+
+
+@pytest.mark.timeout(900)
+def test_ctrl_c_during_up_records_an_interrupted_gate_and_a_new_up_passes(
+    project: Project,
+) -> None:
+    instance = project.create("ctrlc")
+    instance_id = project.created[-1]
+    process = project.up(instance)
+    deadline = time.monotonic() + UP_TIMEOUT
+    while not compose.ps(instance_id, instance):
+        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process
+    code, _, err = finish(process)
+    assert code == 130, err
+    assert "ktrdr sandbox up" in err  # the hint: how to resume
+    report = json.loads((instance / ".sandbox" / "gate-report.json").read_text())
+    assert report["result"] == "interrupted"
+
+    code, out, err = finish(project.up(instance))
+    assert code == 0, err
+    assert "Startability Gate: PASSED" in out + err
+    project.ktrdr("sandbox", "destroy", "--yes", cwd=instance, check=True)

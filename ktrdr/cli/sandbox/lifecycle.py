@@ -3,6 +3,7 @@ ports, start it through compose.up, and run the Startability Gate."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,10 +237,22 @@ def up(
     probes = DockerProbes(instance.instance_id)
     stack: compose.StartingStack | None = None
     passed = False
+    started = time.time()
+    last_checks: list[CheckResult] = []
+
+    def remember(checks: list[CheckResult]) -> None:
+        last_checks[:] = checks
+        if on_update is not None:
+            on_update(checks)
+
     try:
         stack = compose.start(instance.instance_id, instance.root, build=build)
-        result.report = run_gate(spec, probes, on_update=on_update, startup=stack)
+        result.report = run_gate(spec, probes, on_update=remember, startup=stack)
         passed = result.report.passed
+    except KeyboardInterrupt:
+        # Evidence even for an aborted start: `status` and `evidence` show what was reached.
+        write_report(instance.root, interrupted_report(instance, spec, started, last_checks))
+        raise
     finally:
         if stack is not None:
             # After a failure compose may still wait on a crashed dependency: stop it.
@@ -250,6 +263,31 @@ def up(
         probes.close()
     result.report_file = write_report(instance.root, result.report)
     return result
+
+
+def interrupted_report(
+    instance: Instance, spec: GateSpec, started: float, checks: list[CheckResult]
+) -> GateReport:
+    from datetime import UTC, datetime
+
+    def iso(seconds: float) -> str:
+        moment = datetime.fromtimestamp(seconds, UTC)
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    now = time.time()
+    return GateReport(
+        instance_id=instance.instance_id,
+        slot=instance.slot,
+        result="interrupted",
+        started_at=iso(started),
+        finished_at=iso(now),
+        duration_s=now - started,
+        timeout_s=spec.timeout,
+        checks=list(checks),
+        containers=[],
+        failure="interrupted by the user (Ctrl-C) before the gate finished",
+        urls=instance.ports.urls(),
+    )
 
 
 def down(instance: Instance) -> None:
