@@ -3,7 +3,9 @@
 - create → up → `make test-e2e` → evidence → destroy, with the offline images;
 - `ktrdr sandbox create` killed with SIGKILL at random points (and one `up` killed, its worktree
   then deleted by hand), then `ktrdr sandbox doctor --fix`: the registry is valid and no
-  worktree, container, volume or network is left that no instance owns.
+  worktree, container, volume or network is left that no instance owns;
+- `ktrdr sandbox destroy` killed at random points (once inside `docker compose down`), then
+  rerun: it finishes, and nothing of the instance is left.
 
 Every instance is created by the real CLI in a git copy of this project in tmp_path, with
 KTRDR_TEST=1 and a tmp KTRDR_HOME; a finalizer removes everything by label even on failure.
@@ -268,3 +270,45 @@ def test_sigkill_during_create_and_up_then_doctor_fix_leaves_nothing_orphaned(
     leftovers = [p for p in json.loads(again.stdout)["problems"] if p["severity"] == "error"]
     assert leftovers == [], leftovers
     assert again.returncode == 0
+
+
+def assert_gone(workspace: Workspace, instance: Path) -> None:
+    assert instance.name not in workspace.registry()
+    assert not instance.exists(), sorted(str(p) for p in instance.rglob("*"))[:20]
+    assert instance.resolve() not in [p.resolve() for p in linked_worktrees(workspace.repo)]
+    assert labelled(instance.name) == []
+
+
+def test_sigkill_during_destroy_then_destroy_again_finishes_the_job(workspace: Workspace) -> None:
+    """Destroy was confirmed before it was killed, so rerunning it must finish — also when the
+    kill left a half-deleted worktree (whose deleted files git reports as changes)."""
+    seed = int(os.environ.get("KTRDR_KILL_SEED", time.time()))
+    rng = random.Random(seed)
+    print(f"KTRDR_KILL_SEED={seed}", file=sys.stderr)
+
+    workspace.ktrdr("sandbox", "create", "timing")
+    started = time.monotonic()
+    workspace.ktrdr("sandbox", "destroy", "--yes", workspace.path_of("timing").name)
+    full = time.monotonic() - started
+
+    # Running containers first: the kill lands inside `docker compose down`.
+    names = ["running", *(f"kill-{i}" for i in range(KILL_ITERATIONS))]
+    for name in names:
+        workspace.ktrdr("sandbox", "create", name)
+        instance = workspace.path_of(name)
+        workspace.instance_ids.add(instance.name)
+        if name == "running":
+            workspace.ktrdr("sandbox", "up", "--no-gate", cwd=instance, timeout=UP_TIMEOUT)
+            assert labelled(instance.name) != []
+        process = workspace.popen("sandbox", "destroy", "--yes", instance.name)
+        time.sleep(rng.uniform(0.0, 3.0) if name == "running" else rng.uniform(0.0, full * 1.1))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+
+        if instance.name in workspace.registry():
+            again = workspace.run(KTRDR, "sandbox", "destroy", "--yes", instance.name, timeout=300)
+            assert again.returncode == 0, f"{workspace.last_log()}\n{again.stdout}\n{again.stderr}"
+        assert_gone(workspace, instance)
+        doctor = workspace.run(KTRDR, "sandbox", "doctor", "--json")
+        problems = json.loads(doctor.stdout)["problems"]
+        assert [p for p in problems if p["severity"] != "info"] == [], problems

@@ -308,3 +308,19 @@ def test_every_volume_an_image_declares_is_a_named_instance_volume() -> None:
         named = {m["target"] for m in service.get("volumes", []) if m["type"] == "volume"}
         uncovered += [f"{name}:{path}" for path in declared if path not in named]
     assert uncovered == []
+
+
+def test_no_bind_mount_lets_the_engine_create_a_missing_host_path() -> None:
+    # A worktree deleted while `up` is still starting containers must stay deleted: with
+    # create_host_path the engine would recreate its directories as empty root-owned dirs.
+    services = rendered(3)["services"]
+
+    binds = [
+        (name, mount["source"], mount.get("bind", {}).get("create_host_path", False))
+        for name, service in services.items()
+        for mount in service.get("volumes", [])
+        if mount["type"] == "bind"
+    ]
+
+    assert len(binds) >= 10
+    assert [b for b in binds if b[2] is not False] == []

@@ -562,18 +562,36 @@ def check_destroyable(entry: Entry, *, force: bool) -> None:
     root = entry.root
     if entry.kind != "worktree" or not root.is_dir():
         return
-    if not worktree.is_linked_worktree(root):
+    if _half_removed(entry):
+        return
+    if not ((root / ".git").exists() and worktree.is_linked_worktree(root)):
         raise SandboxError(
             f"{root} is not a linked git worktree: refusing to delete it; remove the entry "
             f"with `ktrdr sandbox prune` after moving it, or delete it yourself"
         )
-    dirty = worktree.dirty_paths(root)
+    # Resuming a confirmed destroy: the files its worktree removal already deleted are not
+    # the user's changes.
+    dirty = worktree.dirty_paths(root, ignore_deleted=entry.state == "destroying")
     if dirty and not force:
         shown = ", ".join(dirty[:5]) + (" …" if len(dirty) > 5 else "")
         raise SandboxError(
             f"worktree {root} has uncommitted or untracked changes ({shown}): commit or stash "
             "them, or pass --force to discard them"
         )
+
+
+def _half_removed(entry: Entry) -> bool:
+    """An interrupted destroy's worktree: its .git file is gone but git still lists the path."""
+    root = entry.root
+    return (
+        entry.state == "destroying"
+        and entry.kind == "worktree"
+        and root.is_dir()
+        and not (root / ".git").exists()
+        and bool(entry.repo)
+        and Path(str(entry.repo)).is_dir()
+        and worktree.is_registered(Path(str(entry.repo)), root)
+    )
 
 
 def teardown_containers(entry: Entry) -> tuple[bool, str]:
@@ -622,9 +640,18 @@ def destroy_instance(entry: Entry, *, force: bool) -> DestroyResult:
     result.notes.append(note)
     root = entry.root
     if entry.kind == "worktree":
-        if root.is_dir():
+        if _half_removed(entry):
+            # A killed `git worktree remove` deleted the .git file with part of the files;
+            # git still lists the path, so it was ours and the user confirmed its removal.
+            repo = Path(str(entry.repo))
+            with worktree.repo_lock(repo):
+                shutil.rmtree(root)
+                worktree.prune(repo)
+            result.worktree_removed = True
+        elif root.is_dir():
             with worktree.repo_lock(root):
-                worktree.remove(root, root, force=force)
+                # A resumed destroy passed the dirty check above, ignoring files it had deleted.
+                worktree.remove(root, root, force=force or entry.state == "destroying")
             result.worktree_removed = True
         elif entry.repo and Path(entry.repo).is_dir():
             worktree.prune_locked(Path(entry.repo))

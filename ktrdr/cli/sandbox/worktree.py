@@ -135,10 +135,26 @@ def delete_branch(repo: Path, name: str) -> None:
     _git(repo, "branch", "-D", "--", name, what="git branch -D")
 
 
-def dirty_paths(path: Path) -> list[str]:
-    """Uncommitted or untracked paths (ignored files, like .env.sandbox, do not count)."""
+def dirty_paths(path: Path, *, ignore_deleted: bool = False) -> list[str]:
+    """Uncommitted or untracked paths (ignored files, like .env.sandbox, do not count).
+    `ignore_deleted` skips tracked files deleted from the worktree (what a killed removal
+    leaves behind)."""
     out = _git(path, "status", "--porcelain", "--untracked-files=normal", what="git status")
-    return [line[3:] for line in out.splitlines() if line.strip()]
+    return [
+        line[3:]
+        for line in out.splitlines()
+        if line.strip() and not (ignore_deleted and line[:2] == " D")
+    ]
+
+
+def is_registered(repo: Path, path: Path) -> bool:
+    """git still lists `path` as a linked worktree of `repo`, even if its .git file is gone."""
+    target = path.resolve()
+    try:
+        linked = list_worktrees(repo)[1:]
+    except CommandFailedError:
+        return False
+    return any(info.path.resolve() == target for info in linked)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,54 @@ def test_destroy_with_force_removes_a_dirty_worktree(repo: Path, docker: DockerS
     assert registry.load() == {}
 
 
+def _interrupt_destroy(instance_id: str, *deleted: str, root: Path) -> None:
+    """What a destroy killed inside `git worktree remove` leaves: state `destroying` and a
+    worktree with part of its files (maybe its .git file) already deleted."""
+    with registry.transaction() as entries:
+        entries[instance_id].state = "destroying"
+    for name in deleted:
+        target = root / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+
+def _commit_a_package(repo: Path) -> None:
+    (repo / "ktrdr").mkdir()
+    (repo / "ktrdr" / "core.py").write_text("VALUE = 1\n")
+    git(repo, "add", "ktrdr")
+    git(repo, "commit", "-q", "-m", "package")
+
+
+@pytest.mark.parametrize("deleted", [("ktrdr", "README.md"), ("ktrdr", ".git")])
+def test_rerunning_an_interrupted_destroy_finishes_it(
+    repo: Path, docker: DockerStandIn, deleted: tuple[str, ...]
+) -> None:
+    _commit_a_package(repo)
+    created = create_instance(name="feat-a", cwd=repo)
+    _interrupt_destroy("ktrdr--feat-a", *deleted, root=created.path)
+
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
+
+    assert out.exit_code == 0, out.output
+    assert not created.path.exists()
+    assert registry.load() == {}
+    assert str(created.path) not in git(repo, "worktree", "list")
+
+
+def test_an_interrupted_destroy_still_protects_files_added_since(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    _commit_a_package(repo)
+    created = create_instance(name="feat-a", cwd=repo)
+    _interrupt_destroy("ktrdr--feat-a", "ktrdr", root=created.path)
+    (created.path / "wip.txt").write_text("written after the kill")
+
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
+
+    assert out.exit_code == 1
+    assert "(wip.txt)" in out.stderr and "--force" in out.stderr
+    assert (created.path / "wip.txt").exists()
+
+
 def test_destroy_never_deletes_an_inited_clone(repo: Path, docker: DockerStandIn) -> None:
     init_instance(cwd=repo)
     (repo / "unpushed.txt").write_text("precious")
