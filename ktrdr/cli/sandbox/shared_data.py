@@ -194,9 +194,14 @@ def _install_path(
         os.link(path, destination)
         result.linked.append(relative)
     except OSError:  # other filesystem, or links not allowed: a plain copy
+        # Via a temp name: a copy cut short by a kill must not pass for the user's file on the
+        # rerun (which keeps files that differ).
+        temporary = destination.with_name(f".{destination.name}.tmp")
         try:
-            shutil.copy2(path, destination)
+            shutil.copy2(path, temporary)
+            os.replace(temporary, destination)
         except OSError as e:
+            temporary.unlink(missing_ok=True)
             raise SandboxError(f"cannot copy {path} to {destination}: {e.strerror or e}") from e
     if relative not in result.overwritten:
         result.installed.append(relative)

@@ -97,6 +97,24 @@ def test_init_shared_from_structured_dir_hard_links_on_the_same_filesystem(
     assert os.path.samefile(copied, source / "data" / "TSLA_1h.csv")
 
 
+def test_init_shared_from_another_filesystem_copies_via_a_temp_name(tmp_path: Path) -> None:
+    # /dev/shm is a tmpfs: hard links to tmp_path fail there, so the copy path runs for real.
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than tmp_path")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        source = make_structured_dir(Path(other))
+        result = init_shared(source=source)
+        copied = shared_root() / "data" / "TSLA_1h.csv"
+        assert result.linked == []
+        assert copied.read_bytes() == (source / "data" / "TSLA_1h.csv").read_bytes()
+        assert not os.path.samefile(copied, source / "data" / "TSLA_1h.csv")
+    leftovers = [p.name for p in shared_root().rglob(".*.tmp")]
+    assert leftovers == []
+
+
 def test_init_shared_from_flat_dir_sorts_files_by_type_and_reports_the_rest(
     tmp_path: Path,
 ) -> None:
