@@ -41,6 +41,11 @@ def escape(text: object) -> str:
 def print_table(
     columns: Sequence[str], rows: Iterable[Sequence[object]], *, title: str | None = None
 ) -> None:
+    """A rich table on a terminal; piped, plain columns (exact values, never folded, and no
+    rich import: agents poll `ktrdr sandbox list` in loops)."""
+    if not sys.stdout.isatty():
+        _print_plain_table(columns, rows, title=title)
+        return
     from rich.table import Table
 
     table = Table(title=title, box=None, pad_edge=False, header_style="bold")
@@ -49,6 +54,19 @@ def print_table(
     for row in rows:
         table.add_row(*("" if cell is None else escape(cell) for cell in row))
     console().print(table)
+
+
+def _print_plain_table(
+    columns: Sequence[str], rows: Iterable[Sequence[object]], *, title: str | None
+) -> None:
+    cells = [list(columns)] + [["" if cell is None else str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = [title] if title else []
+    for row in cells:
+        lines.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def print_fields(pairs: Iterable[tuple[str, object]]) -> None:

@@ -93,7 +93,7 @@ def _quote(path: Path) -> str:
 @json_option
 def list_command(as_json: bool) -> None:
     """Registered instances with slot, status, API port and path (read-only)."""
-    from ktrdr.cli.sandbox.instances import list_instances
+    from ktrdr.cli.sandbox.listing import list_instances
 
     rows = list_instances()
     if as_json:

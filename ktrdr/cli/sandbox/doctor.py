@@ -35,10 +35,11 @@ from typing import Literal, TypeVar
 
 from ktrdr.cli.sandbox import instances, proc, registry, worktree
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.home import ktrdr_home
 from ktrdr.cli.sandbox.instance import read_env, write_env_file
+from ktrdr.cli.sandbox.listing import stale_reason
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
-from ktrdr.cli.sandbox.shared_data import ktrdr_home
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
 Severity = Literal["error", "warning"]
@@ -176,7 +177,7 @@ def _check_interrupted_destroys(report: DoctorReport, entries: dict[str, Entry])
     """`destroying` with the instance still on disk: a destroy stopped midway (or running now).
     Finishing it would delete a worktree, which only the user may ask for."""
     for entry in entries.values():
-        if entry.state == "destroying" and instances.stale_reason(entry) is None:
+        if entry.state == "destroying" and stale_reason(entry) is None:
             report.problems.append(
                 Problem(
                     "destroy-unfinished",
@@ -237,9 +238,7 @@ def _check_stale(
     report: DoctorReport, entries: dict[str, Entry], *, fix: bool, engine: bool
 ) -> None:
     stale = {
-        e.instance_id: reason
-        for e in entries.values()
-        if (reason := instances.stale_reason(e)) is not None
+        e.instance_id: reason for e in entries.values() if (reason := stale_reason(e)) is not None
     }
     problems: dict[str, Problem] = {}
     for instance_id, reason in stale.items():

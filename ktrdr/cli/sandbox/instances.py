@@ -22,7 +22,6 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from ktrdr.cli.sandbox import registry, worktree
@@ -39,20 +38,17 @@ from ktrdr.cli.sandbox.instance import (
     validate_images,
     write_env_file,
 )
+from ktrdr.cli.sandbox.listing import (
+    ONE_SHOT_SERVICES,
+    containers_snapshot,
+    entry_status,
+    stale_reason,
+)
+from ktrdr.cli.sandbox.listing import compose_module as _compose
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.shared_data import shared_root
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
-
-ONE_SHOT_SERVICES = frozenset({"migrate", "e2e-tests"})
-
-
-def _compose() -> ModuleType:
-    """The compose module, imported lazily (it is only needed when Docker is involved)."""
-    from ktrdr.cli.sandbox import compose
-
-    return compose
-
 
 # --- create / init -----------------------------------------------------------------------
 
@@ -358,73 +354,6 @@ def _entry_for_root(entries: dict[str, Entry], root: Path) -> Entry | None:
 
 
 # --- list / status -------------------------------------------------------------------------
-
-
-def stale_reason(entry: Entry) -> str | None:
-    if entry.is_dead_claim():
-        return f"create did not finish (process {entry.pid} is gone)"
-    if entry.state == "creating":
-        return None
-    if not entry.root.is_dir():
-        return f"{entry.path} is gone"
-    if not (entry.root / SANDBOX_ENV_FILENAME).is_file():
-        return f"{entry.root / SANDBOX_ENV_FILENAME} is gone"
-    return None
-
-
-def containers_snapshot() -> dict[str, list[Any]] | None:
-    """All instances' containers from ONE Docker query, or None when no engine answers."""
-    try:  # no separate engine ping: an unreachable engine raises DockerUnavailableError
-        grouped: dict[str, list[Any]] = _compose().containers_by_instance()
-    except SandboxError:
-        return None
-    return grouped
-
-
-def docker_status(containers: list[Any] | None) -> str:
-    """running / partial / stopped from container states; one-shot services do not count."""
-    if containers is None:
-        return "unknown"
-    services = [c for c in containers if c.service not in ONE_SHOT_SERVICES]
-    running = sum(1 for c in services if c.state == "running")
-    if not services or running == 0:
-        return "stopped"
-    return "running" if running == len(services) else "partial"
-
-
-def entry_status(entry: Entry, snapshot: dict[str, list[Any]] | None) -> str:
-    if stale_reason(entry) is not None:
-        return "stale"
-    if entry.state != "ready":
-        return entry.state
-    if snapshot is None:
-        return "unknown"
-    return docker_status(snapshot.get(entry.instance_id, []))
-
-
-@dataclass
-class InstanceRow:
-    entry: Entry
-    status: str
-
-    def to_json(self) -> dict[str, Any]:
-        ports = ports_for_slot(self.entry.slot)
-        return {
-            **self.entry.to_json(),
-            "status": self.status,
-            "api_port": ports.api,
-            "api_url": ports.urls()["api"],
-        }
-
-
-def list_instances() -> list[InstanceRow]:
-    """Every registered instance with its status. Read-only: never writes the registry."""
-    entries = registry.load()
-    snapshot = containers_snapshot() if entries else None
-    return [
-        InstanceRow(entry, entry_status(entry, snapshot))
-        for entry in sorted(entries.values(), key=lambda e: (e.slot, e.instance_id))
-    ]
 
 
 @dataclass

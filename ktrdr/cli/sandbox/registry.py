@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -24,8 +23,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.home import ktrdr_home
 from ktrdr.cli.sandbox.ports import LAST_SLOT
-from ktrdr.cli.sandbox.shared_data import ktrdr_home
 
 VERSION = 1
 DEFAULT_LOCK_TIMEOUT = 30.0
@@ -140,6 +139,8 @@ def _check(entry: Entry, key: str) -> None:
 def _write(path: Path, entries: dict[str, Entry]) -> None:
     data = {"version": VERSION, "instances": {k: e.to_json() for k, e in sorted(entries.items())}}
     payload = (json.dumps(data, indent=2) + "\n").encode("utf-8")
+    import tempfile  # only writers need it; `list` only reads
+
     fd, tmp = tempfile.mkstemp(prefix=".instances.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

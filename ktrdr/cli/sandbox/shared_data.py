@@ -21,16 +21,11 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.home import ktrdr_home
 
 SUBDIRS = ("data", "strategies", "models")
 FLAT_SUFFIXES = {".csv": "data", ".yaml": "strategies", ".yml": "strategies", ".json": "models"}
 SAMPLE_PACKAGE = "ktrdr.sample_data"
-
-
-def ktrdr_home() -> Path:
-    """The one root of KTRDR state: $KTRDR_HOME, default ~/.ktrdr."""
-    configured = os.environ.get("KTRDR_HOME")
-    return Path(configured).expanduser() if configured else Path.home() / ".ktrdr"
 
 
 def shared_root() -> Path:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ktrdr.cli.sandbox import instances
+from ktrdr.cli.sandbox import instances, listing
 from ktrdr.cli.sandbox.errors import DockerUnavailableError
 
 
@@ -82,4 +82,5 @@ class DockerStandIn:
 def docker(monkeypatch: pytest.MonkeyPatch) -> DockerStandIn:
     stand_in = DockerStandIn()
     monkeypatch.setattr(instances, "_compose", lambda: stand_in)
+    monkeypatch.setattr(listing, "compose_module", lambda: stand_in)
     return stand_in
