@@ -17,6 +17,23 @@ from ktrdr.errors import KtrdrError
 class KtrdrGroup(click.Group):
     """Renders KtrdrError as one `Error: …` line with its exit code; bugs keep tracebacks."""
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:  # while parsing: nothing ran yet
+            sys.stderr.write("\nInterrupted\n")
+            raise SystemExit(130) from None
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["ktrdr.argv"] = list(args)  # for the Ctrl-C message: the command as typed
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -24,6 +41,16 @@ class KtrdrGroup(click.Group):
             if e.exit_code == 2:
                 raise click.UsageError(e.message, ctx) from e
             raise _ExitingClickError(e.message, e.exit_code) from e
+        except KeyboardInterrupt:
+            # Instead of click's bare "Aborted!": say what to do, and exit like a shell (130).
+            import shlex
+
+            typed = shlex.join([ctx.command_path, *ctx.meta.get("ktrdr.argv", [])])
+            sys.stderr.write(
+                f"\nInterrupted: `{typed}` stopped before it finished; run it again "
+                "(`ktrdr sandbox doctor` reports anything left half-done)\n"
+            )
+            raise SystemExit(130) from None
 
 
 class _ExitingClickError(click.ClickException):

@@ -201,6 +201,12 @@ def destroy_command(
             if not destroy_all:
                 raise
             failures.append(f"{entry.instance_id}: {e}")
+        except KeyboardInterrupt:
+            info(
+                f"\ninterrupted: destroy of {entry.instance_id} stopped midway; slot {entry.slot} "
+                f"stays claimed: rerun `ktrdr sandbox destroy {entry.instance_id}` to finish"
+            )
+            raise SystemExit(130) from None
     _render_destroyed(results, as_json=as_json)
     if failures:
         raise SandboxError(f"{len(failures)} instance(s) not destroyed: " + " | ".join(failures))

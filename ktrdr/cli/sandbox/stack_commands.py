@@ -95,6 +95,9 @@ def logs(service: str | None, follow: bool, tail: int, name: str | None) -> None
     from ktrdr.cli.sandbox import lifecycle
 
     instance = lifecycle.resolve(name, Path.cwd())
-    code = lifecycle.logs(instance, service=service, follow=follow, tail=tail)
+    try:
+        code = lifecycle.logs(instance, service=service, follow=follow, tail=tail)
+    except KeyboardInterrupt:  # the normal way to stop `--follow`: nothing to report
+        raise SystemExit(130) from None
     if code not in (0, 130):
         raise SystemExit(code)

@@ -121,6 +121,26 @@ def test_an_interrupted_destroy_still_protects_files_added_since(
     assert (created.path / "wip.txt").exists()
 
 
+def test_ctrl_c_during_destroy_says_how_to_finish_and_the_rerun_does(
+    repo: Path, docker: DockerStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = create_instance(name="feat-a", cwd=repo)
+
+    def interrupted_down(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C arriving while `docker compose down` runs
+
+    with monkeypatch.context() as patch:
+        patch.setattr(docker, "down", interrupted_down)
+        out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
+
+    assert out.exit_code == 130
+    assert "rerun `ktrdr sandbox destroy ktrdr--feat-a` to finish" in out.stderr
+    assert registry.load()["ktrdr--feat-a"].state == "destroying"
+    again = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
+    assert again.exit_code == 0, again.output
+    assert not created.path.exists() and registry.load() == {}
+
+
 def test_destroy_never_deletes_an_inited_clone(repo: Path, docker: DockerStandIn) -> None:
     init_instance(cwd=repo)
     (repo / "unpushed.txt").write_text("precious")
