@@ -62,15 +62,14 @@ def test_e2e_command(pytest_args: tuple[str, ...]) -> None:
 
 @sandbox.command("evidence")
 @click.argument("name", required=False)
-@click.option(
-    "--output", "-o", type=click.Path(path_type=Path, dir_okay=False), help="Tarball path."
-)
+@click.option("--output", "-o", metavar="FILE", help="Tarball path (a new or regular file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evidence_command(name: str | None, output: Path | None, as_json: bool) -> None:
+def evidence_command(name: str | None, output: str | None, as_json: bool) -> None:
     """Bundle gate report, compose ps, service logs, test results and git state into a tar.gz."""
-    from ktrdr.cli.sandbox.evidence import collect_evidence
+    from ktrdr.cli.sandbox.evidence import check_output_path, collect_evidence
 
-    result = collect_evidence(name=name, start=Path.cwd(), output=output)
+    target = check_output_path(output) if output is not None else None
+    result = collect_evidence(name=name, start=Path.cwd(), output=target)
     if as_json:
         print_json(result.to_json())
         return
@@ -79,6 +78,8 @@ def evidence_command(name: str | None, output: Path | None, as_json: bool) -> No
     click.echo(f"Size:     {result.size_bytes} bytes ({len(result.files)} files)")
     for note in result.missing:
         info(f"missing: {note}")
+    if result.replaced:
+        info(f"note: replaced the existing file {result.path}")
 
 
 @sandbox.command("doctor")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import tarfile
 import tempfile
 import time
@@ -38,6 +39,7 @@ class EvidenceResult:
     size_bytes: int
     files: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    replaced: bool = False  # --output named an existing file
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -46,6 +48,7 @@ class EvidenceResult:
             "size_bytes": self.size_bytes,
             "files": self.files,
             "missing": self.missing,
+            "replaced": self.replaced,
         }
 
 
@@ -57,6 +60,27 @@ def resolve_instance(name: str | None, start: Path) -> InstanceContext:
     from ktrdr.cli.sandbox.instances import resolve
 
     return current_instance(resolve(name, cwd=start).root)
+
+
+def check_output_path(raw: str) -> Path:
+    """`--output` as given: a new path or a regular file to replace. The tarball is renamed
+    into place, so anything else there (/dev/null, a FIFO, a symlink's target) would be lost."""
+    if raw.strip() in ("", "-"):
+        shown = "an empty path" if not raw.strip() else "'-' (stdout)"
+        raise SandboxError(
+            f"--output {shown} is not supported: pass a file path, e.g. evidence.tar.gz"
+        )
+    path = Path(raw).expanduser().absolute()
+    if path.is_symlink():
+        raise SandboxError(f"--output {path} is a symlink: refusing to replace it; pass a new path")
+    if path.is_dir():
+        raise SandboxError(f"--output {path} is a directory: pass a file path inside it")
+    if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+        raise SandboxError(
+            f"--output {path} is not a regular file (a device, FIFO or socket): refusing to "
+            "replace it; pass a file path"
+        )
+    return path
 
 
 def collect_evidence(
@@ -86,9 +110,15 @@ def collect_evidence(
         ),
     )
     path = (output or context.root / EVIDENCE_DIR / f"{prefix}.tar.gz").absolute()
+    replaced = path.exists()
     bundle.write(path)
     return EvidenceResult(
-        context.instance_id, path, path.stat().st_size, list(bundle.names), list(bundle.missing)
+        context.instance_id,
+        path,
+        path.stat().st_size,
+        list(bundle.names),
+        list(bundle.missing),
+        replaced=replaced,
     )
 
 

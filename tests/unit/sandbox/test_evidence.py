@@ -4,6 +4,7 @@ unreachable DOCKER_HOST, not a mock."""
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -94,6 +95,53 @@ def test_evidence_writes_to_the_given_output_path(
     result = collect_evidence(start=instance, output=target)
     assert result.path == target and target.is_file()
     assert not list(target.parent.glob(".evidence.*"))  # no temp file left behind
+
+
+def _special_outputs(tmp_path: Path) -> dict[str, Path]:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    kept = tmp_path / "kept.txt"
+    kept.write_text("keep me")
+    link = tmp_path / "link.tar.gz"
+    link.symlink_to(kept)
+    return {"FIFO": fifo, "symlink": link, "device": Path("/dev/null")}
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "symlink", "device"])
+def test_evidence_never_replaces_a_device_fifo_or_symlink(
+    instance: Path, engine_down: None, tmp_path: Path, kind: str
+) -> None:
+    target = _special_outputs(tmp_path)[kind]
+    before = os.lstat(target)
+
+    result = CliRunner().invoke(cli, ["sandbox", "evidence", "--output", str(target)])
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: --output ") and "refusing to replace" in result.stderr
+    after = os.lstat(target)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert (tmp_path / "kept.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("raw", ["", "  ", "-"])
+def test_evidence_refuses_an_empty_or_stdout_output(
+    instance: Path, engine_down: None, raw: str
+) -> None:
+    result = CliRunner().invoke(cli, ["sandbox", "evidence", "--output", raw])
+    assert result.exit_code == 1
+    assert "is not supported: pass a file path" in result.stderr
+    assert not (instance / "-").exists()
+
+
+def test_evidence_says_when_it_replaced_an_existing_file(
+    instance: Path, engine_down: None, tmp_path: Path
+) -> None:
+    target = tmp_path / "old.tar.gz"
+    target.write_text("old bundle")
+    result = CliRunner().invoke(cli, ["sandbox", "evidence", "-o", str(target), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["replaced"] is True
+    assert tarfile.is_tarfile(target)
 
 
 def test_evidence_by_name_uses_the_registry(
