@@ -64,6 +64,8 @@ def init_command(slot: int | None, as_json: bool) -> None:
 def _render_created(result: CreateResult, *, as_json: bool) -> None:
     for skipped in result.skipped:
         info(f"note: skipped slot {skipped.slot}: {skipped.reason}")
+    for note in result.notes:
+        info(f"note: {note}")
     if as_json:
         print_json(result.to_json())
         return

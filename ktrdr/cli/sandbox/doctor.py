@@ -170,7 +170,7 @@ def _check_dead_claims(report: DoctorReport, entries: dict[str, Entry], *, fix: 
         )
         report.problems.append(problem)
         if fix:
-            problem.fixed = "; ".join(_undo_interrupted_create(entry)) or "nothing to undo"
+            problem.fixed = "; ".join(instances.undo_interrupted_create(entry)) or "nothing to undo"
 
 
 def _check_interrupted_destroys(report: DoctorReport, entries: dict[str, Entry]) -> None:
@@ -187,44 +187,6 @@ def _check_interrupted_destroys(report: DoctorReport, entries: dict[str, Entry])
                     severity="warning",
                 )
             )
-
-
-def _undo_interrupted_create(entry: Entry) -> list[str]:
-    """Remove what a killed create made: its worktree (if git registered it under the claim's
-    repo) and its branch (safe delete). The entry itself is dropped by the stale pass."""
-    done: list[str] = []
-    repo = Path(entry.repo) if entry.repo else None
-    if repo is None or not repo.is_dir() or entry.kind != "worktree":
-        return done
-    known = {str(w.path.resolve()) for w in _worktrees(repo)}
-    path = entry.root
-    if path.exists() and str(path.resolve()) in known:
-        removed = proc.run(
-            ["git", "-C", repo, "worktree", "remove", "-f", "-f", "--", path],
-            timeout=120,
-            check=False,
-        )
-        if removed.returncode != 0:
-            # Killed inside `git worktree add`: git registered the path but the checkout (its
-            # .git file) is incomplete, so git refuses it. The path did not exist before the
-            # claim (create refuses existing paths), so everything in it came from that create.
-            shutil.rmtree(path)
-            # `git worktree add` locks the entry while it initializes; prune skips locked ones.
-            proc.run(["git", "-C", repo, "worktree", "unlock", "--", path], timeout=60, check=False)
-        done.append(f"worktree {path} removed")
-    elif path.is_dir() and not any(p.name != ".git" for p in path.iterdir()):
-        shutil.rmtree(path)  # an empty checkout git never registered: nothing of the user's
-        done.append(f"empty directory {path} removed")
-    elif path.exists():
-        done.append(f"{path} kept: not a worktree of {repo}, remove it yourself")
-    proc.run(["git", "-C", repo, "worktree", "prune"], timeout=60, check=False)
-    if entry.branch and entry.branch == entry.name:
-        deleted = proc.run(
-            ["git", "-C", repo, "branch", "-d", "--", entry.branch], timeout=60, check=False
-        )
-        if deleted.returncode == 0:
-            done.append(f"branch {entry.branch} deleted (it had no unmerged commits)")
-    return done
 
 
 def _worktrees(repo: Path) -> list[worktree.WorktreeInfo]:

@@ -46,6 +46,7 @@ from ktrdr.cli.sandbox.listing import (
 )
 from ktrdr.cli.sandbox.listing import compose_module as _compose
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, ports_for_slot
+from ktrdr.cli.sandbox.proc import run
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.shared_data import shared_root
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
@@ -63,6 +64,7 @@ class CreateResult:
     env_file: Path
     new_branch: bool = False
     skipped: list[SkippedSlot] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def urls(self) -> dict[str, str]:
         return ports_for_slot(self.slot).urls()
@@ -79,6 +81,7 @@ class CreateResult:
             "ports": ports_for_slot(self.slot).all_ports(),
             "urls": self.urls(),
             "skipped_slots": [{"slot": s.slot, "reason": s.reason} for s in self.skipped],
+            "notes": self.notes,
         }
 
 
@@ -93,6 +96,7 @@ def create_instance(
 ) -> CreateResult:
     """A new worktree `<parent>/<repo dir>--NAME` on branch NAME (or `branch`), slot, env file."""
     validate_create_name(name)
+    notes = reap_dead_claims()
     if branch is not None and base is not None:
         raise SandboxError("--branch and --base exclude each other: --base only seeds a new branch")
     top = worktree.toplevel(cwd)
@@ -130,6 +134,7 @@ def create_instance(
         existing=None,
     )
     try:
+        notes += _undo_dead_claims(claim.dead_claims)
         with worktree.repo_lock(top):
             worktree.add(
                 top, path, new_branch=None if branch else name, branch=branch, base=base or "HEAD"
@@ -157,6 +162,7 @@ def create_instance(
         env_file=env_file,
         new_branch=branch is None,
         skipped=claim.skipped,
+        notes=notes,
     )
 
 
@@ -164,6 +170,70 @@ def create_instance(
 class _Claim:
     slot: int
     skipped: list[SkippedSlot]
+    dead_claims: list[Entry]  # dropped while claiming: their leftovers still need undoing
+
+
+def _pop_dead_claims(entries: dict[str, Entry]) -> list[Entry]:
+    return [entries.pop(key) for key in [k for k, e in entries.items() if e.is_dead_claim()]]
+
+
+def reap_dead_claims() -> list[str]:
+    """Drop the claims of killed creates and undo what they made (worktree, new branch): the
+    repair `doctor --fix` does, so a reclaimed slot or name never leaves an orphan behind."""
+    if not any(e.is_dead_claim() for e in registry.load().values()):
+        return []  # the common case: no lock, no write
+    with registry.transaction() as entries:
+        dead = _pop_dead_claims(entries)
+    return _undo_dead_claims(dead)
+
+
+def _undo_dead_claims(dead: list[Entry]) -> list[str]:
+    notes: list[str] = []
+    for entry in dead:
+        done = undo_interrupted_create(entry)
+        notes.append(
+            f"cleaned up after an interrupted create of {entry.instance_id}"
+            + (f": {'; '.join(done)}" if done else "")
+        )
+    return notes
+
+
+def undo_interrupted_create(entry: Entry) -> list[str]:
+    """Remove what a killed create made: its worktree (if git registered it under the claim's
+    repo) and its branch (safe delete). The caller drops the entry."""
+    done: list[str] = []
+    repo = Path(entry.repo) if entry.repo else None
+    if repo is None or not repo.is_dir() or entry.kind != "worktree":
+        return done
+    path = entry.root
+    with worktree.repo_lock(repo):
+        if path.exists() and worktree.is_registered(repo, path):
+            removed = run(
+                ["git", "-C", repo, "worktree", "remove", "-f", "-f", "--", path],
+                timeout=120,
+                check=False,
+            )
+            if removed.returncode != 0:
+                # Killed inside `git worktree add`: git registered the path but the checkout
+                # (its .git file) is incomplete, so git refuses it. The path did not exist
+                # before the claim (create refuses existing paths): all of it is that create's.
+                shutil.rmtree(path)
+                # `git worktree add` locks the entry while it initializes; prune skips those.
+                run(["git", "-C", repo, "worktree", "unlock", "--", path], timeout=60, check=False)
+            done.append(f"worktree {path} removed")
+        elif path.is_dir() and not any(p.name != ".git" for p in path.iterdir()):
+            shutil.rmtree(path)  # an empty checkout git never registered: nothing of the user's
+            done.append(f"empty directory {path} removed")
+        elif path.exists():
+            done.append(f"{path} kept: not a worktree of {repo}, remove it yourself")
+        worktree.prune(repo)
+    if entry.branch and entry.branch == entry.name:
+        deleted = run(
+            ["git", "-C", repo, "branch", "-d", "--", entry.branch], timeout=60, check=False
+        )
+        if deleted.returncode == 0:
+            done.append(f"branch {entry.branch} deleted (it had no unmerged commits)")
+    return done
 
 
 def _claim(
@@ -178,8 +248,7 @@ def _claim(
 ) -> _Claim:
     busy = probe_slots([slot] if slot is not None else SANDBOX_SLOTS)
     with registry.transaction() as entries:
-        for key in [k for k, e in entries.items() if e.is_dead_claim()]:
-            del entries[key]
+        dropped = _pop_dead_claims(entries)
         existing = entries.get(instance_id)
         if existing is not None:
             raise SandboxError(
@@ -204,7 +273,7 @@ def _claim(
             name=name,
             repo=str(repo) if repo else None,
         )
-    return _Claim(allocation.slot, allocation.skipped)
+    return _Claim(allocation.slot, allocation.skipped, dropped)
 
 
 def _finish_claim(instance_id: str) -> None:

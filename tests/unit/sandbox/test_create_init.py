@@ -201,6 +201,30 @@ def test_a_dead_creating_claim_is_reclaimed_by_the_next_create(repo: Path) -> No
     assert set(registry.load()) == {"ktrdr--feat-a"}
 
 
+def test_the_next_create_undoes_what_a_killed_create_left(repo: Path) -> None:
+    from tests.unit.sandbox.test_doctor import interrupted_create
+
+    ghost = interrupted_create(repo, "ghost")  # worktree + branch + claim with a dead pid
+
+    created = create_instance(name="feat-a", cwd=repo)
+
+    assert set(registry.load()) == {"ktrdr--feat-a"}
+    assert not ghost.root.exists()
+    assert "ghost" not in _branches(repo)
+    assert str(ghost.root) not in git(repo, "worktree", "list")
+    assert any("interrupted create of ktrdr--ghost" in note for note in created.notes)
+
+
+def test_recreating_the_name_of_a_killed_create_just_works(repo: Path) -> None:
+    from tests.unit.sandbox.test_doctor import interrupted_create
+
+    interrupted_create(repo, "again")
+    out = CliRunner().invoke(cli, ["sandbox", "create", "again"])
+    assert out.exit_code == 0, out.output
+    assert "note: cleaned up after an interrupted create of ktrdr--again" in out.stderr
+    assert registry.load()["ktrdr--again"].state == "ready"
+
+
 def test_a_live_creating_claim_holds_its_slot(repo: Path) -> None:
     with registry.transaction() as entries:
         entries["busy"] = Entry(
