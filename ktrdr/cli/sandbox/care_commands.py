@@ -14,17 +14,21 @@ from ktrdr.cli.sandbox.group import sandbox
 @click.option(
     "--from",
     "source",
-    type=click.Path(path_type=Path, file_okay=False),
+    metavar="DIR",
     help="Folder to install from: with data/ strategies/ models/ subdirs, or a flat folder of "
     "CSV/YAML files. Default: the small sample shipped with ktrdr.",
 )
 @click.option("--force", is_flag=True, help="Replace files that differ from the source.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def init_shared_command(source: Path | None, force: bool, as_json: bool) -> None:
+def init_shared_command(source: str | None, force: bool, as_json: bool) -> None:
     """Create $KTRDR_HOME/shared/{data,strategies,models} and fill it (idempotent)."""
+    from ktrdr.cli.sandbox.errors import SandboxError
     from ktrdr.cli.sandbox.shared_data import init_shared
 
-    result = init_shared(source=source, force=force)
+    if source is not None and not source.strip():
+        # Path("") would silently mean the current directory.
+        raise SandboxError("--from got an empty path: pass the folder to install from")
+    result = init_shared(source=Path(source) if source is not None else None, force=force)
     if as_json:
         print_json(result.to_json())
         return

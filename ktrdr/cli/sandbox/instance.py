@@ -55,10 +55,16 @@ def validate_create_name(name: str) -> str:
             f"invalid instance name {name[:20]!r}…: {len(name)} characters, at most "
             f"{MAX_NAME_LENGTH} allowed{hint[:80]}"
         )
-    if not _NAME_RE.fullmatch(name) or ".." in name or name.endswith((".", ".lock")):
+    if not _NAME_RE.fullmatch(name):
         raise SandboxError(
             f"invalid instance name {name!r}: use ASCII letters, digits, '.', '_' or '-', "
             f"starting with a letter or digit{hint}"
+        )
+    if ".." in name or name.endswith((".", ".lock")):
+        # Allowed characters, but git refuses such branch names.
+        raise SandboxError(
+            f"invalid instance name {name!r}: git branch names cannot contain '..' or end in "
+            f"'.' or '.lock'{hint}"
         )
     return name
 

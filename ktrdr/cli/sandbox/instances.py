@@ -113,6 +113,8 @@ def create_instance(
             )
     elif not worktree.branch_exists(top, branch):
         raise SandboxError(f"branch {branch!r} does not exist: create it first or omit --branch")
+    if base is not None:
+        worktree.check_commit(top, base)
     if os.path.lexists(path):
         raise SandboxError(f"{path} already exists: pick another name or remove it")
 
@@ -397,11 +399,17 @@ def resolve(name: str | None, *, cwd: Path) -> Entry:
         return found
     if name in entries:
         return entries[name]
+    if os.sep in name and (cwd / name).is_dir():  # a path to the instance, e.g. ../ktrdr--a
+        found = _entry_for_root(entries, (cwd / name).resolve())
+        if found is not None:
+            return found
     slug = slugify(name)
     matches = [
         e
         for e in entries.values()
-        if e.name == name or (slug and e.instance_id.endswith(f"--{slug}"))
+        if e.name == name
+        or Path(e.path).name == name  # the directory name as `list` shows it in PATH
+        or (slug and (e.instance_id == slug or e.instance_id.endswith(f"--{slug}")))
     ]
     if len(matches) == 1:
         return matches[0]
@@ -484,20 +492,25 @@ def instance_status(name: str | None, *, cwd: Path) -> InstanceStatus:
         created_at=entry.created_at,
         stale_reason=stale_reason(entry),
     )
-    if snapshot is not None:
-        containers = [
-            c for c in snapshot.get(entry.instance_id, []) if c.service not in ONE_SHOT_SERVICES
-        ]
-        result.containers_total = len(containers)
-        result.containers_running = sum(1 for c in containers if c.state == "running")
-        result.containers_healthy = sum(
-            1 for c in containers if c.state == "running" and c.health in (None, "healthy")
-        )
+    _count_containers(result, snapshot)
     if stale_reason(entry) is None:
         from ktrdr.cli.sandbox.lifecycle import live_status
 
         result.live = live_status(slot=entry.slot, root=entry.root).to_json()
     return result
+
+
+def _count_containers(result: InstanceStatus, snapshot: dict[str, list[Any]] | None) -> None:
+    if snapshot is None:
+        return  # counts stay None: "Docker not reachable"
+    containers = [
+        c for c in snapshot.get(result.instance_id, []) if c.service not in ONE_SHOT_SERVICES
+    ]
+    result.containers_total = len(containers)
+    result.containers_running = sum(1 for c in containers if c.state == "running")
+    result.containers_healthy = sum(
+        1 for c in containers if c.state == "running" and c.health in (None, "healthy")
+    )
 
 
 def _unregistered_status(root: Path) -> InstanceStatus:
@@ -508,7 +521,7 @@ def _unregistered_status(root: Path) -> InstanceStatus:
             f"{root / SANDBOX_ENV_FILENAME} has no valid KTRDR_SLOT: re-create it with "
             "`ktrdr sandbox init`"
         )
-    return InstanceStatus(
+    result = InstanceStatus(
         instance_id=values.get("KTRDR_INSTANCE_ID") or instance_id_for(root),
         slot=ports_for_slot(int(slot_text)).slot,
         path=root,
@@ -516,6 +529,8 @@ def _unregistered_status(root: Path) -> InstanceStatus:
         status="unregistered",
         stale_reason="not in the registry: run `ktrdr sandbox init` here",
     )
+    _count_containers(result, containers_snapshot())
+    return result
 
 
 # --- destroy -------------------------------------------------------------------------------

@@ -95,6 +95,31 @@ def branch_exists(repo: Path, name: str) -> bool:
     return result.returncode == 0
 
 
+def check_commit(repo: Path, revision: str) -> None:
+    """`revision` names a commit (checked first, so git's usage text never stands in for "no
+    such commit", and an option-like value is never passed to git as a revision)."""
+    result = run(
+        [
+            "git",
+            "-C",
+            repo,
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            f"{revision}^{{commit}}",
+        ],
+        timeout=GIT_TIMEOUT,
+        check=False,
+        what="git rev-parse",
+    )
+    if not revision.strip() or revision.startswith("-") or result.returncode != 0:
+        raise SandboxError(
+            f"--base {revision!r} is not a commit of {repo}: pass a branch, tag or commit "
+            "(e.g. main)"
+        )
+
+
 def add(repo: Path, path: Path, *, new_branch: str | None, branch: str | None, base: str) -> None:
     """`git worktree add` on a new branch (from `base`) or an existing one."""
     if new_branch is not None:
@@ -105,8 +130,7 @@ def add(repo: Path, path: Path, *, new_branch: str | None, branch: str | None, b
         _git(repo, *argv, what="git worktree add")
     except CommandFailedError as e:
         raise SandboxError(
-            f"cannot create worktree {path}: {stderr_tail(e.result.stderr, 3)}; "
-            "fix the cause above and retry"
+            f"cannot create worktree {path}: git says: {stderr_tail(e.result.stderr, 3)}"
         ) from e
 
 

@@ -105,6 +105,14 @@ def test_create_from_base_starts_the_branch_there(repo: Path) -> None:
     assert git(result.path, "rev-parse", "HEAD").strip() == first
 
 
+@pytest.mark.parametrize("base", ["-x", "--upload-pack=touch /tmp/pwned", "", "no-such-ref"])
+def test_a_base_that_is_not_a_commit_is_refused_before_git_runs(repo: Path, base: str) -> None:
+    with pytest.raises(SandboxError, match=r"--base .* is not a commit of .*: pass a branch"):
+        create_instance(name="based", cwd=repo, base=base)
+    assert not (repo.parent / "ktrdr--based").exists()
+    assert "based" not in _branches(repo) and registry.load() == {}
+
+
 def test_create_with_an_existing_branch_checks_it_out(repo: Path) -> None:
     git(repo, "branch", "topic")
     result = create_instance(name="work", cwd=repo, branch="topic")

@@ -246,6 +246,13 @@ def test_names_resolve_by_full_id_or_create_name(repo: Path) -> None:
         resolve("nope", cwd=repo)
 
 
+def test_names_also_resolve_by_directory_name_or_path(repo: Path) -> None:
+    create_instance(name="Feat-B", cwd=repo)  # id ktrdr--feat-b, directory ktrdr--Feat-B
+    assert resolve("ktrdr--Feat-B", cwd=repo).instance_id == "ktrdr--feat-b"
+    assert resolve("../ktrdr--Feat-B", cwd=repo).instance_id == "ktrdr--feat-b"
+    assert resolve("feat-b", cwd=repo).instance_id == "ktrdr--feat-b"
+
+
 def test_a_create_name_shared_by_two_repos_is_ambiguous(tmp_path: Path) -> None:
     one = make_repo(tmp_path / "one")
     two = make_repo(tmp_path / "two")
@@ -358,8 +365,14 @@ def test_status_of_an_unregistered_env_file_reports_what_the_file_says(
     tmp_path: Path, docker: DockerStandIn
 ) -> None:
     (tmp_path / ".env.sandbox").write_text("KTRDR_INSTANCE_ID=lost\nKTRDR_SLOT=4\n")
+    docker.containers["lost"] = [
+        Container("backend", "running", "healthy"),
+        Container("db", "exited"),
+    ]
     status = instance_status(None, cwd=tmp_path)
     assert (status.instance_id, status.slot, status.registered) == ("lost", 4, False)
+    # Docker answers, so the counts are known (not "Docker not reachable").
+    assert (status.containers_total, status.containers_running) == (2, 1)
 
 
 # --- prune -----------------------------------------------------------------------------------

@@ -76,6 +76,12 @@ def test_hostile_names_are_refused_with_one_clear_line(name: str) -> None:
     assert "\n" not in str(caught.value).replace(repr(name), "")
 
 
+@pytest.mark.parametrize("name", ["a..b", "x.lock", "trailing."])
+def test_names_git_refuses_say_it_is_git_s_rule(name: str) -> None:
+    with pytest.raises(SandboxError, match="git branch names cannot"):
+        validate_create_name(name)
+
+
 def test_env_file_has_every_contract_key_derived_from_the_slot(tmp_path: Path) -> None:
     settings = new_settings(
         instance_id="ktrdr--feat-b",

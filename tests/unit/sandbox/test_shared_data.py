@@ -160,3 +160,16 @@ def test_cli_init_shared_names_skipped_files_on_stderr() -> None:
     assert result.exit_code == 0
     assert "skipped strategies/ma_crossover.yaml" in result.stderr
     assert "--force" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["empty", "file", "missing"])
+def test_cli_from_that_is_not_a_folder_is_one_line_and_exit_1(tmp_path: Path, kind: str) -> None:
+    stray = tmp_path / "afile.csv"
+    stray.write_text("date,open\n")
+    raw = {"empty": "", "file": str(stray), "missing": str(tmp_path / "nope")}[kind]
+    result = CliRunner().invoke(
+        cli, ["sandbox", "init-shared", "--from", raw], catch_exceptions=False
+    )
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: --from ") and result.stderr.count("\n") == 1
+    assert not (shared_root() / "data" / "afile.csv").exists()
