@@ -6,7 +6,9 @@ nearest `.env.sandbox` (current directory or a parent) > http://localhost:8000.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,16 +48,36 @@ def parse_port(value: str | int, *, origin: str) -> int:
 
 
 def validate_url(value: str, *, origin: str) -> str:
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadTargetError(
-            f"invalid API URL {value!r} from {origin}: expected http(s)://HOST[:PORT]"
-        )
+    text = value.strip()
+    expected = f"invalid API URL {value!r} from {origin}: expected http(s)://HOST[:PORT]"
     try:
-        _ = parts.port
-    except ValueError as e:
-        raise BadTargetError(f"invalid API URL {value!r} from {origin}: {e}") from e
-    return value.strip().rstrip("/")
+        parts = urlsplit(text)
+    except ValueError as e:  # e.g. `http://[::1` (unbalanced brackets)
+        raise BadTargetError(f"{expected}, e.g. http://[::1]:8000 ({e})") from e
+    if parts.scheme not in ("http", "https") or not _valid_host(parts.netloc):
+        raise BadTargetError(expected)
+    host_port = parts.netloc.rpartition("@")[2]
+    _, has_port, port_text = host_port.rpartition("]")[2].partition(":")
+    # Checked here rather than via `parts.port`, which accepts 0 and " 80" and words its
+    # range as 0-65535: the same rule as -p.
+    if has_port and not (port_text.isdigit() and 1 <= int(port_text) <= 65535):
+        raise BadTargetError(
+            f"invalid port {port_text!r} in API URL {value!r} from {origin}: expected 1-65535"
+        )
+    return text.rstrip("/")
+
+
+def _valid_host(netloc: str) -> bool:
+    """A DNS name or IPv4 address, or an IPv6 address in brackets; no spaces or stray marks."""
+    host = netloc.rpartition("@")[2]
+    if host.startswith("["):
+        address, bracket, rest = host[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(address)
+        except ValueError:
+            return False
+        return bool(bracket) and (not rest or rest.startswith(":"))
+    return re.fullmatch(r"[\w.-]+", host.partition(":")[0]) is not None
 
 
 def url_for_port(port: int) -> str:

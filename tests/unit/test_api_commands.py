@@ -114,6 +114,22 @@ def test_bad_port_flag_exits_2(bad: str) -> None:
     assert "port" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        ("http://[::1", "http(s)://HOST[:PORT]"),
+        ("http://x y", "http(s)://HOST[:PORT]"),
+        ("http://x:0", "expected 1-65535"),
+        ("http://x:99999", "expected 1-65535"),
+    ],
+)
+def test_bad_url_flag_is_a_usage_error_not_a_traceback(bad: str, expected: str) -> None:
+    result = CliRunner().invoke(cli, ["-u", bad, "config", "show"])
+    assert result.exit_code == 2
+    assert expected in result.stderr and "--url" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 def test_bad_env_port_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KTRDR_API_PORT", "abc")
     result = CliRunner().invoke(cli, ["config", "show"])

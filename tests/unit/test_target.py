@@ -73,7 +73,42 @@ def test_bad_port_in_env_file_names_the_file(tmp_path: Path) -> None:
         resolve_target(url_flag=None, port_flag=None, environ={}, cwd=tmp_path)
 
 
-@pytest.mark.parametrize("bad_url", ["localhost:8000", "ftp://x", "http://", "http://h:99999"])
+@pytest.mark.parametrize(
+    "bad_url",
+    [
+        "localhost:8000",
+        "ftp://x",
+        "http://",
+        "http://h:99999",
+        "http://[::1",
+        "http://[::1]x:80",
+        "http://[zz]:80",
+        "http://x y",
+        "http://:80",
+    ],
+)
 def test_bad_url_is_a_usage_error(tmp_path: Path, bad_url: str) -> None:
-    with pytest.raises(BadTargetError):
+    with pytest.raises(BadTargetError) as caught:
         resolve_target(url_flag=bad_url, port_flag=None, environ={}, cwd=tmp_path)
+    assert caught.value.exit_code == 2
+    assert "expected" in str(caught.value)
+
+
+@pytest.mark.parametrize("port", ["0", "99999", "abc", " 80", ""])
+def test_url_port_follows_the_port_flag_rule(tmp_path: Path, port: str) -> None:
+    with pytest.raises(BadTargetError, match=r"expected 1-65535$"):
+        resolve_target(url_flag=f"http://x:{port}", port_flag=None, environ={}, cwd=tmp_path)
+
+
+def test_malformed_ipv6_url_from_env_is_a_bad_target(tmp_path: Path) -> None:
+    env = {"KTRDR_API_URL": "http://[::1"}
+    with pytest.raises(BadTargetError, match="env KTRDR_API_URL"):
+        resolve_target(url_flag=None, port_flag=None, environ=env, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1]:8000", "https://a_b-c.example", "http://user:pw@host:81/base/"]
+)
+def test_good_urls_are_accepted(tmp_path: Path, url: str) -> None:
+    target = resolve_target(url_flag=url, port_flag=None, environ={}, cwd=tmp_path)
+    assert target.url == url.rstrip("/")
