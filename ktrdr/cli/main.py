@@ -38,8 +38,9 @@ class KtrdrGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KtrdrError as e:
-            if e.exit_code == 2:
-                raise click.UsageError(e.message, ctx) from e
+            # No `Usage:` header even for exit 2: bad -u/-p never get here (their callbacks
+            # raise Click's usage error); what does is a bad env variable or .env.sandbox, and
+            # the command line itself is fine.
             raise _ExitingClickError(e.message, e.exit_code) from e
         except KeyboardInterrupt:
             # Instead of click's bare "Aborted!": say what to do, and exit like a shell (130).

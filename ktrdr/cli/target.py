@@ -96,16 +96,22 @@ def resolve_target(
         return ApiTarget(validate_url(url_flag, origin="--url"), "flag --url")
     if port_flag is not None:
         return ApiTarget(url_for_port(parse_port(port_flag, origin="--port")), "flag --port")
-    if environ.get("KTRDR_API_URL"):
-        url = validate_url(environ["KTRDR_API_URL"], origin="env KTRDR_API_URL")
-        return ApiTarget(url, "env KTRDR_API_URL")
-    if environ.get("KTRDR_API_PORT"):
-        port = parse_port(environ["KTRDR_API_PORT"], origin="env KTRDR_API_PORT")
-        return ApiTarget(url_for_port(port), "env KTRDR_API_PORT")
+    try:
+        if environ.get("KTRDR_API_URL"):
+            url = validate_url(environ["KTRDR_API_URL"], origin="env KTRDR_API_URL")
+            return ApiTarget(url, "env KTRDR_API_URL")
+        if environ.get("KTRDR_API_PORT"):
+            port = parse_port(environ["KTRDR_API_PORT"], origin="env KTRDR_API_PORT")
+            return ApiTarget(url_for_port(port), "env KTRDR_API_PORT")
+    except BadTargetError as e:
+        raise BadTargetError(f"{e}; fix or unset it, or pass -p/-u") from None
     env_file = find_upwards(SANDBOX_ENV_FILENAME, cwd or Path.cwd())
     if env_file is not None:
         file_port = read_env_file(env_file).get("KTRDR_API_PORT")
         if file_port:
-            port = parse_port(file_port, origin=str(env_file))
+            try:
+                port = parse_port(file_port, origin=str(env_file))
+            except BadTargetError as e:
+                raise BadTargetError(f"{e}; fix KTRDR_API_PORT there, or pass -p/-u") from None
             return ApiTarget(url_for_port(port), "env file", env_file)
     return ApiTarget(DEFAULT_API_URL, "default")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -130,11 +131,49 @@ def test_bad_url_flag_is_a_usage_error_not_a_traceback(bad: str, expected: str) 
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-def test_bad_env_port_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KTRDR_API_PORT", "abc")
+@pytest.mark.parametrize(
+    ("name", "value"), [("KTRDR_API_PORT", "abc"), ("KTRDR_API_URL", "http://[::1")]
+)
+def test_bad_env_value_exits_2_with_one_error_line(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
     result = CliRunner().invoke(cli, ["config", "show"])
     assert result.exit_code == 2
-    assert "KTRDR_API_PORT" in result.stderr
+    # The command line is fine, so no `Usage:` header: just the error and what to do.
+    assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1
+    assert f"env {name}" in result.stderr and "fix or unset it" in result.stderr
+
+
+def test_bad_env_file_port_exits_2_with_one_error_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env.sandbox").write_text("KTRDR_API_PORT=80x7 # slot 7\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["config", "show"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: invalid port '80x7' from ")
+    assert ".env.sandbox" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_env_file_quotes_and_comment_are_read_like_compose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env.sandbox").write_text('KTRDR_API_PORT="8007" # comment\n')
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["config", "show", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["api_url"] == "http://localhost:8007"
+
+
+def test_non_utf8_env_file_is_one_line_with_a_next_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env.sandbox").write_bytes(b"KTRDR_API_PORT=\xff\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["config", "show"])
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 1 and "re-save it as UTF-8" in result.stderr
 
 
 def test_config_show_reports_url_flag_over_port_flag() -> None:
