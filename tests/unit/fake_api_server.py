@@ -101,7 +101,10 @@ def _handler_for(state: StandinApiState) -> type[BaseHTTPRequestHandler]:
 def standin_api_server() -> Iterator[tuple[str, StandinApiState]]:
     state = StandinApiState()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(state))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits up to one poll interval, and every test shuts one down.
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", state
