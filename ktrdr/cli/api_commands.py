@@ -25,7 +25,7 @@ def _client(state: CliState) -> ApiClient:
 @pass_state
 def health(state: CliState, as_json: bool) -> None:
     """Check the API: status, version, database and which instance answered."""
-    body = _client(state).get("/health")
+    body = _client(state).health()
     if as_json:
         print_json(body)
     else:
@@ -52,7 +52,7 @@ def workers() -> None:
 @pass_state
 def workers_list(state: CliState, as_json: bool) -> None:
     """List registered workers."""
-    rows = _client(state).get("/workers")
+    rows = _client(state).workers()
     if as_json:
         print_json(rows)
         return
@@ -82,7 +82,7 @@ def operations() -> None:
 @pass_state
 def operations_list(state: CliState, status: str | None, as_json: bool) -> None:
     """List operations, newest first."""
-    rows = _client(state).get("/operations", **({"status": status} if status else {}))
+    rows = _client(state).operations(status=status)
     if as_json:
         print_json(rows)
         return
@@ -107,7 +107,7 @@ def operations_list(state: CliState, status: str | None, as_json: bool) -> None:
 @pass_state
 def operations_show(state: CliState, operation_id: str, as_json: bool) -> None:
     """Show one operation with its parameters and result."""
-    operation = _client(state).get(f"/operations/{_path_segment(operation_id)}")
+    operation = _client(state).operation(operation_id)
     _render_operation(operation, as_json=as_json)
 
 
@@ -135,7 +135,7 @@ def operations_start(
     if strategy:
         params["strategy"] = strategy
     client = _client(state)
-    operation = client.post("/operations", {"operation_type": operation_type, "params": params})
+    operation = client.start_operation(operation_type, params)
     if wait:
         operation = _wait_for(client, operation, timeout=timeout)
     _render_operation(operation, as_json=as_json)
@@ -154,7 +154,7 @@ def _wait_for(client: ApiClient, operation: dict[str, Any], *, timeout: float) -
                 f"check it later with `ktrdr operations show {operation_id}`"
             )
         time.sleep(0.5)
-        operation = client.get(f"/operations/{_path_segment(operation_id)}")
+        operation = client.operation(operation_id)
     return operation
 
 
@@ -185,9 +185,3 @@ def _summarize(result: object) -> object:
         for key, value in result.items()
         if not isinstance(value, dict)
     )
-
-
-def _path_segment(value: str) -> str:
-    from urllib.parse import quote
-
-    return quote(value, safe="")

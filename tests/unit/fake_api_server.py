@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+NOT_SET: Any = object()
+
 OPERATION = {
     "operation_id": "op-1",
     "operation_type": "backtest",
@@ -45,6 +47,8 @@ class StandinApiState:
         self.operations = {"op-1": dict(OPERATION)}
         self.posted: list[dict[str, Any]] = []
         self.polls_until_complete = 0
+        # Set to answer every request with this body (HTTP 200): some other service on the port.
+        self.every_body: Any = NOT_SET
 
 
 def _handler_for(state: StandinApiState) -> type[BaseHTTPRequestHandler]:
@@ -62,7 +66,9 @@ def _handler_for(state: StandinApiState) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             path = self.path.split("?")[0]
-            if path == "/api/v1/health":
+            if state.every_body is not NOT_SET:
+                self._send(200, state.every_body)
+            elif path == "/api/v1/health":
                 self._send(200, state.health)
             elif path == "/api/v1/workers":
                 self._send(200, state.workers)
@@ -86,6 +92,9 @@ def _handler_for(state: StandinApiState) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length", "0"))
             payload = json.loads(self.rfile.read(length) or b"{}")
             state.posted.append(payload)
+            if state.every_body is not NOT_SET:
+                self._send(200, state.every_body)
+                return
             if payload.get("operation_type") not in ("backtest", "training"):
                 self._send(422, {"detail": "unknown operation_type"})
                 return

@@ -205,3 +205,78 @@ def test_table_cells_print_literally_not_as_markup(api: tuple[str, StandinApiSta
     state.workers[0]["worker_id"] = "[red]w[/red]"
     result = CliRunner().invoke(cli, ["-u", url, "workers", "list"])
     assert "[red]w[/red]" in result.stdout
+
+
+START = ["operations", "start", "backtest", "--symbol", "AAPL"]
+API_COMMANDS = [
+    (["health"], "/health"),
+    (["workers", "list"], "/workers"),
+    (["operations", "list"], "/operations"),
+    (["operations", "show", "X"], "/operations/X"),
+    (START, "/operations"),
+    ([*START, "--wait"], "/operations"),
+]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+@pytest.mark.parametrize(
+    ("command", "path"), API_COMMANDS, ids=[" ".join(c) for c, _ in API_COMMANDS]
+)
+@pytest.mark.parametrize(
+    "body",
+    [[1, 2, 3], {}, {"workers": "x"}, {"operations": "y"}, "text", None],
+    ids=["list", "empty-object", "workers-object", "operations-object", "string", "null"],
+)
+def test_unexpected_json_is_one_error_line_not_a_traceback(
+    api: tuple[str, StandinApiState], body: object, command: list[str], path: str, as_json: bool
+) -> None:
+    url, state = api
+    state.every_body = body  # some other service answering on the port
+    result = CliRunner().invoke(cli, ["-u", url, *command, *(["--json"] if as_json else [])])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert result.exit_code == 1
+    assert result.stdout == ""  # with --json too: never a bad body with a good exit code
+    assert result.stderr.startswith(f"Error: unexpected response from {url}/api/v1{path}: ")
+    assert result.stderr.strip().endswith("is -p/-u pointing at a KTRDR API? (ktrdr config show)")
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "body", "got"),
+    [
+        (
+            ["health"],
+            [1, 2, 3],
+            'with "status", "version", "database" and "instance_id", got a list',
+        ),
+        (
+            ["health"],
+            {"status": "ok"},
+            'got an object without "version", "database" and "instance_id"',
+        ),
+        (["workers", "list"], [{"worker_id": "w"}, 3], "got a number at index 1"),
+        (["operations", "list"], {"operations": "y"}, "expected a JSON list of objects"),
+        (
+            ["operations", "show", "X"],
+            {"operation_id": 5, "status": "ok"},
+            '"operation_id" is a number',
+        ),
+        (START, {"operation_id": "op", "status": None}, 'whose "status" is null'),
+    ],
+)
+def test_unexpected_json_says_what_was_expected_and_what_came(
+    api: tuple[str, StandinApiState], command: list[str], body: object, got: str
+) -> None:
+    url, state = api
+    state.every_body = body
+    result = CliRunner().invoke(cli, ["-u", url, *command])
+    assert result.exit_code == 1
+    assert got in result.stderr
+
+
+def test_empty_lists_are_valid(api: tuple[str, StandinApiState]) -> None:
+    url, state = api
+    state.every_body = []
+    for command in (["workers", "list"], ["operations", "list", "--json"]):
+        result = CliRunner().invoke(cli, ["-u", url, *command])
+        assert result.exit_code == 0, result.output
