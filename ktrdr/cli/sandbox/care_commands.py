@@ -45,6 +45,8 @@ def init_shared_command(source: str | None, force: bool, as_json: bool) -> None:
         info(f"skipped {name}: exists with other content (use --force to replace)")
     for name in result.ignored:
         info(f"ignored {name}: not a .csv, .yaml, .yml or .json file")
+    for name in result.broken_links:
+        info(f"skipped {name}: a symlink whose target does not exist")
 
 
 @sandbox.command("test-e2e", context_settings={"ignore_unknown_options": True})

@@ -43,6 +43,7 @@ class InitSharedResult:
     skipped: list[str] = field(default_factory=list)
     overwritten: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    broken_links: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -55,6 +56,7 @@ class InitSharedResult:
             "skipped": self.skipped,
             "overwritten": self.overwritten,
             "ignored": self.ignored,
+            "broken_links": self.broken_links,
         }
 
 
@@ -131,16 +133,23 @@ def _sample_files() -> Iterator[tuple[str, Traversable]]:
 
 
 def _source_files(source: Path, result: InitSharedResult) -> Iterator[tuple[str, Path]]:
+    """Symlinks to files are followed everywhere (data dirs often link into a bigger store);
+    broken ones are reported."""
     structured = [name for name in SUBDIRS if (source / name).is_dir()]
     if structured:
         for name in structured:
             for path in sorted((source / name).rglob("*")):
-                if path.is_file() and not path.is_symlink():
-                    yield f"{name}/{path.relative_to(source / name).as_posix()}", path
+                relative = f"{name}/{path.relative_to(source / name).as_posix()}"
+                if path.is_file():
+                    yield relative, path
+                elif path.is_symlink() and not path.exists():
+                    result.broken_links.append(relative)
         return
     for path in sorted(source.iterdir()):
         target = FLAT_SUFFIXES.get(path.suffix.lower())
-        if path.is_file() and target is not None and not path.is_symlink():
+        if path.is_symlink() and not path.exists():
+            result.broken_links.append(path.name)
+        elif path.is_file() and target is not None:
             yield f"{target}/{path.name}", path
         else:
             result.ignored.append(path.name)
@@ -186,7 +195,8 @@ def _install_path(
         return
     destination.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.link(path, destination)
+        # The target, not the link: a symlink would dangle inside the containers.
+        os.link(path.resolve(), destination)
         result.linked.append(relative)
     except OSError:  # other filesystem, or links not allowed: a plain copy
         # Via a temp name: a copy cut short by a kill must not pass for the user's file on the

@@ -173,3 +173,25 @@ def test_cli_from_that_is_not_a_folder_is_one_line_and_exit_1(tmp_path: Path, ki
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: --from ") and result.stderr.count("\n") == 1
     assert not (shared_root() / "data" / "afile.csv").exists()
+
+
+@pytest.mark.parametrize("layout", ["flat", "structured"])
+def test_symlinked_files_are_followed_and_broken_links_reported(
+    tmp_path: Path, layout: str
+) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "BIG_1d.csv").write_text("date,open,high,low,close,volume\n")
+    source = tmp_path / "src"
+    folder = source if layout == "flat" else source / "data"
+    folder.mkdir(parents=True)
+    (folder / "BIG_1d.csv").symlink_to(store / "BIG_1d.csv")
+    (folder / "GONE_1d.csv").symlink_to(store / "missing.csv")
+
+    result = init_shared(source=source)
+
+    assert result.installed == ["data/BIG_1d.csv"]
+    installed = shared_root() / "data" / "BIG_1d.csv"
+    assert not installed.is_symlink() and installed.read_text().startswith("date,")
+    assert result.broken_links == ["GONE_1d.csv" if layout == "flat" else "data/GONE_1d.csv"]
+    assert result.ignored == []
