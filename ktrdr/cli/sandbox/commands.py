@@ -13,7 +13,7 @@ import click
 from ktrdr.cli.output import info, print_fields, print_json, print_table
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.group import sandbox
-from ktrdr.cli.sandbox.ports import LAST_SLOT, MAIN_SLOT
+from ktrdr.cli.sandbox.ports import FIRST_SANDBOX_SLOT, LAST_SLOT, MAIN_SLOT
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.instances import CreateResult, DestroyResult
@@ -25,11 +25,17 @@ slot_option = click.option(
     type=click.IntRange(MAIN_SLOT, LAST_SLOT),
     help="Take this slot instead of the lowest free one.",
 )
+# Slot 0 has the main dev environment's standard ports: only `init` in the main checkout.
+create_slot_option = click.option(
+    "--slot",
+    type=click.IntRange(FIRST_SANDBOX_SLOT, LAST_SLOT),
+    help="Take this sandbox slot (1-10) instead of the lowest free one.",
+)
 
 
 @sandbox.command("create")
 @click.argument("name")
-@slot_option
+@create_slot_option
 @click.option("--branch", help="Check out this existing branch instead of creating NAME.")
 @click.option("--base", help="Start the new branch NAME from this ref (default HEAD).")
 @json_option

@@ -352,3 +352,9 @@ def test_python_dash_m_entry_point_works(repo: Path, isolated_ktrdr_home: Path) 
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == []
+
+
+def test_create_refuses_slot_0_which_belongs_to_the_main_dev_environment(repo: Path) -> None:
+    out = CliRunner().invoke(cli, ["sandbox", "create", "feat-z", "--slot", "0"])
+    assert out.exit_code == 2 and "1<=x<=10" in out.stderr
+    assert registry.load() == {} and not (repo.parent / "ktrdr--feat-z").exists()
