@@ -17,14 +17,14 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import ktrdr_home
-from ktrdr.cli.sandbox.ports import LAST_SLOT
+from ktrdr.cli.sandbox.ports import LAST_SLOT, MAIN_SLOT
 
 VERSION = 1
 DEFAULT_LOCK_TIMEOUT = 30.0
@@ -103,37 +103,102 @@ def load(path: Path | None = None) -> dict[str, Entry]:
     return _parse(raw, path)
 
 
+FIX_HINT = "fix or move the file aside (it was left untouched)"
+_REQUIRED = ("instance_id", "slot", "path", "kind", "branch", "created_at")
+_FIELDS = frozenset(f.name for f in fields(Entry))
+
+
+class _Invalid(ValueError):
+    """One thing wrong in the registry file, worded for the user (no Python internals)."""
+
+
 def _parse(raw: bytes, path: Path) -> dict[str, Entry]:
-    fix = "fix or move the file aside (it was left untouched)"
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SandboxError(f"registry {path} is corrupt ({e}); {fix}") from e
-    if not isinstance(data, dict) or not isinstance(data.get("instances"), dict):
-        raise SandboxError(f"registry {path} is corrupt (no 'instances' object); {fix}")
-    if data.get("version") != VERSION:
+        return _parse_data(raw)
+    except _Invalid as e:
+        raise SandboxError(f"registry {path} is corrupt ({e}); {FIX_HINT}") from e
+    except _UnknownVersion as e:
         raise SandboxError(
-            f"registry {path} has unknown version {data.get('version')!r} (this ktrdr reads "
-            f"version {VERSION}); upgrade ktrdr or {fix}"
-        )
+            f"registry {path} has unknown version {e.version} (this ktrdr reads version "
+            f"{VERSION}); upgrade ktrdr or {FIX_HINT}"
+        ) from e
+
+
+class _UnknownVersion(Exception):
+    def __init__(self, version: int) -> None:
+        super().__init__(version)
+        self.version = version
+
+
+def _parse_data(raw: bytes) -> dict[str, Entry]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _Invalid(f"not UTF-8 text: byte {e.start} is {raw[e.start]:#04x}") from e
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _Invalid(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("instances"), dict):
+        raise _Invalid("no 'instances' object")
+    version = data.get("version")
+    # bool is an int subclass and True == 1: only a real integer is a version.
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise _Invalid(f"version must be the integer {VERSION}, got {_shown(version)}")
+    if version != VERSION:
+        raise _UnknownVersion(version)
     entries: dict[str, Entry] = {}
     for key, value in data["instances"].items():
         try:
-            entry = Entry(**value)
-            _check(entry, key)
-        except TypeError as e:
-            raise SandboxError(f"registry {path} is corrupt (entry {key!r}: {e}); {fix}") from e
-        entries[key] = entry
+            entries[key] = _entry(key, value)
+        except _Invalid as e:
+            raise _Invalid(f"entry {key!r}: {e}") from e
     return entries
 
 
-def _check(entry: Entry, key: str) -> None:
-    if entry.instance_id != key:
-        raise TypeError("instance_id does not match its key")
-    if not isinstance(entry.slot, int) or not 0 <= entry.slot <= LAST_SLOT:
-        raise TypeError(f"slot {entry.slot!r} is not 0..{LAST_SLOT}")
-    if entry.kind not in get_args(Kind) or entry.state not in get_args(State):
-        raise TypeError(f"unknown kind {entry.kind!r} or state {entry.state!r}")
+def _entry(key: str, value: object) -> Entry:
+    """An Entry from one JSON object, every field checked: code downstream trusts the types
+    (a string pid once crashed `list`, `doctor` and `prune`; `true` was read as slot 1)."""
+    if not isinstance(value, dict):
+        raise _Invalid(f"must be an object, got {_shown(value)}")
+    missing = [name for name in _REQUIRED if name not in value]
+    if missing:
+        raise _Invalid(f"missing {', '.join(repr(m) for m in missing)}")
+    unknown = sorted(set(value) - _FIELDS)
+    if unknown:
+        raise _Invalid(f"unknown field {', '.join(repr(u) for u in unknown)}")
+    if value["instance_id"] != key:
+        raise _Invalid(
+            f"instance_id must equal its key {key!r}, got {_shown(value['instance_id'])}"
+        )
+    slot = value["slot"]
+    if not _is_int(slot) or not MAIN_SLOT <= slot <= LAST_SLOT:
+        raise _Invalid(f"slot must be an integer {MAIN_SLOT}..{LAST_SLOT}, got {_shown(slot)}")
+    path = value["path"]
+    if not isinstance(path, str) or not Path(path).is_absolute():
+        raise _Invalid(f"path must be an absolute path, got {_shown(path)}")
+    for name, allowed in (("kind", get_args(Kind)), ("state", get_args(State))):
+        if name in value and value[name] not in allowed:
+            choices = ", ".join(f'"{a}"' for a in allowed)
+            raise _Invalid(f"{name} must be one of {choices}, got {_shown(value[name])}")
+    if not isinstance(value["created_at"], str):
+        raise _Invalid(f"created_at must be a string, got {_shown(value['created_at'])}")
+    for name in ("branch", "name", "repo"):
+        if value.get(name) is not None and not isinstance(value[name], str):
+            raise _Invalid(f"{name} must be a string or null, got {_shown(value[name])}")
+    pid = value.get("pid")
+    if pid is not None and not _is_int(pid):
+        raise _Invalid(f"pid must be an integer or null, got {_shown(pid)}")
+    return Entry(**value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    """A value as it appears in the file (JSON), so `"1"` and `1` are told apart."""
+    return json.dumps(value)[:60]
 
 
 def _write(path: Path, entries: dict[str, Entry]) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from filelock import FileLock
 
+from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import registry
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.registry import Entry
@@ -83,6 +86,99 @@ def test_corrupt_registry_is_a_clear_error_and_the_file_is_untouched(content: by
     assert path.read_bytes() == content
 
 
+def _raw_entry(**fields: object) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "instance_id": "x",
+        "slot": 1,
+        "path": "/tmp/x",
+        "kind": "worktree",
+        "branch": None,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    entry.update(fields)
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("instances", "problem"),
+    [
+        (
+            {"x": _raw_entry(state="creating", pid="abc")},
+            'pid must be an integer or null, got "abc"',
+        ),
+        ({"x": _raw_entry(pid=True)}, "pid must be an integer or null, got true"),
+        ({"x": _raw_entry(slot=True)}, "slot must be an integer 0..10, got true"),
+        ({"x": _raw_entry(slot="1")}, 'slot must be an integer 0..10, got "1"'),
+        ({"x": _raw_entry(slot=-1)}, "slot must be an integer 0..10, got -1"),
+        ({"x": _raw_entry(path="rel/x")}, 'path must be an absolute path, got "rel/x"'),
+        ({"x": _raw_entry(path=None)}, "path must be an absolute path, got null"),
+        ({"x": _raw_entry(instance_id="y")}, "instance_id must equal its key 'x', got \"y\""),
+        (
+            {"x": _raw_entry(state="weird")},
+            'state must be one of "ready", "creating", "destroying", got "weird"',
+        ),
+        ({"x": _raw_entry(kind="folder")}, 'kind must be one of "worktree", "clone", got "folder"'),
+        ({"x": _raw_entry(branch=3)}, "branch must be a string or null, got 3"),
+        ({"x": _raw_entry(name=[])}, "name must be a string or null, got []"),
+        ({"x": _raw_entry(repo={})}, "repo must be a string or null, got {}"),
+        ({"x": _raw_entry(created_at=None)}, "created_at must be a string, got null"),
+        ({"x": _raw_entry(color="red")}, "unknown field 'color'"),
+        ({"x": {"slot": 1, "path": "/x"}}, "missing 'instance_id', 'kind', 'branch', 'created_at'"),
+        ({"x": None}, "must be an object, got null"),
+    ],
+)
+def test_each_entry_field_is_type_checked_and_named_in_the_error(
+    instances: dict[str, object], problem: str
+) -> None:
+    path = registry.registry_path()
+    path.parent.mkdir(parents=True)
+    content = json.dumps({"version": 1, "instances": instances}).encode()
+    path.write_bytes(content)
+    with pytest.raises(SandboxError) as caught:
+        registry.load()
+    assert str(caught.value) == (
+        f"registry {path} is corrupt (entry 'x': {problem}); "
+        "fix or move the file aside (it was left untouched)"
+    )
+    assert path.read_bytes() == content
+
+
+def test_a_bad_entry_is_one_error_line_for_list_doctor_and_prune() -> None:
+    """A string pid used to crash all of these with a TypeError traceback."""
+    path = registry.registry_path()
+    path.parent.mkdir(parents=True)
+    content = json.dumps(
+        {"version": 1, "instances": {"x": _raw_entry(state="creating", pid="abc")}}
+    )
+    path.write_text(content)
+    for args in (["list"], ["list", "--json"], ["prune"]):
+        out = CliRunner().invoke(cli, ["sandbox", *args])
+        assert out.exit_code == 1, args
+        assert out.exception is None or isinstance(out.exception, SystemExit)
+        assert out.stderr.strip().splitlines() == [
+            f"Error: registry {path} is corrupt (entry 'x': pid must be an integer or null, "
+            'got "abc"); fix or move the file aside (it was left untouched)'
+        ]
+    assert path.read_text() == content
+
+
+@pytest.mark.parametrize(
+    ("version", "problem"),
+    [
+        ('"1"', 'version must be the integer 1, got "1"'),
+        ("true", "version must be the integer 1, got true"),
+        ("null", "version must be the integer 1, got null"),
+    ],
+)
+def test_a_version_that_is_not_an_integer_is_corrupt(version: str, problem: str) -> None:
+    path = registry.registry_path()
+    path.parent.mkdir(parents=True)
+    path.write_text(f'{{"version": {version}, "instances": {{}}}}')
+    with pytest.raises(SandboxError) as caught:
+        registry.load()
+    assert f"is corrupt ({problem});" in str(caught.value)
+
+
 def test_unknown_registry_version_is_refused_and_left_as_is() -> None:
     path = registry.registry_path()
     path.parent.mkdir(parents=True)
@@ -114,7 +210,6 @@ def test_an_exception_inside_a_transaction_writes_nothing() -> None:
 
 
 def test_a_creating_claim_is_dead_only_when_its_process_is_gone() -> None:
-    import os
 
     alive = _entry()
     alive.state, alive.pid = "creating", os.getpid()
@@ -126,7 +221,6 @@ def test_a_creating_claim_is_dead_only_when_its_process_is_gone() -> None:
 
 
 def test_a_creating_claim_older_than_an_hour_is_dead_even_if_its_pid_is_alive() -> None:
-    import os
 
     old = _entry()
     old.state, old.pid, old.created_at = "creating", os.getpid(), "2020-01-01T00:00:00Z"
