@@ -99,7 +99,9 @@ def load(path: Path | None = None) -> dict[str, Entry]:
     except FileNotFoundError:
         return {}
     except OSError as e:
-        raise SandboxError(f"cannot read registry {path}: {e.strerror or e}") from e
+        raise SandboxError(
+            f"cannot read registry {path}: {e.strerror or e}; check that it is a readable file"
+        ) from e
     return _parse(raw, path)
 
 
@@ -206,15 +208,26 @@ def _write(path: Path, entries: dict[str, Entry]) -> None:
     payload = (json.dumps(data, indent=2) + "\n").encode("utf-8")
     import tempfile  # only writers need it; `list` only reads
 
-    fd, tmp = tempfile.mkstemp(prefix=".instances.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".instances.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise SandboxError(
+            f"cannot write registry {path}: no temp file in {path.parent} ({e.strerror or e}); "
+            "check that the directory is writable and the disk not full"
+        ) from e
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise SandboxError(
+                f"cannot write registry {path} ({e.strerror or e}); the old file is unchanged: "
+                "check the disk and the permissions of its directory, then retry"
+            ) from e
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -240,18 +253,32 @@ def transaction(path: Path | None = None) -> Iterator[dict[str, Entry]]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise SandboxError(f"cannot create {path.parent}: {e.strerror or e}") from e
+        raise SandboxError(
+            f"cannot create {path.parent}: {e.strerror or e}; check that it is (or can be) a "
+            "writable directory, or set KTRDR_HOME elsewhere"
+        ) from e
     lock_path = path.with_name(path.name + ".lock")
     timeout = lock_timeout()
+    lock = FileLock(str(lock_path), timeout=timeout)
+    # Acquired apart from the body so that an OSError raised by the caller's code inside the
+    # transaction is not mistaken for a lock problem.
     try:
-        with FileLock(str(lock_path), timeout=timeout):
-            entries = load(path)
-            before = {k: e.to_json() for k, e in entries.items()}
-            yield entries
-            if {k: e.to_json() for k, e in entries.items()} != before:
-                _write(path, entries)
+        lock.acquire()
     except Timeout as e:
         raise SandboxError(
             f"registry lock {lock_path} still held after {timeout:g}s: another ktrdr sandbox "
             "command is running (or hung); retry, or raise KTRDR_REGISTRY_LOCK_TIMEOUT"
         ) from e
+    except OSError as e:  # e.g. the lock path is a directory, or not writable
+        raise SandboxError(
+            f"cannot lock the registry: {lock_path} is unusable ({e.strerror or e}); remove it "
+            "if it is not a regular file, or check its permissions"
+        ) from e
+    try:
+        entries = load(path)
+        before = {k: e.to_json() for k, e in entries.items()}
+        yield entries
+        if {k: e.to_json() for k, e in entries.items()} != before:
+            _write(path, entries)
+    finally:
+        lock.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -179,6 +180,53 @@ def test_a_version_that_is_not_an_integer_is_corrupt(version: str, problem: str)
     assert f"is corrupt ({problem});" in str(caught.value)
 
 
+def test_an_unusable_lock_file_is_one_error_line_naming_it(repo: Path) -> None:
+    lock = registry.registry_path().with_name("instances.json.lock")
+    lock.mkdir(parents=True)
+    out = CliRunner().invoke(cli, ["sandbox", "create", "feat-a"])
+    assert out.exit_code == 1
+    assert out.stderr.strip().splitlines() == [
+        f"Error: cannot lock the registry: {lock} is unusable (Is a directory); remove it if it "
+        "is not a regular file, or check its permissions"
+    ]
+    assert not (repo.parent / "ktrdr--feat-a").exists()
+
+
+def test_a_file_where_the_sandbox_dir_belongs_is_a_clear_error(isolated_ktrdr_home: Path) -> None:
+    isolated_ktrdr_home.mkdir()
+    (isolated_ktrdr_home / "sandbox").write_text("not a directory\n")
+    with pytest.raises(SandboxError, match=r"cannot create .*/sandbox: File exists; check"):
+        with registry.transaction():
+            pass
+
+
+def test_an_oserror_inside_a_transaction_is_not_blamed_on_the_lock() -> None:
+    with pytest.raises(FileNotFoundError), registry.transaction():
+        Path("/nonexistent/for/sure").read_text()
+
+
+def test_a_failed_registry_write_names_the_file_and_leaves_it_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with registry.transaction() as entries:
+        entries["ktrdr--a"] = _entry()
+    path = registry.registry_path()
+    before = path.read_bytes()
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)  # the disk filling up between write and rename
+    with pytest.raises(SandboxError) as caught, registry.transaction() as entries:
+        entries["ktrdr--b"] = _entry("ktrdr--b", 2)
+    assert str(caught.value).startswith(f"cannot write registry {path} (No space left on device)")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "instances.json",
+        "instances.json.lock",
+    ]
+
+
 def test_unknown_registry_version_is_refused_and_left_as_is() -> None:
     path = registry.registry_path()
     path.parent.mkdir(parents=True)
@@ -210,6 +258,7 @@ def test_an_exception_inside_a_transaction_writes_nothing() -> None:
 
 
 def test_a_creating_claim_is_dead_only_when_its_process_is_gone() -> None:
+    import os
 
     alive = _entry()
     alive.state, alive.pid = "creating", os.getpid()
@@ -221,6 +270,7 @@ def test_a_creating_claim_is_dead_only_when_its_process_is_gone() -> None:
 
 
 def test_a_creating_claim_older_than_an_hour_is_dead_even_if_its_pid_is_alive() -> None:
+    import os
 
     old = _entry()
     old.state, old.pid, old.created_at = "creating", os.getpid(), "2020-01-01T00:00:00Z"
