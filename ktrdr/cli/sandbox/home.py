@@ -7,5 +7,18 @@ from pathlib import Path
 
 
 def ktrdr_home() -> Path:
+    """$KTRDR_HOME (with `~` expanded), or ~/.ktrdr; always an absolute path.
+
+    A relative KTRDR_HOME is resolved against the current directory the first time it is read
+    and written back to the environment as that absolute path: otherwise the registry would
+    move with the directory a command runs in (and differ again in a child process started with
+    another cwd), so `list` in one checkout would not see an instance created from another.
+    """
     configured = os.environ.get("KTRDR_HOME")
-    return Path(configured).expanduser() if configured else Path.home() / ".ktrdr"
+    if not configured:
+        return Path.home() / ".ktrdr"
+    home = Path(configured).expanduser()
+    if not home.is_absolute():
+        home = Path.cwd() / home
+        os.environ["KTRDR_HOME"] = str(home)
+    return home

@@ -14,7 +14,9 @@ from filelock import FileLock
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import registry
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.home import ktrdr_home
 from ktrdr.cli.sandbox.registry import Entry
+from tests.unit.sandbox.conftest import DockerStandIn
 
 
 def _entry(instance_id: str = "ktrdr--a", slot: int = 1) -> Entry:
@@ -23,6 +25,32 @@ def _entry(instance_id: str = "ktrdr--a", slot: int = 1) -> Entry:
 
 def test_registry_lives_under_ktrdr_home(isolated_ktrdr_home: Path) -> None:
     assert registry.registry_path() == isolated_ktrdr_home / "sandbox" / "instances.json"
+
+
+def test_a_relative_ktrdr_home_is_fixed_at_first_use_so_the_registry_does_not_follow_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker: DockerStandIn
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.setenv("KTRDR_HOME", "rel/home")
+    monkeypatch.chdir(first)
+    with registry.transaction() as entries:
+        entries["ktrdr--a"] = _entry()
+    assert registry.registry_path() == first / "rel" / "home" / "sandbox" / "instances.json"
+    monkeypatch.chdir(second)
+    out = CliRunner().invoke(cli, ["sandbox", "list", "--json"])
+    assert out.exit_code == 0, out.output
+    assert [row["instance_id"] for row in json.loads(out.stdout)] == ["ktrdr--a"]
+    assert not (second / "rel").exists()
+
+
+def test_ktrdr_home_expands_the_user_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "me"))
+    monkeypatch.setenv("KTRDR_HOME", "~/state")
+    assert ktrdr_home() == tmp_path / "me" / "state"
 
 
 def test_missing_registry_reads_as_empty_without_creating_anything(
