@@ -7,8 +7,10 @@ What is checked, and what `--fix` does about it (never deleting a user's files):
   claim), its new branch deleted with `git branch -d` (only when fully merged, so no commit is
   lost), then the entry goes via `prune`;
 - stale entries (path or .env.sandbox gone) → `prune`: leftovers removed by label, entry dropped;
+- two entries holding one slot (a hand-edited registry) → reported only: the user picks which
+  instance to destroy;
 - `.env.sandbox` disagreeing with the registry slot / port map → port, slot and id lines
-  rewritten in place; secrets and other lines kept;
+  rewritten in place; secrets and other lines kept (not while its slot is shared);
 - containers/volumes/networks labelled `ktrdr.instance` with no registered instance → removed by
   label. A container whose compose directory still holds that instance's `.env.sandbox` is an
   *unregistered* instance (another KTRDR_HOME, or a lost entry): reported, not touched. Only
@@ -116,13 +118,15 @@ def run_doctor(*, fix: bool, host: HostPaths | None = None) -> DoctorReport:
         report.problems.append(Problem("registry", str(registry.registry_path()), str(e)))
         entries = None
     if entries is not None:
-        report.instances_checked = len(entries)
         _check_dead_claims(report, entries, fix=fix)
         _check_interrupted_destroys(report, entries)
         _check_stale(report, entries, fix=fix, engine=engine)
-        _check_env_drift(report, registry.load() if fix else entries, fix=fix)
+        current = registry.load() if fix else entries  # what the fixes above left
+        shared = _check_shared_slots(report, entries, current)
+        _check_env_drift(report, current, fix=fix, shared_slots=shared)
         if engine:
-            _check_orphans(report, registry.load() if fix else entries, fix=fix)
+            _check_orphans(report, current, fix=fix)
+        report.instances_checked = len(current)
     _check_host(report, host or HostPaths(), fix=fix, engine=engine)
     return report
 
@@ -297,7 +301,36 @@ def rewrite_env(path: Path, updates: dict[str, str]) -> None:
     write_env_file(path.parent, "\n".join(lines) + "\n")
 
 
-def _check_env_drift(report: DoctorReport, entries: dict[str, Entry], *, fix: bool) -> None:
+def _slot_holders(entries: dict[str, Entry]) -> dict[int, list[str]]:
+    """Slots held by more than one entry (only a hand-edited or corrupt registry has them)."""
+    holders: dict[int, list[str]] = {}
+    for entry in entries.values():
+        holders.setdefault(entry.slot, []).append(entry.instance_id)
+    return {slot: sorted(ids) for slot, ids in holders.items() if len(ids) > 1}
+
+
+def _check_shared_slots(
+    report: DoctorReport, before: dict[str, Entry], after: dict[str, Entry]
+) -> set[int]:
+    """Report slots held twice; the slots still shared after the fixes are returned. Not fixable
+    here: which instance keeps the slot (and its ports and data) is the user's choice."""
+    still = _slot_holders(after)
+    for slot, ids in sorted(_slot_holders(before).items()):
+        names = ", ".join(ids[:-1]) + f" and {ids[-1]}"
+        problem = Problem(
+            "slot-conflict",
+            f"slot {slot}",
+            f"slot {slot} is held by {names}: destroy one of them (or fix the registry)",
+        )
+        report.problems.append(problem)
+        if slot not in still:
+            problem.fixed = "no longer shared once stale entries were dropped"
+    return set(still)
+
+
+def _check_env_drift(
+    report: DoctorReport, entries: dict[str, Entry], *, fix: bool, shared_slots: set[int]
+) -> None:
     for entry in entries.values():
         env_path = entry.root / SANDBOX_ENV_FILENAME
         if entry.state != "ready" or not env_path.is_file():
@@ -308,7 +341,10 @@ def _check_env_drift(report: DoctorReport, entries: dict[str, Entry], *, fix: bo
         shown = ", ".join(f"{k}={found} (expected {want})" for k, (found, want) in drift.items())
         problem = Problem("env-drift", entry.instance_id, f".env.sandbox: {shown}")
         report.problems.append(problem)
-        if fix:
+        if entry.slot in shared_slots:
+            # Rewriting would give this instance the ports of the other holder of its slot.
+            problem.detail += f"; not rewritten while slot {entry.slot} is shared"
+        elif fix:
             rewrite_env(env_path, {k: want for k, (_, want) in drift.items()})
             problem.fixed = f"rewrote {', '.join(drift)} (secrets kept)"
 

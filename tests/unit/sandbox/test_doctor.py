@@ -27,7 +27,7 @@ from ktrdr.cli.sandbox.instance import new_settings, read_env, render_env, write
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.shared_data import shared_root
-from tests.unit.sandbox.conftest import git
+from tests.unit.sandbox.conftest import git, make_repo
 
 OFFLINE_IMAGE = "ktrdr-offline/debian:bookworm"
 
@@ -198,6 +198,54 @@ def test_a_healthy_instance_has_no_drift(repo: Path) -> None:
     write_env(repo, repo.name, 5)
     entry = Entry(repo.name, 5, str(repo), "clone", "main", registry.now_iso())
     assert env_drift(entry) == {}
+
+
+def test_two_entries_in_one_slot_are_an_error_and_fix_leaves_their_env_files_alone(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Only a hand-edited registry has this; rewriting the second env file would give it the
+    first instance's ports."""
+    other = make_repo(tmp_path / "work" / "other")
+    write_env(repo, repo.name, 3)
+    other_env = write_env(other, other.name, 4)
+    other_before = other_env.read_bytes()
+    register(Entry(repo.name, 3, str(repo), "clone", "main", registry.now_iso()))
+    register(Entry(other.name, 3, str(other), "clone", "main", registry.now_iso()))
+
+    report = run_doctor(fix=True, host=quiet_host(tmp_path))
+    conflict = next(p for p in report.problems if p.kind == "slot-conflict")
+    assert conflict.detail == (
+        "slot 3 is held by ktrdr and other: destroy one of them (or fix the registry)"
+    )
+    assert conflict.severity == "error" and conflict.fixed is None and not report.healthy
+    drift = next(p for p in report.problems if p.kind == "env-drift")
+    assert drift.subject == other.name and drift.fixed is None
+    assert "not rewritten while slot 3 is shared" in drift.detail
+    assert other_env.read_bytes() == other_before
+
+    result = CliRunner().invoke(cli, ["sandbox", "doctor", "--fix"])
+    assert result.exit_code == 1
+    assert "slot 3 is held by ktrdr and other" in result.stdout
+    assert "doctor: healthy" not in result.stderr
+    assert other_env.read_bytes() == other_before
+
+
+@pytest.mark.usefixtures("docker")  # the conftest stand-in, so prune can confirm teardown
+def test_doctor_fix_counts_the_instances_left_after_it_drops_stale_ones(
+    repo: Path, tmp_path: Path
+) -> None:
+    write_env(repo, repo.name, 3)
+    register(Entry(repo.name, 3, str(repo), "clone", "main", registry.now_iso()))
+    gone = tmp_path / "work" / "ktrdr--gone"
+    gone.mkdir()  # its .env.sandbox is missing: stale
+    register(Entry(gone.name, 4, str(gone), "clone", "main", registry.now_iso()))
+    assert run_doctor(fix=False, host=quiet_host(tmp_path)).instances_checked == 2
+
+    report = run_doctor(fix=True, host=quiet_host(tmp_path))
+    assert next(p for p in report.problems if p.kind == "stale-entry").fixed
+    assert report.instances_checked == 1 and list(registry.load()) == [repo.name]
+    result = CliRunner().invoke(cli, ["sandbox", "doctor"])
+    assert "(1 instance(s), Docker labels, host checked)" in result.stderr
 
 
 def test_doctor_reports_a_corrupt_registry_and_leaves_it_untouched(tmp_path: Path) -> None:
