@@ -276,6 +276,9 @@ def prune_command(dry_run: bool, as_json: bool) -> None:
             for p in pruned
         ],
     )
+    for p in pruned:
+        if p.kept:
+            info(f"note: {p.entry.instance_id}: {p.kept}")
 
 
 def _live_fields(data: dict[str, Any]) -> list[tuple[str, object]]:

@@ -241,6 +241,9 @@ def _check_stale(
         if pruned.removed:
             problem.fixed = f"entry dropped ({pruned.note}); slot {pruned.entry.slot} freed"
             if pruned.entry.kind == "worktree" and remove_empty_tree(pruned.entry.root):
+                # Nothing of the user's was in it after all: drop the "kept" advice.
+                note = pruned.note.replace(f"; {pruned.kept}", "") if pruned.kept else pruned.note
+                problem.fixed = f"entry dropped ({note}); slot {pruned.entry.slot} freed"
                 problem.fixed += f"; empty directory {pruned.entry.root} removed"
         else:
             problem.detail += f"; kept: {pruned.note}"

@@ -690,6 +690,7 @@ class PrunedEntry:
     reason: str
     removed: bool
     note: str = ""
+    kept: str = ""  # files of the user's left on disk, and how to delete them (also in note)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -722,8 +723,27 @@ def prune(*, dry_run: bool) -> list[PrunedEntry]:
             note = note if gone else "entry changed meanwhile; left as is"
             if gone and entry.kind == "worktree" and entry.repo and Path(entry.repo).is_dir():
                 worktree.prune_locked(Path(entry.repo))
-        pruned.append(PrunedEntry(entry, reason, removed=gone, note=note))
+        kept = _kept_worktree(entry) if gone else ""
+        note = f"{note}; {kept}" if kept else note
+        pruned.append(PrunedEntry(entry, reason, removed=gone, note=note, kept=kept))
     return pruned
+
+
+def _kept_worktree(entry: Entry) -> str:
+    """Prune drops only the entry: a worktree still on disk may hold uncommitted work, so it is
+    left for the user, who is told how to delete it."""
+    if entry.kind != "worktree" or not entry.root.is_dir():
+        return ""
+    import shlex
+
+    git = "git"
+    if entry.repo and Path(entry.repo).is_dir():
+        git += f" -C {shlex.quote(entry.repo)}"
+    path = shlex.quote(entry.path)
+    text = f"worktree {entry.path} kept (it may hold your work): `{git} worktree remove {path}`"
+    if entry.branch and entry.branch == entry.name:  # a branch create made for it
+        text += f", then `{git} branch -d {shlex.quote(entry.branch)}`"
+    return text + " to delete it"
 
 
 def _remove_if_unchanged(entry: Entry) -> bool:

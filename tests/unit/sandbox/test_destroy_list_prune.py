@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -414,6 +415,35 @@ def test_prune_removes_stale_entries_and_their_leftovers(repo: Path, docker: Doc
     assert str(a.path) not in git(repo, "worktree", "list")
 
 
+def test_prune_says_how_to_delete_the_worktree_it_keeps(repo: Path, docker: DockerStandIn) -> None:
+    b = create_instance(name="b", cwd=repo)
+    (b.path / ".env.sandbox").unlink()
+    (b.path / "notes.txt").write_text("uncommitted work\n")
+    out = CliRunner().invoke(cli, ["sandbox", "prune"])
+    assert out.exit_code == 0, out.output
+    remove = f"git -C {repo} worktree remove {b.path}"
+    assert out.stderr.strip() == (
+        f"note: ktrdr--b: worktree {b.path} kept (it may hold your work): `{remove}`, then "
+        f"`git -C {repo} branch -d b` to delete it"
+    )
+    assert (b.path / "notes.txt").read_text() == "uncommitted work\n"
+    assert registry.load() == {}
+
+    # The advice works (git wants --force here, and says so, since notes.txt is untracked).
+    git(repo, "worktree", "remove", "--force", str(b.path))
+    git(repo, "branch", "-d", "b")
+    assert not b.path.exists() and git(repo, "branch", "--list", "b") == ""
+
+
+def test_prune_json_note_names_the_kept_worktree(repo: Path, docker: DockerStandIn) -> None:
+    b = create_instance(name="b", cwd=repo)
+    (b.path / ".env.sandbox").unlink()
+    out = CliRunner().invoke(cli, ["sandbox", "prune", "--json"])
+    [pruned] = json.loads(out.stdout)
+    assert pruned["removed"] is True
+    assert f"worktree {b.path} kept (it may hold your work)" in pruned["note"]
+
+
 def test_prune_keeps_stale_entries_while_docker_cannot_confirm(
     repo: Path, docker: DockerStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -438,7 +468,6 @@ def test_prune_with_nothing_stale_says_so(repo: Path, docker: DockerStandIn) -> 
 def test_sandbox_list_and_help_do_not_import_heavy_libraries(
     args: list[str], isolated_ktrdr_home: Path
 ) -> None:
-    import subprocess
     import sys
 
     probe = (
