@@ -113,6 +113,8 @@ def test_ctrl_c_at_any_moment_of_start_up_never_prints_a_traceback(tmp_path: Pat
             time.sleep(delay)  # lands in interpreter start, imports, parsing or the request
             process.send_signal(signal.SIGINT)
             _, stderr = process.communicate(timeout=30)
+            if "init_import_site" in stderr or "Error processing line" in stderr:
+                continue  # landed in the interpreter's own start-up (site, .pth): not ktrdr code
             assert "Traceback" not in stderr, (delay, stderr)
             # -SIGINT: the signal came before Python installed its handler (not our code yet).
             assert process.returncode in (130, -signal.SIGINT), (delay, stderr)
