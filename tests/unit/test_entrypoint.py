@@ -2,8 +2,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -62,26 +67,32 @@ def test_a_deleted_current_directory_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_ctrl_c_exits_130_with_what_to_do_instead_of_aborted(tmp_path: Path) -> None:
-    import signal
-    import socket
-    import time
+@contextmanager
+def silent_api() -> Iterator[socket.socket]:
+    """An API that accepts connections and never answers: `health` waits until interrupted."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield server
 
-    # An API that accepts the connection and never answers: `health` waits until interrupted.
-    with socket.socket() as silent_server:
-        silent_server.bind(("127.0.0.1", 0))
-        silent_server.listen()
-        port = silent_server.getsockname()[1]
-        process = subprocess.Popen(
-            [*_ktrdr(), "-p", str(port), "health"],
-            env={**os.environ, "KTRDR_HOME": str(tmp_path)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            # A child started from a non-interactive shell may inherit SIGINT ignored.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
-        connection, _ = silent_server.accept()  # the request is in flight
+
+def interruptible_health(port: int, home: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*_ktrdr(), "-p", str(port), "health"],
+        env={**os.environ, "KTRDR_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A child started from a non-interactive shell may inherit SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def test_ctrl_c_exits_130_with_what_to_do_instead_of_aborted(tmp_path: Path) -> None:
+    with silent_api() as server:
+        port = server.getsockname()[1]
+        process = interruptible_health(port, tmp_path)
+        connection, _ = server.accept()  # the request is in flight
         time.sleep(0.2)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
@@ -93,23 +104,10 @@ def test_ctrl_c_exits_130_with_what_to_do_instead_of_aborted(tmp_path: Path) -> 
 
 
 def test_ctrl_c_at_any_moment_of_start_up_never_prints_a_traceback(tmp_path: Path) -> None:
-    import signal
-    import socket
-    import time
-
-    with socket.socket() as silent_server:
-        silent_server.bind(("127.0.0.1", 0))
-        silent_server.listen(16)
-        port = silent_server.getsockname()[1]
+    with silent_api() as server:
+        port = server.getsockname()[1]
         for delay in (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2):
-            process = subprocess.Popen(
-                [*_ktrdr(), "-p", str(port), "health"],
-                env={**os.environ, "KTRDR_HOME": str(tmp_path)},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-            )
+            process = interruptible_health(port, tmp_path)
             time.sleep(delay)  # lands in interpreter start, imports, parsing or the request
             process.send_signal(signal.SIGINT)
             _, stderr = process.communicate(timeout=30)
