@@ -105,7 +105,10 @@ def doctor_command(fix: bool, as_json: bool) -> None:
         for action in report.actions:
             info(f"fixed: {action}")
         summary = f"{report.instances_checked} instance(s), Docker labels, host checked"
-        if report.healthy:
+        warnings = sum(1 for p in report.problems if p.severity == "warning" and not p.fixed)
+        if report.healthy and warnings:
+            info(f"doctor: no errors, {warnings} warning(s) to look at ({summary})")
+        elif report.healthy:
             info(f"doctor: healthy ({summary})")
         else:
             fix_hint = "" if fix else "; `ktrdr sandbox doctor --fix` repairs what is safe"

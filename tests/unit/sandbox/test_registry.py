@@ -297,6 +297,26 @@ def test_a_creating_claim_is_dead_only_when_its_process_is_gone() -> None:
     assert not _entry().is_dead_claim()
 
 
+def test_a_claim_of_a_killed_but_unreaped_process_is_dead() -> None:
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        zombie = _entry()
+        zombie.state, zombie.pid = "creating", child.pid
+        assert not zombie.is_dead_claim()
+        child.kill()  # not waited for: it stays a zombie
+        deadline = time.monotonic() + 10
+        while not zombie.is_dead_claim() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert zombie.is_dead_claim()
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_a_creating_claim_older_than_an_hour_is_dead_even_if_its_pid_is_alive() -> None:
     import os
 
