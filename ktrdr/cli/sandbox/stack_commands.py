@@ -75,6 +75,7 @@ def down(name: str | None) -> None:
     from ktrdr.cli.sandbox import lifecycle
 
     instance = lifecycle.resolve(name, Path.cwd())
+    info(f"Stopping instance {instance.instance_id} (slot {instance.slot})…")
     lifecycle.down(instance)
     info(f"Stopped instance {instance.instance_id} (volumes kept; `ktrdr sandbox up` restarts it)")
 

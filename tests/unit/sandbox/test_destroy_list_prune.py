@@ -48,6 +48,7 @@ def test_destroy_removes_containers_worktree_and_entry_and_keeps_the_branch(
     assert not created.path.exists()
     assert "feat-a" in git(repo, "branch", "--format=%(refname:short)").split()
     assert "branch feat-a kept" in out.stderr and "slot 1 is free" in out.stderr
+    assert "ktrdr--feat-a: removing containers, volumes and files" in out.stderr
     assert registry.load() == {}
     assert create_instance(name="feat-c", cwd=repo).slot == 1
 
@@ -58,7 +59,7 @@ def test_destroy_refuses_a_dirty_worktree_without_force(repo: Path, docker: Dock
     out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
     assert out.exit_code == 1
     assert "uncommitted or untracked changes (wip.txt)" in out.stderr
-    assert "--force" in out.stderr
+    assert "--force" in out.stderr and "removing" not in out.stderr
     assert (created.path / "wip.txt").exists()
     assert docker.downs == []  # refused before anything was torn down
     assert registry.load()["ktrdr--feat-a"].state == "ready"
