@@ -280,6 +280,22 @@ def test_standin_images_say_they_are_not_the_real_grafana_and_jaeger() -> None:
         assert "standin" in images[key]
 
 
+@pytest.mark.parametrize("key", ["KTRDR_GRAFANA_IMAGE", "KTRDR_JAEGER_IMAGE"])
+def test_standins_stop_on_sigterm_instead_of_waiting_for_the_kill(key: str) -> None:
+    # As PID 1 without a handler they ignored SIGTERM: every down/destroy waited 10 s for them.
+    image = offline_images()[key]
+    require_images(image)
+    name = f"ktrdr-test-sigterm-{secrets.token_hex(4)}"
+    docker("run", "-d", "--name", name, "--label", "ktrdr.test=1", image)
+    try:
+        time.sleep(1)  # let the server install its handler
+        docker("stop", "--time", "30", name)
+        exit_code = docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip()
+        assert exit_code == "0"  # 137 would mean it had to be killed
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
 def test_removing_a_project_deletes_its_containers_volumes_and_networks_even_after_a_failure(
     compose_project: Callable[[str], ComposeProject],
 ) -> None:
