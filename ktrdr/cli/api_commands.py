@@ -140,7 +140,11 @@ def operations_start(
         operation = _wait_for(client, operation, timeout=timeout)
     _render_operation(operation, as_json=as_json)
     if operation.get("status") == "failed":
-        raise SystemExit(1)
+        operation_id, reason = operation.get("operation_id"), operation.get("error")
+        raise KtrdrError(
+            f"operation {operation_id} failed: {reason or 'no reason given'}; "
+            f"details: `ktrdr operations show {operation_id}`"
+        )
 
 
 def _wait_for(client: ApiClient, operation: dict[str, Any], *, timeout: float) -> dict[str, Any]:
@@ -171,7 +175,8 @@ def _render_operation(operation: dict[str, Any], *, as_json: bool) -> None:
             ("Created", operation.get("created_at")),
             ("Params", operation.get("params")),
             ("Result", _summarize(operation.get("result"))),
-            ("Error", operation.get("error") or "-"),
+            # Only when there is one: scripts grep for a line starting with "Error:".
+            *([("Error", operation["error"])] if operation.get("error") else []),
         ]
     )
 

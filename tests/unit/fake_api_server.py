@@ -47,6 +47,7 @@ class StandinApiState:
         self.operations = {"op-1": dict(OPERATION)}
         self.posted: list[dict[str, Any]] = []
         self.polls_until_complete = 0
+        self.fails_with: str | None = None  # the running operation ends failed with this error
         # Set to answer every request with this body (HTTP 200): some other service on the port.
         self.every_body: Any = NOT_SET
 
@@ -80,7 +81,9 @@ def _handler_for(state: StandinApiState) -> type[BaseHTTPRequestHandler]:
                     self._send(404, {"detail": "operation not found"})
                     return
                 if op["status"] == "running":
-                    if state.polls_until_complete <= 0:
+                    if state.polls_until_complete <= 0 and state.fails_with:
+                        op.update(status="failed", error=state.fails_with)
+                    elif state.polls_until_complete <= 0:
                         op["status"] = "completed"
                         op["result"] = {"trades": 2}
                     state.polls_until_complete -= 1

@@ -98,6 +98,29 @@ def test_operations_start_with_wait_polls_until_completed(
     ]
 
 
+def test_a_completed_operation_prints_no_error_line(api: tuple[str, StandinApiState]) -> None:
+    url, _ = api
+    argv = ["-u", url, "operations", "start", "backtest", "--symbol", "AAPL", "--wait"]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 0, result.output
+    assert "Status: completed" in " ".join(result.stdout.split())
+    assert not any(line.startswith("Error") for line in result.output.splitlines())
+
+
+def test_a_failed_operation_exits_1_with_the_reason_as_one_error_line(
+    api: tuple[str, StandinApiState],
+) -> None:
+    url, state = api
+    state.fails_with = "no data for ZZZZ"
+    argv = ["-u", url, "operations", "start", "backtest", "--symbol", "ZZZZ", "--wait"]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [
+        "Error: operation op-2 failed: no data for ZZZZ; details: `ktrdr operations show op-2`"
+    ]
+
+
 def test_connection_refused_is_one_line_naming_the_url() -> None:
     port = _free_port()
     result = CliRunner().invoke(cli, ["-p", str(port), "health"])
