@@ -104,6 +104,12 @@ def create_instance(
     if path.parent != top.parent:  # unreachable after validation; never write outside it
         raise SandboxError(f"refusing instance path {path}: it leaves {top.parent}")
     instance_id = instance_id_for(path)
+    existing = registry.load().get(instance_id)
+    if existing is not None:  # before the branch checks, whose hints would lead nowhere
+        raise SandboxError(
+            f"instance {instance_id} already exists at {existing.path} (slot {existing.slot}): "
+            f"cd there and `ktrdr sandbox up`, or pick another name"
+        )
     if branch is None:
         worktree.check_branch_name(top, name)
         if worktree.branch_exists(top, name):

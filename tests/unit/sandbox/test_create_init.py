@@ -358,3 +358,12 @@ def test_create_refuses_slot_0_which_belongs_to_the_main_dev_environment(repo: P
     out = CliRunner().invoke(cli, ["sandbox", "create", "feat-z", "--slot", "0"])
     assert out.exit_code == 2 and "1<=x<=10" in out.stderr
     assert registry.load() == {} and not (repo.parent / "ktrdr--feat-z").exists()
+
+
+def test_creating_an_existing_instance_again_names_it_and_where_it_is(repo: Path) -> None:
+    first = create_instance(name="feat-b", cwd=repo)
+    with pytest.raises(
+        SandboxError, match=r"instance ktrdr--feat-b already exists at .* \(slot 1\)"
+    ):
+        create_instance(name="feat-b", cwd=repo)
+    assert str(first.path) in str(registry.load()["ktrdr--feat-b"].path)
