@@ -23,11 +23,11 @@ from pathlib import Path
 from ktrdr.cli.sandbox import compose, proc
 from ktrdr.cli.sandbox.e2e import RESULTS_DIR, InstanceContext, current_instance
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.home import evidence_dir
 from ktrdr.cli.sandbox.instance import SECRET_KEYS, read_env
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
 GATE_REPORT = Path(".sandbox") / "gate-report.json"
-EVIDENCE_DIR = Path(".sandbox") / "evidence"
 LOG_TAIL = 5000
 MAX_RESULT_FILE_BYTES = 20 * 1024 * 1024
 
@@ -109,7 +109,7 @@ def collect_evidence(
             indent=2,
         ),
     )
-    path = (output or context.root / EVIDENCE_DIR / f"{prefix}.tar.gz").absolute()
+    path = (output or evidence_dir(context.instance_id) / f"{prefix}.tar.gz").absolute()
     replaced = path.exists()
     bundle.write(path)
     return EvidenceResult(

@@ -1,4 +1,5 @@
-"""Where KTRDR keeps its state: $KTRDR_HOME, default ~/.ktrdr (registry, shared data)."""
+"""Where KTRDR keeps its state: $KTRDR_HOME, default ~/.ktrdr (registry, shared data,
+evidence)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,9 @@ def ktrdr_home() -> Path:
         home = Path.cwd() / home
         os.environ["KTRDR_HOME"] = str(home)
     return home
+
+
+def evidence_dir(instance_id: str) -> Path:
+    """Evidence bundles live outside the worktree: `destroy` removes the worktree, and the
+    evidence of what an instance did must outlive it."""
+    return ktrdr_home() / "evidence" / instance_id

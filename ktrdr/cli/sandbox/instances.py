@@ -27,6 +27,7 @@ from typing import Any
 from ktrdr.cli.sandbox import registry, worktree
 from ktrdr.cli.sandbox.allocation import SkippedSlot, allocate, probe_slots
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.home import evidence_dir
 from ktrdr.cli.sandbox.instance import (
     find_instance_root,
     instance_id_for,
@@ -599,6 +600,27 @@ def check_destroyable(entry: Entry, *, force: bool) -> None:
         )
 
 
+# Made by runs in the worktree, ignored by git (info/exclude), so `git worktree remove` would
+# delete them without asking: they are moved out first.
+KEPT_ON_DESTROY = (Path(".sandbox") / "evidence", Path(".sandbox") / "test-results")
+
+
+def _keep_results(entry: Entry) -> list[str]:
+    """Move evidence bundles and test results out of a worktree about to be removed."""
+    notes: list[str] = []
+    target = evidence_dir(entry.instance_id)
+    stamp = registry.now_iso().replace(":", "")
+    for relative in KEPT_ON_DESTROY:
+        source = entry.root / relative
+        if not source.is_dir() or not any(source.iterdir()):
+            continue
+        destination = target / f"{relative.name}-{stamp}"
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(source), str(destination))
+        notes.append(f"kept {relative} in {destination}")
+    return notes
+
+
 def _half_removed(entry: Entry) -> bool:
     """An interrupted destroy's worktree: its .git file is gone but git still lists the path."""
     root = entry.root
@@ -659,6 +681,7 @@ def destroy_instance(entry: Entry, *, force: bool) -> DestroyResult:
     result.notes.append(note)
     root = entry.root
     if entry.kind == "worktree":
+        result.notes += _keep_results(entry)
         if _half_removed(entry):
             # A killed `git worktree remove` deleted the .git file with part of the files;
             # git still lists the path, so it was ours and the user confirmed its removal.

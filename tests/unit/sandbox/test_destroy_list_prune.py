@@ -53,6 +53,25 @@ def test_destroy_removes_containers_worktree_and_entry_and_keeps_the_branch(
     assert create_instance(name="feat-c", cwd=repo).slot == 1
 
 
+def test_destroy_keeps_evidence_and_test_results_made_in_the_worktree(
+    repo: Path, docker: DockerStandIn, isolated_ktrdr_home: Path
+) -> None:
+    created = create_instance(name="feat-a", cwd=repo)
+    (created.path / ".sandbox" / "evidence").mkdir(parents=True)
+    (created.path / ".sandbox" / "evidence" / "bundle.tar.gz").write_bytes(b"evidence")
+    (created.path / ".sandbox" / "test-results").mkdir()
+    (created.path / ".sandbox" / "test-results" / "e2e-junit.xml").write_text("<testsuite/>")
+
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
+
+    assert out.exit_code == 0, out.output
+    assert not created.path.exists()
+    kept = isolated_ktrdr_home / "evidence" / "ktrdr--feat-a"
+    assert [p.read_bytes() for p in kept.glob("evidence-*/bundle.tar.gz")] == [b"evidence"]
+    assert len(list(kept.glob("test-results-*/e2e-junit.xml"))) == 1
+    assert f"kept .sandbox/evidence in {kept}" in out.stderr
+
+
 def test_destroy_refuses_a_dirty_worktree_without_force(repo: Path, docker: DockerStandIn) -> None:
     created = create_instance(name="feat-a", cwd=repo)
     (created.path / "wip.txt").write_text("unsaved work")

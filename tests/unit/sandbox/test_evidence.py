@@ -51,10 +51,11 @@ def members(path: Path) -> dict[str, bytes]:
 
 
 def test_evidence_bundles_gate_report_results_git_state_and_redacted_env(
-    instance: Path, engine_down: None
+    instance: Path, engine_down: None, isolated_ktrdr_home: Path
 ) -> None:
     result = collect_evidence(start=instance)
-    assert result.path.parent == instance / ".sandbox" / "evidence"
+    # Outside the worktree: `destroy` removes the worktree, the evidence must outlive it.
+    assert result.path.parent == isolated_ktrdr_home / "evidence" / instance.name
     assert result.path.name.startswith(f"evidence-{instance.name}-")
     assert result.size_bytes == result.path.stat().st_size > 0
     files = members(result.path)
