@@ -231,6 +231,9 @@ def backend_verdict(answer: HttpAnswer, instance_id: str) -> Verdict:
     return True, "", False
 
 
+WORKER_PREFIX = "worker:"
+
+
 def workers_verdict(answer: HttpAnswer, expected: Mapping[str, int]) -> Verdict:
     if answer.status != 200 or not isinstance(answer.body, list):
         return False, f"/api/v1/workers answered HTTP {answer.status}", False
@@ -283,6 +286,9 @@ class _Gate:
         # check must pass once more after the start before the gate can pass.
         self.confirmed: set[str] = set()
         self.failure: tuple[str | None, str, str | None] | None = None  # check, reason, service
+        # Registrations outlive a worker by up to a heartbeat timeout (e.g. a hot reload that
+        # broke its code): each worker must also answer its own /health on its published port.
+        self.workers_alive: set[str] = set()
 
     def run(self) -> None:
         start = self.clock()
@@ -359,7 +365,10 @@ class _Gate:
                 results[key] = ProbeError(str(e) or type(e).__name__)
         if "ps" in results:
             self._on_containers(results.pop("ps"))
-        for key, answer in results.items():
+        # Worker liveness first: the workers verdict of this round depends on it.
+        for key, answer in sorted(
+            results.items(), key=lambda kv: not kv[0].startswith(WORKER_PREFIX)
+        ):
             self._on_http(key, answer)
 
     def _urls(self) -> dict[str, str]:
@@ -369,11 +378,21 @@ class _Gate:
             urls[BACKEND] = f"{base}/health"
         if self._to_probe(WORKERS):
             urls[WORKERS] = f"{base}/workers"
+            for service, port in self._worker_ports().items():
+                urls[f"{WORKER_PREFIX}{service}"] = f"http://127.0.0.1:{port}/health"
         if self._to_probe(OBSERVABILITY):
             for name, url in self.spec.observability_urls().items():
                 if name not in self.observed:
                     urls[name] = url
         return urls
+
+    def _worker_ports(self) -> dict[str, int]:
+        """Published port of each worker service's container (from the last snapshot)."""
+        return {
+            c.service: c.ports[0]
+            for c in self.containers
+            if c.service in self.spec.worker_services and c.ports and c.state == "running"
+        }
 
     def _on_containers(self, result: list[ContainerState] | ProbeError) -> None:
         check = self.checks[DATABASE]
@@ -417,6 +436,13 @@ class _Gate:
         return BACKEND
 
     def _on_http(self, key: str, answer: HttpAnswer | ProbeError) -> None:
+        if key.startswith(WORKER_PREFIX):
+            service = key.removeprefix(WORKER_PREFIX)
+            if not isinstance(answer, ProbeError) and answer.status == 200:
+                self.workers_alive.add(service)
+            else:
+                self.workers_alive.discard(service)
+            return
         check_key = OBSERVABILITY if key in OBSERVABILITY_SERVICES else key
         check = self.checks[check_key]
         check.attempts += 1
@@ -439,6 +465,10 @@ class _Gate:
             passed, detail, fatal = backend_verdict(answer, self.spec.instance_id)
         else:
             passed, detail, fatal = workers_verdict(answer, self.spec.expected_workers)
+            silent = sorted(set(self._worker_ports()) - self.workers_alive)
+            if passed and silent:
+                passed = False
+                detail = f"registered, but {', '.join(silent)} not answering its /health"
         if pending or passed:
             check.detail = detail
         if passed:

@@ -59,6 +59,7 @@ def container(
     health: str | None = "healthy",
     exit_code: int | None = None,
     restarts: int = 0,
+    ports: list[int] | None = None,
 ) -> ContainerState:
     return ContainerState(
         name=f"{INSTANCE}-{service}-1",
@@ -69,13 +70,19 @@ def container(
         exit_code=exit_code,
         restart_count=restarts,
         image_id=f"sha256:{service}",
-        ports=[],
+        ports=ports or [],
     )
+
+
+# Each worker service's published port (the gate probes its /health there).
+WORKER_PORTS = {
+    service: PORTS.all_ports()[f"worker_{index}"] for index, service in enumerate(WORKER_SERVICES)
+}
 
 
 def healthy_stack() -> list[ContainerState]:
     services = ["db", "backend", *WORKER_SERVICES, "prometheus", "grafana", "jaeger"]
-    stack = [container(s) for s in services]
+    stack = [container(s, ports=[WORKER_PORTS[s]] if s in WORKER_PORTS else None) for s in services]
     stack.append(container("migrate", state="exited", health=None, exit_code=0))
     return stack
 
@@ -133,10 +140,12 @@ class ScriptedProbes:
         if url.endswith("/api/v1/workers"):
             return "workers"
         port = int(url.split(":")[2].split("/")[0])
+        workers = {port: service for service, port in WORKER_PORTS.items()}
         return {
             PORTS.prometheus: "prometheus",
             PORTS.grafana: "grafana",
             PORTS.jaeger_ui: "jaeger",
+            **workers,
         }[port]
 
     def logs(self, container_name: str, tail: int) -> list[str]:
@@ -184,6 +193,21 @@ def test_gate_passes_when_every_check_is_ready_and_records_when_each_became_read
     assert [c.detail for c in report.checks if c.key != "workers"] == ["", "", ""]
 
 
+def test_registered_workers_that_do_not_answer_their_own_health_do_not_pass() -> None:
+    # A hot reload broke the workers' code: their registrations (and heartbeats, for a while)
+    # outlive them, but their /health is gone.
+    clock = FakeClock()
+    dead = ["backtest-worker-2", "training-worker-1"]
+    probes = ScriptedProbes(clock, ready_at={service: 1e9 for service in dead})
+
+    report = run(probes, clock, timeout=20.0)
+
+    assert not report.passed
+    workers = next(c for c in report.checks if c.key == "workers")
+    assert workers.status == "failed"
+    assert "registered, but backtest-worker-2, training-worker-1 not answering" in workers.detail
+
+
 def test_gate_report_carries_image_ids_container_states_and_urls() -> None:
     clock = FakeClock()
     report = run(ScriptedProbes(clock), clock).as_dict()
@@ -214,6 +238,7 @@ def test_gate_probes_only_the_slots_published_loopback_ports() -> None:
         PORTS.prometheus,
         PORTS.grafana,
         PORTS.jaeger_ui,
+        *WORKER_PORTS.values(),  # each worker's own /health
     }
 
 
@@ -335,7 +360,9 @@ def test_every_check_is_tried_from_the_start_not_after_the_previous_one() -> Non
 
     report = run(Recording(clock, containers=containers), clock)
     assert report.passed
-    assert set(seen_at.values()) == {0.0}
+    # Workers' own /health needs their published ports from the first container snapshot.
+    assert {seen_at[key] for key in seen_at if key not in WORKER_PORTS} == {0.0}
+    assert {seen_at[key] for key in WORKER_PORTS} == {0.25}
 
 
 def test_missing_workers_time_out_naming_the_worker_that_is_not_running() -> None:
@@ -469,7 +496,11 @@ def test_the_gate_passes_only_once_the_containers_are_started() -> None:
     report = run_starting(ScriptedProbes(clock), clock, FakeStartup(clock, done_at=5.0))
     assert report.passed
     assert report.duration_s == pytest.approx(5.0)
-    assert all(c.duration_s == pytest.approx(0.0) for c in report.checks)
+    durations = {c.key: c.duration_s for c in report.checks}
+    # Workers: one poll later, once the snapshot gave their ports for the /health probes.
+    assert durations == pytest.approx(
+        {"database": 0.0, "backend": 0.0, "workers": 0.25, "observability": 0.0}
+    )
 
 
 def test_containers_that_exited_before_this_up_are_not_crashes_while_compose_restarts_them() -> (
