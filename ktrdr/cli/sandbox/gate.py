@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -233,6 +234,25 @@ def backend_verdict(answer: HttpAnswer, instance_id: str) -> Verdict:
 
 WORKER_PREFIX = "worker:"
 
+# A backend or worker whose code fails to import (hot reload of a broken edit) keeps its
+# container running — the reloader waits for the next change — so no crash is seen. Its log
+# then ends in a Python exception and stops moving: that is a failure, not "not ready yet".
+STUCK_GRACE_S = 8.0  # after the containers are started: normal start-up never looks stuck
+STUCK_STILL_S = 4.0  # the log ended in the exception and has not changed for this long
+STUCK_CHECK_INTERVAL_S = 2.0
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)(: .*)?$")
+
+
+def python_error_at_end(lines: Sequence[str]) -> str | None:
+    """The exception line a log ends in after a traceback (e.g. 'SyntaxError: …'), else None."""
+    tail = [line.strip() for line in lines if line.strip()]
+    # A long traceback's header may be cut off by the tail: its frame lines still show.
+    if not tail or not any(
+        "Traceback (most recent call last)" in line or line.startswith('File "') for line in tail
+    ):
+        return None
+    return tail[-1] if _EXCEPTION_LINE.match(tail[-1]) else None
+
 
 def workers_verdict(answer: HttpAnswer, expected: Mapping[str, int]) -> Verdict:
     if answer.status != 200 or not isinstance(answer.body, list):
@@ -289,6 +309,8 @@ class _Gate:
         # Registrations outlive a worker by up to a heartbeat timeout (e.g. a hot reload that
         # broke its code): each worker must also answer its own /health on its published port.
         self.workers_alive: set[str] = set()
+        self.error_logs: dict[str, tuple[float, list[str]]] = {}  # service -> (since, lines)
+        self.last_stuck_check: float | None = None
 
     def run(self) -> None:
         start = self.clock()
@@ -303,6 +325,8 @@ class _Gate:
                 if self.failure is None:
                     self._round(pool, poll_ps)
                 elapsed = self.clock() - start
+                if self.failure is None:
+                    self._watch_for_stuck_services(elapsed)
                 self._settle(elapsed)
                 self.on_update(list(self.checks.values()))
                 if self.failure is not None or self.confirmed.issuperset(TITLES):
@@ -385,6 +409,42 @@ class _Gate:
                 if name not in self.observed:
                     urls[name] = url
         return urls
+
+    def _watch_for_stuck_services(self, elapsed: float) -> None:
+        if self.ready_at is None or elapsed - self.ready_at < STUCK_GRACE_S:
+            return
+        if self.last_stuck_check is not None and (
+            elapsed - self.last_stuck_check < STUCK_CHECK_INTERVAL_S - 1e-9
+        ):
+            return
+        self.last_stuck_check = elapsed
+        silent_workers = sorted(set(self._worker_ports()) - self.workers_alive)
+        for key, services in ((BACKEND, [self.spec.backend_service]), (WORKERS, silent_workers)):
+            if self.checks[key].status != "pending":
+                continue
+            for service in services:
+                if self._stuck(service, elapsed):
+                    error = python_error_at_end(self.error_logs[service][1])
+                    reason = f"{service} is not starting: its log ends in {error}"
+                    self.failure = (key, reason, service)
+                    return
+
+    def _stuck(self, service: str, elapsed: float) -> bool:
+        running = [c for c in self.containers if c.service == service and c.state == "running"]
+        if not running:
+            return False
+        try:
+            lines = self.probes.logs(running[0].name, 200)
+        except Exception:  # logs are a hint only
+            return False
+        if python_error_at_end(lines) is None:
+            self.error_logs.pop(service, None)
+            return False
+        seen = self.error_logs.get(service)
+        if seen is None or seen[1] != lines:
+            self.error_logs[service] = (elapsed, list(lines))
+            return False
+        return elapsed - seen[0] >= STUCK_STILL_S
 
     def _worker_ports(self) -> dict[str, int]:
         """Published port of each worker service's container (from the last snapshot)."""

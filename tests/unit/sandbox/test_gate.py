@@ -19,6 +19,7 @@ from ktrdr.cli.sandbox.gate import (
     ProbeError,
     backend_verdict,
     find_crash,
+    python_error_at_end,
     read_report,
     run_gate,
     workers_verdict,
@@ -206,6 +207,43 @@ def test_registered_workers_that_do_not_answer_their_own_health_do_not_pass() ->
     workers = next(c for c in report.checks if c.key == "workers")
     assert workers.status == "failed"
     assert "registered, but backtest-worker-2, training-worker-1 not answering" in workers.detail
+
+
+BROKEN_IMPORT_LOG = [
+    "INFO:     Started reloader process [1] using WatchFiles",
+    "Process SpawnProcess-2:",
+    "Traceback (most recent call last):",
+    '  File "/app/ktrdr/api/settings.py", line 44',
+    "    def broken(:",
+    "SyntaxError: invalid syntax",
+]
+
+
+def test_a_backend_whose_log_ends_in_a_python_error_fails_long_before_its_deadline() -> None:
+    clock = FakeClock()
+    probes = ScriptedProbes(clock, ready_at={"backend": 1e9}, log_lines=BROKEN_IMPORT_LOG)
+
+    report = run(probes, clock, timeout=240.0)
+
+    backend = next(c for c in report.checks if c.key == "backend")
+    assert backend.status == "failed"
+    assert backend.detail == "backend is not starting: its log ends in SyntaxError: invalid syntax"
+    assert report.duration_s is not None and report.duration_s < 20
+    assert "SyntaxError: invalid syntax" in report.log_tail
+
+
+def test_an_error_in_the_log_of_a_backend_that_then_starts_is_no_failure() -> None:
+    clock = FakeClock()
+    probes = ScriptedProbes(clock, ready_at={"backend": 11.0}, log_lines=BROKEN_IMPORT_LOG)
+    assert run(probes, clock).passed
+
+
+def test_python_error_at_end_needs_a_traceback_and_a_final_exception_line() -> None:
+    assert python_error_at_end(BROKEN_IMPORT_LOG) == "SyntaxError: invalid syntax"
+    assert (
+        python_error_at_end([*BROKEN_IMPORT_LOG, "INFO:     Application startup complete."]) is None
+    )
+    assert python_error_at_end(["ValueError: x"]) is None  # no traceback: just a log line
 
 
 def test_gate_report_carries_image_ids_container_states_and_urls() -> None:
