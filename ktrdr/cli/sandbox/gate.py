@@ -258,8 +258,12 @@ def workers_verdict(answer: HttpAnswer, expected: Mapping[str, int]) -> Verdict:
     if answer.status != 200 or not isinstance(answer.body, list):
         return False, f"/api/v1/workers answered HTTP {answer.status}", False
     counts = {worker_type: 0 for worker_type in expected}
+    unreachable = 0
     for worker in answer.body:
-        if not isinstance(worker, dict) or worker.get("status") == "unreachable":
+        if not isinstance(worker, dict):
+            continue
+        if worker.get("status") == "unreachable":
+            unreachable += 1
             continue
         worker_type = str(worker.get("worker_type"))
         counts[worker_type] = counts.get(worker_type, 0) + 1
@@ -267,7 +271,9 @@ def workers_verdict(answer: HttpAnswer, expected: Mapping[str, int]) -> Verdict:
     if all(counts.get(t, 0) >= n for t, n in expected.items()):
         return True, summary, False
     wanted = ", ".join(f"{n} {t}" for t, n in sorted(expected.items()))
-    return False, f"{summary} registered of {wanted}", False
+    # `workers list` shows those too: say why they do not count.
+    stale = f" ({unreachable} more registered but unreachable: no heartbeat)" if unreachable else ""
+    return False, f"{summary} registered of {wanted}{stale}", False
 
 
 def observability_verdict(answer: HttpAnswer) -> bool:

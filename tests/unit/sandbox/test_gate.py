@@ -430,7 +430,10 @@ def test_unreachable_workers_do_not_count_as_registered() -> None:
         HttpAnswer(200, workers), {"backtest": 2, "training": 2}
     )
     assert not passed and not fatal
-    assert detail.startswith("1 backtest, 2 training")
+    assert detail == (
+        "1 backtest, 2 training registered of 2 backtest, 2 training "
+        "(1 more registered but unreachable: no heartbeat)"
+    )
 
 
 def test_another_instance_answering_on_the_api_port_fails_the_gate_at_once() -> None:
