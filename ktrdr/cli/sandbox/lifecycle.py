@@ -299,6 +299,12 @@ def logs(instance: Instance, *, service: str | None, follow: bool, tail: int) ->
     known = compose.services(instance.root)
     if service is not None and service not in known:
         raise SandboxError(f"no service {service!r} in this stack; services: {', '.join(known)}")
+    if not compose.ps(instance.instance_id):
+        # compose would print nothing and exit 0: an empty answer that looks like "no output".
+        raise SandboxError(
+            f"instance {instance.instance_id} has no containers (it is down, and `down` removes "
+            "them with their logs): `ktrdr sandbox up` first"
+        )
     return compose.logs(
         instance.instance_id, instance.root, service=service, follow=follow, tail=tail
     )
