@@ -484,12 +484,22 @@ def logs(instance_id: str, root: Path, *, service: str | None, follow: bool, tai
 
 
 def container_logs(container: str, *, tail: int) -> list[str]:
-    """The last `tail` lines (stdout and stderr merged) of one container; [] when unavailable."""
+    """The last `tail` lines of one container, stdout and stderr merged in time order (a
+    traceback on stderr belongs between the request lines around it); [] when unavailable."""
     result = proc.run(
-        ["docker", "logs", "--tail", str(tail), container], timeout=QUERY_TIMEOUT, check=False
+        ["docker", "logs", "--timestamps", "--tail", str(tail), container],
+        timeout=QUERY_TIMEOUT,
+        check=False,
     )
-    lines = (result.stdout + result.stderr).splitlines()
-    return lines[-tail:]
+    return merge_timestamped(result.stdout, result.stderr)[-tail:]
+
+
+def merge_timestamped(*streams: str) -> list[str]:
+    """Lines of `docker logs --timestamps` streams in time order, timestamps removed. Docker
+    pads the nanoseconds, so the RFC 3339 stamps sort as text; the sort is stable."""
+    stamped = [line for stream in streams for line in stream.splitlines()]
+    stamped.sort(key=lambda line: line.split(" ", 1)[0])
+    return [line.split(" ", 1)[1] if " " in line else "" for line in stamped]
 
 
 # --- compose file facts ---------------------------------------------------------------------

@@ -323,3 +323,59 @@ def test_cancelling_a_starting_stack_stops_compose(tmp_path: Path) -> None:
     finally:
         compose.down(project, None, volumes=True)
     assert compose.leftovers(project) == []
+
+
+def test_timestamped_streams_merge_in_time_order_without_their_stamps() -> None:
+    stdout = (
+        "2026-11-27T08:00:00.000000001Z GET /health 200\n"
+        "2026-11-27T08:00:02.000000000Z GET /workers 200\n"
+    )
+    stderr = (
+        "2026-11-27T08:00:01.000000000Z Traceback (most recent call last):\n"
+        "2026-11-27T08:00:01.000000000Z ValueError: boom\n"
+        "2026-11-27T08:00:03.000000000Z \n"
+    )
+    assert compose.merge_timestamped(stdout, stderr) == [
+        "GET /health 200",
+        "Traceback (most recent call last):",
+        "ValueError: boom",
+        "GET /workers 200",
+        "",
+    ]
+
+
+@pytest.mark.docker
+def test_container_logs_interleave_stdout_and_stderr_as_written() -> None:
+    script = (
+        "import sys, time\n"
+        "for i in range(3):\n"
+        "    print(f'out {i}', flush=True); time.sleep(0.05)\n"
+        "    print(f'err {i}', file=sys.stderr, flush=True); time.sleep(0.05)\n"
+    )
+    name = f"ktrdr-test-logs-{os.getpid()}"
+    image = "ktrdr-offline/python-base:bookworm"
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
+        pytest.skip(f"{image} not built (make images-offline)")
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "--name",
+            name,
+            "--label",
+            "ktrdr.test=1",
+            image,
+            "python3",
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    try:
+        assert compose.container_logs(name, tail=10) == [
+            "out 0", "err 0", "out 1", "err 1", "out 2", "err 2",
+        ]  # fmt: skip
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
