@@ -100,7 +100,10 @@ def create_instance(
     notes = reap_dead_claims()
     if branch is not None and base is not None:
         raise SandboxError("--branch and --base exclude each other: --base only seeds a new branch")
-    top = worktree.toplevel(cwd)
+    here = worktree.toplevel(cwd)
+    top = worktree.main_checkout(here)
+    if top != here and branch is None and base is None:
+        base = worktree.head_commit(here)  # from inside an instance: start where the user is
     path = top.parent / f"{top.name}--{name}"
     if path.parent != top.parent:  # unreachable after validation; never write outside it
         raise SandboxError(f"refusing instance path {path}: it leaves {top.parent}")

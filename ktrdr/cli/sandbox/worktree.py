@@ -34,6 +34,19 @@ def toplevel(cwd: Path) -> Path:
     return Path(result.stdout.strip())
 
 
+def main_checkout(top: Path) -> Path:
+    """The main worktree of the repo whose checkout `top` is (itself when it is the main one):
+    instances are named after it, so one made from inside another is a sibling, not nested."""
+    common = common_dir(top)
+    if common.name == ".git" and common.parent != top and common.parent.is_dir():
+        return common.parent
+    return top
+
+
+def head_commit(top: Path) -> str:
+    return _git(top, "rev-parse", "--verify", "HEAD^{commit}", what="git rev-parse").strip()
+
+
 def common_dir(cwd: Path) -> Path:
     """The shared .git directory (the same for every worktree of a repo)."""
     text = _git(cwd, "rev-parse", "--git-common-dir", what="git rev-parse").strip()

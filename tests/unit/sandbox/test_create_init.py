@@ -367,3 +367,16 @@ def test_creating_an_existing_instance_again_names_it_and_where_it_is(repo: Path
     ):
         create_instance(name="feat-b", cwd=repo)
     assert str(first.path) in str(registry.load()["ktrdr--feat-b"].path)
+
+
+def test_create_from_inside_an_instance_makes_a_sibling_starting_at_its_head(repo: Path) -> None:
+    outer = create_instance(name="feat-a", cwd=repo)
+    (outer.path / "a.txt").write_text("a")
+    git(outer.path, "add", "a.txt")
+    git(outer.path, "commit", "-q", "-m", "work in feat-a")
+
+    inner = create_instance(name="feat-b", cwd=outer.path)
+
+    assert inner.path == repo.parent / "ktrdr--feat-b"  # not ktrdr--feat-a--feat-b
+    assert git(inner.path, "rev-parse", "HEAD") == git(outer.path, "rev-parse", "HEAD")
+    assert registry.load()["ktrdr--feat-b"].repo == str(repo)
