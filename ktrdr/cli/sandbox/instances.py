@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ktrdr.cli.sandbox import registry, worktree
-from ktrdr.cli.sandbox.allocation import SkippedSlot, allocate, probe_slots
+from ktrdr.cli.sandbox.allocation import Allocation, BusyPort, SkippedSlot, allocate, probe_slots
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import evidence_dir
 from ktrdr.cli.sandbox.instance import (
@@ -341,7 +341,10 @@ def init_instance(*, cwd: Path, slot: int | None = None, images: str | None = No
     instance_id = instance_id_for(top)
     env_path = top / SANDBOX_ENV_FILENAME
     branch = worktree.current_branch(top)
+    kept = _slot_to_keep(env_path, instance_id) if slot is None else None
     busy = probe_slots([slot] if slot is not None else SANDBOX_SLOTS)
+    if kept is not None:
+        busy = {**busy, kept.slot: [] if kept.running else probe_slots([kept.slot])[kept.slot]}
     with registry.transaction() as entries:
         existing = entries.get(instance_id)
         if existing is not None and not existing.is_dead_claim():
@@ -353,7 +356,7 @@ def init_instance(*, cwd: Path, slot: int | None = None, images: str | None = No
         if same_path:
             raise SandboxError(f"{top} is already registered as {same_path[0].instance_id}")
         entries.pop(instance_id, None)
-        allocation = allocate(entries, instance_id=instance_id, requested=slot, busy=busy)
+        allocation = _allocate_keeping(entries, instance_id, slot, kept, busy)
         settings = new_settings(
             instance_id=instance_id,
             slot=allocation.slot,
@@ -385,6 +388,50 @@ def init_instance(*, cwd: Path, slot: int | None = None, images: str | None = No
         env_file=env_path,
         skipped=allocation.skipped,
     )
+
+
+@dataclass(frozen=True)
+class _KeptSlot:
+    slot: int
+    running: bool  # this instance's own containers hold the slot's ports
+
+
+def _slot_to_keep(env_path: Path, instance_id: str) -> _KeptSlot | None:
+    """Re-`init` of an instance whose entry was lost (registry deleted, other KTRDR_HOME): keep
+    the slot its `.env.sandbox` names, above all while its stack runs on those ports."""
+    if not env_path.is_file():
+        return None
+    values = read_env(env_path)
+    text = values.get("KTRDR_SLOT", "")
+    if values.get("KTRDR_INSTANCE_ID") != instance_id or not text.isdigit():
+        return None
+    if int(text) not in SANDBOX_SLOTS:
+        return None
+    try:
+        running = any(c.state == "running" for c in _compose().ps(instance_id))
+    except SandboxError:  # no engine: nothing runs
+        running = False
+    return _KeptSlot(int(text), running)
+
+
+def _allocate_keeping(
+    entries: dict[str, Entry],
+    instance_id: str,
+    slot: int | None,
+    kept: _KeptSlot | None,
+    busy: dict[int, list[BusyPort]],
+) -> Allocation:
+    if kept is not None:
+        holder = next((e for e in entries.values() if e.slot == kept.slot), None)
+        if holder is None and not busy.get(kept.slot):
+            return allocate(entries, instance_id=instance_id, requested=kept.slot, busy=busy)
+        if kept.running:
+            taken_by = holder.instance_id if holder else busy[kept.slot][0].describe()
+            raise SandboxError(
+                f"this instance's stack runs on slot {kept.slot}, now taken by {taken_by}: "
+                "`ktrdr sandbox down` here first, then `ktrdr sandbox init` takes a free slot"
+            )
+    return allocate(entries, instance_id=instance_id, requested=slot, busy=busy)
 
 
 # --- resolution ----------------------------------------------------------------------------

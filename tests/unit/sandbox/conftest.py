@@ -77,6 +77,11 @@ class DockerStandIn:
     def leftovers(self, instance_id: str) -> list[str]:
         return self.leftover.get(instance_id, [])
 
+    def ps(self, instance_id: str, root: Path | None = None) -> list[Container]:
+        if not self.reachable:
+            raise DockerUnavailableError("Docker engine not reachable (stand-in)")
+        return list(self.containers.get(instance_id, []))
+
 
 @pytest.fixture
 def docker(monkeypatch: pytest.MonkeyPatch) -> DockerStandIn:

@@ -18,7 +18,7 @@ from ktrdr.cli.sandbox.instances import create_instance, init_instance
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.worktree import list_worktrees
-from tests.unit.sandbox.conftest import git, make_repo
+from tests.unit.sandbox.conftest import Container, DockerStandIn, git, make_repo
 
 
 @pytest.fixture(autouse=True)
@@ -380,3 +380,40 @@ def test_create_from_inside_an_instance_makes_a_sibling_starting_at_its_head(rep
     assert inner.path == repo.parent / "ktrdr--feat-b"  # not ktrdr--feat-a--feat-b
     assert git(inner.path, "rev-parse", "HEAD") == git(outer.path, "rev-parse", "HEAD")
     assert registry.load()["ktrdr--feat-b"].repo == str(repo)
+
+
+def _lost_instance(repo: Path, slot: int) -> None:
+    """An instance whose registry entry is gone (registry deleted, other KTRDR_HOME)."""
+    init_instance(cwd=repo, slot=slot)
+    registry.registry_path().unlink()
+
+
+def test_re_init_after_a_lost_registry_keeps_the_slot_of_its_env_file(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    _lost_instance(repo, slot=4)
+    assert init_instance(cwd=repo).slot == 4  # not the lowest free one (1)
+    assert read_env(repo / ".env.sandbox")["KTRDR_API_PORT"] == "8004"
+
+
+def test_re_init_keeps_the_slot_its_running_stack_holds_even_though_its_ports_are_busy(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    import socket
+
+    _lost_instance(repo, slot=4)
+    docker.containers["ktrdr"] = [Container("backend", "running", "healthy")]
+    with socket.socket() as stack_port:  # what the instance's own backend container holds
+        stack_port.bind(("127.0.0.1", 8004))
+        stack_port.listen()
+        assert init_instance(cwd=repo).slot == 4
+
+
+def test_re_init_refuses_when_its_running_stack_s_slot_was_taken_meanwhile(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    _lost_instance(repo, slot=1)
+    docker.containers["ktrdr"] = [Container("backend", "running", "healthy")]
+    create_instance(name="newer", cwd=repo)  # took slot 1 while the entry was lost
+    with pytest.raises(SandboxError, match=r"stack runs on slot 1, now taken by ktrdr--newer"):
+        init_instance(cwd=repo)
