@@ -83,6 +83,16 @@ def check_output_path(raw: str) -> Path:
     return path
 
 
+def _unused(directory: Path, prefix: str) -> Path:
+    """A default bundle path no earlier bundle has (two runs can share a one-second stamp)."""
+    candidate = directory / f"{prefix}.tar.gz"
+    counter = 2
+    while candidate.exists():
+        candidate = directory / f"{prefix}-{counter}.tar.gz"
+        counter += 1
+    return candidate
+
+
 def collect_evidence(
     *, name: str | None = None, start: Path, output: Path | None = None
 ) -> EvidenceResult:
@@ -109,7 +119,7 @@ def collect_evidence(
             indent=2,
         ),
     )
-    path = (output or evidence_dir(context.instance_id) / f"{prefix}.tar.gz").absolute()
+    path = (output or _unused(evidence_dir(context.instance_id), prefix)).absolute()
     replaced = path.exists()
     bundle.write(path)
     return EvidenceResult(

@@ -665,6 +665,10 @@ def _keep_results(entry: Entry) -> list[str]:
         if not source.is_dir() or not any(source.iterdir()):
             continue
         destination = target / f"{relative.name}-{stamp}"
+        counter = 2
+        while destination.exists():  # two destroys of a re-created name in one second
+            destination = target / f"{relative.name}-{stamp}-{counter}"
+            counter += 1
         target.mkdir(parents=True, exist_ok=True)
         shutil.move(str(source), str(destination))
         notes.append(f"kept {relative} in {destination}")

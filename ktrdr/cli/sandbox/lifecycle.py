@@ -125,6 +125,11 @@ def validate(instance: Instance) -> None:
             f"instance {instance.instance_id} is registered at {entry.path}, not "
             f"{instance.root}; run `ktrdr sandbox doctor` to reconcile"
         )
+    if entry.state == "destroying":
+        raise SandboxError(
+            f"instance {instance.instance_id} is being destroyed (or a destroy was interrupted): "
+            f"`ktrdr sandbox destroy {instance.instance_id}` finishes it"
+        )
     if entry.state != "ready":
         raise SandboxError(
             f"instance {instance.instance_id} is {entry.state}: wait for that to finish, or "

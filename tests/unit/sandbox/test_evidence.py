@@ -201,3 +201,10 @@ def test_test_e2e_says_clearly_when_the_stack_is_not_up(instance: Path) -> None:
     assert result.exit_code == 1
     assert f"instance {instance.name} is not up (backend: not created)" in result.stderr
     assert "ktrdr sandbox up" in result.stderr
+
+
+def test_bundles_collected_in_the_same_second_never_replace_each_other(
+    instance: Path, engine_down: None
+) -> None:
+    paths = {collect_evidence(start=instance).path for _ in range(3)}
+    assert len(paths) == 3 and all(path.is_file() for path in paths)

@@ -224,3 +224,11 @@ def test_low_memory_is_a_warning_naming_what_to_do(tmp_path: Path) -> None:
     meminfo.write_text("MemAvailable: 8000000 kB\n")
     assert lifecycle.memory_warning(meminfo) is None
     assert lifecycle.memory_warning(tmp_path / "missing") is None
+
+
+def test_up_on_an_interrupted_destroy_says_destroy_finishes_it(instance_dir: Path) -> None:
+    with registry.transaction() as entries:
+        entries[INSTANCE_ID].state = "destroying"
+    result = CliRunner().invoke(cli, ["sandbox", "up"])
+    assert result.exit_code == 1
+    assert f"`ktrdr sandbox destroy {INSTANCE_ID}` finishes it" in result.stderr
