@@ -711,13 +711,23 @@ def teardown_containers(entry: Entry) -> tuple[bool, str]:
     return True, "containers, volumes and networks removed"
 
 
-def _set_state(instance_id: str, state: registry.State) -> None:
+def _claim_destroy(instance_id: str) -> None:
+    """State `destroying` with our pid; refused while another live process is destroying it
+    (two teardowns at once race inside git and compose and blame the user's changes)."""
     with registry.transaction() as entries:
         entry = entries.get(instance_id)
         if entry is None:
             raise SandboxError(f"instance {instance_id} is no longer registered; nothing to do")
-        entry.state = state
-        entry.pid = None
+        if (
+            entry.state == "destroying"
+            and entry.pid not in (None, os.getpid())
+            and registry.pid_alive(entry.pid)
+        ):
+            raise SandboxError(
+                f"instance {instance_id} is being destroyed by process {entry.pid}; wait for it "
+                "to finish (rerun destroy only if that process is gone)"
+            )
+        entry.state, entry.pid = "destroying", os.getpid()
 
 
 def _remove_entry(instance_id: str) -> None:
@@ -729,7 +739,7 @@ def destroy_instance(entry: Entry, *, force: bool) -> DestroyResult:
     """Containers and volumes, then the worktree we created (or just the clone's env file),
     then the registry entry — the slot stays claimed until the containers are confirmed gone."""
     check_destroyable(entry, force=force)
-    _set_state(entry.instance_id, "destroying")
+    _claim_destroy(entry.instance_id)
     result = DestroyResult(entry.instance_id, entry.slot, entry.root, entry.kind)
     result.containers_removed, note = teardown_containers(entry)
     result.notes.append(note)

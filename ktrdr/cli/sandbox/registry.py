@@ -42,7 +42,7 @@ class Entry:
     branch: str | None
     created_at: str
     state: State = "ready"
-    pid: int | None = None  # the creating process, while state is "creating"
+    pid: int | None = None  # the creating or destroying process, while in those states
     name: str | None = None  # the NAME given to `create`
     repo: str | None = None  # the checkout `create` ran in (to prune worktrees later)
 

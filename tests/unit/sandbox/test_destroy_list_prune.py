@@ -162,6 +162,30 @@ def test_ctrl_c_during_destroy_says_how_to_finish_and_the_rerun_does(
     assert not created.path.exists() and registry.load() == {}
 
 
+def test_a_second_destroy_while_one_runs_is_refused_naming_the_process(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    import subprocess
+    import sys
+
+    created = create_instance(name="feat-a", cwd=repo)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with registry.transaction() as entries:  # what a running destroy has recorded
+            entries["ktrdr--feat-a"].state = "destroying"
+            entries["ktrdr--feat-a"].pid = other.pid
+        out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
+        assert out.exit_code == 1
+        assert f"is being destroyed by process {other.pid}; wait for it" in out.stderr
+        assert created.path.exists() and docker.downs == []
+    finally:
+        other.kill()
+        other.wait()
+    again = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])  # that one died
+    assert again.exit_code == 0, again.output
+    assert not created.path.exists()
+
+
 def test_destroy_never_deletes_an_inited_clone(repo: Path, docker: DockerStandIn) -> None:
     init_instance(cwd=repo)
     (repo / "unpushed.txt").write_text("precious")
