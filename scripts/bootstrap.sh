@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 say() { echo "bootstrap: $*" >&2; }
 die() { echo "Error: $*" >&2; exit 1; }
 
-[[ $# -ge 1 ]] || die "usage: bash scripts/bootstrap.sh demo|test|<make target>"
+[[ $# -ge 1 ]] || { echo "Error: usage: bash scripts/bootstrap.sh demo|test|<make target>" >&2; exit 2; }
 
 apt_install() {
   [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null ||

@@ -33,7 +33,7 @@ def test_bootstrap_hands_over_to_make_with_a_python_of_at_least_3_11() -> None:
 
 def test_bootstrap_without_a_target_prints_its_usage() -> None:
     result = run_bootstrap()
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, like the CLI's
     assert result.stderr.startswith("Error: usage: bash scripts/bootstrap.sh demo|test")
 
 
