@@ -280,6 +280,18 @@ def test_standin_images_say_they_are_not_the_real_grafana_and_jaeger() -> None:
         assert "standin" in images[key]
 
 
+def wait_for_sigterm_handler(container: str, timeout: float = 60) -> None:
+    """Until PID 1 has installed its SIGTERM handler (bit 15 of SigCgt in /proc/1/status)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = docker("exec", container, "cat", "/proc/1/status", check=False).stdout
+        caught = [line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")]
+        if caught and int(caught[0], 16) & (1 << (15 - 1)):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{container}: PID 1 never caught SIGTERM")
+
+
 @pytest.mark.parametrize("key", ["KTRDR_GRAFANA_IMAGE", "KTRDR_JAEGER_IMAGE"])
 def test_standins_stop_on_sigterm_instead_of_waiting_for_the_kill(key: str) -> None:
     # As PID 1 without a handler they ignored SIGTERM: every down/destroy waited 10 s for them.
@@ -288,7 +300,7 @@ def test_standins_stop_on_sigterm_instead_of_waiting_for_the_kill(key: str) -> N
     name = f"ktrdr-test-sigterm-{secrets.token_hex(4)}"
     docker("run", "-d", "--name", name, "--label", "ktrdr.test=1", image)
     try:
-        time.sleep(1)  # let the server install its handler
+        wait_for_sigterm_handler(name)
         docker("stop", "--time", "30", name)
         exit_code = docker("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip()
         assert exit_code == "0"  # 137 would mean it had to be killed
