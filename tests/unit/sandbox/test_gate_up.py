@@ -193,6 +193,18 @@ def test_ctrl_c_during_up_leaves_a_hint_and_exits_130(
     assert "ktrdr sandbox up" in result.stderr and "ktrdr sandbox destroy" in result.stderr
 
 
+def test_ctrl_c_while_following_logs_stops_quietly(
+    instance_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted_logs(*args: object, **kwargs: object) -> int:
+        raise KeyboardInterrupt  # stands in for Ctrl-C, the normal way to end `logs -f`
+
+    monkeypatch.setattr(lifecycle, "logs", interrupted_logs)
+    result = CliRunner().invoke(cli, ["sandbox", "logs", "-f"])
+    assert result.exit_code == 130
+    assert result.stderr == "" and "Interrupted" not in result.output
+
+
 def test_logs_of_an_unknown_service_lists_the_services(instance_dir: Path) -> None:
     result = CliRunner().invoke(cli, ["sandbox", "logs", "nosuch"])
     assert result.exit_code == 1
