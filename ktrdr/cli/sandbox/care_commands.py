@@ -104,15 +104,7 @@ def doctor_command(fix: bool, as_json: bool) -> None:
             print_table(["SEVERITY", "KIND", "SUBJECT", "DETAIL", "FIXED"], rows)
         for action in report.actions:
             info(f"fixed: {action}")
-        summary = f"{report.instances_checked} instance(s), Docker labels, host checked"
-        warnings = sum(1 for p in report.problems if p.severity == "warning" and not p.fixed)
-        if report.healthy and warnings:
-            info(f"doctor: no errors, {warnings} warning(s) to look at ({summary})")
-        elif report.healthy:
-            info(f"doctor: healthy ({summary})")
-        else:
-            fix_hint = "" if fix else "; `ktrdr sandbox doctor --fix` repairs what is safe"
-            info(f"doctor: {len(report.open)} problem(s) ({summary}){fix_hint}")
+        info(report.summary_line())
     click.get_current_context().exit(0 if report.healthy else 1)
 
 

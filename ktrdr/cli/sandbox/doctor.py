@@ -91,6 +91,16 @@ class DoctorReport:
     def actions(self) -> list[str]:
         return [f"{p.subject}: {p.fixed}" for p in self.problems if p.fixed]
 
+    def summary_line(self) -> str:
+        checked = f"{self.instances_checked} instance(s), Docker labels, host checked"
+        warnings = sum(1 for p in self.open if p.severity == "warning")
+        if self.healthy and warnings:
+            return f"doctor: no errors, {warnings} warning(s) to look at ({checked})"
+        if self.healthy:
+            return f"doctor: healthy ({checked})"
+        fix_hint = "" if self.fix else "; `ktrdr sandbox doctor --fix` repairs what is safe"
+        return f"doctor: {len(self.open)} problem(s) ({checked}){fix_hint}"
+
     def to_json(self) -> dict[str, object]:
         return {
             "healthy": self.healthy,

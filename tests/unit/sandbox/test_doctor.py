@@ -17,7 +17,9 @@ from click.testing import CliRunner
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import registry
 from ktrdr.cli.sandbox.doctor import (
+    DoctorReport,
     HostPaths,
+    Problem,
     env_drift,
     remove_empty_tree,
     rewrite_env,
@@ -426,6 +428,16 @@ def test_an_unfinished_destroy_is_reported_with_the_command_to_finish_it(
     problem = next(p for p in report.problems if p.kind == "destroy-unfinished")
     assert f"ktrdr sandbox destroy {repo.name}" in problem.detail and problem.fixed is None
     assert (repo / ".env.sandbox").is_file() and repo.name in registry.load()
+
+
+def test_the_summary_line_names_remaining_warnings_instead_of_calling_them_healthy() -> None:
+    report = DoctorReport(fix=False, instances_checked=2)
+    assert report.summary_line() == "doctor: healthy (2 instance(s), Docker labels, host checked)"
+    report.problems.append(Problem("destroy-unfinished", "x", "rerun destroy", severity="warning"))
+    assert report.summary_line().startswith("doctor: no errors, 1 warning(s) to look at (")
+    report.problems.append(Problem("orphan", "y", "leftovers"))
+    assert report.summary_line().startswith("doctor: 2 problem(s) (2 instance(s)")
+    assert report.summary_line().endswith("`ktrdr sandbox doctor --fix` repairs what is safe")
 
 
 def test_doctor_fix_removes_a_half_made_locked_worktree_git_refuses(
