@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -191,7 +192,7 @@ def destroy_command(
     For an `init`ed clone only its .env.sandbox and the entry are removed.
     """
     from ktrdr.cli.sandbox import registry
-    from ktrdr.cli.sandbox.instances import check_destroyable, destroy_instance, resolve
+    from ktrdr.cli.sandbox.instances import destroy_instance, resolve
 
     if destroy_all and name:
         raise click.UsageError("pass NAME or --all, not both")
@@ -204,10 +205,12 @@ def destroy_command(
     failures: list[str] = []
     for entry in targets:
         try:
-            check_destroyable(entry, force=force)  # refusals come before any progress line
-            # Stopping a running stack takes seconds: say what is happening (stderr).
-            info(f"{entry.instance_id}: removing containers, volumes and files…")
-            results.append(destroy_instance(entry, force=force))
+            # Stopping a running stack takes seconds: say what is happening (stderr), once
+            # nothing can refuse any more.
+            progress = partial(
+                info, f"{entry.instance_id}: removing containers, volumes and files…"
+            )
+            results.append(destroy_instance(entry, force=force, on_start=progress))
         except SandboxError as e:
             if not destroy_all:
                 raise

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -343,8 +344,8 @@ def init_instance(*, cwd: Path, slot: int | None = None, images: str | None = No
     branch = worktree.current_branch(top)
     kept = _slot_to_keep(env_path, instance_id) if slot is None else None
     busy = probe_slots([slot] if slot is not None else SANDBOX_SLOTS)
-    if kept is not None:
-        busy = {**busy, kept.slot: [] if kept.running else probe_slots([kept.slot])[kept.slot]}
+    if kept is not None and kept.running:
+        busy = {**busy, kept.slot: []}  # its own containers hold those ports
     with registry.transaction() as entries:
         existing = entries.get(instance_id)
         if existing is not None and not existing.is_dead_claim():
@@ -735,11 +736,16 @@ def _remove_entry(instance_id: str) -> None:
         entries.pop(instance_id, None)
 
 
-def destroy_instance(entry: Entry, *, force: bool) -> DestroyResult:
+def destroy_instance(
+    entry: Entry, *, force: bool, on_start: Callable[[], None] | None = None
+) -> DestroyResult:
     """Containers and volumes, then the worktree we created (or just the clone's env file),
-    then the registry entry — the slot stays claimed until the containers are confirmed gone."""
+    then the registry entry — the slot stays claimed until the containers are confirmed gone.
+    `on_start` runs once nothing can refuse any more (for a progress line)."""
     check_destroyable(entry, force=force)
     _claim_destroy(entry.instance_id)
+    if on_start is not None:
+        on_start()
     result = DestroyResult(entry.instance_id, entry.slot, entry.root, entry.kind)
     result.containers_removed, note = teardown_containers(entry)
     result.notes.append(note)
