@@ -23,7 +23,7 @@ from pathlib import Path
 from ktrdr.cli.sandbox import compose, proc
 from ktrdr.cli.sandbox.e2e import RESULTS_DIR, InstanceContext, current_instance
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.home import evidence_dir
+from ktrdr.cli.sandbox.home import unused_evidence_path
 from ktrdr.cli.sandbox.instance import SECRET_KEYS, read_env
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
@@ -83,16 +83,6 @@ def check_output_path(raw: str) -> Path:
     return path
 
 
-def _unused(directory: Path, prefix: str) -> Path:
-    """A default bundle path no earlier bundle has (two runs can share a one-second stamp)."""
-    candidate = directory / f"{prefix}.tar.gz"
-    counter = 2
-    while candidate.exists():
-        candidate = directory / f"{prefix}-{counter}.tar.gz"
-        counter += 1
-    return candidate
-
-
 def collect_evidence(
     *, name: str | None = None, start: Path, output: Path | None = None
 ) -> EvidenceResult:
@@ -119,7 +109,7 @@ def collect_evidence(
             indent=2,
         ),
     )
-    path = (output or _unused(evidence_dir(context.instance_id), prefix)).absolute()
+    path = (output or unused_evidence_path(context.instance_id, prefix, ".tar.gz")).absolute()
     replaced = path.exists()
     bundle.write(path)
     return EvidenceResult(

@@ -29,3 +29,13 @@ def evidence_dir(instance_id: str) -> Path:
     """Evidence bundles live outside the worktree: `destroy` removes the worktree, and the
     evidence of what an instance did must outlive it."""
     return ktrdr_home() / "evidence" / instance_id
+
+
+def unused_evidence_path(instance_id: str, stem: str, suffix: str = "") -> Path:
+    """`<evidence dir>/<stem><suffix>`, or with `-2`, `-3`… appended to the stem when taken:
+    names carry a one-second stamp, and nothing kept there may be replaced."""
+    directory = evidence_dir(instance_id)
+    candidate, counter = directory / f"{stem}{suffix}", 2
+    while candidate.exists():
+        candidate, counter = directory / f"{stem}-{counter}{suffix}", counter + 1
+    return candidate

@@ -28,7 +28,7 @@ from typing import Any
 from ktrdr.cli.sandbox import registry, worktree
 from ktrdr.cli.sandbox.allocation import Allocation, BusyPort, SkippedSlot, allocate, probe_slots
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.home import evidence_dir
+from ktrdr.cli.sandbox.home import unused_evidence_path
 from ktrdr.cli.sandbox.instance import (
     find_instance_root,
     instance_id_for,
@@ -659,18 +659,13 @@ KEPT_ON_DESTROY = (Path(".sandbox") / "evidence", Path(".sandbox") / "test-resul
 def _keep_results(entry: Entry) -> list[str]:
     """Move evidence bundles and test results out of a worktree about to be removed."""
     notes: list[str] = []
-    target = evidence_dir(entry.instance_id)
     stamp = registry.now_iso().replace(":", "")
     for relative in KEPT_ON_DESTROY:
         source = entry.root / relative
         if not source.is_dir() or not any(source.iterdir()):
             continue
-        destination = target / f"{relative.name}-{stamp}"
-        counter = 2
-        while destination.exists():  # two destroys of a re-created name in one second
-            destination = target / f"{relative.name}-{stamp}-{counter}"
-            counter += 1
-        target.mkdir(parents=True, exist_ok=True)
+        destination = unused_evidence_path(entry.instance_id, f"{relative.name}-{stamp}")
+        destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(source), str(destination))
         notes.append(f"kept {relative} in {destination}")
     return notes
