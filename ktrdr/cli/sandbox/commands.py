@@ -210,7 +210,7 @@ def destroy_command(
             progress = partial(
                 info, f"{entry.instance_id}: removing containers, volumes and files…"
             )
-            results.append(destroy_instance(entry, force=force, on_start=progress))
+            results.append(destroy_instance(entry, force=force, on_start=progress, on_wait=info))
         except SandboxError as e:
             if not destroy_all:
                 raise
@@ -235,7 +235,12 @@ def _confirm(targets: list[Entry], *, yes: bool) -> None:
             f"refusing to destroy {listed} without confirmation: stdin is not a terminal; "
             "pass --yes"
         )
-    click.confirm(f"Destroy {listed}? Containers and volumes are deleted", abort=True, err=True)
+    click.confirm(
+        f"Destroy {listed}? Its containers and volumes (database) are deleted, and a worktree "
+        "directory with it",
+        abort=True,
+        err=True,
+    )
 
 
 def _render_destroyed(results: list[DestroyResult], *, as_json: bool) -> None:

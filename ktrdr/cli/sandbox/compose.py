@@ -1,6 +1,11 @@
 """The one place the `docker compose` argv is built, plus docker CLI queries by label.
 
 Uses the docker CLI through proc.run (not the docker SDK) so `ktrdr sandbox list` stays fast.
+
+Ownership: the engine is shared by every KTRDR_HOME, checkout and test run on the machine.
+Every query here that feeds a removal or a count filters on this home's `ktrdr.owner` label and
+the instance's `ktrdr.instance` label together, so nothing of another home is ever counted,
+stopped or removed; resources without an owner label (made before owner labels) are left alone.
 """
 
 from __future__ import annotations
@@ -22,12 +27,16 @@ from ktrdr.envfile import SANDBOX_ENV_FILENAME, read_env_file
 COMPOSE_FILE = "docker-compose.sandbox.yml"
 OFFLINE_ENV_FILE = "docker/images-offline.env"
 INSTANCE_LABEL = "ktrdr.instance"
+OWNER_LABEL = "ktrdr.owner"
+OWNER_HOME_LABEL = "ktrdr.owner-home"
+CHECKOUT_LABEL = "ktrdr.checkout"
 WORKER_TYPE_LABEL = "ktrdr.worker-type"
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 
 QUERY_TIMEOUT = 30.0
+LIST_TIMEOUT = 5.0  # `list`/`status`: a hung engine says "unknown" quickly instead of hanging
 UP_TIMEOUT = 900.0
 BUILD_TIMEOUT = 3600.0
 
@@ -136,9 +145,26 @@ def images_mode(env: Mapping[str, str]) -> str:
     return (os.environ.get("KTRDR_IMAGES") or env.get("KTRDR_IMAGES") or "upstream").strip()
 
 
-def compose_argv(instance_id: str, root: Path, env: Mapping[str, str]) -> list[str]:
-    """`docker compose -p ID --env-file .env.sandbox [--env-file offline] -f compose file`."""
-    argv = ["docker", "compose", "-p", instance_id, "--env-file", str(root / SANDBOX_ENV_FILENAME)]
+def project_of(env: Mapping[str, str]) -> str:
+    """The compose project named by the instance's env file (instance id + home id)."""
+    project = env.get("COMPOSE_PROJECT_NAME", "")
+    if not project:
+        raise SandboxError(
+            f"{SANDBOX_ENV_FILENAME} has no COMPOSE_PROJECT_NAME: run `ktrdr sandbox doctor --fix`"
+        )
+    return project
+
+
+def compose_argv(root: Path, env: Mapping[str, str]) -> list[str]:
+    """`docker compose -p PROJECT --env-file .env.sandbox [--env-file offline] -f compose file`."""
+    argv = [
+        "docker",
+        "compose",
+        "-p",
+        project_of(env),
+        "--env-file",
+        str(root / SANDBOX_ENV_FILENAME),
+    ]
     if images_mode(env) == "offline":
         argv += ["--env-file", str(root / OFFLINE_ENV_FILE)]
     argv += ["-f", str(root / COMPOSE_FILE), "--project-directory", str(root)]
@@ -174,7 +200,7 @@ def _compose(
 ) -> proc.ProcResult:
     env = _instance_env(root)
     return proc.run(
-        [*compose_argv(instance_id, root, env), *args],
+        [*compose_argv(root, env), *args],
         cwd=root,
         env=compose_env(env),
         timeout=timeout,
@@ -208,7 +234,7 @@ class StartingStack:
         args = ["up", "-d", "--remove-orphans", *(["--build"] if build else [])]
         self.instance_id = instance_id
         self._process = proc.spawn(
-            [*compose_argv(instance_id, root, env), *args], cwd=root, env=compose_env(env)
+            [*compose_argv(root, env), *args], cwd=root, env=compose_env(env)
         )
         self._stderr = ""
         self._thread = threading.Thread(target=self._wait, name="compose-up", daemon=True)
@@ -275,21 +301,22 @@ def down(instance_id: str, root: Path | None, *, volumes: bool) -> None:
     _remove_by_label(instance_id, volumes=volumes)
 
 
-def _label_filters(instance_id: str) -> list[list[str]]:
-    return [
-        ["--filter", f"label={INSTANCE_LABEL}={instance_id}"],
-        ["--filter", f"label={PROJECT_LABEL}={instance_id}"],
-    ]
+def owned_filters(instance_id: str | None = None) -> list[str]:
+    """Docker `--filter`s matching this home's resources (of one instance when given); docker
+    ANDs label filters, so both must match."""
+    from ktrdr.cli.sandbox.home import home_id
+
+    filters = ["--filter", f"label={OWNER_LABEL}={home_id()}"]
+    if instance_id is not None:
+        filters += ["--filter", f"label={INSTANCE_LABEL}={instance_id}"]
+    return filters
 
 
 def _ids(list_argv: list[str], instance_id: str) -> list[str]:
-    found: list[str] = []
-    for filters in _label_filters(instance_id):
-        result = proc.run([*list_argv, *filters], timeout=QUERY_TIMEOUT, what=list_argv[1] + " ls")
-        for line in result.stdout.split():
-            if line and line not in found:
-                found.append(line)
-    return found
+    result = proc.run(
+        [*list_argv, *owned_filters(instance_id)], timeout=QUERY_TIMEOUT, what=list_argv[1] + " ls"
+    )
+    return list(dict.fromkeys(line for line in result.stdout.split() if line))
 
 
 def _remove_by_label(instance_id: str, *, volumes: bool) -> bool:
@@ -327,9 +354,10 @@ def leftovers(instance_id: str) -> list[str]:
 
 
 def ps(instance_id: str, root: Path | None = None) -> list[ContainerState]:
-    """Every container of the instance (one-off `run` containers excluded), with health, exit
-    code, restart count and image id from `docker inspect`. `root` is unused: the query goes by
-    label so it works when the compose file is gone."""
+    """Every container of the instance owned by this home, in any state (one-off `run`
+    containers excluded), with health, exit code, restart count and image id from `docker
+    inspect`. `root` is unused: the query goes by label so it works when the compose file is
+    gone."""
     del root
     ensure_engine()
     listed = proc.run(
@@ -339,8 +367,7 @@ def ps(instance_id: str, root: Path | None = None) -> list[ContainerState]:
             "-a",
             "-q",
             "--no-trunc",
-            "--filter",
-            f"label={PROJECT_LABEL}={instance_id}",
+            *owned_filters(instance_id),
         ],
         timeout=QUERY_TIMEOUT,
         what="docker ps",
@@ -348,6 +375,10 @@ def ps(instance_id: str, root: Path | None = None) -> list[ContainerState]:
     ids = listed.stdout.split()
     if not ids:
         return []
+    return _inspect_containers(ids)
+
+
+def _inspect_containers(ids: list[str]) -> list[ContainerState]:
     inspected = proc.run(
         ["docker", "inspect", "--type", "container", *ids],
         timeout=QUERY_TIMEOUT,
@@ -400,17 +431,21 @@ def _inspect_ports(item: Mapping[str, Any]) -> list[int]:
 
 
 def containers_by_instance() -> dict[str, list[ContainerState]]:
-    """Every ktrdr-labelled container grouped by instance id: ONE `docker ps` call (for `list`).
+    """This home's containers grouped by instance id: ONE `docker ps` call (for `list`).
     Exit codes come from the status text; restart counts and image ids are not known here.
-    No engine pre-check: `list` must stay fast, and a failing `docker ps` says the same."""
-    argv = ["docker", "ps", "-a", "--filter", f"label={INSTANCE_LABEL}", "--format", _PS_FORMAT]
+    No engine pre-check: `list` must stay fast, and a failing `docker ps` says the same. A
+    missing CLI or an engine that does not answer within LIST_TIMEOUT raises
+    DockerUnavailableError: the state is unknown, never "no containers"."""
+    argv = ["docker", "ps", "-a", *owned_filters(), "--format", _PS_FORMAT]
     try:
-        result = proc.run(argv, timeout=QUERY_TIMEOUT, what="docker ps")
+        result = proc.run(argv, timeout=LIST_TIMEOUT, what="docker ps")
     except proc.CommandFailedError as e:
         raise DockerUnavailableError(
             f"Docker engine not reachable at {engine_host()}: start Docker and retry "
             f"({proc.stderr_tail(e.result.stderr, 1)})"
         ) from e
+    except SandboxError as e:  # no docker CLI, or the engine did not answer in time
+        raise DockerUnavailableError(f"Docker engine cannot be asked: {e}") from e
     grouped: dict[str, list[ContainerState]] = {}
     for line in result.stdout.splitlines():
         container = _state_from_ps_line(line)
@@ -572,3 +607,154 @@ def default_services(root: Path) -> list[str]:
 def services(root: Path) -> list[str]:
     """Every service of the compose file, profiles included."""
     return sorted(_compose_services(root))
+
+
+# --- ownership ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A container, volume or network with its owner labels ("" when absent)."""
+
+    kind: str
+    name: str
+    instance_id: str
+    owner: str
+    owner_home: str
+    checkout: str
+    project: str
+    test: str = "0"
+    working_dir: str = ""
+    resource_id: str = ""
+
+    def owner_description(self) -> str:
+        if not self.owner:
+            return "no owner label (made before owner labels, or by hand)"
+        where = f"KTRDR_HOME {self.owner_home}" if self.owner_home else f"home {self.owner}"
+        return where + (f", checkout {self.checkout}" if self.checkout else "")
+
+
+def _fmt_label(key: str) -> str:
+    return '{{.Label "' + key + '"}}'
+
+
+_RESOURCE_LABELS = (
+    INSTANCE_LABEL,
+    OWNER_LABEL,
+    OWNER_HOME_LABEL,
+    CHECKOUT_LABEL,
+    PROJECT_LABEL,
+    "ktrdr.test",
+)
+
+
+def resources(filters: list[str], *, timeout: float = QUERY_TIMEOUT) -> list[Resource]:
+    """Containers, volumes and networks matching docker `--filter`s, with their labels (three
+    queries). Raises SandboxError when the engine cannot be asked."""
+    labels = "\t".join(_fmt_label(key) for key in _RESOURCE_LABELS)
+    queries = (
+        ("container", ["docker", "ps", "-a"], "{{.Names}}\t{{.ID}}\t", _fmt_label(WORKING_DIR)),
+        ("volume", ["docker", "volume", "ls"], "{{.Name}}\t{{.Name}}\t", ""),
+        ("network", ["docker", "network", "ls"], "{{.Name}}\t{{.ID}}\t", ""),
+    )
+    found: list[Resource] = []
+    for kind, argv, head, tail in queries:
+        listed = proc.run(
+            [*argv, *filters, "--format", head + labels + ("\t" + tail if tail else "")],
+            timeout=timeout,
+            what=f"docker {kind} ls",
+        )
+        for line in listed.stdout.splitlines():
+            parts = [*line.split("\t"), *[""] * 10]
+            name, resource_id, instance_id, owner, home, checkout, project, test = parts[:8]
+            found.append(
+                Resource(
+                    kind,
+                    name,
+                    instance_id,
+                    owner,
+                    home,
+                    checkout,
+                    project,
+                    test or "0",
+                    working_dir=parts[8] if tail else "",
+                    resource_id=resource_id,
+                )
+            )
+    return found
+
+
+WORKING_DIR = "com.docker.compose.project.working_dir"
+
+
+def foreign_in_project(project: str, *, checkout: Path) -> list[Resource]:
+    """Resources of compose project `project` that this instance does not own: another home's
+    (owner label differs), another checkout's, or unlabelled ones. Compose would adopt and
+    recreate them, so `up`, `down` and `destroy` refuse to touch such a project."""
+    from ktrdr.cli.sandbox.home import home_id
+
+    mine = home_id()
+    here = str(checkout.resolve())
+    foreign: list[Resource] = []
+    for item in resources(["--filter", f"label={PROJECT_LABEL}={project}"]):
+        if item.owner != mine:
+            foreign.append(item)
+        elif item.checkout and str(Path(item.checkout).resolve()) != here:
+            foreign.append(item)
+    return foreign
+
+
+def refuse_foreign(instance_id: str, project: str, *, checkout: Path, action: str) -> None:
+    """One line naming the owner when compose project `project` holds anything not ours."""
+    foreign = foreign_in_project(project, checkout=checkout)
+    if not foreign:
+        return
+    first = foreign[0]
+    more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+    raise SandboxError(
+        f"cannot {action} {instance_id}: compose project {project} on this engine holds "
+        f"{first.kind} {first.name}{more} owned by {first.owner_description()}, not by this "
+        "instance; nothing was changed: use that owner's KTRDR_HOME, or remove its resources "
+        "there first"
+    )
+
+
+def duplicate_networks(instance_id: str) -> dict[str, list[str]]:
+    """Network name -> ids, for names this instance's networks hold more than once (two
+    concurrent `compose up`s can each create `<project>_default`)."""
+    by_name: dict[str, list[str]] = {}
+    for item in resources(owned_filters(instance_id)):
+        if item.kind == "network":
+            by_name.setdefault(item.name, []).append(item.resource_id)
+    return {name: ids for name, ids in by_name.items() if len(ids) > 1}
+
+
+def repair_duplicate_networks(instance_id: str) -> list[str]:
+    """Remove the instance's containers (volumes kept, so no data is lost) and every copy of a
+    duplicated network, so the next `compose up` makes exactly one. Returns what was done."""
+    duplicates = duplicate_networks(instance_id)
+    if not duplicates:
+        return []
+    containers = _ids(["docker", "ps", "-a", "-q"], instance_id)
+    if containers:
+        proc.run(["docker", "rm", "-f", *containers], timeout=120, what="docker rm")
+    ids = [network_id for group in duplicates.values() for network_id in group]
+    proc.run(["docker", "network", "rm", *ids], timeout=60, what="docker network rm")
+    return [f"network {name} existed {len(group)} times" for name, group in duplicates.items()]
+
+
+def unpause(instance_id: str) -> list[str]:
+    """Thaw the instance's paused containers (compose cannot recreate a frozen one)."""
+    paused = [c.name for c in ps(instance_id) if c.state == "paused"]
+    if paused:
+        proc.run(["docker", "unpause", *paused], timeout=60, what="docker unpause")
+    return paused
+
+
+def engine_socket_exists() -> bool:
+    """Whether an engine may be listening here even though the CLI cannot ask it: a local
+    socket file, or a remote DOCKER_HOST (which may well hold containers)."""
+    host = engine_host()
+    if host.startswith("unix://"):
+        return os.path.exists(host[len("unix://") :])
+    return True

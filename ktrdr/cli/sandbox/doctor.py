@@ -5,21 +5,26 @@ What is checked, and what `--fix` does about it (never deleting a user's files):
 - dead `creating` claims (create killed) → the worktree that create made is removed (git knows it
   as a linked worktree of the claim's repo, so it is ours: the path did not exist before the
   claim), its new branch deleted with `git branch -d` (only when fully merged, so no commit is
-  lost), then the entry goes via `prune`;
+  lost), and only then is the entry dropped (record, undo, drop: a kill in between is safe);
 - stale entries (path or .env.sandbox gone) → `prune`: leftovers removed by label, entry dropped;
 - two entries holding one slot (a hand-edited registry) → reported only: the user picks which
   instance to destroy;
 - `.env.sandbox` disagreeing with the registry slot / port map → port, slot and id lines
   rewritten in place; secrets and other lines kept (not while its slot is shared);
-- containers/volumes/networks labelled `ktrdr.instance` with no registered instance → removed by
-  label. A container whose compose directory still holds that instance's `.env.sandbox` is an
-  *unregistered* instance (another KTRDR_HOME, or a lost entry): reported, not touched. Only
-  resources whose `ktrdr.test` label matches $KTRDR_TEST (default 0) are considered, and
-  volumes/networks without containers only once older than ORPHAN_GRACE_S, so a test harness
-  or a concurrent `up`/`destroy` is never raced;
+- Docker resources, sorted by their `ktrdr.owner` label (the home id):
+  - this home's, of a registered instance: never orphans, running or stopped (a stopped
+    instance's volumes are its data); a network name held twice is reported (`up` repairs it);
+  - this home's, instance not registered but its checkout still holds its `.env.sandbox`: an
+    *unregistered* instance (lost entry): reported, never touched;
+  - this home's, instance gone: orphans, removed by owner and instance label with --fix
+    (volumes/networks without containers only once older than ORPHAN_GRACE_S, so a concurrent
+    `up`/`destroy` is never raced);
+  - another home's: reported as belonging to that home (severity info), never touched;
+  - no owner label (legacy, or made by hand): reported, never touched;
 - host: docker missing, engine unreachable, Compose v2 missing, low disk, low memory, low
   inotify limits (raised with --fix when writable).
-Severity `error` makes the exit code 1 until fixed; `warning` (host capacity) is reported only.
+Severity `error` makes the exit code 1 until fixed; `warning` (host capacity) and `info` (what
+belongs to others) are reported only.
 """
 
 from __future__ import annotations
@@ -35,24 +40,22 @@ from functools import partial
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from ktrdr.cli.sandbox import compose as compose_types
 from ktrdr.cli.sandbox import instances, proc, registry, worktree
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import ktrdr_home
-from ktrdr.cli.sandbox.instance import read_env, write_env_file
+from ktrdr.cli.sandbox.instance import owner_variables, project_name, read_env, write_env_file
 from ktrdr.cli.sandbox.listing import stale_reason
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "info"]
 T = TypeVar("T")
 ORPHAN_GRACE_S = 60.0
 MIN_FREE_DISK = 5 * 1024**3
 MIN_AVAILABLE_MEMORY = 2 * 1024**3
 INOTIFY_LIMITS = {"max_user_watches": (65536, 524288), "max_user_instances": (256, 1024)}
-INSTANCE_LABEL = "ktrdr.instance"
-TEST_LABEL = "ktrdr.test"
-WORKING_DIR_LABEL = "com.docker.compose.project.working_dir"
 
 
 @dataclass
@@ -94,12 +97,16 @@ class DoctorReport:
     def summary_line(self) -> str:
         checked = f"{self.instances_checked} instance(s), Docker labels, host checked"
         warnings = sum(1 for p in self.open if p.severity == "warning")
+        others = sum(1 for p in self.open if p.severity == "info")
+        if others:
+            checked += f"; {others} note(s) on what others own, left alone"
         if self.healthy and warnings:
             return f"doctor: no errors, {warnings} warning(s) to look at ({checked})"
         if self.healthy:
             return f"doctor: healthy ({checked})"
         fix_hint = "" if self.fix else "; `ktrdr sandbox doctor --fix` repairs what is safe"
-        return f"doctor: {len(self.open)} problem(s) ({checked}){fix_hint}"
+        problems = sum(1 for p in self.open if p.severity != "info")
+        return f"doctor: {problems} problem(s) ({checked}){fix_hint}"
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -135,7 +142,7 @@ def run_doctor(*, fix: bool, host: HostPaths | None = None) -> DoctorReport:
         shared = _check_shared_slots(report, entries, current)
         _check_env_drift(report, current, fix=fix, shared_slots=shared)
         if engine:
-            _check_orphans(report, current, fix=fix)
+            _check_docker_resources(report, current, fix=fix)
         report.instances_checked = len(current)
     _check_host(report, host or HostPaths(), fix=fix, engine=engine)
     return report
@@ -174,17 +181,25 @@ def _check_engine(report: DoctorReport) -> bool:
 
 
 def _check_dead_claims(report: DoctorReport, entries: dict[str, Entry], *, fix: bool) -> None:
+    """A killed create never started containers (`up` refuses a claim), so reaping it is
+    undoing its worktree and branch, then dropping the record (in that order)."""
+    problems: dict[str, Problem] = {}
     for entry in entries.values():
         if not entry.is_dead_claim():
             continue
-        problem = Problem(
+        problems[entry.instance_id] = Problem(
             "dead-claim",
             entry.instance_id,
             f"create did not finish (process {entry.pid} is gone); slot {entry.slot} held",
         )
-        report.problems.append(problem)
-        if fix:
-            problem.fixed = "; ".join(instances.undo_interrupted_create(entry)) or "nothing to undo"
+        report.problems.append(problems[entry.instance_id])
+    if not fix or not problems:
+        return
+    for instance_id, done in instances.reap_dead_claims_by_id().items():
+        problem = problems.get(instance_id)
+        if problem is not None:
+            undone = "; ".join(done) or "nothing to undo"
+            problem.fixed = f"{undone}; entry dropped, slot {entries[instance_id].slot} freed"
 
 
 def _check_interrupted_destroys(report: DoctorReport, entries: dict[str, Entry]) -> None:
@@ -286,10 +301,14 @@ def retry_once(action: Callable[[], T], *, pause: float = 2.0) -> T:
 
 def expected_env(entry: Entry) -> dict[str, str]:
     """The env-file lines the registry and the port map decide (everything but secrets)."""
+    from ktrdr.cli.sandbox.home import home_id
+
     ports = ports_for_slot(entry.slot)
+    owner = home_id()
     return {
-        "COMPOSE_PROJECT_NAME": entry.instance_id,
+        "COMPOSE_PROJECT_NAME": project_name(entry.instance_id, owner),
         "KTRDR_INSTANCE_ID": entry.instance_id,
+        **owner_variables(owner=owner, owner_home=ktrdr_home(), checkout=entry.root),
         "KTRDR_SLOT": str(entry.slot),
         **ports.env_variables(),
         "KTRDR_API_URL": ports.urls()["api"],
@@ -351,6 +370,18 @@ def _check_env_drift(
         drift = env_drift(entry)
         if not drift:
             continue
+        owner, _ = drift.get("KTRDR_OWNER", (None, ""))
+        if owner:  # written by another home: rewriting it would take that home's instance over
+            home = read_env(env_path).get("KTRDR_OWNER_HOME") or f"home {owner}"
+            report.problems.append(
+                Problem(
+                    "other-home",
+                    entry.instance_id,
+                    f"{env_path} belongs to KTRDR_HOME {home}: not rewritten; destroy the entry "
+                    "here (`ktrdr sandbox prune` after moving it) or use that home",
+                )
+            )
+            continue
         shown = ", ".join(f"{k}={found} (expected {want})" for k, (found, want) in drift.items())
         problem = Problem("env-drift", entry.instance_id, f".env.sandbox: {shown}")
         report.problems.append(problem)
@@ -365,64 +396,14 @@ def _check_env_drift(
 # --- Docker resources ------------------------------------------------------------------------
 
 
-def _label(key: str) -> str:
-    return '{{.Label "' + key + '"}}'
-
-
 @dataclass
-class _Labelled:
-    kind: str
-    name: str
+class _InstanceResources:
+    owner: str
     instance_id: str
-    test: str
-    working_dir: str = ""
-    created: float | None = None
+    items: list[compose_types.Resource] = field(default_factory=list)
 
-
-def labelled_resources() -> list[_Labelled]:
-    """Every container, volume and network carrying a ktrdr.instance label (3 queries)."""
-    found: list[_Labelled] = []
-    containers = proc.run(
-        [
-            "docker",
-            "ps",
-            "-a",
-            "--filter",
-            f"label={INSTANCE_LABEL}",
-            "--format",
-            "\t".join(
-                [
-                    "{{.Names}}",
-                    _label(INSTANCE_LABEL),
-                    _label(TEST_LABEL),
-                    _label(WORKING_DIR_LABEL),
-                ]
-            ),
-        ],
-        timeout=30,
-        what="docker ps",
-    )
-    for line in containers.stdout.splitlines():
-        name, instance_id, test, working_dir = ([*line.split("\t"), "", "", "", ""])[:4]
-        found.append(_Labelled("container", name, instance_id, test or "0", working_dir))
-    for kind in ("volume", "network"):
-        listed = proc.run(
-            [
-                "docker",
-                kind,
-                "ls",
-                "--filter",
-                f"label={INSTANCE_LABEL}",
-                "--format",
-                "\t".join(["{{.Name}}", _label(INSTANCE_LABEL), _label(TEST_LABEL)]),
-            ],
-            timeout=30,
-            what=f"docker {kind} ls",
-        )
-        for line in listed.stdout.splitlines():
-            name, instance_id, test = ([*line.split("\t"), "", "", ""])[:3]
-            found.append(_Labelled(kind, name, instance_id, test or "0"))
-    return found
+    def names(self) -> str:
+        return ", ".join(f"{i.kind} {i.name}" for i in self.items)
 
 
 def _created_at(kind: str, name: str) -> float | None:
@@ -441,62 +422,136 @@ def _created_at(kind: str, name: str) -> float | None:
         return None
 
 
-def _is_live_unregistered(item: _Labelled) -> bool:
-    if not item.working_dir:
-        return False
-    env_path = Path(item.working_dir) / SANDBOX_ENV_FILENAME
-    try:
-        return read_env(env_path).get("KTRDR_INSTANCE_ID") == item.instance_id
-    except SandboxError:
-        return False
+def _unregistered_root(group: _InstanceResources) -> Path | None:
+    """The checkout of an instance of this home that the registry lost: its containers'
+    compose directory or its resources' checkout label still holds a `.env.sandbox` naming it.
+    Its volumes hold the user's data: reported, never removed."""
+    for item in group.items:
+        for where in (item.working_dir, item.checkout):
+            if not where:
+                continue
+            try:
+                values = read_env(Path(where) / SANDBOX_ENV_FILENAME)
+            except SandboxError:
+                continue
+            if values.get("KTRDR_INSTANCE_ID") == group.instance_id and values.get(
+                "KTRDR_OWNER", group.owner
+            ) in (group.owner, ""):
+                return Path(where)
+    return None
 
 
-def _check_orphans(
+def _check_docker_resources(
     report: DoctorReport,
     entries: dict[str, Entry],
     *,
     fix: bool,
     now: Callable[[], float] = time.time,
 ) -> None:
+    """Sort every ktrdr-labelled resource on the engine by owner. Only this home's resources
+    whose instance is gone are orphans (removed with --fix); another home's are reported as
+    belonging to it and resources without an owner label as legacy, neither ever touched."""
     from ktrdr.cli.sandbox import compose
+    from ktrdr.cli.sandbox.home import home_id
 
-    mode = os.environ.get("KTRDR_TEST", "0") or "0"
-    by_instance: dict[str, list[_Labelled]] = {}
-    for item in labelled_resources():
-        if item.instance_id and item.instance_id not in entries and item.test == mode:
-            by_instance.setdefault(item.instance_id, []).append(item)
-    for instance_id, items in sorted(by_instance.items()):
-        containers = [i for i in items if i.kind == "container"]
-        names = ", ".join(f"{i.kind} {i.name}" for i in items)
-        if any(_is_live_unregistered(c) for c in containers):
-            where = next(c.working_dir for c in containers if _is_live_unregistered(c))
+    mine = home_id()
+    groups: dict[tuple[str, str], _InstanceResources] = {}
+    for item in compose.resources(["--filter", f"label={compose.INSTANCE_LABEL}"]):
+        key = (item.owner, item.instance_id)
+        groups.setdefault(key, _InstanceResources(*key)).items.append(item)
+    others: dict[str, list[_InstanceResources]] = {}
+    for (owner, instance_id), group in sorted(groups.items()):
+        if owner != mine:
+            others.setdefault(owner, []).append(group)
+        elif instance_id in entries:
+            _check_duplicate_networks(report, group)
+        else:
+            _check_orphan(report, group, fix=fix, now=now)
+    for owner, owned in others.items():
+        _report_not_ours(report, owner, owned)
+
+
+def _check_duplicate_networks(report: DoctorReport, group: _InstanceResources) -> None:
+    counts: dict[str, int] = {}
+    for item in group.items:
+        if item.kind == "network":
+            counts[item.name] = counts.get(item.name, 0) + 1
+    for name, count in sorted(counts.items()):
+        if count > 1:
             report.problems.append(
                 Problem(
-                    "unregistered",
-                    instance_id,
-                    f"running from {where} but not in this registry: run `ktrdr sandbox init` "
-                    "there, or `ktrdr sandbox destroy` from another KTRDR_HOME",
-                    severity="warning",
+                    "duplicate-network",
+                    group.instance_id,
+                    f"network {name} exists {count} times (two starts at once); "
+                    f"`ktrdr sandbox up {group.instance_id}` repairs it (volumes kept)",
                 )
             )
-            continue
-        if not containers:
-            ages = [_created_at(i.kind, i.name) for i in items]
-            if any(a is None or now() - a < ORPHAN_GRACE_S for a in ages):
-                continue  # may be an `up`/`destroy` in flight; look again later
-        problem = Problem("orphan", instance_id, f"no registered instance owns: {names}")
-        report.problems.append(problem)
-        if fix:
-            try:
-                retry_once(partial(compose.down, instance_id, None, volumes=True))
-                left = compose.leftovers(instance_id)
-            except SandboxError as e:
-                problem.detail += f"; fix failed: {e}"
-                continue
-            if left:
-                problem.detail += f"; still present: {', '.join(left)}"
-            else:
-                problem.fixed = f"removed {len(items)} resource(s) by label"
+
+
+def _check_orphan(
+    report: DoctorReport, group: _InstanceResources, *, fix: bool, now: Callable[[], float]
+) -> None:
+    from ktrdr.cli.sandbox import compose
+
+    root = _unregistered_root(group)
+    if root is not None:
+        report.problems.append(
+            Problem(
+                "unregistered",
+                group.instance_id,
+                f"this home's instance at {root} is not in the registry (its resources are "
+                "kept): run `ktrdr sandbox init` there",
+                severity="warning",
+            )
+        )
+        return
+    if not any(i.kind == "container" for i in group.items):
+        ages = [_created_at(i.kind, i.name) for i in group.items]
+        if any(a is None or now() - a < ORPHAN_GRACE_S for a in ages):
+            return  # may be an `up`/`destroy` in flight; look again later
+    problem = Problem(
+        "orphan",
+        group.instance_id,
+        f"this home's instance is gone (not registered, no checkout): {group.names()}",
+    )
+    report.problems.append(problem)
+    if not fix:
+        return
+    try:
+        retry_once(partial(compose.down, group.instance_id, None, volumes=True))
+        left = compose.leftovers(group.instance_id)
+    except SandboxError as e:
+        problem.detail += f"; fix failed: {e}"
+        return
+    if left:
+        problem.detail += f"; still present: {', '.join(left)}"
+    else:
+        problem.fixed = f"removed {len(group.items)} resource(s) by owner and instance label"
+
+
+def _report_not_ours(report: DoctorReport, owner: str, groups: list[_InstanceResources]) -> None:
+    """Another home's resources (or unlabelled legacy ones): one line per owner, left alone."""
+    count = sum(len(g.items) for g in groups)
+    ids = ", ".join(sorted({g.instance_id for g in groups}))
+    if owner:
+        home = next((i.owner_home for g in groups for i in g.items if i.owner_home), "")
+        subject = f"KTRDR_HOME {home}" if home else f"home {owner}"
+        detail = (
+            f"{count} resource(s) of instance(s) {ids} belong to {subject}; "
+            "not this home's: never touched"
+        )
+        report.problems.append(Problem("other-home", subject, detail, severity="info"))
+        return
+    report.problems.append(
+        Problem(
+            "legacy",
+            "no owner label",
+            f"{count} resource(s) of instance(s) {ids} carry no owner label (made before owner "
+            "labels): never touched; if they are yours, `docker compose -p <project> down` "
+            "removes them",
+            severity="info",
+        )
+    )
 
 
 # --- host ------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def e2e_argv(context: InstanceContext, pytest_args: list[str]) -> list[str]:
         *pytest_args,
     ]
     return [
-        *compose.compose_argv(context.instance_id, context.root, context.env),
+        *compose.compose_argv(context.root, context.env),
         "--profile",
         "e2e",
         "run",

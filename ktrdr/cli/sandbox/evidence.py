@@ -173,7 +173,7 @@ def _add_docker_state(bundle: _Bundle, context: InstanceContext) -> None:
     if not compose.engine_reachable():
         bundle.note_missing("compose ps and service logs: Docker engine not reachable")
         return
-    base = compose.compose_argv(context.instance_id, context.root, context.env)
+    base = compose.compose_argv(context.root, context.env)
     env = compose.compose_env(context.env)
     can_compose = (context.root / compose.COMPOSE_FILE).is_file()
     if can_compose:

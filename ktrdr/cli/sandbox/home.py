@@ -39,3 +39,67 @@ def unused_evidence_path(instance_id: str, stem: str, suffix: str = "") -> Path:
     while candidate.exists():
         candidate, counter = directory / f"{stem}-{counter}{suffix}", counter + 1
     return candidate
+
+
+HOME_ID_FILE = "home-id"
+HOME_ID_LENGTH = 8
+
+
+def home_id() -> str:
+    """This home's owner id: made once (random), kept in `$KTRDR_HOME/home-id`.
+
+    Every container, volume and network the tool creates carries it as the `ktrdr.owner` label,
+    and it is part of every compose project name, so two homes on one engine never share a
+    project even when their instances have the same readable id."""
+    import secrets
+
+    from ktrdr.cli.sandbox.errors import SandboxError
+
+    home = ktrdr_home()
+    path = home / HOME_ID_FILE
+    existing = _read_home_id(path)
+    if existing:
+        return existing
+    candidate = secrets.token_hex(HOME_ID_LENGTH // 2)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        tmp = home / f".{HOME_ID_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(candidate + "\n", encoding="ascii")
+        try:
+            # link() fails when the file exists: the first writer wins, racers read its id.
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as e:
+        raise SandboxError(
+            f"cannot record this home's id in {path}: {e.strerror or e}; check that "
+            f"{home} is a writable directory, or set KTRDR_HOME elsewhere"
+        ) from e
+    found = _read_home_id(path)
+    if not found:
+        raise SandboxError(
+            f"{path} does not hold a home id ({HOME_ID_LENGTH} lowercase hex digits): move it "
+            "aside so a new one is made (instances made with the old id then count as another "
+            "home's)"
+        )
+    return found
+
+
+def _read_home_id(path: Path) -> str | None:
+    from ktrdr.cli.sandbox.errors import SandboxError
+
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise SandboxError(f"cannot read this home's id from {path}: {e.strerror or e}") from e
+    if len(text) == HOME_ID_LENGTH and all(c in "0123456789abcdef" for c in text):
+        return text
+    raise SandboxError(
+        f"{path} is corrupt (expected {HOME_ID_LENGTH} lowercase hex digits, got {text[:20]!r}): "
+        "it was left untouched; restore it, or move it aside to make a new one (instances "
+        "made under the old id then count as another home's)"
+    )

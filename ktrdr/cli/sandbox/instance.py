@@ -1,7 +1,9 @@
 """Instance identity (slug), create-name validation and the `.env.sandbox` file.
 
 An instance is a directory (worktree or clone) with a `.env.sandbox` at its root. Its id is the
-slug of the directory's basename and doubles as the Compose project name.
+slug of the directory's basename: readable, and unique within one KTRDR_HOME. The Compose project
+name is that id plus the home's owner id (home.home_id), so it is unique on the whole engine: two
+homes that both create `feat` get two projects, never one shared stack.
 """
 
 from __future__ import annotations
@@ -69,9 +71,15 @@ def validate_create_name(name: str) -> str:
     return name
 
 
+def project_name(instance_id: str, owner: str) -> str:
+    """The compose project of an instance: `<instance id>-<home id>`, unique on the engine."""
+    return f"{instance_id}-{owner}"
+
+
 @dataclass(frozen=True)
 class EnvSettings:
-    """What `.env.sandbox` records about one instance (ports are derived from the slot)."""
+    """What `.env.sandbox` records about one instance (ports are derived from the slot).
+    The owner (home id and path) defaults to the current KTRDR_HOME."""
 
     instance_id: str
     slot: int
@@ -79,10 +87,19 @@ class EnvSettings:
     images: str
     db_password: str
     grafana_password: str
+    checkout: Path | None = None
+    owner: str | None = None
+    owner_home: Path | None = None
 
 
 def new_settings(
-    *, instance_id: str, slot: int, shared_dir: Path, images: str | None, existing: Path | None
+    *,
+    instance_id: str,
+    slot: int,
+    shared_dir: Path,
+    images: str | None,
+    existing: Path | None,
+    checkout: Path | None = None,
 ) -> EnvSettings:
     """Settings for a new env file; secrets are reused from `existing` (a PostgreSQL volume only
     reads its password on first init), otherwise generated."""
@@ -97,6 +114,7 @@ def new_settings(
         images=mode,
         db_password=old.get("KTRDR_DB_PASSWORD") or secrets.token_urlsafe(24),
         grafana_password=old.get("GRAFANA_ADMIN_PASSWORD") or secrets.token_urlsafe(24),
+        checkout=checkout,
     )
 
 
@@ -110,10 +128,18 @@ def validate_images(images: str | None) -> str:
 
 
 def render_env(settings: EnvSettings, *, command: str) -> str:
+    from ktrdr.cli.sandbox.home import home_id, ktrdr_home
+
     ports = ports_for_slot(settings.slot)
+    owner = settings.owner or home_id()
     values: dict[str, str] = {
-        "COMPOSE_PROJECT_NAME": settings.instance_id,
+        "COMPOSE_PROJECT_NAME": project_name(settings.instance_id, owner),
         "KTRDR_INSTANCE_ID": settings.instance_id,
+        **owner_variables(
+            owner=owner,
+            owner_home=settings.owner_home or ktrdr_home(),
+            checkout=settings.checkout,
+        ),
         "KTRDR_SLOT": str(settings.slot),
         **ports.env_variables(),
         "KTRDR_API_URL": ports.urls()["api"],
@@ -128,6 +154,16 @@ def render_env(settings: EnvSettings, *, command: str) -> str:
         "# they derive from the slot; destroy and re-create the instance to change it.\n"
     )
     return header + "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+def owner_variables(*, owner: str, owner_home: Path, checkout: Path | None) -> dict[str, str]:
+    """The env-file lines that become every resource's owner labels (docker-compose.sandbox.yml
+    x-labels): which home owns the instance, and which checkout it runs from."""
+    return {
+        "KTRDR_OWNER": owner,
+        "KTRDR_OWNER_HOME": str(owner_home),
+        "KTRDR_CHECKOUT": str(checkout) if checkout is not None else "",
+    }
 
 
 def write_env_file(root: Path, text: str) -> Path:

@@ -10,10 +10,14 @@ Any failure in 2-3 undoes what was done (worktree removed, the branch it created
 released). A process killed mid-create leaves a `creating` claim with a dead pid: `list` shows
 it `stale`, `prune` removes it and the next `create` reclaims its slot.
 
+A killed create is reaped in the same order it was made: the dead claim is taken over (our pid
+recorded), its worktree and branch are undone, and only then is the record dropped, so a kill at
+any point leaves every worktree and branch either recorded or removed.
+
 Destroy keeps the slot claimed (state `destroying`) until the instance's containers and volumes
-are confirmed gone. With the docker CLI installed but the engine down nothing can be confirmed,
-so the entry stays and the user is told to rerun destroy (or prune) once Docker is up; without
-the docker CLI at all there can be no containers, so the slot is freed.
+are confirmed gone, and refuses before changing anything when the engine cannot be asked (no
+docker CLI, engine down or hung): unknown is never taken for "no containers". Only on a machine
+with neither a docker CLI nor an engine socket can there be no containers at all.
 """
 
 from __future__ import annotations
@@ -145,9 +149,9 @@ def create_instance(
         shared_dir=shared_root(),
         images=images_mode,
         existing=None,
+        checkout=path,
     )
     try:
-        notes += _undo_dead_claims(claim.dead_claims)
         with worktree.repo_lock(top):
             worktree.add(
                 top, path, new_branch=None if branch else name, branch=branch, base=base or "HEAD"
@@ -183,32 +187,45 @@ def create_instance(
 class _Claim:
     slot: int
     skipped: list[SkippedSlot]
-    dead_claims: list[Entry]  # dropped while claiming: their leftovers still need undoing
-
-
-def _pop_dead_claims(entries: dict[str, Entry]) -> list[Entry]:
-    return [entries.pop(key) for key in [k for k, e in entries.items() if e.is_dead_claim()]]
 
 
 def reap_dead_claims() -> list[str]:
-    """Drop the claims of killed creates and undo what they made (worktree, new branch): the
-    repair `doctor --fix` does, so a reclaimed slot or name never leaves an orphan behind."""
+    """Undo what killed creates made (worktree, new branch), then drop their claims, so a
+    reclaimed slot or name never leaves an orphan behind. One note per claim reaped."""
+    return [
+        f"cleaned up after an interrupted create of {instance_id}"
+        + (f": {'; '.join(done)}" if done else "")
+        for instance_id, done in reap_dead_claims_by_id().items()
+    ]
+
+
+def reap_dead_claims_by_id() -> dict[str, list[str]]:
+    """instance id -> what was undone, for every dead claim reaped (also `doctor --fix`).
+
+    Record, undo, then drop: each dead claim is first taken over (our pid, a fresh stamp) so no
+    other process reaps it at the same time, and the record goes only after the undo. A kill
+    in between leaves a claim with a dead pid again, which the next create reaps."""
     if not any(e.is_dead_claim() for e in registry.load().values()):
-        return []  # the common case: no lock, no write
+        return {}  # the common case: no lock, no write
     with registry.transaction() as entries:
-        dead = _pop_dead_claims(entries)
-    return _undo_dead_claims(dead)
+        taken: list[Entry] = []
+        for entry in entries.values():
+            if entry.is_dead_claim():
+                entry.pid, entry.created_at = os.getpid(), registry.now_iso()
+                taken.append(Entry(**entry.to_json()))
+    reaped: dict[str, list[str]] = {}
+    for entry in taken:
+        reaped[entry.instance_id] = undo_interrupted_create(entry)
+        _drop_claim(entry.instance_id)
+    return reaped
 
 
-def _undo_dead_claims(dead: list[Entry]) -> list[str]:
-    notes: list[str] = []
-    for entry in dead:
-        done = undo_interrupted_create(entry)
-        notes.append(
-            f"cleaned up after an interrupted create of {entry.instance_id}"
-            + (f": {'; '.join(done)}" if done else "")
-        )
-    return notes
+def _drop_claim(instance_id: str) -> None:
+    """Drop a `creating` claim this process holds (a create it made or a dead one it took)."""
+    with registry.transaction() as entries:
+        entry = entries.get(instance_id)
+        if entry is not None and entry.state == "creating" and entry.pid == os.getpid():
+            del entries[instance_id]
 
 
 def undo_interrupted_create(entry: Entry) -> list[str]:
@@ -261,7 +278,8 @@ def _claim(
 ) -> _Claim:
     busy = probe_slots([slot] if slot is not None else SANDBOX_SLOTS)
     with registry.transaction() as entries:
-        dropped = _pop_dead_claims(entries)
+        # Claims that died since reap_dead_claims() keep their slots until the next create
+        # (or doctor) undoes them: dropping them here would forget their worktrees.
         existing = entries.get(instance_id)
         if existing is not None:
             raise SandboxError(
@@ -286,7 +304,7 @@ def _claim(
             name=name,
             repo=str(repo) if repo else None,
         )
-    return _Claim(allocation.slot, allocation.skipped, dropped)
+    return _Claim(allocation.slot, allocation.skipped)
 
 
 def _finish_claim(instance_id: str) -> None:
@@ -299,13 +317,6 @@ def _finish_claim(instance_id: str) -> None:
             )
         entry.state = "ready"
         entry.pid = None
-
-
-def _release_claim(instance_id: str) -> None:
-    with registry.transaction() as entries:
-        entry = entries.get(instance_id)
-        if entry is not None and entry.state == "creating" and entry.pid == os.getpid():
-            del entries[instance_id]
 
 
 def _rollback_create(
@@ -329,7 +340,7 @@ def _rollback_create(
     except SandboxError as e:
         problems.append(str(e))
     try:
-        _release_claim(instance_id)
+        _drop_claim(instance_id)
     except SandboxError as e:
         problems.append(str(e))
     if problems and isinstance(error, SandboxError):
@@ -338,9 +349,45 @@ def _rollback_create(
 
 def init_instance(*, cwd: Path, slot: int | None = None, images: str | None = None) -> CreateResult:
     """Make the current clone or worktree an instance (kind clone). Slot 0 only when asked."""
+    from ktrdr.cli.sandbox.locks import instance_lock
+
     top = worktree.toplevel(cwd)
     instance_id = instance_id_for(top)
     env_path = top / SANDBOX_ENV_FILENAME
+    refuse_other_owner(env_path)
+    with instance_lock(instance_id, command="ktrdr sandbox init"):
+        return _init_locked(top, instance_id, env_path, slot=slot, images=images)
+
+
+def refuse_other_owner(env_path: Path) -> None:
+    """An env file written by another KTRDR_HOME whose registry still holds this checkout is
+    that home's instance: re-registering it here would take it over (new owner, new project,
+    the old stack's ports)."""
+    import json
+
+    from ktrdr.cli.sandbox.home import home_id
+
+    if not env_path.is_file():
+        return
+    values = read_env(env_path)
+    owner, owner_home = values.get("KTRDR_OWNER", ""), values.get("KTRDR_OWNER_HOME", "")
+    if not owner or owner == home_id() or not owner_home:
+        return
+    try:
+        other = json.loads((Path(owner_home) / "sandbox" / "instances.json").read_text())
+        paths = {str(e.get("path")) for e in other.get("instances", {}).values()}
+    except (OSError, ValueError, AttributeError):
+        return  # that home is gone or unreadable: nobody else claims this checkout
+    if str(env_path.parent) in paths:
+        raise SandboxError(
+            f"{env_path.parent} is an instance of KTRDR_HOME {owner_home}: run sandbox commands "
+            f"for it with KTRDR_HOME={owner_home}, or destroy it there before `init` here"
+        )
+
+
+def _init_locked(
+    top: Path, instance_id: str, env_path: Path, *, slot: int | None, images: str | None
+) -> CreateResult:
     branch = worktree.current_branch(top)
     kept = _slot_to_keep(env_path, instance_id) if slot is None else None
     busy = probe_slots([slot] if slot is not None else SANDBOX_SLOTS)
@@ -364,6 +411,7 @@ def init_instance(*, cwd: Path, slot: int | None = None, images: str | None = No
             shared_dir=shared_root(),
             images=images,
             existing=env_path,
+            checkout=top,
         )
         write_env_file(top, render_env(settings, command="ktrdr sandbox init"))
         try:
@@ -685,18 +733,37 @@ def _half_removed(entry: Entry) -> bool:
     )
 
 
-def teardown_containers(entry: Entry) -> tuple[bool, str]:
-    """Remove the instance's containers, volumes and networks. (confirmed gone, note)."""
+def engine_unknown_reason() -> str | None:
+    """Why the engine cannot be asked about containers, or None when it answers (or when this
+    machine has neither a docker CLI nor an engine socket, so no container can exist)."""
     compose = _compose()
-    if not compose.engine_reachable():
-        if shutil.which("docker") is None:
-            return True, "docker is not installed, so the instance has no containers"
+    if compose.engine_reachable():
+        return None
+    if shutil.which("docker") is None:
+        if not compose.engine_socket_exists():
+            return None
+        return (
+            f"the docker CLI is not on PATH but an engine socket exists ({compose.engine_host()})"
+        )
+    return f"the Docker engine at {compose.engine_host()} does not answer"
+
+
+def teardown_containers(entry: Entry) -> tuple[bool, str]:
+    """Remove the instance's own containers, volumes and networks. (confirmed gone, note)."""
+    compose = _compose()
+    unknown = engine_unknown_reason()
+    if unknown is not None:
         return False, (
-            "Docker engine not reachable: containers and volumes could not be removed, so slot "
-            f"{entry.slot} stays claimed; start Docker and rerun "
+            f"{unknown}: containers and volumes could not be removed or confirmed gone, so "
+            f"slot {entry.slot} stays claimed; fix that and rerun "
             f"`ktrdr sandbox destroy {entry.instance_id}` (or `ktrdr sandbox prune`)"
         )
+    if shutil.which("docker") is None:  # and no engine socket: there is no engine here
+        return True, "this machine has no Docker engine, so the instance has no containers"
     root = entry.root if (entry.root / SANDBOX_ENV_FILENAME).is_file() else None
+    if root is not None:
+        project = compose.project_of(read_env(root / SANDBOX_ENV_FILENAME))
+        compose.refuse_foreign(entry.instance_id, project, checkout=root, action="destroy")
     compose.down(entry.instance_id, root, volumes=True)
     left: list[str] = compose.leftovers(entry.instance_id)
     if left:
@@ -732,12 +799,39 @@ def _remove_entry(instance_id: str) -> None:
 
 
 def destroy_instance(
-    entry: Entry, *, force: bool, on_start: Callable[[], None] | None = None
+    entry: Entry,
+    *,
+    force: bool,
+    on_start: Callable[[], None] | None = None,
+    on_wait: Callable[[str], None] = lambda message: None,
 ) -> DestroyResult:
     """Containers and volumes, then the worktree we created (or just the clone's env file),
     then the registry entry — the slot stays claimed until the containers are confirmed gone.
+    Holds the instance lock (waiting for a running `up` or `down`, told through `on_wait`).
     `on_start` runs once nothing can refuse any more (for a progress line)."""
+    from ktrdr.cli.sandbox.locks import instance_lock
+
+    with instance_lock(entry.instance_id, command="ktrdr sandbox destroy", on_wait=on_wait):
+        current = registry.load().get(entry.instance_id)
+        if current is None:
+            raise SandboxError(
+                f"instance {entry.instance_id} is no longer registered (destroyed meanwhile?); "
+                "nothing to do"
+            )
+        return _destroy_locked(current, force=force, on_start=on_start)
+
+
+def _destroy_locked(
+    entry: Entry, *, force: bool, on_start: Callable[[], None] | None
+) -> DestroyResult:
     check_destroyable(entry, force=force)
+    unknown = engine_unknown_reason()
+    if unknown is not None:
+        raise SandboxError(
+            f"cannot destroy {entry.instance_id}: {unknown}, so its containers and volumes can "
+            "be neither removed nor confirmed gone; nothing was changed: start Docker (or put "
+            "docker on PATH) and retry"
+        )
     _claim_destroy(entry.instance_id)
     if on_start is not None:
         on_start()

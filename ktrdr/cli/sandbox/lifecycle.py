@@ -18,11 +18,15 @@ from ktrdr.cli.sandbox.gate import (
     run_gate,
     write_report,
 )
+from ktrdr.cli.sandbox.home import home_id, ktrdr_home
+from ktrdr.cli.sandbox.instance import project_name
+from ktrdr.cli.sandbox.locks import instance_lock
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, SlotPorts, ports_for_slot
 from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards, read_env_file
 
 REQUIRED_KEYS = (
     "COMPOSE_PROJECT_NAME",
+    "KTRDR_OWNER",
     "KTRDR_INSTANCE_ID",
     "KTRDR_SLOT",
     "KTRDR_SHARED_DIR",
@@ -42,6 +46,10 @@ class Instance:
     @property
     def ports(self) -> SlotPorts:
         return ports_for_slot(self.slot)
+
+    @property
+    def project(self) -> str:
+        return self.env["COMPOSE_PROJECT_NAME"]
 
 
 @dataclass
@@ -78,8 +86,8 @@ def resolve(name: str | None, cwd: Path) -> Instance:
     missing = [key for key in REQUIRED_KEYS if not env.get(key)]
     if missing:
         raise SandboxError(
-            f"{env_path} lacks {', '.join(missing)}: re-create it with `ktrdr sandbox init` "
-            "(or `ktrdr sandbox doctor --fix`)"
+            f"{env_path} lacks {', '.join(missing)}: run `ktrdr sandbox doctor --fix` (it adds "
+            "them), or re-create it with `ktrdr sandbox init`"
         )
     try:
         slot = int(env["KTRDR_SLOT"])
@@ -97,10 +105,12 @@ def validate(instance: Instance) -> None:
     from ktrdr.cli.sandbox import registry
 
     env_path = instance.root / SANDBOX_ENV_FILENAME
-    if instance.env["COMPOSE_PROJECT_NAME"] != instance.instance_id:
+    check_owner(instance)
+    expected_project = project_name(instance.instance_id, instance.env["KTRDR_OWNER"])
+    if instance.project != expected_project:
         raise SandboxError(
-            f"{env_path}: COMPOSE_PROJECT_NAME={instance.env['COMPOSE_PROJECT_NAME']} differs "
-            f"from KTRDR_INSTANCE_ID={instance.instance_id}; run `ktrdr sandbox doctor --fix`"
+            f"{env_path}: COMPOSE_PROJECT_NAME={instance.project} is not this instance's project "
+            f"({expected_project}); run `ktrdr sandbox doctor --fix`"
         )
     for key, expected in instance.ports.env_variables().items():
         found = instance.env.get(key)
@@ -140,6 +150,20 @@ def validate(instance: Instance) -> None:
             f"{instance.root / compose.COMPOSE_FILE} is missing: this checkout has no stack "
             "definition; update the branch from main"
         )
+
+
+def check_owner(instance: Instance) -> None:
+    """Refuse an instance that another KTRDR_HOME owns: its registry, slot and containers are
+    that home's, and acting on them from here is how one home took over another's stack."""
+    owner = instance.env.get("KTRDR_OWNER", "")
+    if owner == home_id():
+        return
+    where = instance.env.get("KTRDR_OWNER_HOME") or f"the home with id {owner}"
+    raise SandboxError(
+        f"instance {instance.instance_id} at {instance.root} belongs to KTRDR_HOME {where}, not "
+        f"to {ktrdr_home()}: run this with KTRDR_HOME={where}, or create your own instance "
+        "with `ktrdr sandbox create NAME`"
+    )
 
 
 def preflight_ports(instance: Instance, own_ports: set[int]) -> None:
@@ -223,12 +247,43 @@ def up(
 ) -> UpResult:
     """Validate, preflight, then `compose up -d` in the background while the gate watches the
     containers start; compose is stopped when the gate fails first. With a gate the report is
-    always written to `.sandbox/gate-report.json`."""
-    validate(instance)
+    always written to `.sandbox/gate-report.json`. Holds the instance lock throughout: a second
+    `up` waits for this one, then finds the stack running and re-runs the gate."""
+    validate(instance)  # before waiting: a wrong instance is refused at once
+    with instance_lock(instance.instance_id, command="ktrdr sandbox up", on_wait=notify):
+        validate(instance)  # again: a destroy may have run while we waited
+        return _up_locked(
+            instance, timeout=timeout, build=build, gate=gate, notify=notify, on_update=on_update
+        )
+
+
+def prepare_start(instance: Instance, notify: Callable[[str], None]) -> set[int]:
+    """Before compose starts anything: refuse a project that holds another owner's resources,
+    repair duplicated networks, thaw paused containers. Returns the host ports the instance's
+    own containers publish (in any state: paused, restarting or exited ones are still its
+    own), which the port preflight must not call foreign."""
     compose.ensure_engine()
-    own_ports = {
-        p for c in compose.ps(instance.instance_id) if c.state == "running" for p in c.ports
-    }
+    compose.refuse_foreign(
+        instance.instance_id, instance.project, checkout=instance.root, action="start"
+    )
+    for repaired in compose.repair_duplicate_networks(instance.instance_id):
+        notify(f"Repaired: {repaired} (containers recreated, volumes kept)")
+    thawed = compose.unpause(instance.instance_id)
+    if thawed:
+        notify(f"Resumed paused containers: {', '.join(thawed)}")
+    return {p for c in compose.ps(instance.instance_id) for p in c.ports}
+
+
+def _up_locked(
+    instance: Instance,
+    *,
+    timeout: float,
+    build: bool,
+    gate: bool,
+    notify: Callable[[str], None],
+    on_update: Callable[[list[CheckResult]], None] | None,
+) -> UpResult:
+    own_ports = prepare_start(instance, notify)
     preflight_ports(instance, own_ports)
     result = UpResult(instance, None, None)
     for warning in (shared_data_warning(instance), memory_warning()):
@@ -295,9 +350,15 @@ def interrupted_report(
     )
 
 
-def down(instance: Instance) -> None:
+def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> None:
     """Stop and remove the containers and network; keep volumes (data survives)."""
-    compose.down(instance.instance_id, instance.root, volumes=False)
+    check_owner(instance)
+    with instance_lock(instance.instance_id, command="ktrdr sandbox down", on_wait=notify):
+        compose.ensure_engine()
+        compose.refuse_foreign(
+            instance.instance_id, instance.project, checkout=instance.root, action="stop"
+        )
+        compose.down(instance.instance_id, instance.root, volumes=False)
 
 
 def logs(instance: Instance, *, service: str | None, follow: bool, tail: int) -> int:

@@ -46,10 +46,13 @@ def containers_snapshot() -> dict[str, list[Any]] | None:
 
 
 def docker_status(containers: list[Any] | None) -> str:
-    """running / partial / stopped from container states; one-shot services do not count."""
+    """running / paused / partial / stopped from container states; one-shot services do not
+    count. `paused` when any of the instance's containers is frozen (`up` thaws them)."""
     if containers is None:
         return "unknown"
     services = [c for c in containers if c.service not in ONE_SHOT_SERVICES]
+    if any(c.state == "paused" for c in services):
+        return "paused"
     running = sum(1 for c in services if c.state == "running")
     if not services or running == 0:
         return "stopped"

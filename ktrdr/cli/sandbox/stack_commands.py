@@ -76,7 +76,7 @@ def down(name: str | None) -> None:
 
     instance = lifecycle.resolve(name, Path.cwd())
     info(f"Stopping instance {instance.instance_id} (slot {instance.slot})…")
-    lifecycle.down(instance)
+    lifecycle.down(instance, notify=info)
     info(f"Stopped instance {instance.instance_id} (volumes kept; `ktrdr sandbox up` restarts it)")
 
 

@@ -1,0 +1,106 @@
+"""One writer per instance: an exclusive lock around `up`, `down`, `destroy` and `init`.
+
+The lock is a `filelock` on `$KTRDR_HOME/sandbox/locks/<instance id>.lock`; the kernel drops it
+when its process dies, so a killed command never leaves it held. Beside it the holder writes
+`<instance id>.holder` (pid, command, since) so that a second command can say whom it waits for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.home import ktrdr_home
+
+DEFAULT_WAIT_SECONDS = 1800.0  # longer than any up (gate 300 s + a build) takes
+NOTIFY_EVERY_SECONDS = 5.0
+
+
+def _lock_dir() -> Path:
+    return ktrdr_home() / "sandbox" / "locks"
+
+
+def wait_limit() -> float:
+    value = os.environ.get("KTRDR_INSTANCE_LOCK_TIMEOUT", "")
+    try:
+        return float(value) if value else DEFAULT_WAIT_SECONDS
+    except ValueError:
+        return DEFAULT_WAIT_SECONDS
+
+
+def holder(instance_id: str) -> str:
+    """Who holds the instance now, in words ("process 812 (`ktrdr sandbox up`, for 12 s)")."""
+    try:
+        data = json.loads((_lock_dir() / f"{instance_id}.holder").read_text(encoding="utf-8"))
+        since = float(data["since"])
+        return f"process {int(data['pid'])} (`{data['command']}`, for {time.time() - since:.0f} s)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another ktrdr command"
+
+
+@contextmanager
+def instance_lock(
+    instance_id: str,
+    *,
+    command: str,
+    on_wait: Callable[[str], None] = lambda message: None,
+    wait: float | None = None,
+) -> Iterator[None]:
+    """Hold the instance's lock for the body. While another command holds it, `on_wait` is
+    told for whom we wait (at once, then every few seconds); after `wait` seconds (default
+    KTRDR_INSTANCE_LOCK_TIMEOUT or 30 min) it gives up with one line."""
+    from filelock import FileLock, Timeout
+
+    directory = _lock_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SandboxError(
+            f"cannot create the lock directory {directory}: {e.strerror or e}; check KTRDR_HOME"
+        ) from e
+    lock = FileLock(str(directory / f"{instance_id}.lock"))
+    limit = wait_limit() if wait is None else wait
+    deadline = time.monotonic() + limit
+    step = 0.0  # the first attempt does not wait, so the first notice comes at once
+    while True:
+        try:
+            lock.acquire(timeout=min(step, max(0.0, deadline - time.monotonic())))
+            break
+        except Timeout:
+            if time.monotonic() >= deadline:
+                raise SandboxError(
+                    f"instance {instance_id} is busy: {holder(instance_id)} still holds it after "
+                    f"{limit:g}s of waiting; retry when it is done (KTRDR_INSTANCE_LOCK_TIMEOUT "
+                    "sets the wait)"
+                ) from None
+        except OSError as e:
+            raise SandboxError(
+                f"cannot lock instance {instance_id} ({directory / instance_id}.lock: "
+                f"{e.strerror or e}); check the permissions of {directory}"
+            ) from e
+        on_wait(f"waiting for instance {instance_id}: {holder(instance_id)} is using it")
+        step = NOTIFY_EVERY_SECONDS
+    holder_file = directory / f"{instance_id}.holder"
+    try:
+        _write_holder(holder_file, command)
+        yield
+    finally:
+        holder_file.unlink(missing_ok=True)
+        lock.release()
+
+
+def _write_holder(path: Path, command: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(
+            json.dumps({"pid": os.getpid(), "command": command, "since": time.time()}),
+            encoding="utf-8",
+        )
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # only a courtesy to waiters: the lock itself is held
