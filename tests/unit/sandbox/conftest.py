@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ktrdr.cli.sandbox import instances, listing
+from ktrdr.cli.sandbox import compose, instances, listing
 from ktrdr.cli.sandbox.errors import DockerUnavailableError
+from tests.git_repos import git, make_repo
 
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-
-
-def make_repo(path: Path) -> Path:
-    path.mkdir(parents=True)
-    git(path, "init", "-q", "-b", "main")
-    (path / "README.md").write_text("scratch\n")
-    git(path, "add", "README.md")
-    git(path, "commit", "-q", "-m", "init")
-    return path
+__all__ = ["git", "make_repo"]  # imported from here by the tests of this directory
 
 
 @pytest.fixture
@@ -60,6 +42,7 @@ class DockerStandIn:
     leftover: dict[str, list[str]] = field(default_factory=dict)
     downs: list[tuple[str, Path | None, bool]] = field(default_factory=list)
     queries: int = 0
+    foreign_checks: list[str] = field(default_factory=list)
 
     def engine_reachable(self) -> bool:
         return self.reachable
@@ -73,6 +56,20 @@ class DockerStandIn:
     def down(self, instance_id: str, root: Path | None, *, volumes: bool) -> None:
         self.downs.append((instance_id, root, volumes))
         self.containers.pop(instance_id, None)
+
+    def engine_socket_exists(self) -> bool:
+        return True  # an engine is on this (stand-in) machine: unknown is never "no containers"
+
+    def engine_host(self) -> str:
+        return "unix:///stand-in/docker.sock"
+
+    def project_of(self, env: dict[str, str]) -> str:
+        return compose.project_of(env)
+
+    def refuse_foreign(
+        self, instance_id: str, project: str, *, checkout: Path, action: str
+    ) -> None:
+        self.foreign_checks.append(project)
 
     def leftovers(self, instance_id: str) -> list[str]:
         return self.leftover.get(instance_id, [])

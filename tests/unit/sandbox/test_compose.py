@@ -4,9 +4,6 @@ docker) label-based queries and removal against the real engine."""
 from __future__ import annotations
 
 import os
-import subprocess
-import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -61,12 +58,13 @@ def test_compose_argv_names_project_env_file_and_compose_file(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("KTRDR_IMAGES", raising=False)
-    argv = compose.compose_argv("ktrdr--a", root, {"KTRDR_IMAGES": "upstream"})
+    env = {"KTRDR_IMAGES": "upstream", "COMPOSE_PROJECT_NAME": "ktrdr--a-0123abcd"}
+    argv = compose.compose_argv(root, env)
     assert argv == [
         "docker",
         "compose",
         "-p",
-        "ktrdr--a",
+        "ktrdr--a-0123abcd",
         "--env-file",
         str(root / ".env.sandbox"),
         "-f",
@@ -80,7 +78,7 @@ def test_offline_images_add_the_offline_env_file_after_the_instance_env_file(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("KTRDR_IMAGES", raising=False)
-    argv = compose.compose_argv("a", root, {"KTRDR_IMAGES": "offline"})
+    argv = compose.compose_argv(root, {"KTRDR_IMAGES": "offline", "COMPOSE_PROJECT_NAME": "a-1"})
     env_files = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--env-file"]
     assert env_files == [str(root / ".env.sandbox"), str(root / "docker/images-offline.env")]
 
@@ -90,11 +88,11 @@ def test_the_images_env_variable_wins_over_the_env_file_line(
 ) -> None:
     monkeypatch.setenv("KTRDR_IMAGES", "offline")
     assert "docker/images-offline.env" in " ".join(
-        compose.compose_argv("a", root, {"KTRDR_IMAGES": "upstream"})
+        compose.compose_argv(root, {"KTRDR_IMAGES": "upstream", "COMPOSE_PROJECT_NAME": "a-1"})
     )
     monkeypatch.setenv("KTRDR_IMAGES", "upstream")
     assert "images-offline" not in " ".join(
-        compose.compose_argv("a", root, {"KTRDR_IMAGES": "offline"})
+        compose.compose_argv(root, {"KTRDR_IMAGES": "offline", "COMPOSE_PROJECT_NAME": "a-1"})
     )
 
 
@@ -223,108 +221,6 @@ def test_unreachable_daemon_names_the_address_and_says_to_start_docker(
 SMALL_IMAGE = "ktrdr-offline/debian:bookworm"
 
 
-def _docker(*args: str) -> str:
-    return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, check=True, timeout=120
-    ).stdout
-
-
-@pytest.fixture
-def labelled_resources(docker_engine: object):
-    """A container, volume and network labelled like an instance's, removed in any case."""
-    if not _docker("images", "-q", SMALL_IMAGE).strip():
-        pytest.skip(f"{SMALL_IMAGE} not built (make images-offline)")
-    instance = f"ktrdr-test-{uuid.uuid4().hex[:8]}"
-    labels = ["--label", f"ktrdr.instance={instance}", "--label", "ktrdr.test=1"]
-    _docker("network", "create", *labels, f"{instance}_default")
-    _docker("volume", "create", *labels, f"{instance}_data")
-    _docker(
-        "run", "-d", "--name", f"{instance}-sleeper-1", *labels,
-        "--label", f"com.docker.compose.project={instance}",
-        "--label", "com.docker.compose.service=sleeper",
-        "--network", f"{instance}_default", "-v", f"{instance}_data:/data",
-        "-p", "127.0.0.1::9", SMALL_IMAGE, "sleep", "300",
-    )  # fmt: skip
-    try:
-        yield instance
-    finally:
-        subprocess.run(["docker", "rm", "-f", f"{instance}-sleeper-1"], capture_output=True)
-        subprocess.run(["docker", "volume", "rm", "-f", f"{instance}_data"], capture_output=True)
-        subprocess.run(["docker", "network", "rm", f"{instance}_default"], capture_output=True)
-
-
-@pytest.mark.docker
-def test_ps_and_containers_by_instance_see_the_labelled_container(labelled_resources: str) -> None:
-    instance = labelled_resources
-    (state,) = compose.ps(instance)
-    assert (state.service, state.state, state.instance_id) == ("sleeper", "running", instance)
-    assert state.image_id and state.image_id.startswith("sha256:")
-    assert len(state.ports) == 1
-    grouped = compose.containers_by_instance()
-    assert [c.name for c in grouped[instance]] == [f"{instance}-sleeper-1"]
-    assert grouped[instance][0].ports == state.ports
-
-
-@pytest.mark.docker
-def test_down_without_a_compose_file_removes_everything_labelled(
-    labelled_resources: str,
-) -> None:
-    instance = labelled_resources
-    assert sorted(compose.leftovers(instance)) == [
-        f"container {instance}-sleeper-1",
-        f"network {instance}_default",
-        f"volume {instance}_data",
-    ]
-    compose.down(instance, None, volumes=False)
-    assert compose.leftovers(instance) == [f"volume {instance}_data"]
-    compose.down(instance, None, volumes=True)
-    assert compose.leftovers(instance) == []
-    assert compose.ps(instance) == []
-
-
-@pytest.mark.docker
-def test_a_starting_stack_reports_compose_errors_as_one_line(tmp_path: Path) -> None:
-    (tmp_path / compose.COMPOSE_FILE).write_text(
-        "services:\n  app:\n    image: x\n"
-        "    ports: ['127.0.0.1:${MISSING_PORT:?MISSING_PORT is not set}:80']\n"
-    )
-    (tmp_path / ".env.sandbox").write_text("KTRDR_INSTANCE_ID=ktrdr-test-x\n")
-    stack = compose.StartingStack("ktrdr-test-x", tmp_path)
-    stack.wait(60)
-    assert stack.done()
-    error = stack.error()
-    assert error is not None and error.startswith("starting instance ktrdr-test-x failed (exit")
-    assert "MISSING_PORT is not set" in error
-    stack.cancel()  # a finished start is left alone
-
-
-@pytest.mark.docker
-def test_cancelling_a_starting_stack_stops_compose(tmp_path: Path) -> None:
-    if not _docker("images", "-q", SMALL_IMAGE).strip():
-        pytest.skip(f"{SMALL_IMAGE} not built (make images-offline)")
-    project = f"ktrdr-test-{uuid.uuid4().hex[:8]}"
-    # `app` waits for a dependency that never becomes healthy, so `up` blocks until cancelled.
-    (tmp_path / compose.COMPOSE_FILE).write_text(
-        f"services:\n"
-        f"  never:\n    image: {SMALL_IMAGE}\n    command: [sleep, '300']\n"
-        f"    labels: {{ktrdr.test: '1', ktrdr.instance: {project}}}\n"
-        f"    healthcheck: {{test: ['CMD', 'false'], interval: 60s, start_period: 300s}}\n"
-        f"  app:\n    image: {SMALL_IMAGE}\n    command: [sleep, '300']\n"
-        f"    depends_on: {{never: {{condition: service_healthy}}}}\n"
-    )
-    (tmp_path / ".env.sandbox").write_text(f"KTRDR_INSTANCE_ID={project}\n")
-    try:
-        stack = compose.StartingStack(project, tmp_path)
-        stack.wait(5)
-        assert not stack.done()
-        started = time.monotonic()
-        stack.cancel()
-        assert stack.done() and time.monotonic() - started < 15
-    finally:
-        compose.down(project, None, volumes=True)
-    assert compose.leftovers(project) == []
-
-
 def test_timestamped_streams_merge_in_time_order_without_their_stamps() -> None:
     stdout = (
         "2026-11-27T08:00:00.000000001Z GET /health 200\n"
@@ -342,40 +238,3 @@ def test_timestamped_streams_merge_in_time_order_without_their_stamps() -> None:
         "GET /workers 200",
         "",
     ]
-
-
-@pytest.mark.docker
-def test_container_logs_interleave_stdout_and_stderr_as_written() -> None:
-    script = (
-        "import sys, time\n"
-        "for i in range(3):\n"
-        "    print(f'out {i}', flush=True); time.sleep(0.05)\n"
-        "    print(f'err {i}', file=sys.stderr, flush=True); time.sleep(0.05)\n"
-    )
-    name = f"ktrdr-test-logs-{os.getpid()}"
-    image = "ktrdr-offline/python-base:bookworm"
-    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode:
-        pytest.skip(f"{image} not built (make images-offline)")
-    subprocess.run(
-        [
-            "docker",
-            "run",
-            "--name",
-            name,
-            "--label",
-            "ktrdr.test=1",
-            image,
-            "python3",
-            "-c",
-            script,
-        ],
-        capture_output=True,
-        check=True,
-        timeout=120,
-    )
-    try:
-        assert compose.container_logs(name, tail=10) == [
-            "out 0", "err 0", "out 1", "err 1", "out 2", "err 2",
-        ]  # fmt: skip
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)

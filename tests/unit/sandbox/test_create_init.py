@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import registry
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.home import home_id
 from ktrdr.cli.sandbox.instance import read_env
 from ktrdr.cli.sandbox.instances import create_instance, init_instance
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
@@ -40,7 +41,10 @@ def test_create_adds_a_worktree_next_to_the_repo_on_a_new_branch(repo: Path) -> 
     assert git(path, "rev-parse", "--abbrev-ref", "HEAD").strip() == "feat-a"
     assert path in [w.path for w in list_worktrees(repo)]
     values = read_env(path / ".env.sandbox")
-    assert values["KTRDR_INSTANCE_ID"] == values["COMPOSE_PROJECT_NAME"] == "ktrdr--feat-a"
+    assert values["KTRDR_INSTANCE_ID"] == "ktrdr--feat-a"
+    # The readable id plus this home's id: unique on the engine, not only in this registry.
+    assert values["COMPOSE_PROJECT_NAME"] == f"ktrdr--feat-a-{home_id()}"
+    assert values["KTRDR_OWNER"] == home_id() and values["KTRDR_CHECKOUT"] == str(path)
     assert values["KTRDR_API_PORT"] == "8001"
     assert stat.S_IMODE((path / ".env.sandbox").stat().st_mode) == 0o600
     entry = registry.load()["ktrdr--feat-a"]

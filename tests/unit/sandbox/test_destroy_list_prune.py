@@ -218,32 +218,36 @@ def test_destroy_without_yes_and_without_a_terminal_refuses_clearly(
     assert (repo.parent / "ktrdr--feat-a").is_dir()
 
 
-def test_destroy_keeps_the_slot_claimed_when_docker_cannot_confirm(
-    repo: Path, docker: DockerStandIn, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("docker_cli", ["/usr/bin/docker", None], ids=["engine-down", "no-cli"])
+def test_destroy_changes_nothing_when_the_engine_cannot_be_asked(
+    repo: Path, docker: DockerStandIn, monkeypatch: pytest.MonkeyPatch, docker_cli: str | None
 ) -> None:
+    """Unknown is not empty: with the engine down, or the docker CLI missing from PATH while an
+    engine socket exists, the stack may well be running; the slot must stay claimed."""
     docker.reachable = False
-    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/docker")
+    monkeypatch.setattr(shutil, "which", lambda name: docker_cli)
     created = create_instance(name="feat-a", cwd=repo)
     out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
-    assert out.exit_code == 0, out.output
-    assert "slot 1 stays claimed" in out.stderr
-    assert not created.path.exists()
-    entry = registry.load()["ktrdr--feat-a"]
-    assert entry.state == "destroying"
+    assert out.exit_code == 1
+    assert "cannot destroy ktrdr--feat-a" in out.stderr and "nothing was changed" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert created.path.is_dir() and registry.load()["ktrdr--feat-a"].state == "ready"
+    assert docker.downs == []
     assert create_instance(name="feat-b", cwd=repo).slot == 2
-    # Docker back: prune removes the leftovers by label, then frees the slot.
+    # Docker back: destroy goes through and frees the slot.
     docker.reachable = True
-    out = CliRunner().invoke(cli, ["sandbox", "prune", "--json"])
-    assert json.loads(out.stdout)[0]["removed"] is True
-    assert docker.downs == [("ktrdr--feat-a", None, True)]
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/docker")
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes", "--json"])
+    assert json.loads(out.stdout)[0]["slot_released"] is True
     assert set(registry.load()) == {"ktrdr--feat-b"}
 
 
-def test_destroy_frees_the_slot_when_docker_is_not_installed(
+def test_destroy_frees_the_slot_on_a_machine_without_any_docker_engine(
     repo: Path, docker: DockerStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     docker.reachable = False
     monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(docker, "engine_socket_exists", lambda: False)
     create_instance(name="feat-a", cwd=repo)
     out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes", "--json"])
     assert json.loads(out.stdout)[0]["slot_released"] is True

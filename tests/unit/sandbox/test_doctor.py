@@ -4,11 +4,9 @@ Docker-backed checks against the real engine (marker docker)."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -47,7 +45,12 @@ def register(entry: Entry) -> None:
 
 def write_env(root: Path, instance_id: str, slot: int) -> Path:
     settings = new_settings(
-        instance_id=instance_id, slot=slot, shared_dir=shared_root(), images=None, existing=None
+        instance_id=instance_id,
+        slot=slot,
+        shared_dir=shared_root(),
+        images=None,
+        existing=None,
+        checkout=root,
     )
     return write_env_file(root, render_env(settings, command="test"))
 
@@ -295,115 +298,6 @@ def test_cli_doctor_json_lists_problems_and_exits_1(repo: Path) -> None:
 
 
 # --- real engine -----------------------------------------------------------------------------
-
-
-def docker(*args: str, check: bool = True) -> str:
-    return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, check=check, timeout=120
-    ).stdout
-
-
-@pytest.fixture
-def orphan_id(monkeypatch: pytest.MonkeyPatch):
-    """A unique instance id whose labelled resources belong to no registry; always removed."""
-    monkeypatch.setenv("KTRDR_TEST", "1")
-    instance_id = f"ktrdr-test-orphan-{uuid.uuid4().hex[:8]}"
-    yield instance_id
-    for kind in ("container", "volume", "network"):
-        ids = docker(
-            kind,
-            "ls",
-            "-q",
-            "--filter",
-            f"label=ktrdr.instance={instance_id}",
-            *(["-a"] if kind == "container" else []),
-            check=False,
-        ).split()
-        if ids:
-            docker(kind, "rm", "-f", *ids, check=False)
-
-
-def labelled(instance_id: str) -> list[str]:
-    return [
-        "--label",
-        f"ktrdr.instance={instance_id}",
-        "--label",
-        "ktrdr.slot=9",
-        "--label",
-        "ktrdr.test=1",
-    ]
-
-
-@pytest.mark.docker
-def test_doctor_fix_removes_labelled_resources_no_instance_owns(
-    orphan_id: str, tmp_path: Path
-) -> None:
-    docker("volume", "create", *labelled(orphan_id), f"{orphan_id}_data")
-    docker(
-        "create",
-        "--name",
-        f"{orphan_id}-db",
-        *labelled(orphan_id),
-        "-v",
-        f"{orphan_id}_data:/data",
-        OFFLINE_IMAGE,
-        "true",
-    )
-    report = run_doctor(fix=False, host=quiet_host(tmp_path))
-    orphan = next(p for p in report.problems if p.subject == orphan_id)
-    assert orphan.kind == "orphan" and f"container {orphan_id}-db" in orphan.detail
-    assert docker("volume", "ls", "-q", "--filter", f"label=ktrdr.instance={orphan_id}").strip()
-
-    fixed = run_doctor(fix=True, host=quiet_host(tmp_path))
-    assert next(p for p in fixed.problems if p.subject == orphan_id).fixed
-    for kind in ("volume", "network"):
-        assert docker(kind, "ls", "-q", "--filter", f"label=ktrdr.instance={orphan_id}") == ""
-    assert docker("ps", "-aq", "--filter", f"label=ktrdr.instance={orphan_id}") == ""
-
-
-@pytest.mark.docker
-def test_doctor_ignores_resources_of_another_test_mode_and_fresh_volumes(
-    orphan_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    docker("volume", "create", *labelled(orphan_id), f"{orphan_id}_data")
-    report = run_doctor(fix=True, host=quiet_host(tmp_path))
-    assert orphan_id not in [p.subject for p in report.problems]  # younger than the grace
-    monkeypatch.setenv("KTRDR_TEST", "0")
-    docker("create", "--name", f"{orphan_id}-x", *labelled(orphan_id), OFFLINE_IMAGE, "true")
-    report = run_doctor(fix=True, host=quiet_host(tmp_path))
-    assert orphan_id not in [p.subject for p in report.problems]  # a test's, not ours
-    assert docker("ps", "-aq", "--filter", f"label=ktrdr.instance={orphan_id}").strip()
-
-
-@pytest.mark.docker
-def test_doctor_reports_but_keeps_an_unregistered_instance_whose_directory_exists(
-    orphan_id: str, tmp_path: Path
-) -> None:
-    root = tmp_path / "elsewhere"
-    root.mkdir()
-    write_env(root, orphan_id, 9)
-    docker(
-        "create",
-        "--name",
-        f"{orphan_id}-api",
-        *labelled(orphan_id),
-        "--label",
-        f"com.docker.compose.project.working_dir={root}",
-        OFFLINE_IMAGE,
-        "true",
-    )
-    report = run_doctor(fix=True, host=quiet_host(tmp_path))
-    problem = next(p for p in report.problems if p.subject == orphan_id)
-    assert problem.kind == "unregistered" and problem.severity == "warning"
-    assert docker("ps", "-aq", "--filter", f"label=ktrdr.instance={orphan_id}").strip()
-
-
-@pytest.mark.docker
-def test_cli_doctor_fix_on_a_clean_home_exits_0(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["sandbox", "doctor", "--fix"])
-    assert result.exit_code == 0, result.output
-    assert "doctor: healthy" in result.stderr
-    assert os.environ["KTRDR_HOME"] in str(registry.registry_path())
 
 
 def test_remove_empty_tree_removes_only_directories_without_files(tmp_path: Path) -> None:

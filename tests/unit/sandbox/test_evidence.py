@@ -195,14 +195,6 @@ def test_test_e2e_outside_an_instance_says_how_to_make_one(tmp_path: Path, monke
     assert "no .env.sandbox" in result.stderr and "ktrdr sandbox create" in result.stderr
 
 
-@pytest.mark.docker
-def test_test_e2e_says_clearly_when_the_stack_is_not_up(instance: Path) -> None:
-    result = CliRunner().invoke(cli, ["sandbox", "test-e2e"])
-    assert result.exit_code == 1
-    assert f"instance {instance.name} is not up (backend: not created)" in result.stderr
-    assert "ktrdr sandbox up" in result.stderr
-
-
 def test_bundles_collected_in_the_same_second_never_replace_each_other(
     instance: Path, engine_down: None
 ) -> None:

@@ -213,14 +213,6 @@ def test_logs_of_an_unknown_service_lists_the_services(instance_dir: Path) -> No
     )
 
 
-@pytest.mark.docker
-def test_logs_of_an_instance_without_containers_says_it_is_down(instance_dir: Path) -> None:
-    result = CliRunner().invoke(cli, ["sandbox", "logs", "backend"])
-    assert result.exit_code == 1
-    assert f"instance {INSTANCE_ID} has no containers (it is down" in result.stderr
-    assert "`ktrdr sandbox up` first" in result.stderr
-
-
 def test_up_help_lists_the_options() -> None:
     result = CliRunner().invoke(cli, ["sandbox", "up", "--help"])
     assert result.exit_code == 0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
 import pytest
 
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.home import home_id
 from ktrdr.cli.sandbox.instance import (
     find_instance_root,
     instance_id_for,
@@ -92,7 +94,10 @@ def test_env_file_has_every_contract_key_derived_from_the_slot(tmp_path: Path) -
     )
     path = write_env_file(tmp_path, render_env(settings, command="ktrdr sandbox create"))
     values = read_env(path)
-    assert values["COMPOSE_PROJECT_NAME"] == values["KTRDR_INSTANCE_ID"] == "ktrdr--feat-b"
+    assert values["KTRDR_INSTANCE_ID"] == "ktrdr--feat-b"
+    assert values["COMPOSE_PROJECT_NAME"] == f"ktrdr--feat-b-{home_id()}"
+    assert values["KTRDR_OWNER"] == home_id()
+    assert values["KTRDR_OWNER_HOME"] == os.environ["KTRDR_HOME"]
     assert values["KTRDR_SLOT"] == "2"
     for key, value in ports_for_slot(2).env_variables().items():
         assert values[key] == value

@@ -10,7 +10,7 @@ from httpx import Client as Client
 import ktrdr
 from ktrdr.api.app import create_app
 from ktrdr.api.settings import ApiSettings
-from tests.unit.api.conftest import RecordingWorker, serve, wait_until
+from tests.integration.api.conftest import RecordingWorker, serve, wait_until
 
 V1 = "/api/v1"
 

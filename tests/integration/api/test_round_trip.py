@@ -18,7 +18,7 @@ from ktrdr.api.settings import ApiSettings
 from ktrdr.workers.app import create_app as create_worker_app
 from ktrdr.workers.backtest import run_backtest
 from ktrdr.workers.settings import WorkerSettings
-from tests.unit.api.conftest import free_port, serve, wait_until
+from tests.integration.api.conftest import free_port, serve, wait_until
 
 SAMPLE = Path(__file__).parents[3] / "ktrdr" / "sample_data"
 

@@ -1,4 +1,5 @@
-"""destroy and prune on the real Docker engine: labelled volumes and networks really go away.
+"""destroy and prune on the real Docker engine: this home's labelled volumes and networks really
+go away, and another home's of the same instance id stay.
 
 No image is needed: a volume and a network carrying the instance labels stand for the stack's
 leftovers. Skipped without an engine unless CI is set (then required).
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import compose, registry
+from ktrdr.cli.sandbox.home import home_id
 from ktrdr.cli.sandbox.instances import create_instance
 
 pytestmark = pytest.mark.docker
@@ -36,20 +38,30 @@ def _docker(*args: str) -> str:
     ).stdout
 
 
+OTHER_HOME = "feedc0de"
+
+
 @pytest.fixture
 def labelled(repo: Path) -> Iterator[str]:
-    """A unique instance id with a real labelled volume and network; removed at the end."""
+    """A unique instance id with a real volume and network owned by this test's home, and a
+    volume of the same instance id owned by another home; all removed at the end."""
     instance_id = f"ktrdr--rt{os.getpid()}"
     labels = ["--label", f"ktrdr.instance={instance_id}", "--label", "ktrdr.test=1"]
-    _docker("volume", "create", *labels, f"{instance_id}_pgdata")
-    _docker("network", "create", *labels, f"{instance_id}_default")
+    mine = ["--label", f"ktrdr.owner={home_id()}", *labels]
+    _docker("volume", "create", *mine, f"{instance_id}_pgdata")
+    _docker("network", "create", *mine, f"{instance_id}_default")
+    other = ["--label", f"ktrdr.owner={OTHER_HOME}", *labels]
+    _docker("volume", "create", *other, f"{instance_id}-{OTHER_HOME}_pgdata")
     yield instance_id
-    subprocess.run(
-        ["docker", "volume", "rm", "-f", f"{instance_id}_pgdata"], check=False, capture_output=True
-    )
+    for volume in (f"{instance_id}_pgdata", f"{instance_id}-{OTHER_HOME}_pgdata"):
+        subprocess.run(["docker", "volume", "rm", "-f", volume], check=False, capture_output=True)
     subprocess.run(
         ["docker", "network", "rm", f"{instance_id}_default"], check=False, capture_output=True
     )
+
+
+def _other_homes_volume_exists(instance_id: str) -> bool:
+    return bool(_docker("volume", "ls", "-q", "--filter", f"name={instance_id}-{OTHER_HOME}_"))
 
 
 def test_destroy_removes_labelled_volumes_and_networks_then_frees_the_slot(
@@ -63,6 +75,7 @@ def test_destroy_removes_labelled_volumes_and_networks_then_frees_the_slot(
     assert out.exit_code == 0, out.output
     assert compose.leftovers(labelled) == []
     assert registry.load() == {}
+    assert _other_homes_volume_exists(labelled)
 
 
 def test_prune_removes_leftovers_of_a_deleted_worktree(repo: Path, labelled: str) -> None:
@@ -72,3 +85,4 @@ def test_prune_removes_leftovers_of_a_deleted_worktree(repo: Path, labelled: str
     assert out.exit_code == 0, out.output
     assert compose.leftovers(labelled) == []
     assert registry.load() == {}
+    assert _other_homes_volume_exists(labelled)

@@ -9,7 +9,7 @@ import pytest
 
 from ktrdr.api.app import create_app
 from ktrdr.api.settings import ApiSettings
-from tests.unit.api.conftest import serve, wait_until
+from tests.integration.api.conftest import serve, wait_until
 
 
 class OtlpCollector:
