@@ -18,7 +18,12 @@ say() { echo "demo: $*" >&2; }
 die() { echo "Error: $*" >&2; exit 1; }
 
 say "1/6 installing the CLI (make setup)"
-make --no-print-directory setup
+# Two demos at once share this checkout's .venv: the second waits for the first's install.
+if command -v flock >/dev/null 2>&1; then
+  flock "$(git rev-parse --git-common-dir)/ktrdr-setup.lock" make --no-print-directory setup
+else
+  make --no-print-directory setup
+fi
 
 say "2/6 Docker engine + Compose v2 (make docker)"
 bash scripts/docker-engine.sh || die "no Docker engine: see the message above, then re-run make demo"
@@ -52,7 +57,12 @@ if [[ -n "$status" ]]; then
   say "5/6 instance '$NAME' exists ($status): reusing it"
 else
   say "5/6 creating instance '$NAME' (a git worktree next to this checkout)"
-  "$KTRDR" sandbox create "$NAME"
+  if ! "$KTRDR" sandbox create "$NAME"; then
+    # Another demo running at the same moment may have created it first: then reuse it.
+    "$KTRDR" sandbox status "$NAME" --json >/dev/null 2>&1 ||
+      die "could not create instance '$NAME' (see above)"
+    say "5/6 instance '$NAME' was created meanwhile (another run): reusing it"
+  fi
 fi
 
 say "6/6 starting '$NAME' (ktrdr sandbox up)"

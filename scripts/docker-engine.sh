@@ -18,6 +18,12 @@ engine_ok() { docker info >/dev/null 2>&1; }
 compose_ok() { docker compose version >/dev/null 2>&1; }
 
 TOTAL_T0=$(date +%s.%N)
+# Two runs at once (two `make demo`s, CI beside a user) take turns: apt and dockerd's start are
+# not safe to run twice in parallel. /run/lock is local to this machine, like the engine.
+if [[ -w /run/lock ]] && command -v flock >/dev/null 2>&1; then
+  exec 9>/run/lock/ktrdr-docker-engine.lock
+  flock 9
+fi
 if command -v docker >/dev/null 2>&1 && engine_ok && compose_ok; then
   say "engine and Compose v2 already work ($(docker compose version --short 2>/dev/null)); nothing to do"
   exit 0

@@ -284,6 +284,7 @@ def down(instance_id: str, root: Path | None, *, volumes: bool) -> None:
     """`down [-v] --remove-orphans`; when the instance dir or compose file is gone, removes the
     containers (and volumes, networks) carrying the instance label directly."""
     ensure_engine()
+    unpause(instance_id)  # a frozen container cannot take the stop signal
     if (
         root is not None
         and (root / COMPOSE_FILE).is_file()
@@ -758,3 +759,38 @@ def engine_socket_exists() -> bool:
     if host.startswith("unix://"):
         return os.path.exists(host[len("unix://") :])
     return True
+
+
+def slots_of_other_homes() -> dict[int, str]:
+    """Slot -> who holds it, for slots whose volumes on this engine belong to another home
+    (a stopped stack holds no port, but it will want its slot's ports back on `up`). Empty
+    when the engine cannot be asked quickly: the port probe still guards running stacks."""
+    from ktrdr.cli.sandbox.home import home_id
+
+    fields = (INSTANCE_LABEL, OWNER_LABEL, OWNER_HOME_LABEL, "ktrdr.slot")
+    argv = ["docker", "volume", "ls", "--filter", f"label={OWNER_LABEL}", "--format"]
+    argv.append("\t".join(_fmt_label(key) for key in fields))
+    try:
+        listed = proc.run(argv, timeout=LIST_TIMEOUT, check=False, what="docker volume ls")
+    except SandboxError:
+        return {}
+    mine = home_id()
+    held: dict[int, str] = {}
+    for line in listed.stdout.splitlines() if listed.returncode == 0 else []:
+        instance_id, owner, owner_home, slot = [*line.split("\t"), "", "", ""][:4]
+        if owner and owner != mine and slot.isdigit():
+            held.setdefault(
+                int(slot), f"instance {instance_id} of KTRDR_HOME {owner_home or owner}"
+            )
+    return held
+
+
+def own_volumes(instance_id: str) -> list[str] | None:
+    """This home's volumes labelled for `instance_id` (one quick query); None when the engine
+    cannot be asked."""
+    argv = ["docker", "volume", "ls", *owned_filters(instance_id), "--format", "{{.Name}}"]
+    try:
+        listed = proc.run(argv, timeout=LIST_TIMEOUT, check=False, what="docker volume ls")
+    except SandboxError:
+        return None
+    return listed.stdout.split() if listed.returncode == 0 else None

@@ -132,6 +132,7 @@ def create_instance(
         worktree.check_commit(top, base)
     if os.path.lexists(path):
         raise SandboxError(f"{path} already exists: pick another name or remove it")
+    refuse_stale_volumes(instance_id)
 
     images_mode = validate_images(images)
     claim = _claim(
@@ -266,6 +267,29 @@ def undo_interrupted_create(entry: Entry) -> list[str]:
     return done
 
 
+def refuse_stale_volumes(instance_id: str) -> None:
+    """Volumes of an earlier instance with this id (a destroy that could not finish, a lost
+    registry) would be adopted by the new stack, and PostgreSQL keeps the old password."""
+    left = _compose().own_volumes(instance_id)
+    if left:
+        raise SandboxError(
+            f"volumes of an earlier instance {instance_id} are still on the engine "
+            f"({', '.join(left[:3])}): `ktrdr sandbox doctor --fix` removes them once nothing "
+            "uses them, or pick another name"
+        )
+
+
+def busy_slots(slots: list[int] | range) -> dict[int, list[BusyPort]]:
+    """Busy ports per slot (probed), plus the slots another home's stacks hold on this engine:
+    the registry is per home, the ports are per machine."""
+    busy = probe_slots(slots)
+    for slot, holder in _compose().slots_of_other_homes().items():
+        if slot in busy and not busy[slot]:
+            api = ports_for_slot(slot).api
+            busy[slot] = [BusyPort(api, "api", f"{holder} (its stack is on this engine)")]
+    return busy
+
+
 def _claim(
     *,
     instance_id: str,
@@ -276,7 +300,7 @@ def _claim(
     name: str | None,
     repo: Path | None,
 ) -> _Claim:
-    busy = probe_slots([slot] if slot is not None else SANDBOX_SLOTS)
+    busy = busy_slots([slot] if slot is not None else SANDBOX_SLOTS)
     with registry.transaction() as entries:
         # Claims that died since reap_dead_claims() keep their slots until the next create
         # (or doctor) undoes them: dropping them here would forget their worktrees.
@@ -390,7 +414,7 @@ def _init_locked(
 ) -> CreateResult:
     branch = worktree.current_branch(top)
     kept = _slot_to_keep(env_path, instance_id) if slot is None else None
-    busy = probe_slots([slot] if slot is not None else SANDBOX_SLOTS)
+    busy = busy_slots([slot] if slot is not None else SANDBOX_SLOTS)
     if kept is not None and kept.running:
         busy = {**busy, kept.slot: []}  # its own containers hold those ports
     with registry.transaction() as entries:

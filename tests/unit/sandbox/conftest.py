@@ -43,6 +43,7 @@ class DockerStandIn:
     downs: list[tuple[str, Path | None, bool]] = field(default_factory=list)
     queries: int = 0
     foreign_checks: list[str] = field(default_factory=list)
+    other_homes_slots: dict[int, str] = field(default_factory=dict)
 
     def engine_reachable(self) -> bool:
         return self.reachable
@@ -56,6 +57,14 @@ class DockerStandIn:
     def down(self, instance_id: str, root: Path | None, *, volumes: bool) -> None:
         self.downs.append((instance_id, root, volumes))
         self.containers.pop(instance_id, None)
+
+    def own_volumes(self, instance_id: str) -> list[str] | None:
+        if not self.reachable:
+            return None
+        return [v.removeprefix("volume ") for v in self.leftover.get(instance_id, [])]
+
+    def slots_of_other_homes(self) -> dict[int, str]:
+        return dict(self.other_homes_slots) if self.reachable else {}
 
     def engine_socket_exists(self) -> bool:
         return True  # an engine is on this (stand-in) machine: unknown is never "no containers"

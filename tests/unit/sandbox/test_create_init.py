@@ -401,16 +401,14 @@ def test_re_init_after_a_lost_registry_keeps_the_slot_of_its_env_file(
 
 
 def test_re_init_keeps_the_slot_its_running_stack_holds_even_though_its_ports_are_busy(
-    repo: Path, docker: DockerStandIn
+    repo: Path, docker: DockerStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import socket
-
     _lost_instance(repo, slot=4)
     docker.containers["ktrdr"] = [Container("backend", "running", "healthy")]
-    with socket.socket() as stack_port:  # what the instance's own backend container holds
-        stack_port.bind(("127.0.0.1", 8004))
-        stack_port.listen()
-        assert init_instance(cwd=repo).slot == 4
+    # What the instance's own backend container holds (a stand-in probe: binding the real port
+    # would collide with whatever runs on slot 4 of this machine).
+    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: port == 8004)
+    assert init_instance(cwd=repo).slot == 4
 
 
 def test_re_init_refuses_when_its_running_stack_s_slot_was_taken_meanwhile(
@@ -421,3 +419,25 @@ def test_re_init_refuses_when_its_running_stack_s_slot_was_taken_meanwhile(
     create_instance(name="newer", cwd=repo)  # took slot 1 while the entry was lost
     with pytest.raises(SandboxError, match=r"stack runs on slot 1, now taken by ktrdr--newer"):
         init_instance(cwd=repo)
+
+
+def test_create_skips_slots_another_homes_stack_holds_on_the_engine(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    """Registries are per home, ports per machine: a stopped stack of another home holds no
+    port now but wants its slot's ports back on `up`."""
+    docker.other_homes_slots = {1: "instance ktrdr--x of KTRDR_HOME /elsewhere"}
+    result = create_instance(name="feat-a", cwd=repo)
+    assert result.slot == 2
+    assert [s.slot for s in result.skipped] == [1]
+    assert "KTRDR_HOME /elsewhere" in result.skipped[0].reason
+
+
+def test_create_refuses_a_name_whose_earlier_volumes_are_still_on_the_engine(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    """The new stack would adopt them, and PostgreSQL would keep the old password."""
+    docker.leftover["ktrdr--feat-a"] = ["volume ktrdr--feat-a-0123abcd_db-data"]
+    with pytest.raises(SandboxError, match="volumes of an earlier instance ktrdr--feat-a"):
+        create_instance(name="feat-a", cwd=repo)
+    assert registry.load() == {} and not (repo.parent / "ktrdr--feat-a").exists()
