@@ -651,13 +651,20 @@ def _unregistered_status(root: Path) -> InstanceStatus:
             f"{root / SANDBOX_ENV_FILENAME} has no valid KTRDR_SLOT: re-create it with "
             "`ktrdr sandbox init`"
         )
+    from ktrdr.cli.sandbox.home import home_id
+
+    owner, owner_home = values.get("KTRDR_OWNER", ""), values.get("KTRDR_OWNER_HOME", "")
+    reason = "not in the registry: run `ktrdr sandbox init` here"
+    if owner and owner != home_id():
+        # Its containers are that home's: this home neither counts nor touches them.
+        reason = f"belongs to KTRDR_HOME {owner_home or owner}: run with KTRDR_HOME set to it"
     result = InstanceStatus(
         instance_id=values.get("KTRDR_INSTANCE_ID") or instance_id_for(root),
         slot=ports_for_slot(int(slot_text)).slot,
         path=root,
         registered=False,
         status="unregistered",
-        stale_reason="not in the registry: run `ktrdr sandbox init` here",
+        stale_reason=reason,
     )
     _count_containers(result, containers_snapshot())
     return result

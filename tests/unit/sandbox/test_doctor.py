@@ -23,6 +23,7 @@ from ktrdr.cli.sandbox.doctor import (
     rewrite_env,
     run_doctor,
 )
+from ktrdr.cli.sandbox.home import home_id
 from ktrdr.cli.sandbox.instance import new_settings, read_env, render_env, write_env_file
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
@@ -203,6 +204,34 @@ def test_a_healthy_instance_has_no_drift(repo: Path) -> None:
     write_env(repo, repo.name, 5)
     entry = Entry(repo.name, 5, str(repo), "clone", "main", registry.now_iso())
     assert env_drift(entry) == {}
+
+
+def test_doctor_fix_gives_an_env_file_from_before_owner_labels_this_homes_owner(
+    repo: Path, tmp_path: Path
+) -> None:
+    env_path = write_env(repo, repo.name, 5)
+    rewrite_env(env_path, {"COMPOSE_PROJECT_NAME": repo.name})
+    kept = [line for line in env_path.read_text().splitlines() if "OWNER" not in line]
+    env_path.write_text("\n".join(kept) + "\n")
+    register(Entry(repo.name, 5, str(repo), "clone", "main", registry.now_iso()))
+    report = run_doctor(fix=True, host=quiet_host(tmp_path))
+    drift = next(p for p in report.problems if p.kind == "env-drift")
+    assert drift.fixed and "KTRDR_OWNER" in drift.fixed
+    assert read_env(env_path)["COMPOSE_PROJECT_NAME"] == f"{repo.name}-{home_id()}"
+
+
+def test_doctor_fix_never_rewrites_an_env_file_another_home_owns(
+    repo: Path, tmp_path: Path
+) -> None:
+    env_path = write_env(repo, repo.name, 5)
+    rewrite_env(env_path, {"KTRDR_OWNER": "0badf00d", "KTRDR_OWNER_HOME": "/elsewhere/h"})
+    before = env_path.read_bytes()
+    register(Entry(repo.name, 5, str(repo), "clone", "main", registry.now_iso()))
+    report = run_doctor(fix=True, host=quiet_host(tmp_path))
+    problem = next(p for p in report.problems if p.subject == repo.name)
+    assert problem.kind == "other-home" and problem.fixed is None
+    assert "KTRDR_HOME /elsewhere/h" in problem.detail
+    assert env_path.read_bytes() == before
 
 
 def test_two_entries_in_one_slot_are_an_error_and_fix_leaves_their_env_files_alone(

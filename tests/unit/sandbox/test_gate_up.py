@@ -236,3 +236,23 @@ def test_up_on_an_interrupted_destroy_says_destroy_finishes_it(instance_dir: Pat
     result = CliRunner().invoke(cli, ["sandbox", "up"])
     assert result.exit_code == 1
     assert f"`ktrdr sandbox destroy {INSTANCE_ID}` finishes it" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["up", "down"])
+def test_an_instance_of_another_home_is_refused_naming_that_home(
+    instance_dir: Path, isolated_ktrdr_home: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """Acting from another KTRDR_HOME is how one home took over (and then deleted) another's
+    stack; the refusal comes before any engine call."""
+    other_home = isolated_ktrdr_home.parent / "other-home"
+    monkeypatch.setenv("KTRDR_HOME", str(other_home))
+    result = CliRunner().invoke(cli, ["sandbox", command])
+    assert result.exit_code == 1
+    assert f"belongs to KTRDR_HOME {isolated_ktrdr_home}, not to {other_home}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2  # the "Starting …" line, then the error
+
+
+def test_a_project_name_that_is_not_the_instances_own_is_refused(instance_dir: Path) -> None:
+    rewrite_env(instance_dir, "COMPOSE_PROJECT_NAME", INSTANCE_ID)  # the pre-owner form
+    with pytest.raises(SandboxError, match=r"is not this instance's project .*doctor --fix"):
+        lifecycle.validate(lifecycle.resolve(None, instance_dir))
