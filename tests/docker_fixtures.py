@@ -7,23 +7,21 @@
   even when the test fails.
 - `offline_postgres` (session): the offline PostgreSQL image on a free 127.0.0.1 port with a
   random password; yields a superuser DSN.
-- At session end, everything still labelled ktrdr.test=1 is swept, unless another pytest session
-  of this repo is running at the same time (then only this session's projects are removed).
+- At session end, this session's leftovers are swept: its harness projects, and every resource
+  owned (label ktrdr.owner) by a KTRDR_HOME the session made under its temp dir. Nothing of
+  another session, another home or a user's sandbox is touched.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import pytest
 
@@ -35,14 +33,12 @@ TEST_LABEL = "ktrdr.test=1"
 PROJECT_LABEL = "ktrdr.test-project"
 PROJECT_PREFIX = "ktrdr-test-"
 OFFLINE_POSTGRES_IMAGE = "ktrdr-offline/postgres:15"
-SESSIONS_DIR = Path(tempfile.gettempdir()) / "ktrdr-test-sessions"
 
 
 @dataclass
 class _SessionState:
     engine_used: bool = False
     projects: set[str] = field(default_factory=set)
-    lock: IO[str] | None = None
 
 
 _state = _SessionState()
@@ -91,7 +87,6 @@ def docker_engine() -> DockerEngine:
     if isinstance(engine, str):
         skip_or_fail(engine)
     assert isinstance(engine, DockerEngine)
-    _hold_session_lock()
     _state.engine_used = True
     return engine
 
@@ -244,48 +239,28 @@ def offline_postgres(docker_engine: DockerEngine) -> Iterator[str]:
         _state.projects.discard(name)
 
 
-# --- session bookkeeping and the end-of-session sweep ---------------------------------------
-def _hold_session_lock() -> None:
-    if _state.lock is not None:
-        return
-    SESSIONS_DIR.mkdir(parents=True, exist_ok=True)
-    # Held (open) for the whole session: other sessions see it locked while this one runs.
-    lock = open(SESSIONS_DIR / f"{os.getpid()}-{uuid.uuid4().hex[:6]}.lock", "w")
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    _state.lock = lock
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    _hold_session_lock()
-
-
-def other_sessions_running() -> bool:
-    """True when another pytest session of this repo holds its session lock."""
-    own = _state.lock.name if _state.lock else ""
-    for path in SESSIONS_DIR.glob("*.lock"):
-        if str(path) == own:
-            continue
-        with open(path) as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-        path.unlink(missing_ok=True)  # a finished (or killed) session's file
-    return False
+# --- the end-of-session sweep ----------------------------------------------------------------
+def session_home_ids(session: pytest.Session) -> list[str]:
+    """The home ids of every KTRDR_HOME this session's tests made (all live under its temp
+    dir): their resources are this session's own, whichever test forgot them."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return []
+    base = factory.getbasetemp()
+    found = set()
+    for path in base.rglob("home-id"):
+        text = path.read_text(errors="replace").strip()
+        if len(text) == 8 and all(c in "0123456789abcdef" for c in text):
+            found.add(text)
+    return sorted(found)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    try:
-        if _state.engine_used:
-            for name in sorted(_state.projects):
-                remove_project(name)
-            if not other_sessions_running():
-                remove_labelled(TEST_LABEL)
-    finally:
-        if _state.lock is not None:
-            _state.lock.close()
-            Path(_state.lock.name).unlink(missing_ok=True)
-            _state.lock = None
+    if _state.engine_used:
+        for name in sorted(_state.projects):
+            remove_project(name)
+        for owner in session_home_ids(session):
+            remove_labelled(f"ktrdr.owner={owner}")
 
 
 def inspect_json(kind: str, ref: str) -> dict[str, object]:

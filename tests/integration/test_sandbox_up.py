@@ -1,7 +1,8 @@
 """`ktrdr sandbox up / down / destroy` on the real engine with the offline images.
 
 Instances are created by the real CLI from a git copy of this project in tmp_path (so the compose
-file and the bind-mounted source exist), with KTRDR_TEST=1 so leftovers are swept by label.
+file and the bind-mounted source exist), under a temp KTRDR_HOME: the session-end sweep removes
+what that home owns.
 Slow: stacks are shared between assertions and the number of tests is kept small.
 """
 
@@ -101,7 +102,7 @@ def sweep(instance_ids: list[str]) -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: object) -> Iterator[Project]:
     """A copy of this project with shared data; the engine check (skip locally, fail in CI)
-    and the session-end sweep of KTRDR_TEST=1 resources come from tests/docker_fixtures.py."""
+    and the session-end sweep of its home's resources come from tests/docker_fixtures.py."""
     base = tmp_path_factory.mktemp("sandbox-up")
     tag = uuid.uuid4().hex[:6]
     repo = copy_project(base / f"kt{tag}")
@@ -113,6 +114,14 @@ def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: object) -> 
         yield project
     finally:
         sweep(project.created)
+
+
+@pytest.fixture(autouse=True)
+def same_home_as_the_cli(
+    project: Project, isolated_ktrdr_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """compose.ps/leftovers here count only what the CLI's home owns: ask as that home."""
+    monkeypatch.setenv("KTRDR_HOME", project.env["KTRDR_HOME"])
 
 
 def _bind_when_free(sock: socket.socket, port: int, timeout: float = 60) -> None:
