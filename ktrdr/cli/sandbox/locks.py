@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import ktrdr_home
+from ktrdr.cli.sandbox.settings import seconds_from_env
 
 DEFAULT_WAIT_SECONDS = 1800.0  # longer than any up (gate 300 s + a build) takes
 NOTIFY_EVERY_SECONDS = 5.0
@@ -26,11 +27,7 @@ def _lock_dir() -> Path:
 
 
 def wait_limit() -> float:
-    value = os.environ.get("KTRDR_INSTANCE_LOCK_TIMEOUT", "")
-    try:
-        return float(value) if value else DEFAULT_WAIT_SECONDS
-    except ValueError:
-        return DEFAULT_WAIT_SECONDS
+    return seconds_from_env("KTRDR_INSTANCE_LOCK_TIMEOUT", DEFAULT_WAIT_SECONDS)
 
 
 def holder(instance_id: str) -> str:

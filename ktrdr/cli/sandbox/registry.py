@@ -247,11 +247,9 @@ def _write(path: Path, entries: dict[str, Entry]) -> None:
 
 
 def lock_timeout() -> float:
-    value = os.environ.get("KTRDR_REGISTRY_LOCK_TIMEOUT", "")
-    try:
-        return float(value) if value else DEFAULT_LOCK_TIMEOUT
-    except ValueError:
-        return DEFAULT_LOCK_TIMEOUT
+    from ktrdr.cli.sandbox.settings import seconds_from_env
+
+    return seconds_from_env("KTRDR_REGISTRY_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
 
 
 @contextmanager
