@@ -57,7 +57,7 @@ test-e2e: ## E2E suite inside this instance's compose network (stack must be up)
 	$$cli sandbox test-e2e $(PYTEST_ARGS)
 
 test: quality docker images-offline ## Everything CI runs: quality, unit, integration (real Docker)
-	CI=$${CI:-true} $(PYTEST) tests/unit tests/integration
+	CI=$${CI:-true} KTRDR_BYSTANDERS=1 $(PYTEST) tests/unit tests/integration
 
 demo: ## Main job: install, engine, images, shared data, sandbox `demo` up to "Startability Gate: PASSED"
 	bash scripts/demo.sh

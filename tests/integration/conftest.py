@@ -1,6 +1,6 @@
 """Integration tests: a real Docker engine (every test file directly here carries the `docker`
-marker; the harness lives in tests/docker_fixtures.py) and a real PostgreSQL (tests/integration/api).
-tests/unit needs neither."""
+marker; the harness lives in tests/docker_fixtures.py) and a real PostgreSQL
+(tests/integration/api). tests/unit needs neither."""
 
 from __future__ import annotations
 
