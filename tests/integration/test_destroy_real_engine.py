@@ -41,23 +41,43 @@ def _docker(*args: str) -> str:
 OTHER_HOME = "feedc0de"
 
 
+class Leftovers:
+    """A unique instance id; `make()` gives it a real volume and network owned by this test's
+    home and a volume of the same instance id owned by another home. Made after `create` (which
+    refuses to start over this home's stale volumes); all removed at the end."""
+
+    def __init__(self) -> None:
+        self.instance_id = f"ktrdr--rt{os.getpid()}"
+        self.name = self.instance_id.removeprefix("ktrdr--")
+
+    def _labels(self, owner: str) -> list[str]:
+        labels = [f"ktrdr.owner={owner}", f"ktrdr.instance={self.instance_id}", "ktrdr.test=1"]
+        return [arg for label in labels for arg in ("--label", label)]
+
+    def make(self) -> None:
+        mine = self._labels(home_id())
+        _docker("volume", "create", *mine, f"{self.instance_id}_pgdata")
+        _docker("network", "create", *mine, f"{self.instance_id}_default")
+        other = self._labels(OTHER_HOME)
+        _docker("volume", "create", *other, f"{self.instance_id}-{OTHER_HOME}_pgdata")
+
+    def remove(self) -> None:
+        for volume in (f"{self.instance_id}_pgdata", f"{self.instance_id}-{OTHER_HOME}_pgdata"):
+            subprocess.run(
+                ["docker", "volume", "rm", "-f", volume], check=False, capture_output=True
+            )
+        subprocess.run(
+            ["docker", "network", "rm", f"{self.instance_id}_default"],
+            check=False,
+            capture_output=True,
+        )
+
+
 @pytest.fixture
-def labelled(repo: Path) -> Iterator[str]:
-    """A unique instance id with a real volume and network owned by this test's home, and a
-    volume of the same instance id owned by another home; all removed at the end."""
-    instance_id = f"ktrdr--rt{os.getpid()}"
-    labels = ["--label", f"ktrdr.instance={instance_id}", "--label", "ktrdr.test=1"]
-    mine = ["--label", f"ktrdr.owner={home_id()}", *labels]
-    _docker("volume", "create", *mine, f"{instance_id}_pgdata")
-    _docker("network", "create", *mine, f"{instance_id}_default")
-    other = ["--label", f"ktrdr.owner={OTHER_HOME}", *labels]
-    _docker("volume", "create", *other, f"{instance_id}-{OTHER_HOME}_pgdata")
-    yield instance_id
-    for volume in (f"{instance_id}_pgdata", f"{instance_id}-{OTHER_HOME}_pgdata"):
-        subprocess.run(["docker", "volume", "rm", "-f", volume], check=False, capture_output=True)
-    subprocess.run(
-        ["docker", "network", "rm", f"{instance_id}_default"], check=False, capture_output=True
-    )
+def leftovers(repo: Path) -> Iterator[Leftovers]:
+    made = Leftovers()
+    yield made
+    made.remove()
 
 
 def _other_homes_volume_exists(instance_id: str) -> bool:
@@ -65,24 +85,25 @@ def _other_homes_volume_exists(instance_id: str) -> bool:
 
 
 def test_destroy_removes_labelled_volumes_and_networks_then_frees_the_slot(
-    repo: Path, labelled: str
+    repo: Path, leftovers: Leftovers
 ) -> None:
-    name = labelled.removeprefix("ktrdr--")
-    created = create_instance(name=name, cwd=repo)
-    assert created.instance_id == labelled
-    assert compose.leftovers(labelled) != []
-    out = CliRunner().invoke(cli, ["sandbox", "destroy", name, "--yes"])
+    created = create_instance(name=leftovers.name, cwd=repo)
+    assert created.instance_id == leftovers.instance_id
+    leftovers.make()
+    assert compose.leftovers(leftovers.instance_id) != []
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", leftovers.name, "--yes"])
     assert out.exit_code == 0, out.output
-    assert compose.leftovers(labelled) == []
+    assert compose.leftovers(leftovers.instance_id) == []
     assert registry.load() == {}
-    assert _other_homes_volume_exists(labelled)
+    assert _other_homes_volume_exists(leftovers.instance_id)
 
 
-def test_prune_removes_leftovers_of_a_deleted_worktree(repo: Path, labelled: str) -> None:
-    created = create_instance(name=labelled.removeprefix("ktrdr--"), cwd=repo)
+def test_prune_removes_leftovers_of_a_deleted_worktree(repo: Path, leftovers: Leftovers) -> None:
+    created = create_instance(name=leftovers.name, cwd=repo)
+    leftovers.make()
     shutil.rmtree(created.path)
     out = CliRunner().invoke(cli, ["sandbox", "prune"])
     assert out.exit_code == 0, out.output
-    assert compose.leftovers(labelled) == []
+    assert compose.leftovers(leftovers.instance_id) == []
     assert registry.load() == {}
-    assert _other_homes_volume_exists(labelled)
+    assert _other_homes_volume_exists(leftovers.instance_id)

@@ -383,3 +383,20 @@ def test_paused_worker_shows_paused_and_up_thaws_it(
     assert containers(owner, instance.name)[name]["status"] == "running"
     status = json.loads(space.ktrdr("sandbox", "status", "--json", cwd=instance)["stdout"])
     assert status["status"] == "running", status
+
+
+def test_two_homes_creating_before_any_up_get_different_slots(
+    new_workspace: Callable[[str], Workspace],
+) -> None:
+    """Neither stack runs yet, so no port tells B that A has slot N: A's claim marker on the
+    engine does. Destroy removes it with the rest of A's resources."""
+    a, b = new_workspace("a"), new_workspace("b")
+    instance_a = create(a, "feat")
+    marker = owned(owner_of(a), "ktrdr--feat")
+    assert len(marker) == 1 and marker[0].startswith("volume "), marker
+    instance_b = create(b, "feat")
+    slot_a, slot_b = env_of(instance_a)["KTRDR_SLOT"], env_of(instance_b)["KTRDR_SLOT"]
+    assert slot_a != slot_b, f"both homes took slot {slot_a}"
+    a.ktrdr("sandbox", "destroy", "--yes", "ktrdr--feat", timeout=300)
+    assert owned(owner_of(a)) == []
+    assert len(owned(owner_of(b), "ktrdr--feat")) == 1  # B's claim stays

@@ -15,3 +15,5 @@ def no_docker_engine(
     nowhere = tmp_path_factory.getbasetemp() / "no-engine" / "docker.sock"
     monkeypatch.setenv("DOCKER_HOST", f"unix://{nowhere}")
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    # The machine-wide slot allocation lock stays inside this test session.
+    monkeypatch.setenv("KTRDR_SLOTS_LOCK", str(tmp_path_factory.getbasetemp() / "slots.lock"))

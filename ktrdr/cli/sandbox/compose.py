@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ktrdr.cli.sandbox import proc
+from ktrdr.cli.sandbox import machine_slots, proc
 from ktrdr.cli.sandbox.errors import DockerUnavailableError, SandboxError
 from ktrdr.envfile import SANDBOX_ENV_FILENAME, read_env_file
 
@@ -762,8 +762,9 @@ def engine_socket_exists() -> bool:
 
 
 def slots_of_other_homes() -> dict[int, str]:
-    """Slot -> who holds it, for slots whose volumes on this engine belong to another home
-    (a stopped stack holds no port, but it will want its slot's ports back on `up`). Empty
+    """Slot -> who holds it, for slots whose volumes on this engine belong to another home that
+    still exists (a stopped or never started stack holds no port, but it will want its slot's
+    ports on `up`; machine_slots explains the claim marker). Empty
     when the engine cannot be asked quickly: the port probe still guards running stacks."""
     from ktrdr.cli.sandbox.home import home_id
 
@@ -778,11 +779,65 @@ def slots_of_other_homes() -> dict[int, str]:
     held: dict[int, str] = {}
     for line in listed.stdout.splitlines() if listed.returncode == 0 else []:
         instance_id, owner, owner_home, slot = [*line.split("\t"), "", "", ""][:4]
-        if owner and owner != mine and slot.isdigit():
+        if owner and owner != mine and slot.isdigit() and _home_exists(owner, owner_home):
             held.setdefault(
                 int(slot), f"instance {instance_id} of KTRDR_HOME {owner_home or owner}"
             )
     return held
+
+
+def mark_slot(instance_id: str, slot: int) -> bool:
+    """(Re)make the instance's slot-claim marker (see machine_slots). False when the engine
+    could not be asked: the claim then lives only in this home's registry."""
+    from ktrdr.cli.sandbox.home import home_id, ktrdr_home
+    from ktrdr.cli.sandbox.instance import project_name
+
+    owner = home_id()
+    labels = {
+        OWNER_LABEL: owner,
+        OWNER_HOME_LABEL: str(ktrdr_home()),
+        INSTANCE_LABEL: instance_id,
+        "ktrdr.slot": str(slot),
+        "ktrdr.test": os.environ.get("KTRDR_TEST", "0"),
+    }
+    name = machine_slots.marker_name(project_name(instance_id, owner))
+    label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+    try:
+        # A marker of an earlier slot (init moved the instance) must not keep that slot busy.
+        proc.run(["docker", "volume", "rm", "-f", name], timeout=LIST_TIMEOUT, check=False)
+        made = proc.run(
+            ["docker", "volume", "create", *label_args, name], timeout=LIST_TIMEOUT, check=False
+        )
+    except SandboxError:  # no docker CLI, or the engine hangs
+        return False
+    return made.returncode == 0
+
+
+def unmark_slot(instance_id: str) -> None:
+    """Remove the slot-claim marker of a create that is undone (best effort: doctor reports
+    a marker left behind as an orphan)."""
+    from ktrdr.cli.sandbox.home import home_id
+    from ktrdr.cli.sandbox.instance import project_name
+
+    name = machine_slots.marker_name(project_name(instance_id, home_id()))
+    try:
+        proc.run(["docker", "volume", "rm", "-f", name], timeout=LIST_TIMEOUT, check=False)
+    except SandboxError:
+        pass
+
+
+def _home_exists(owner: str, owner_home: str) -> bool:
+    """Whether the home that labelled a resource is still there. Leftovers of a deleted home
+    (a killed test run's temp KTRDR_HOME) hold no port and nobody can start them again, so
+    they must not block a slot forever; doctor lists them."""
+    if not owner_home:
+        return True
+    try:
+        return (Path(owner_home) / "home-id").read_text().strip() == owner
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:  # another user's home we may not read: assume it is alive
+        return True
 
 
 def own_volumes(instance_id: str) -> list[str] | None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ktrdr.cli.sandbox import registry, worktree
+from ktrdr.cli.sandbox import machine_slots, registry, worktree
 from ktrdr.cli.sandbox.allocation import Allocation, BusyPort, SkippedSlot, allocate, probe_slots
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import unused_evidence_path
@@ -225,8 +225,11 @@ def _drop_claim(instance_id: str) -> None:
     """Drop a `creating` claim this process holds (a create it made or a dead one it took)."""
     with registry.transaction() as entries:
         entry = entries.get(instance_id)
-        if entry is not None and entry.state == "creating" and entry.pid == os.getpid():
+        dropped = entry is not None and entry.state == "creating" and entry.pid == os.getpid()
+        if dropped:
             del entries[instance_id]
+    if dropped:
+        _compose().unmark_slot(instance_id)
 
 
 def undo_interrupted_create(entry: Entry) -> list[str]:
@@ -300,34 +303,36 @@ def _claim(
     name: str | None,
     repo: Path | None,
 ) -> _Claim:
-    busy = busy_slots([slot] if slot is not None else SANDBOX_SLOTS)
-    with registry.transaction() as entries:
-        # Claims that died since reap_dead_claims() keep their slots until the next create
-        # (or doctor) undoes them: dropping them here would forget their worktrees.
-        existing = entries.get(instance_id)
-        if existing is not None:
-            raise SandboxError(
-                f"instance {instance_id} is already registered (slot {existing.slot}, "
-                f"{existing.path}); see `ktrdr sandbox status {instance_id}`"
+    with machine_slots.allocation_lock():
+        busy = busy_slots([slot] if slot is not None else SANDBOX_SLOTS)
+        with registry.transaction() as entries:
+            # Claims that died since reap_dead_claims() keep their slots until the next create
+            # (or doctor) undoes them: dropping them here would forget their worktrees.
+            existing = entries.get(instance_id)
+            if existing is not None:
+                raise SandboxError(
+                    f"instance {instance_id} is already registered (slot {existing.slot}, "
+                    f"{existing.path}); see `ktrdr sandbox status {instance_id}`"
+                )
+            same_path = [e for e in entries.values() if e.path == str(path)]
+            if same_path:
+                raise SandboxError(
+                    f"{path} is already registered as instance {same_path[0].instance_id}"
+                )
+            allocation = allocate(entries, instance_id=instance_id, requested=slot, busy=busy)
+            entries[instance_id] = Entry(
+                instance_id=instance_id,
+                slot=allocation.slot,
+                path=str(path),
+                kind=kind,
+                branch=branch,
+                created_at=registry.now_iso(),
+                state="creating",
+                pid=os.getpid(),
+                name=name,
+                repo=str(repo) if repo else None,
             )
-        same_path = [e for e in entries.values() if e.path == str(path)]
-        if same_path:
-            raise SandboxError(
-                f"{path} is already registered as instance {same_path[0].instance_id}"
-            )
-        allocation = allocate(entries, instance_id=instance_id, requested=slot, busy=busy)
-        entries[instance_id] = Entry(
-            instance_id=instance_id,
-            slot=allocation.slot,
-            path=str(path),
-            kind=kind,
-            branch=branch,
-            created_at=registry.now_iso(),
-            state="creating",
-            pid=os.getpid(),
-            name=name,
-            repo=str(repo) if repo else None,
-        )
+        _compose().mark_slot(instance_id, allocation.slot)
     return _Claim(allocation.slot, allocation.skipped)
 
 
@@ -414,44 +419,48 @@ def _init_locked(
 ) -> CreateResult:
     branch = worktree.current_branch(top)
     kept = _slot_to_keep(env_path, instance_id) if slot is None else None
-    busy = busy_slots([slot] if slot is not None else SANDBOX_SLOTS)
-    if kept is not None and kept.running:
-        busy = {**busy, kept.slot: []}  # its own containers hold those ports
-    with registry.transaction() as entries:
-        existing = entries.get(instance_id)
-        if existing is not None and not existing.is_dead_claim():
-            raise SandboxError(
-                f"{top} is already registered as instance {instance_id} (slot {existing.slot}); "
-                f"see `ktrdr sandbox status`"
+    with machine_slots.allocation_lock():
+        busy = busy_slots([slot] if slot is not None else SANDBOX_SLOTS)
+        if kept is not None and kept.running:
+            busy = {**busy, kept.slot: []}  # its own containers hold those ports
+        with registry.transaction() as entries:
+            existing = entries.get(instance_id)
+            if existing is not None and not existing.is_dead_claim():
+                raise SandboxError(
+                    f"{top} is already registered as instance {instance_id} "
+                    f"(slot {existing.slot}); see `ktrdr sandbox status`"
+                )
+            same_path = [
+                e for e in entries.values() if e.path == str(top) and not e.is_dead_claim()
+            ]
+            if same_path:
+                raise SandboxError(f"{top} is already registered as {same_path[0].instance_id}")
+            entries.pop(instance_id, None)
+            allocation = _allocate_keeping(entries, instance_id, slot, kept, busy)
+            settings = new_settings(
+                instance_id=instance_id,
+                slot=allocation.slot,
+                shared_dir=shared_root(),
+                images=images,
+                existing=env_path,
+                checkout=top,
             )
-        same_path = [e for e in entries.values() if e.path == str(top) and not e.is_dead_claim()]
-        if same_path:
-            raise SandboxError(f"{top} is already registered as {same_path[0].instance_id}")
-        entries.pop(instance_id, None)
-        allocation = _allocate_keeping(entries, instance_id, slot, kept, busy)
-        settings = new_settings(
-            instance_id=instance_id,
-            slot=allocation.slot,
-            shared_dir=shared_root(),
-            images=images,
-            existing=env_path,
-            checkout=top,
-        )
-        write_env_file(top, render_env(settings, command="ktrdr sandbox init"))
-        try:
-            worktree.ensure_excluded(top)
-        except BaseException:
-            env_path.unlink(missing_ok=True)
-            raise
-        entries[instance_id] = Entry(
-            instance_id=instance_id,
-            slot=allocation.slot,
-            path=str(top),
-            kind="clone",
-            branch=branch,
-            created_at=registry.now_iso(),
-            repo=str(top),
-        )
+            write_env_file(top, render_env(settings, command="ktrdr sandbox init"))
+            try:
+                worktree.ensure_excluded(top)
+            except BaseException:
+                env_path.unlink(missing_ok=True)
+                raise
+            entries[instance_id] = Entry(
+                instance_id=instance_id,
+                slot=allocation.slot,
+                path=str(top),
+                kind="clone",
+                branch=branch,
+                created_at=registry.now_iso(),
+                repo=str(top),
+            )
+        _compose().mark_slot(instance_id, allocation.slot)
     return CreateResult(
         instance_id=instance_id,
         slot=allocation.slot,

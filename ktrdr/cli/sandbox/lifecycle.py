@@ -266,6 +266,13 @@ def prepare_start(instance: Instance, notify: Callable[[str], None]) -> set[int]
     compose.refuse_foreign(
         instance.instance_id, instance.project, checkout=instance.root, action="start"
     )
+    holder = compose.slots_of_other_homes().get(instance.slot)
+    if holder is not None:  # its create ran while this home could not see the engine
+        raise SandboxError(
+            f"slot {instance.slot} of {instance.instance_id} is claimed by {holder}: "
+            "destroy this instance and create it again (it gets a free slot), or destroy "
+            "that one with its KTRDR_HOME"
+        )
     for repaired in compose.repair_duplicate_networks(instance.instance_id):
         notify(f"Repaired: {repaired} (containers recreated, volumes kept)")
     thawed = compose.unpause(instance.instance_id)

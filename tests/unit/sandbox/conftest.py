@@ -44,6 +44,7 @@ class DockerStandIn:
     queries: int = 0
     foreign_checks: list[str] = field(default_factory=list)
     other_homes_slots: dict[int, str] = field(default_factory=dict)
+    slot_marks: dict[str, int] = field(default_factory=dict)
 
     def engine_reachable(self) -> bool:
         return self.reachable
@@ -65,6 +66,15 @@ class DockerStandIn:
 
     def slots_of_other_homes(self) -> dict[int, str]:
         return dict(self.other_homes_slots) if self.reachable else {}
+
+    def mark_slot(self, instance_id: str, slot: int) -> bool:
+        if not self.reachable:
+            return False
+        self.slot_marks[instance_id] = slot
+        return True
+
+    def unmark_slot(self, instance_id: str) -> None:
+        self.slot_marks.pop(instance_id, None)
 
     def engine_socket_exists(self) -> bool:
         return True  # an engine is on this (stand-in) machine: unknown is never "no containers"
