@@ -18,15 +18,24 @@ engine_ok() { docker info >/dev/null 2>&1; }
 compose_ok() { docker compose version >/dev/null 2>&1; }
 
 TOTAL_T0=$(date +%s.%N)
+already_works() {
+  if command -v docker >/dev/null 2>&1 && engine_ok && compose_ok; then
+    say "engine and Compose v2 already work ($(docker compose version --short 2>/dev/null)); nothing to do"
+    exit 0
+  fi
+}
+already_works  # the common case needs no lock
 # Two runs at once (two `make demo`s, CI beside a user) take turns: apt and dockerd's start are
 # not safe to run twice in parallel. /run/lock is local to this machine, like the engine.
+LOCK_WAIT=${KTRDR_ENGINE_LOCK_WAIT:-900}
 if [[ -w /run/lock ]] && command -v flock >/dev/null 2>&1; then
   exec 9>/run/lock/ktrdr-docker-engine.lock
-  flock 9
-fi
-if command -v docker >/dev/null 2>&1 && engine_ok && compose_ok; then
-  say "engine and Compose v2 already work ($(docker compose version --short 2>/dev/null)); nothing to do"
-  exit 0
+  if ! flock -n 9; then
+    say "another docker-engine.sh is installing or starting the engine; waiting (up to ${LOCK_WAIT}s)"
+    flock -w "$LOCK_WAIT" 9 || die "another docker-engine.sh held /run/lock/ktrdr-docker-engine.lock" \
+      "for ${LOCK_WAIT}s; check \`fuser -v /run/lock/ktrdr-docker-engine.lock\` and retry"
+  fi
+  already_works  # the run we waited for may have done it all
 fi
 
 if [[ "$(uname -s)" != Linux ]]; then
@@ -130,7 +139,8 @@ elif [[ "$(cat /proc/1/comm 2>/dev/null)" == systemd ]] && systemctl start docke
 else
   { echo 1 >/proc/sys/net/ipv4/ip_forward; } 2>/dev/null || true
   say "starting dockerd in the background (log: $LOG)"
-  setsid nohup dockerd >>"$LOG" 2>&1 </dev/null &
+  # 9>&-: the engine outlives this script and must not keep holding its lock.
+  setsid nohup dockerd >>"$LOG" 2>&1 </dev/null 9>&- &
   DOCKERD_PID=$!
 fi
 deadline=$(($(date +%s) + WAIT_SECONDS))
