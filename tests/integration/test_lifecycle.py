@@ -77,6 +77,21 @@ class Workspace:
         )
         return {"stdout": result.stdout, "stderr": result.stderr}
 
+    def connect_db(self, instance: Path) -> psycopg.Connection[tuple[object, ...]]:
+        """The instance's own database, on what `ktrdr sandbox db-env` exports (as `make
+        test-integration` gives them to the tests)."""
+        exports = self.ktrdr("sandbox", "db-env", cwd=instance)["stdout"]
+        db = dict(shlex.split(line)[1].split("=", 1) for line in exports.splitlines())
+        return psycopg.connect(
+            host=db["KTRDR_DB_HOST"],
+            port=int(db["KTRDR_DB_PORT"]),
+            user="ktrdr",
+            password=db["KTRDR_DB_PASSWORD"],
+            dbname="ktrdr",
+            connect_timeout=10,
+            autocommit=True,
+        )
+
     def popen(self, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
         """A CLI process to kill; its output goes to `last.log` (read it when a step fails)."""
         with (self.repo.parent / "last.log").open("w") as log:
@@ -147,17 +162,7 @@ def test_create_up_test_e2e_evidence_destroy(workspace: Workspace) -> None:
     print(f"up to PASSED: {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert "Startability Gate: PASSED" in up["stdout"] + up["stderr"]
 
-    # `make test-integration` exports these to the tests: the instance's own DB answers on them.
-    exports = workspace.ktrdr("sandbox", "db-env", cwd=instance)["stdout"]
-    db = dict(shlex.split(line)[1].split("=", 1) for line in exports.splitlines())
-    with psycopg.connect(
-        host=db["KTRDR_DB_HOST"],
-        port=int(db["KTRDR_DB_PORT"]),
-        user="ktrdr",
-        password=db["KTRDR_DB_PASSWORD"],
-        dbname="ktrdr",
-        connect_timeout=10,
-    ) as conn:
+    with workspace.connect_db(instance) as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 1
 
     # `make test-e2e` as a user runs it, reusing this venv instead of building one per worktree.

@@ -17,13 +17,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shlex
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from ktrdr.envfile import SANDBOX_ENV_FILENAME, read_env_file
@@ -181,21 +179,6 @@ def up(space: Workspace, instance: Path) -> str:
     return output
 
 
-def connect(space: Workspace, instance: Path) -> psycopg.Connection[tuple[object, ...]]:
-    """The instance's own database, on the details `ktrdr sandbox db-env` exports."""
-    exports = space.ktrdr("sandbox", "db-env", cwd=instance)["stdout"]
-    db = dict(shlex.split(line)[1].split("=", 1) for line in exports.splitlines())
-    return psycopg.connect(
-        host=db["KTRDR_DB_HOST"],
-        port=int(db["KTRDR_DB_PORT"]),
-        user="ktrdr",
-        password=db["KTRDR_DB_PASSWORD"],
-        dbname="ktrdr",
-        connect_timeout=10,
-        autocommit=True,
-    )
-
-
 # --- the cases ----------------------------------------------------------------------------------
 
 
@@ -211,7 +194,7 @@ def test_two_homes_same_name_do_not_touch_each_other(
     project_a = env_of(instance_a)["COMPOSE_PROJECT_NAME"]
 
     token = secrets.token_hex(8)
-    with connect(a, instance_a) as conn:
+    with a.connect_db(instance_a) as conn:
         conn.execute("CREATE TABLE ownership_probe (token text NOT NULL)")
         conn.execute("INSERT INTO ownership_probe (token) VALUES (%s)", (token,))
 
@@ -252,7 +235,7 @@ def test_two_homes_same_name_do_not_touch_each_other(
     assert containers(owner_a, "ktrdr--feat") == before  # not recreated, not restarted
     assert volumes(owner_a, "ktrdr--feat") == volumes_before
     assert set(a.registry()) == {"ktrdr--feat"} and instance_a.is_dir()
-    with connect(a, instance_a) as conn:
+    with a.connect_db(instance_a) as conn:
         rows = conn.execute("SELECT token FROM ownership_probe").fetchall()
     assert rows == [(token,)]
 
