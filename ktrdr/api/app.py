@@ -27,6 +27,8 @@ from ktrdr.api.settings import ApiSettings
 from ktrdr.api.store import OperationNotRunningError, Store, UnknownOperationError
 
 PREFIX = "/api/v1"
+# A dispatcher round late by more than this means the backend did not run (frozen, stopped).
+FREEZE_SLACK_S = 5.0
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 OperationStatus = Literal["pending", "running", "completed", "failed"]
 
@@ -76,7 +78,12 @@ class _StateCollector:
 
 def create_app(settings: ApiSettings | None = None, *, post_job: PostJob | None = None) -> FastAPI:
     settings = settings or ApiSettings.from_env()
-    store = Store(settings.conninfo, heartbeat_timeout_s=settings.heartbeat_timeout_s)
+    store = Store(
+        settings.conninfo,
+        heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        # The dispatcher observes the store every round: a longer silence is a freeze.
+        freeze_threshold_s=settings.dispatch_interval_s + FREEZE_SLACK_S,
+    )
     dispatcher = Dispatcher(
         store,
         post_job or post_job_http(settings.dispatch_timeout_s),
@@ -87,6 +94,7 @@ def create_app(settings: ApiSettings | None = None, *, post_job: PostJob | None 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         store.open()
+        store.freeze.restart()
         dispatcher.start()
         try:
             yield

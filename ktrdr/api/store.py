@@ -16,6 +16,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from ktrdr.api.freeze import FreezeWatch
+
 _WORKER_COLUMNS = """
     worker_id, worker_type, endpoint, last_heartbeat,
     CASE WHEN last_heartbeat IS NULL
@@ -48,8 +50,12 @@ class OperationNotRunningError(RuntimeError):
 
 
 class Store:
-    def __init__(self, conninfo: str, *, heartbeat_timeout_s: float) -> None:
+    def __init__(
+        self, conninfo: str, *, heartbeat_timeout_s: float, freeze_threshold_s: float = 6.0
+    ) -> None:
         self.heartbeat_timeout_s = heartbeat_timeout_s
+        # Every liveness read goes through it first (see ktrdr/api/freeze.py).
+        self.freeze = FreezeWatch(self._credit_unobserved_time, threshold_s=freeze_threshold_s)
         self.pool = ConnectionPool(
             conninfo,
             min_size=1,
@@ -112,7 +118,17 @@ class Store:
             )
             return cur.rowcount == 1
 
+    def _credit_unobserved_time(self, gap_s: float) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(
+                "UPDATE workers SET last_heartbeat ="
+                " LEAST(now(), last_heartbeat + make_interval(secs => %s))"
+                " WHERE last_heartbeat IS NOT NULL",
+                (gap_s,),
+            )
+
     def list_workers(self) -> list[dict[str, Any]]:
+        self.freeze.check()
         return self._query(
             f"SELECT {_WORKER_COLUMNS} FROM workers ORDER BY worker_type, worker_id",
             {"timeout": self.heartbeat_timeout_s},
@@ -186,6 +202,7 @@ class Store:
     def claim_assignments(self, *, limit: int = 20) -> list[Assignment]:
         """Pair pending operations (oldest first) with idle, live workers of the right type
         (least recently assigned first) and mark both as running/busy, atomically."""
+        self.freeze.check()
         assignments: list[Assignment] = []
         with self.pool.connection() as conn, conn.transaction():
             pending = _fetch(
@@ -247,6 +264,7 @@ class Store:
 
     def fail_orphaned_operations(self) -> int:
         """Fail running operations whose worker stopped heartbeating; free those workers."""
+        self.freeze.check()
         with self.pool.connection() as conn, conn.transaction():
             lost = _fetch(
                 conn,
@@ -269,6 +287,7 @@ class Store:
 
     def counts(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(operations by type/status, workers by type/status) for /metrics."""
+        self.freeze.check()
         operations = self._query(
             "SELECT operation_type, status, count(*) AS n FROM operations GROUP BY 1, 2"
         )
