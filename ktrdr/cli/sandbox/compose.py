@@ -744,6 +744,15 @@ def repair_duplicate_networks(instance_id: str) -> list[str]:
     return [f"network {name} existed {len(group)} times" for name, group in duplicates.items()]
 
 
+def pause(instance_id: str) -> list[str]:
+    """Freeze the instance's running containers (cgroup freezer: no CPU, memory and state
+    kept). Returns the names frozen now."""
+    running = [c.name for c in ps(instance_id) if c.state == "running"]
+    if running:
+        proc.run(["docker", "pause", *running], timeout=60, what="docker pause")
+    return running
+
+
 def unpause(instance_id: str) -> list[str]:
     """Thaw the instance's paused containers (compose cannot recreate a frozen one)."""
     paused = [c.name for c in ps(instance_id) if c.state == "paused"]

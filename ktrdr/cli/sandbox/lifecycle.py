@@ -368,6 +368,54 @@ def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: 
         compose.down(instance.instance_id, instance.root, volumes=False)
 
 
+def pause(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> list[str]:
+    """Freeze every running container of the instance; returns their names ([] when it was
+    already paused). Refused when nothing runs: there is nothing to keep ready."""
+    check_owner(instance)
+    with instance_lock(instance.instance_id, command="ktrdr sandbox pause", on_wait=notify):
+        compose.ensure_engine()
+        compose.refuse_foreign(
+            instance.instance_id, instance.project, checkout=instance.root, action="pause"
+        )
+        states = {c.state for c in compose.ps(instance.instance_id)}
+        if "running" not in states and "paused" not in states:
+            raise SandboxError(
+                f"instance {instance.instance_id} is not running, so there is nothing to pause; "
+                "`ktrdr sandbox up` starts it"
+            )
+        return compose.pause(instance.instance_id)
+
+
+def resume(
+    instance: Instance,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    notify: Callable[[str], None] = lambda message: None,
+    on_update: Callable[[list[CheckResult]], None] | None = None,
+) -> UpResult:
+    """Thaw a paused instance and prove it works again: the gate on the running stack (no
+    compose run, nothing recreated). The report is written like `up`'s."""
+    check_owner(instance)
+    with instance_lock(instance.instance_id, command="ktrdr sandbox resume", on_wait=notify):
+        compose.ensure_engine()
+        compose.refuse_foreign(
+            instance.instance_id, instance.project, checkout=instance.root, action="resume"
+        )
+        if not compose.ps(instance.instance_id):
+            raise SandboxError(
+                f"instance {instance.instance_id} has no containers to resume; "
+                "`ktrdr sandbox up` starts it"
+            )
+        if not compose.unpause(instance.instance_id):
+            notify(f"Instance {instance.instance_id} was not paused; checking it anyway")
+        probes = DockerProbes(instance.instance_id)
+        try:
+            report = run_gate(gate_spec(instance, timeout=timeout), probes, on_update=on_update)
+        finally:
+            probes.close()
+        return UpResult(instance, report, write_report(instance.root, report))
+
+
 def logs(instance: Instance, *, service: str | None, follow: bool, tail: int) -> int:
     known = compose.services(instance.root)
     if service is not None and service not in known:

@@ -1,0 +1,95 @@
+"""pause / resume: keep an instance ready at almost no cost while it is not used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from ktrdr.cli.output import info, print_json
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.group import sandbox
+
+if TYPE_CHECKING:
+    from ktrdr.cli.sandbox.registry import Entry
+
+
+@sandbox.command()
+@click.argument("name", required=False)
+@click.option("--all", "pause_all", is_flag=True, help="Pause every running instance of this home.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was paused as JSON.")
+def pause(name: str | None, pause_all: bool, as_json: bool) -> None:
+    """Freeze the instance's containers: no CPU, memory and state kept, ports stay its own.
+
+    `ktrdr sandbox resume` (or `up`) thaws it and re-runs the Startability Gate.
+    """
+    from ktrdr.cli.sandbox import lifecycle
+
+    if pause_all and name:
+        raise click.UsageError("pass NAME or --all, not both")
+    if pause_all:
+        targets = [lifecycle.resolve(entry.instance_id, Path.cwd()) for entry in _running()]
+    else:
+        targets = [lifecycle.resolve(name, Path.cwd())]
+    results = []
+    for instance in targets:
+        frozen = lifecycle.pause(instance, notify=info)
+        results.append({"instance_id": instance.instance_id, "paused": frozen})
+        if frozen:
+            info(
+                f"Paused {instance.instance_id}: {len(frozen)} containers frozen "
+                "(`ktrdr sandbox resume` thaws them)"
+            )
+        else:
+            info(f"{instance.instance_id} was already paused")
+    if pause_all and not targets:
+        info("No running instance to pause")
+    if as_json:
+        print_json(results if pause_all else results[0])
+
+
+def _running() -> list[Entry]:
+    """Registered instances of this home with running containers (one engine query)."""
+    from ktrdr.cli.sandbox import compose, registry
+
+    try:
+        by_instance = compose.containers_by_instance()
+    except SandboxError as e:
+        raise SandboxError(f"cannot tell which instances run: {e}") from None
+    return [
+        entry
+        for entry in registry.load().values()
+        if any(c.state == "running" for c in by_instance.get(entry.instance_id, []))
+    ]
+
+
+@sandbox.command()
+@click.argument("name", required=False)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=120,
+    show_default=True,
+    help="Seconds the Startability Gate waits for the thawed stack.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON.")
+def resume(name: str | None, timeout: float, as_json: bool) -> None:
+    """Thaw a paused instance and re-run the Startability Gate (exit code 1 when it fails)."""
+    from ktrdr.cli.sandbox import lifecycle
+    from ktrdr.cli.sandbox.gate_render import GateRenderer, render_result
+
+    instance = lifecycle.resolve(name, Path.cwd())
+    info(f"Resuming instance: {instance.instance_id} (slot {instance.slot})")
+    with GateRenderer() as renderer:
+        result = lifecycle.resume(
+            instance, timeout=timeout, notify=renderer.step, on_update=renderer.update
+        )
+    report = result.report
+    assert report is not None  # resume always runs the gate
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        render_result(report, report_file=str(result.report_file))
+    if not report.passed:
+        raise SandboxError(f"Startability Gate failed for {instance.instance_id}: {report.failure}")
