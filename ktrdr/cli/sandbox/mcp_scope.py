@@ -34,7 +34,10 @@ class Scope:
         call, so a destroyed or re-created instance is noticed), else `name`."""
         if self.pinned_id is None or self.pinned_root is None:
             if not name:
-                raise SandboxError("pass the instance argument: this server serves all instances")
+                raise SandboxError(
+                    "pass the instance argument: this server serves all instances",
+                    exit_code=2,  # a usage error, like a missing NAME on the command line
+                )
             return lifecycle.resolve(name, self.cwd)
         if not (self.pinned_root / SANDBOX_ENV_FILENAME).is_file():
             raise SandboxError(

@@ -149,7 +149,10 @@ def build_server(scope: Scope) -> Server[Any]:
     async def list_resources(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        found = await anyio.to_thread.run_sync(_resources, scope)
+        try:
+            found = await anyio.to_thread.run_sync(_resources, scope)
+        except KtrdrError as e:  # e.g. the pinned instance was destroyed
+            raise MCPError(INVALID_PARAMS, f"Error: {e.message}") from None
         return types.ListResourcesResult(resources=found)
 
     async def read_resource(

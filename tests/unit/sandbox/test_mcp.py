@@ -266,6 +266,22 @@ def test_a_bad_argument_is_a_usage_error_naming_it(checkout: Path) -> None:
     assert "'operation_id' is required" in errors[4][0]
 
 
+def test_an_unpinned_server_needs_the_instance_argument_or_all(checkout: Path) -> None:
+    create("feat", checkout)
+
+    async def steps(client: ClientSession) -> list[Any]:
+        return [
+            await client.call_tool("sandbox_destroy", {}),
+            await client.call_tool("sandbox_destroy", {"instance": "feat", "all": True}),
+            await client.call_tool("sandbox_status", {}),
+        ]
+
+    errors = [error_of(result) for result in drive(["--all-instances"], checkout, steps)]
+    assert errors[0] == ("pass the instance argument: this server serves all instances", 2)
+    assert errors[1] == ("pass instance or all, not both", 2)
+    assert errors[2] == ("sandbox_status: argument 'instance' is required", 2)
+
+
 # --- the pin ----------------------------------------------------------------------------------
 
 
