@@ -1,7 +1,8 @@
 """The agent loop through `ktrdr sandbox mcp` on the real engine, with the SDK's stdio client:
 an unpinned server creates two instances, then two pinned servers (one per instance, started
 inside it) each run up (progress per gate check) → api_health → test_e2e → evidence → destroy,
-both at the same time. One test, because one `up` takes most of a minute on 2 cores.
+both at the same time; one of them first cancels an `up` midway (clean-up as after Ctrl-C).
+One test, because one `up` takes most of a minute on 2 cores.
 
 The project is copied into tmp_path; the home is this test's own; everything its home owns is
 removed by owner label at the end, even on failure.
@@ -75,6 +76,8 @@ async def loop(env: dict[str, str], root: Path, record: dict[str, Any]) -> None:
         progress.append(message or "")
 
     async with server(env, root) as client:
+        if record.get("cancel_first_up"):
+            record["cancelled_report"] = await cancelled_up(client, root)
         record["up"] = ok(
             await client.call_tool(
                 "sandbox_up", {}, read_timeout_seconds=UP_TIMEOUT, progress_callback=on_progress
@@ -98,9 +101,37 @@ async def loop(env: dict[str, str], root: Path, record: dict[str, Any]) -> None:
         )
 
 
+async def cancelled_up(client: ClientSession, root: Path) -> dict[str, Any]:
+    """Cancel `sandbox_up` once its first gate check passed (containers are starting): the
+    server interrupts it like Ctrl-C, so the gate report ends `interrupted`."""
+    with anyio.CancelScope() as scope:
+
+        async def cancel_on_first_check(
+            value: float, total: float | None, message: str | None
+        ) -> None:
+            if (message or "").startswith("✓"):
+                scope.cancel()
+
+        await client.call_tool(
+            "sandbox_up",
+            {},
+            read_timeout_seconds=UP_TIMEOUT,
+            progress_callback=cancel_on_first_check,
+        )
+    assert scope.cancelled_caught, "sandbox_up finished before its first check was reported"
+    report_file = root / ".sandbox" / "gate-report.json"
+    with anyio.fail_after(120):  # the server's clean-up: report written, compose stopped
+        while True:
+            if report_file.is_file():
+                report: dict[str, Any] = json.loads(report_file.read_text())
+                if report.get("result") == "interrupted":
+                    return report
+            await anyio.sleep(0.5)
+
+
 def test_two_pinned_agents_run_the_whole_loop_at_the_same_time(agent_env: dict[str, str]) -> None:
     repo = Path(agent_env["TEST_REPO"])
-    records: dict[str, dict[str, Any]] = {"alpha": {}, "beta": {}}
+    records: dict[str, dict[str, Any]] = {"alpha": {"cancel_first_up": True}, "beta": {}}
 
     async def main() -> dict[str, Any]:
         async with server(agent_env, repo, "--all-instances") as unpinned:
@@ -115,6 +146,9 @@ def test_two_pinned_agents_run_the_whole_loop_at_the_same_time(agent_env: dict[s
 
     created = anyio.run(main)
     assert created["alpha"]["slot"] != created["beta"]["slot"]
+    interrupted = records["alpha"]["cancelled_report"]
+    assert interrupted["failure"].startswith("interrupted by the user")
+    assert any(check["status"] == "passed" for check in interrupted["checks"])
     for name, record in records.items():
         instance_id = created[name]["instance_id"]
         up = record["up"]
