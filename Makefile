@@ -23,10 +23,10 @@ $(BIN)/ktrdr: pyproject.toml
 		else false; fi; } || \
 		{ echo "Error: cannot create $(VENV): install python3-venv (apt-get install python3-venv) and retry" >&2; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,agent]'
 	@touch $@
 
-setup: $(BIN)/ktrdr ## Create .venv and install ktrdr with the dev and server extras
+setup: $(BIN)/ktrdr ## Create .venv and install ktrdr with the dev, server and agent extras
 
 quality: setup ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .

@@ -21,6 +21,7 @@ TITLES = {
     "create_vs_git": "Create vs git",
     "gate_overhead": "Gate overhead",
     "parallel_instances": "Parallel instances",
+    "mcp_server": "MCP server",
 }
 ALL = list(TITLES)
 OUT = REPO_ROOT / "docs" / "benchmarks.md"

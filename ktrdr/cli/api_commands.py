@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
@@ -10,10 +9,8 @@ import click
 from ktrdr.cli.api_client import ApiClient
 from ktrdr.cli.output import info, print_fields, print_json, print_table
 from ktrdr.cli.state import CliState, pass_state
-from ktrdr.errors import KtrdrError
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-TERMINAL_STATUSES = ("completed", "failed")
 
 
 def _client(state: CliState) -> ApiClient:
@@ -131,35 +128,29 @@ def operations_start(
     as_json: bool,
 ) -> None:
     """Submit a backtest or training operation."""
-    params: dict[str, Any] = {"symbol": symbol, "timeframe": timeframe}
-    if strategy:
-        params["strategy"] = strategy
-    client = _client(state)
-    operation = client.start_operation(operation_type, params)
-    if wait:
-        operation = _wait_for(client, operation, timeout=timeout)
+    from ktrdr.cli import operations as core
+
+    waited: list[bool] = []
+
+    def waiting(operation: dict[str, Any]) -> None:
+        if not waited:  # once, not on every poll
+            waited.append(True)
+            info(f"Waiting for operation {operation.get('operation_id')} …")
+
+    operation = core.start_operation(
+        _client(state),
+        operation_type,
+        symbol=symbol,
+        timeframe=timeframe,
+        strategy=strategy,
+        wait=wait,
+        timeout=timeout,
+        on_wait=waiting,
+    )
     _render_operation(operation, as_json=as_json)
-    if operation.get("status") == "failed":
-        operation_id, reason = operation.get("operation_id"), operation.get("error")
-        raise KtrdrError(
-            f"operation {operation_id} failed: {reason or 'no reason given'}; "
-            f"details: `ktrdr operations show {operation_id}`"
-        )
-
-
-def _wait_for(client: ApiClient, operation: dict[str, Any], *, timeout: float) -> dict[str, Any]:
-    operation_id = operation["operation_id"]
-    deadline = time.monotonic() + timeout
-    info(f"Waiting for operation {operation_id} …")
-    while operation.get("status") not in TERMINAL_STATUSES:
-        if time.monotonic() > deadline:
-            raise KtrdrError(
-                f"operation {operation_id} still {operation.get('status')} after {timeout:g}s; "
-                f"check it later with `ktrdr operations show {operation_id}`"
-            )
-        time.sleep(0.5)
-        operation = client.operation(operation_id)
-    return operation
+    failed = core.failure(operation)
+    if failed is not None:
+        raise failed
 
 
 def _render_operation(operation: dict[str, Any], *, as_json: bool) -> None:

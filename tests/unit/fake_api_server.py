@@ -46,6 +46,7 @@ class StandinApiState:
         ]
         self.operations = {"op-1": dict(OPERATION)}
         self.posted: list[dict[str, Any]] = []
+        self.gets = 0  # GET requests answered (polls, among others)
         self.polls_until_complete = 0
         self.fails_with: str | None = None  # the running operation ends failed with this error
         # Set to answer every request with this body (HTTP 200): some other service on the port.
@@ -66,6 +67,7 @@ def _handler_for(state: StandinApiState) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
+            state.gets += 1
             path = self.path.split("?")[0]
             if state.every_body is not NOT_SET:
                 self._send(200, state.every_body)
@@ -110,9 +112,10 @@ def _handler_for(state: StandinApiState) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def standin_api_server() -> Iterator[tuple[str, StandinApiState]]:
+def standin_api_server(port: int = 0) -> Iterator[tuple[str, StandinApiState]]:
+    """On `port` (default: any free one)."""
     state = StandinApiState()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(state))
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(state))
     # A short poll: shutdown() waits up to one poll interval, and every test shuts one down.
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -192,7 +191,7 @@ def destroy_command(
     For an `init`ed clone only its .env.sandbox and the entry are removed.
     """
     from ktrdr.cli.sandbox import registry
-    from ktrdr.cli.sandbox.instances import destroy_instance, resolve
+    from ktrdr.cli.sandbox.instances import DestroyInterrupted, destroy_many, resolve
 
     if destroy_all and name:
         raise click.UsageError("pass NAME or --all, not both")
@@ -201,29 +200,23 @@ def destroy_command(
         info("no instances to destroy")
         return
     _confirm(targets, yes=yes)
-    results: list[DestroyResult] = []
-    failures: list[str] = []
-    for entry in targets:
-        try:
-            # Stopping a running stack takes seconds: say what is happening (stderr), once
-            # nothing can refuse any more.
-            progress = partial(
-                info, f"{entry.instance_id}: removing containers, volumes and files…"
-            )
-            results.append(destroy_instance(entry, force=force, on_start=progress, on_wait=info))
-        except SandboxError as e:
-            if not destroy_all:
-                raise
-            failures.append(f"{entry.instance_id}: {e}")
-        except KeyboardInterrupt:
-            info(
-                f"\ninterrupted: destroy of {entry.instance_id} stopped midway; slot {entry.slot} "
-                f"stays claimed: rerun `ktrdr sandbox destroy {entry.instance_id}` to finish"
-            )
-            raise SystemExit(130) from None
-    _render_destroyed(results, as_json=as_json)
-    if failures:
-        raise SandboxError(f"{len(failures)} instance(s) not destroyed: " + " | ".join(failures))
+
+    def starting(entry: Entry) -> None:
+        # Stopping a running stack takes seconds: say what is happening (stderr), once
+        # nothing can refuse any more.
+        info(f"{entry.instance_id}: removing containers, volumes and files…")
+
+    try:
+        batch = destroy_many(
+            targets, force=force, keep_going=destroy_all, on_start=starting, on_wait=info
+        )
+    except DestroyInterrupted as e:
+        info(f"\n{e.message()}")
+        raise SystemExit(130) from None
+    _render_destroyed(batch.results, as_json=as_json)
+    failure = batch.failure()
+    if failure is not None:
+        raise failure
 
 
 def _confirm(targets: list[Entry], *, yes: bool) -> None:

@@ -519,6 +519,13 @@ def logs(instance_id: str, root: Path, *, service: str | None, follow: bool, tai
     return result.returncode
 
 
+def log_text(instance_id: str, root: Path, *, service: str | None, tail: int) -> str:
+    """The last `tail` lines per service as text (for callers that own stdout, e.g. MCP)."""
+    ensure_engine()
+    args = ["logs", "--no-color", "--tail", str(tail), *([service] if service else [])]
+    return _compose(instance_id, root, args, timeout=QUERY_TIMEOUT).stdout
+
+
 def container_logs(container: str, *, tail: int) -> list[str]:
     """The last `tail` lines of one container, stdout and stderr merged in time order (a
     traceback on stderr belongs between the request lines around it); [] when unavailable."""

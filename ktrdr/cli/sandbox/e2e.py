@@ -9,6 +9,7 @@ pytest writes JUnit XML that `ktrdr sandbox evidence` picks up.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,48 @@ class E2EResult:
     instance_id: str
     returncode: int
     junit_path: Path
+
+    def to_json(self) -> dict[str, object]:
+        """Exit code, counts and failing tests from the JUnit XML (what an agent acts on)."""
+        return {
+            "instance_id": self.instance_id,
+            "passed": self.returncode == 0,
+            "returncode": self.returncode,
+            "junit_path": str(self.junit_path),
+            **junit_summary(self.junit_path),
+        }
+
+
+def junit_summary(path: Path) -> dict[str, object]:
+    """Counts and failing tests of a pytest JUnit XML file; `junit: missing` when pytest did
+    not get as far as writing one (e.g. a bad argument)."""
+    import xml.etree.ElementTree as ElementTree
+
+    counts = {"tests": 0, "passed_tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    failing: list[dict[str, str]] = []
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (OSError, ElementTree.ParseError) as e:
+        return {**counts, "failing": failing, "junit": f"missing: {e}"}
+    for case in root.iter("testcase"):
+        counts["tests"] += 1
+        for outcome, key in (("failure", "failures"), ("error", "errors"), ("skipped", "skipped")):
+            found = case.find(outcome)
+            if found is None:
+                continue
+            counts[key] += 1
+            if outcome != "skipped":
+                failing.append(
+                    {
+                        "test": f"{case.get('classname', '')}::{case.get('name', '')}",
+                        "outcome": outcome,
+                        "message": (found.get("message") or "").strip()[:500],
+                    }
+                )
+            break
+        else:
+            counts["passed_tests"] += 1
+    return {**counts, "failing": failing, "junit": "ok"}
 
 
 def current_instance(start: Path) -> InstanceContext:
@@ -98,22 +141,36 @@ def e2e_argv(context: InstanceContext, pytest_args: list[str]) -> list[str]:
     ]
 
 
-def run_e2e(*, start: Path, pytest_args: list[str] | None = None) -> E2EResult:
-    """Run the suite in the instance's network; returns pytest's exit code (output inherited)."""
+def run_e2e(
+    *,
+    start: Path,
+    pytest_args: list[str] | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> E2EResult:
+    """Run the suite in the instance's network; returns pytest's exit code. Its output goes to
+    the terminal, or line by line to `on_line` when given."""
     context = current_instance(start)
     require_running(context)
     results = context.root / RESULTS_DIR
     results.mkdir(parents=True, exist_ok=True)
     junit = results / JUNIT_NAME
     junit.unlink(missing_ok=True)  # never let evidence pick up a previous run's results
+    argv = e2e_argv(context, pytest_args or [])
+    env = compose.compose_env(context.env)
+    what = f"E2E suite ({context.instance_id})"
+    if on_line is not None:
+        code = proc.stream(
+            argv, on_line=on_line, cwd=context.root, env=env, timeout=E2E_TIMEOUT, what=what
+        )
+        return E2EResult(context.instance_id, code, junit)
     outcome = proc.run(
-        e2e_argv(context, pytest_args or []),
+        argv,
         cwd=context.root,
-        env=compose.compose_env(context.env),
+        env=env,
         timeout=E2E_TIMEOUT,
         check=False,
         capture=False,
-        what=f"E2E suite ({context.instance_id})",
+        what=what,
     )
     return E2EResult(context.instance_id, outcome.returncode, junit)
 

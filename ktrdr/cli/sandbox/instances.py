@@ -26,6 +26,7 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -859,6 +860,68 @@ def destroy_instance(
                 "nothing to do"
             )
         return _destroy_locked(current, force=force, on_start=on_start)
+
+
+@dataclass
+class DestroyBatch:
+    """The outcome of destroying one instance or all of them (`destroy --all` goes on past a
+    refusal and reports every refusal at the end)."""
+
+    results: list[DestroyResult] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [r.to_json() for r in self.results]
+
+    def failure(self) -> SandboxError | None:
+        if not self.failures:
+            return None
+        return SandboxError(
+            f"{len(self.failures)} instance(s) not destroyed: " + " | ".join(self.failures)
+        )
+
+
+def destroy_many(
+    targets: list[Entry],
+    *,
+    force: bool,
+    keep_going: bool,
+    on_start: Callable[[Entry], None] = lambda entry: None,
+    on_wait: Callable[[str], None] = lambda message: None,
+) -> DestroyBatch:
+    """Destroy each target in turn; with `keep_going` a refusal is recorded and the next one
+    tried, otherwise it is raised. A KeyboardInterrupt propagates (the caller says which
+    instance to finish)."""
+    batch = DestroyBatch()
+    for entry in targets:
+        try:
+            batch.results.append(
+                destroy_instance(
+                    entry, force=force, on_start=partial(on_start, entry), on_wait=on_wait
+                )
+            )
+        except SandboxError as e:
+            if not keep_going:
+                raise
+            batch.failures.append(f"{entry.instance_id}: {e}")
+        except KeyboardInterrupt:
+            raise DestroyInterrupted(entry) from None
+    return batch
+
+
+class DestroyInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or a cancelled MCP call) during the destroy of `entry`."""
+
+    def __init__(self, entry: Entry) -> None:
+        super().__init__(entry.instance_id)
+        self.entry = entry
+
+    def message(self) -> str:
+        return (
+            f"interrupted: destroy of {self.entry.instance_id} stopped midway; slot "
+            f"{self.entry.slot} stays claimed: rerun `ktrdr sandbox destroy "
+            f"{self.entry.instance_id}` to finish"
+        )
 
 
 def _destroy_locked(

@@ -59,6 +59,24 @@ class UpResult:
     report_file: Path | None
     warnings: list[str] = field(default_factory=list)
 
+    def to_json(self) -> dict[str, object]:
+        """What `up --json` prints: the gate report, or a stub when the gate was skipped."""
+        if self.report is None:
+            return {
+                "instance_id": self.instance.instance_id,
+                "slot": self.instance.slot,
+                "result": "skipped",
+            }
+        return self.report.as_dict()
+
+    def failure(self) -> SandboxError | None:
+        """The error `up` ends with when the gate failed (after the report was shown)."""
+        if self.report is None or self.report.passed:
+            return None
+        return SandboxError(
+            f"Startability Gate failed for {self.instance.instance_id}: {self.report.failure}"
+        )
+
 
 def resolve(name: str | None, cwd: Path) -> Instance:
     """The instance named `name` (registry id or create NAME), else the one whose
@@ -417,6 +435,37 @@ def resume(
 
 
 def logs(instance: Instance, *, service: str | None, follow: bool, tail: int) -> int:
+    """`docker compose logs` on the terminal; returns its exit code."""
+    _check_logs(instance, service)
+    return compose.logs(
+        instance.instance_id, instance.root, service=service, follow=follow, tail=tail
+    )
+
+
+@dataclass(frozen=True)
+class LogsResult:
+    instance_id: str
+    service: str | None
+    tail: int
+    text: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "instance_id": self.instance_id,
+            "service": self.service,
+            "tail": self.tail,
+            "text": self.text,
+        }
+
+
+def log_text(instance: Instance, *, service: str | None, tail: int) -> LogsResult:
+    """The same logs as `logs`, returned instead of printed."""
+    _check_logs(instance, service)
+    text = compose.log_text(instance.instance_id, instance.root, service=service, tail=tail)
+    return LogsResult(instance.instance_id, service, tail, text)
+
+
+def _check_logs(instance: Instance, service: str | None) -> None:
     known = compose.services(instance.root)
     if service is not None and service not in known:
         raise SandboxError(f"no service {service!r} in this stack; services: {', '.join(known)}")
@@ -426,9 +475,6 @@ def logs(instance: Instance, *, service: str | None, follow: bool, tail: int) ->
             f"instance {instance.instance_id} has no containers (it is down, and `down` removes "
             "them with their logs): `ktrdr sandbox up` first"
         )
-    return compose.logs(
-        instance.instance_id, instance.root, service=service, follow=follow, tail=tail
-    )
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ktrdr.cli.sandbox.errors import SandboxError
 
 STDERR_TAIL_LINES = 15
+INTERRUPT_GRACE = 30.0  # seconds a child gets to clean up after SIGINT
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,69 @@ def run(
             f"{label} failed (exit {result.returncode}): {stderr_tail(result.stderr)}", result
         )
     return result
+
+
+def stream(
+    argv: Sequence[object],
+    *,
+    on_line: Callable[[str], None],
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    what: str | None = None,
+) -> int:
+    """Run argv with stdout and stderr merged, handing each line to `on_line`; returns the exit
+    code. For callers that cannot let a child write to their stdout (the MCP server speaks its
+    protocol there). On KeyboardInterrupt the child gets SIGINT, as from a terminal's Ctrl-C,
+    and is waited for so it can clean up (e.g. `compose run --rm` removes its container)."""
+    import signal
+    import threading
+
+    args = [str(a) for a in argv]
+    label = what or " ".join(args[:3])
+    try:
+        child = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+    except FileNotFoundError as e:
+        raise SandboxError(f"{label} failed: {args[0]} is not installed or not on PATH") from e
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        child.kill()
+
+    timer = threading.Timer(timeout, expire) if timeout is not None else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        assert child.stdout is not None  # stdout=PIPE
+        for line in child.stdout:
+            on_line(line.rstrip("\n"))
+        code = child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(timeout=INTERRUPT_GRACE)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if child.stdout is not None:
+            child.stdout.close()
+    if timed_out.is_set():
+        raise SandboxError(f"{label} did not finish within {timeout:g}s: {' '.join(args)}")
+    return code
 
 
 def stderr_tail(stderr: str, lines: int = STDERR_TAIL_LINES) -> str:

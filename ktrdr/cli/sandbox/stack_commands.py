@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from ktrdr.cli.output import info, print_json
-from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.group import sandbox
 
 INTERRUPT_HINT = (
@@ -53,19 +52,16 @@ def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bo
         info(INTERRUPT_HINT.format(id=instance.instance_id))
         raise SystemExit(130) from None
     report = result.report
+    if as_json:
+        print_json(result.to_json())
     if report is None:
-        if as_json:
-            print_json(
-                {"instance_id": instance.instance_id, "slot": instance.slot, "result": "skipped"}
-            )
         info("Containers started; gate skipped (--no-gate)")
         return
-    if as_json:
-        print_json(report.as_dict())
-    else:
+    if not as_json:
         render_result(report, report_file=str(result.report_file))
-    if not report.passed:
-        raise SandboxError(f"Startability Gate failed for {instance.instance_id}: {report.failure}")
+    failure = result.failure()
+    if failure is not None:
+        raise failure
 
 
 @sandbox.command()
