@@ -12,10 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ktrdr.cli.sandbox.mcp_scope import Scope
 from ktrdr.errors import KtrdrError
+
+if TYPE_CHECKING:
+    from ktrdr.cli.sandbox.gate import CheckResult
 
 Progress = Callable[[str], None]
 USAGE_EXIT = 2  # a bad argument, like a CLI usage error
@@ -181,11 +184,8 @@ def _create(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
     return Outcome(result.to_json())
 
 
-def _up(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli.sandbox import lifecycle
-    from ktrdr.cli.sandbox.gate import CheckResult
-
-    instance = scope.target(args.get("instance"))
+def _gate_progress(progress: Progress) -> Callable[[list[CheckResult]], None]:
+    """One progress notification per gate check, as it completes."""
     reported: set[str] = set()
 
     def checks_done(checks: list[CheckResult]) -> None:
@@ -196,6 +196,13 @@ def _up(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
                 took = f" ({check.duration_s:.1f}s)" if check.duration_s is not None else ""
                 progress(f"{mark} {check.title}: {check.detail}{took}")
 
+    return checks_done
+
+
+def _up(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
+    from ktrdr.cli.sandbox import lifecycle
+
+    instance = scope.target(args.get("instance"))
     progress(f"Starting instance: {instance.instance_id} (slot {instance.slot})")
     result = lifecycle.up(
         instance,
@@ -203,7 +210,25 @@ def _up(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
         build=args["build"],
         gate=args["gate"],
         notify=progress,
-        on_update=checks_done,
+        on_update=_gate_progress(progress),
+    )
+    return Outcome(result.to_json(), result.failure())
+
+
+def _pause(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
+    from ktrdr.cli.sandbox import lifecycle
+
+    instance = scope.target(args.get("instance"))
+    frozen = lifecycle.pause(instance, notify=progress)
+    return Outcome({"instance_id": instance.instance_id, "paused": frozen})
+
+
+def _resume(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
+    from ktrdr.cli.sandbox import lifecycle
+
+    instance = scope.target(args.get("instance"))
+    result = lifecycle.resume(
+        instance, timeout=args["timeout"], notify=progress, on_update=_gate_progress(progress)
     )
     return Outcome(result.to_json(), result.failure())
 
@@ -369,6 +394,28 @@ TOOLS: tuple[ToolSpec, ...] = (
             },
             "build": _flag("Rebuild the app image first."),
             "gate": _flag("Run the Startability Gate (false = just start).", default=True),
+        },
+        result_keys=("instance_id", "result"),
+    ),
+    ToolSpec(
+        "sandbox_pause",
+        "Freeze the instance's containers: no CPU, memory and state kept, ports stay its own "
+        "(= `ktrdr sandbox pause --json`).",
+        _pause,
+        result_keys=("instance_id", "paused"),
+    ),
+    ToolSpec(
+        "sandbox_resume",
+        "Thaw a paused instance and re-run the Startability Gate; a progress notification per "
+        "check. Result: the gate report (= `ktrdr sandbox resume --json`).",
+        _resume,
+        properties={
+            "timeout": {
+                "type": "number",
+                "minimum": 1,
+                "default": 120,
+                "description": "Seconds the gate waits.",
+            },
         },
         result_keys=("instance_id", "result"),
     ),

@@ -31,6 +31,8 @@ ALL_TOOLS = {
     "sandbox_create",
     "sandbox_up",
     "sandbox_down",
+    "sandbox_pause",
+    "sandbox_resume",
     "sandbox_destroy",
     "sandbox_logs",
     "sandbox_test_e2e",
@@ -230,6 +232,8 @@ def test_a_pinned_list_shows_only_its_instance(checkout: Path) -> None:
         ("sandbox_test_e2e", {}, ["sandbox", "test-e2e"]),
         ("sandbox_destroy", {}, ["sandbox", "destroy", "feat", "--yes"]),
         ("sandbox_down", {}, ["sandbox", "down", "feat"]),
+        ("sandbox_pause", {}, ["sandbox", "pause", "feat"]),
+        ("sandbox_resume", {}, ["sandbox", "resume", "feat"]),
     ],
 )
 def test_without_an_engine_a_call_fails_with_the_cli_line_and_exit_code(
@@ -290,6 +294,7 @@ ESCAPES = [
     ("sandbox_status", {"name": "other"}),
     ("sandbox_evidence", {"path": "OTHER_PATH"}),
     ("sandbox_logs", {"instance": "../ktrdr--other"}),
+    ("sandbox_pause", {"instance": "other"}),
     ("sandbox_destroy", {"instance": "other"}),
     ("sandbox_destroy", {"all": True}),
     ("api_health", {"port": "OTHER_PORT"}),
