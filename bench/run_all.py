@@ -22,6 +22,7 @@ TITLES = {
     "gate_overhead": "Gate overhead",
     "parallel_instances": "Parallel instances",
     "mcp_server": "MCP server",
+    "idle_cost": "Idle cost",
 }
 ALL = list(TITLES)
 OUT = REPO_ROOT / "docs" / "benchmarks.md"

@@ -201,16 +201,27 @@ def find_crash(
 Verdict = tuple[bool, str, bool]
 
 
-def database_verdict(containers: Sequence[ContainerState], db_service: str) -> Verdict:
+def database_verdict(
+    containers: Sequence[ContainerState], db_service: str, one_shot: frozenset[str]
+) -> Verdict:
+    """Ready once the database runs and the migrations (a one-shot service that connects and
+    exits 0) are done; a compose file that gives the database a healthcheck is judged by it.
+    A failed migration is a crash (find_crash), not a wait."""
     db = [c for c in containers if c.service == db_service]
     if not db:
         return False, f"no {db_service} container yet", False
     c = db[0]
-    if c.state == "running" and c.health == "healthy":
+    if c.state != "running":
+        return False, f"{db_service} is {c.state}" + (f" ({c.health})" if c.health else ""), False
+    if c.health is not None:  # a compose file with a database healthcheck: its verdict
+        passed = c.health == "healthy"
+        return passed, "" if passed else f"{db_service} is {c.state} ({c.health})", False
+    migrations = [m for m in containers if m.service in one_shot]
+    if any(m.state == "exited" and m.exit_code == 0 for m in migrations):
         return True, "", False
-    if c.state == "running" and c.health is None:
-        return False, f"{db_service} has no healthcheck; cannot tell it is ready", False
-    return False, f"{db_service} is {c.state}" + (f" ({c.health})" if c.health else ""), False
+    if migrations:
+        return False, f"migrations running ({', '.join(sorted(one_shot))})", False
+    return False, f"waiting for the migrations ({', '.join(sorted(one_shot))})", False
 
 
 def backend_verdict(answer: HttpAnswer, instance_id: str) -> Verdict:
@@ -480,7 +491,9 @@ class _Gate:
             return
         if self._to_probe(DATABASE):
             check.attempts += 1
-            passed, detail, _ = database_verdict(result, self.spec.db_service)
+            passed, detail, _ = database_verdict(
+                result, self.spec.db_service, self.spec.one_shot_services
+            )
             if passed:
                 check.detail = ""
                 self._passed(check)

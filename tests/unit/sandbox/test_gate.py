@@ -18,6 +18,7 @@ from ktrdr.cli.sandbox.gate import (
     HttpAnswer,
     ProbeError,
     backend_verdict,
+    database_verdict,
     find_crash,
     python_error_at_end,
     read_report,
@@ -719,3 +720,25 @@ def socket_on_free_slot():
         yield slot
         return
     pytest.skip("every slot's API port is in use")
+
+
+ONE_SHOT = frozenset({"migrate"})
+
+
+def test_without_healthchecks_the_database_is_ready_when_the_migrations_are_done() -> None:
+    """The stack has no Docker healthchecks (idle cost): the migrations connecting and
+    exiting 0 is what proves the database ready."""
+    db = container("db", health=None)
+    waiting = [db, container("migrate", state="created", health=None)]
+    running = [db, container("migrate", health=None)]
+    done = [db, container("migrate", state="exited", health=None, exit_code=0)]
+    assert database_verdict(waiting, "db", ONE_SHOT) == (
+        False,
+        "migrations running (migrate)",
+        False,
+    )
+    assert database_verdict(running, "db", ONE_SHOT)[0] is False
+    assert database_verdict(done, "db", ONE_SHOT) == (True, "", False)
+    assert database_verdict([db], "db", ONE_SHOT)[1] == "waiting for the migrations (migrate)"
+    stopped = [container("db", state="exited", health=None, exit_code=1), done[1]]
+    assert database_verdict(stopped, "db", ONE_SHOT)[0] is False
