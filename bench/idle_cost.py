@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 from bench.common import KTRDR
-from bench.parallel_instances import _stats_sample
 from bench.stack import destroy_all, make_instances
 
 COUNTS = (1, 5, 10)
@@ -40,6 +39,31 @@ def host_cpu_percent(seconds: float) -> float:
     return 100 * (_busy_seconds() - before) / (time.monotonic() - start)
 
 
+def containers_memory_mib(owner: str) -> float:
+    """Memory of the containers this run's home owns (other stacks on the engine excluded)."""
+    ids = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=ktrdr.owner={owner}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    if not ids:
+        return 0.0
+    out = subprocess.run(
+        ["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", *ids],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    units = {"GiB": 1024.0, "MiB": 1.0, "KiB": 1 / 1024, "B": 1 / 2**20}
+    total = 0.0
+    for line in out.splitlines():
+        used = line.split("/")[0].strip()
+        number = used.rstrip("GMKiB")
+        total += float(number) * units[used[len(number) :]]
+    return total
+
+
 def _ktrdr(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [KTRDR, "sandbox", *args], env=env, cwd=cwd, capture_output=True, text=True, check=False
@@ -56,7 +80,8 @@ def _run_count(count: int, baseline: float) -> list[dict[str, object]]:
                     raise RuntimeError(f"up failed: {(up.stdout + up.stderr)[-300:]}")
             time.sleep(SETTLE_S)
             idle = (host_cpu_percent(MEASURE_S) - baseline) / count
-            memory, _ = _stats_sample()
+            owner = (Path(env["KTRDR_HOME"]) / "home-id").read_text().strip()
+            memory = containers_memory_mib(owner)
             paused_run = _ktrdr(env, "pause", "--all", cwd=paths[0])
             if paused_run.returncode != 0:
                 raise RuntimeError(f"pause failed: {paused_run.stderr[-300:]}")

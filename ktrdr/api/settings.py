@@ -14,7 +14,10 @@ class ApiSettings:
     conninfo: str
     instance_id: str | None = None
     heartbeat_timeout_s: float = 15.0
-    dispatch_interval_s: float = 1.0
+    # Dispatch is woken by every new operation and result; the periodic round only fails
+    # operations of dead workers and retries refused hand-overs, so it need not be frequent
+    # (each round is two transactions: most of an idle backend's CPU at 1 s).
+    dispatch_interval_s: float = 5.0
     dispatch_timeout_s: float = 5.0
 
     @classmethod
@@ -26,7 +29,7 @@ class ApiSettings:
             conninfo=conninfo_from_env(env),
             instance_id=env.get("KTRDR_INSTANCE_ID") or None,
             heartbeat_timeout_s=_seconds(env, "KTRDR_HEARTBEAT_TIMEOUT_S", 15.0),
-            dispatch_interval_s=_seconds(env, "KTRDR_DISPATCH_INTERVAL_S", 1.0),
+            dispatch_interval_s=_seconds(env, "KTRDR_DISPATCH_INTERVAL_S", 5.0),
         )
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ktrdr.workers.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("ktrdr.workers.agent")
 
@@ -18,6 +21,8 @@ class BackendLink:
         self.registered = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ktrdr-heartbeat", daemon=True)
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
 
     def start(self) -> None:
         self._thread.start()
@@ -25,12 +30,24 @@ class BackendLink:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     def _post(self, path: str, payload: dict[str, Any] | None = None) -> int:
-        import httpx
-
         url = f"{self.settings.api_url}/api/v1{path}"
-        return httpx.post(url, json=payload, timeout=5).status_code
+        return self._http().post(url, json=payload, timeout=5).status_code
+
+    def _http(self) -> httpx.Client:
+        """One client for the worker's life: a new one per heartbeat builds a TLS context
+        each time, which was most of an idle worker's CPU."""
+        with self._client_lock:
+            if self._client is None:
+                import httpx
+
+                self._client = httpx.Client()
+            return self._client
 
     def register_once(self) -> bool:
         s = self.settings
