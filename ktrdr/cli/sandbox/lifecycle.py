@@ -60,9 +60,9 @@ class UpResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def resolve(name: str | None, cwd: Path) -> Instance:
+def resolve(name: str | None, cwd: Path, *, name_hint: str = "pass an instance NAME") -> Instance:
     """The instance named `name` (registry id or create NAME), else the one whose
-    `.env.sandbox` is in `cwd` or a parent."""
+    `.env.sandbox` is in `cwd` or a parent. `name_hint` says how this command takes a name."""
     if name:
         from ktrdr.cli.sandbox.instances import resolve as resolve_entry
 
@@ -73,7 +73,7 @@ def resolve(name: str | None, cwd: Path) -> Instance:
             raise SandboxError(
                 f"no {SANDBOX_ENV_FILENAME} in {cwd} or its parents: this is not a sandbox "
                 "instance; run `ktrdr sandbox create NAME` (new worktree) or "
-                "`ktrdr sandbox init` (this checkout), or pass an instance NAME"
+                f"`ktrdr sandbox init` (this checkout), or {name_hint}"
             )
         root = found.parent
     env_path = root / SANDBOX_ENV_FILENAME

@@ -95,7 +95,7 @@ def logs(service: str | None, follow: bool, tail: int, name: str | None) -> None
     """Show the logs of every service, or of SERVICE (e.g. backend, db, backtest-worker-1)."""
     from ktrdr.cli.sandbox import lifecycle
 
-    instance = lifecycle.resolve(name, Path.cwd())
+    instance = lifecycle.resolve(name, Path.cwd(), name_hint="pass --instance NAME")
     try:
         code = lifecycle.logs(instance, service=service, follow=follow, tail=tail)
     except KeyboardInterrupt:  # the normal way to stop `--follow`: nothing to report
