@@ -69,6 +69,19 @@ def init_command(slot: int | None, as_json: bool) -> None:
 
 
 def _render_created(result: CreateResult, *, as_json: bool) -> None:
+    from ktrdr.cli.sandbox.interrupts import deferred_interrupt
+
+    # The instance exists: a Ctrl-C now must not swallow the only report of it.
+    with deferred_interrupt() as late:
+        _print_created(result, as_json=as_json)
+    if result.interrupted or late.interrupted:
+        info(
+            f"note: interrupted after instance {result.instance_id} was complete; it was kept "
+            f"(`ktrdr sandbox destroy {result.instance_id}` removes it)"
+        )
+
+
+def _print_created(result: CreateResult, *, as_json: bool) -> None:
     for skipped in result.skipped:
         info(f"note: skipped slot {skipped.slot}: {skipped.reason}")
     for note in result.notes:

@@ -34,8 +34,10 @@ from ktrdr.cli.sandbox.allocation import Allocation, BusyPort, SkippedSlot, allo
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import unused_evidence_path
 from ktrdr.cli.sandbox.instance import (
+    MAX_ID_LENGTH,
     find_instance_root,
     instance_id_for,
+    max_name_length,
     new_settings,
     read_env,
     render_env,
@@ -44,6 +46,7 @@ from ktrdr.cli.sandbox.instance import (
     validate_images,
     write_env_file,
 )
+from ktrdr.cli.sandbox.interrupts import deferred_interrupt
 from ktrdr.cli.sandbox.listing import (
     ONE_SHOT_SERVICES,
     containers_snapshot,
@@ -71,6 +74,7 @@ class CreateResult:
     new_branch: bool = False
     skipped: list[SkippedSlot] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C arrived after the instance was registered
 
     def urls(self) -> dict[str, str]:
         return ports_for_slot(self.slot).urls()
@@ -109,16 +113,15 @@ def create_instance(
     top = worktree.main_checkout(here)
     if top != here and branch is None and base is None:
         base = worktree.head_commit(here)  # from inside an instance: start where the user is
+    check_name_fits(name, top)
     path = top.parent / f"{top.name}--{name}"
     if path.parent != top.parent:  # unreachable after validation; never write outside it
         raise SandboxError(f"refusing instance path {path}: it leaves {top.parent}")
     instance_id = instance_id_for(path)
-    existing = registry.load().get(instance_id)
+    entries = registry.load()
+    existing = entries.get(instance_id)
     if existing is not None:  # before the branch checks, whose hints would lead nowhere
-        raise SandboxError(
-            f"instance {instance_id} already exists at {existing.path} (slot {existing.slot}): "
-            f"cd there and `ktrdr sandbox up`, or pick another name"
-        )
+        raise SandboxError(_exists_message(name, existing, top=top, entries=entries))
     if branch is None:
         worktree.check_branch_name(top, name)
         if worktree.branch_exists(top, name):
@@ -159,7 +162,10 @@ def create_instance(
             )
             env_file = write_env_file(path, render_env(settings, command="ktrdr sandbox create"))
             worktree.ensure_excluded(top)
-        _finish_claim(instance_id)
+        # Registering is the point of no return: a Ctrl-C from here on must neither roll back
+        # a registered instance nor hide that it was made.
+        with deferred_interrupt() as late:
+            _finish_claim(instance_id)
     except BaseException as error:
         # `path` and the new branch did not exist before (checked above), so whatever is
         # there now was made by this create, even when `git worktree add` failed halfway.
@@ -172,6 +178,7 @@ def create_instance(
         )
         raise
     return CreateResult(
+        interrupted=late.interrupted,
         instance_id=instance_id,
         slot=claim.slot,
         path=path,
@@ -182,6 +189,46 @@ def create_instance(
         skipped=claim.skipped,
         notes=notes,
     )
+
+
+def check_name_fits(name: str, top: Path) -> None:
+    """The length limit as this checkout makes it: ids are `<checkout>--NAME`, at most 63."""
+    limit = max_name_length(top.name)
+    if len(name) > limit:
+        raise SandboxError(
+            f"invalid instance name {name[:20]!r}…: {len(name)} characters, at most {limit} "
+            f"in checkout {top.name!r} (the instance id {slugify(top.name)}--NAME has at most "
+            f"{MAX_ID_LENGTH} characters); pick a shorter name"
+        )
+
+
+def _exists_message(name: str, existing: Entry, *, top: Path, entries: dict[str, Entry]) -> str:
+    """Same name: where it is. Another name with the same id ('a.b' and 'a-b', 'UPPER' and
+    'upper'): which one, why they collide, and a name that does not."""
+    where = f"at {existing.path} (slot {existing.slot})"
+    if existing.name in (None, name):
+        return (
+            f"instance {existing.instance_id} already exists {where}: cd there and "
+            "`ktrdr sandbox up`, or pick another name"
+        )
+    free = _distinct_name(name, top, entries)
+    return (
+        f"instance name {name!r} collides with existing instance {existing.name!r} "
+        f"({existing.instance_id}, {where}): ids are lowercase with runs of other characters "
+        "as '-', so both map to the same id; "
+        + (f"pick a distinct name such as {free!r}" if free else "pick a distinct name")
+    )
+
+
+def _distinct_name(name: str, top: Path, entries: dict[str, Entry]) -> str | None:
+    limit = max_name_length(top.name)
+    for n in range(2, 100):
+        suffix = f"-{n}"
+        candidate = name[: limit - len(suffix)].rstrip(".-") + suffix
+        path = top.parent / f"{top.name}--{candidate}"
+        if slugify(path.name) not in entries and not os.path.lexists(path):
+            return candidate
+    return None
 
 
 @dataclass
