@@ -248,12 +248,20 @@ def _confirm(targets: list[Entry], *, yes: bool) -> None:
             f"refusing to destroy {listed} without confirmation: stdin is not a terminal; "
             "pass --yes"
         )
-    click.confirm(
-        f"Destroy {listed}? Its containers and volumes (database) are deleted, and a worktree "
-        "directory with it",
-        abort=True,
-        err=True,
-    )
+    click.confirm(f"Destroy {listed}? {_what_goes(targets)}", abort=True, err=True)
+
+
+def _what_goes(targets: list[Entry]) -> str:
+    """Name the directories deleted (worktrees) and kept (clones): the prompt is the last
+    chance to notice a wrong path."""
+    gone = [e.path for e in targets if e.kind == "worktree"]
+    kept = [e.path for e in targets if e.kind != "worktree"]
+    text = "Containers and volumes (databases) are deleted"
+    if gone:
+        text += f", and the worktree director{'ies' if len(gone) > 1 else 'y'} {', '.join(gone)}"
+    if kept:
+        text += f"; kept: {', '.join(kept)} (only its .env.sandbox is removed)"
+    return text
 
 
 def _render_destroyed(results: list[DestroyResult], *, as_json: bool) -> None:

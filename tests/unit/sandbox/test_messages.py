@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import registry
+from ktrdr.cli.sandbox.commands import _what_goes
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import (
     max_name_length,
@@ -22,7 +23,7 @@ from ktrdr.cli.sandbox.instance import (
     validate_create_name,
     write_env_file,
 )
-from ktrdr.cli.sandbox.instances import create_instance
+from ktrdr.cli.sandbox.instances import create_instance, init_instance
 from ktrdr.cli.sandbox.shared_data import shared_root
 from tests.unit.sandbox.conftest import make_repo
 
@@ -217,3 +218,18 @@ def test_create_restores_the_ctrl_c_handler(repo: Path) -> None:
     before = signal.getsignal(signal.SIGINT)
     create_instance(name="feat-a", cwd=repo)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+# --- destroy's prompt ----------------------------------------------------------------------
+
+
+def test_destroy_prompt_names_the_worktree_directory_it_deletes_and_the_clone_it_keeps(
+    repo: Path,
+) -> None:
+    created = create_instance(name="feat-a", cwd=repo)
+    init_instance(cwd=repo)
+    entries = registry.load()
+    text = _what_goes([entries["ktrdr--feat-a"], entries["ktrdr"]])
+    assert f"and the worktree directory {created.path};" in text
+    assert f"kept: {repo} (only its .env.sandbox is removed)" in text
+    assert "worktree" not in _what_goes([entries["ktrdr"]])
