@@ -130,7 +130,7 @@ def list_command(as_json: bool) -> None:
             (
                 r.entry.instance_id,
                 r.entry.slot,
-                r.status,
+                r.shown_status(),
                 r.to_json()["api_port"],
                 ago(r.entry.created_at),
                 r.entry.path,
@@ -176,10 +176,7 @@ def status_command(name: str | None, as_json: bool) -> None:
         [
             ("Instance", status.instance_id),
             ("Path", status.path),
-            (
-                "Status",
-                status.status + (f" ({status.stale_reason})" if status.stale_reason else ""),
-            ),
+            ("Status", _status_text(status.status, status.stale_reason, status.reasons)),
             ("Slot", status.slot),
             ("Branch", status.branch or "-"),
             ("Containers", counts),
@@ -314,22 +311,34 @@ def prune_command(dry_run: bool, as_json: bool) -> None:
 
 
 def _live_fields(data: dict[str, Any]) -> list[tuple[str, object]]:
-    """API, workers and last gate lines (added by lifecycle.live_status when not stale)."""
-    if "api_responding" not in data:
-        return []
-    workers = data.get("workers_registered")
-    gate = data.get("last_gate")
-    gate_text = "never run"
-    if gate:
-        gate_text = f"{str(gate.get('result')).upper()} at {gate.get('finished_at')}"
-        gate_text += f" ({gate['failure']})" if gate.get("failure") else ""
-    return [
-        ("API", "responding" if data["api_responding"] else "not responding"),
-        (
-            "Workers",
-            ", ".join(f"{n} {t}" for t, n in sorted(workers.items())) or "none"
-            if workers is not None
-            else "-",
-        ),
-        ("Last gate", gate_text),
-    ]
+    """API, workers (observed just now by health.observe, when the stack runs) and the last
+    gate."""
+    fields: list[tuple[str, object]] = []
+    if data.get("api_responding") is not None:
+        api = "responding" if data["api_responding"] else "not responding"
+        if data["api_responding"] and "API" in " ".join(data.get("reasons", [])[:1]):
+            api = data["reasons"][0].removeprefix("API: ")
+        workers = data.get("workers_registered")
+        silent = data.get("workers_not_answering") or []
+        text = (
+            "-"
+            if workers is None
+            else ", ".join(f"{n} {t}" for t, n in sorted(workers.items())) or "none"
+        )
+        if silent:
+            text += f" ({', '.join(silent)} not answering)"
+        fields += [("API", api), ("Workers", text)]
+    if "last_gate" in data:
+        gate = data.get("last_gate")
+        gate_text = "never run"
+        if gate:
+            gate_text = f"{str(gate.get('result')).upper()} at {gate.get('finished_at')}"
+            gate_text += f" ({gate['failure']})" if gate.get("failure") else ""
+        fields.append(("Last gate", gate_text))
+    return fields
+
+
+def _status_text(state: str, stale_reason: str | None, reasons: list[str]) -> str:
+    """The verdict line: the state and why (the details below it say the same)."""
+    why = [stale_reason] if stale_reason else reasons
+    return state + (f" ({'; '.join(why)})" if why else "")

@@ -27,11 +27,12 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ktrdr.cli.sandbox import machine_slots, registry, worktree
 from ktrdr.cli.sandbox.allocation import Allocation, BusyPort, SkippedSlot, allocate, probe_slots
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.health import ONE_SHOT_SERVICES
 from ktrdr.cli.sandbox.home import unused_evidence_path
 from ktrdr.cli.sandbox.instance import (
     MAX_ID_LENGTH,
@@ -47,18 +48,20 @@ from ktrdr.cli.sandbox.instance import (
     write_env_file,
 )
 from ktrdr.cli.sandbox.interrupts import deferred_interrupt
+from ktrdr.cli.sandbox.listing import compose_module as _compose
 from ktrdr.cli.sandbox.listing import (
-    ONE_SHOT_SERVICES,
     containers_snapshot,
     entry_status,
     stale_reason,
 )
-from ktrdr.cli.sandbox.listing import compose_module as _compose
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, ports_for_slot
 from ktrdr.cli.sandbox.proc import run
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.shared_data import shared_root
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
+
+if TYPE_CHECKING:
+    from ktrdr.cli.sandbox.gate import GateProbes
 
 # --- create / init -----------------------------------------------------------------------
 
@@ -633,7 +636,8 @@ class InstanceStatus:
     containers_total: int | None = None
     containers_running: int | None = None
     containers_healthy: int | None = None
-    live: dict[str, Any] | None = None  # API, workers, last gate (lifecycle.live_status)
+    reasons: list[str] = field(default_factory=list)  # why not `running`, observed just now
+    live: dict[str, Any] | None = None  # API, workers (health.observe), last gate
 
     def to_json(self) -> dict[str, Any]:
         ports = ports_for_slot(self.slot)
@@ -647,6 +651,7 @@ class InstanceStatus:
             "branch": self.branch,
             "created_at": self.created_at,
             "stale_reason": self.stale_reason,
+            "reasons": self.reasons,
             "ports": ports.all_ports(),
             "urls": ports.urls(),
             "containers": {
@@ -658,7 +663,9 @@ class InstanceStatus:
         }
 
 
-def instance_status(name: str | None, *, cwd: Path) -> InstanceStatus:
+def instance_status(
+    name: str | None, *, cwd: Path, probes: GateProbes | None = None
+) -> InstanceStatus:
     """Identity, slot and Docker state of one instance (by name, or the one containing cwd).
     An unregistered `.env.sandbox` still reports what the file says."""
     if name is None:
@@ -678,15 +685,66 @@ def instance_status(name: str | None, *, cwd: Path) -> InstanceStatus:
         created_at=entry.created_at,
         stale_reason=stale_reason(entry),
     )
-    _count_containers(result, snapshot)
+    if result.status in ("running", "degraded", "paused"):
+        _observe(result, entry, snapshot, probes)
+    else:
+        _count_containers(result, snapshot)
     if stale_reason(entry) is None:
-        from ktrdr.cli.sandbox.lifecycle import live_status
+        from ktrdr.cli.sandbox.gate import read_report
 
-        result.live = live_status(slot=entry.slot, root=entry.root).to_json()
+        result.live = {**(result.live or {}), "last_gate": last_gate(read_report(entry.root))}
     return result
 
 
-def _count_containers(result: InstanceStatus, snapshot: dict[str, list[Any]] | None) -> None:
+def _observe(
+    result: InstanceStatus,
+    entry: Entry,
+    snapshot: dict[str, list[Any]] | None,
+    probes: GateProbes | None,
+) -> None:
+    """The state from fresh probes of the API and each worker (health.observe); containers
+    whose service did not answer just now are not counted healthy, whatever Docker says."""
+    from ktrdr.cli.sandbox import compose  # the compose file's facts (not the engine)
+    from ktrdr.cli.sandbox.gate import DockerProbes
+    from ktrdr.cli.sandbox.health import StackFacts, observe
+
+    try:
+        facts = StackFacts(
+            instance_id=entry.instance_id,
+            api_port=ports_for_slot(entry.slot).api,
+            worker_services=compose.worker_services(entry.root),
+            expected_workers=compose.expected_workers(entry.root),
+        )
+    except SandboxError:  # no readable compose file: judge the API alone
+        facts = StackFacts(entry.instance_id, ports_for_slot(entry.slot).api, {}, {})
+    containers = (snapshot or {}).get(entry.instance_id, [])
+    if probes is not None:
+        seen = observe(containers, facts, probes)
+    else:
+        real = DockerProbes(entry.instance_id)
+        try:
+            seen = observe(containers, facts, real)
+        finally:
+            real.close()
+    result.status = seen.state
+    result.reasons = seen.reasons
+    result.live = {k: v for k, v in seen.to_json().items() if k not in ("status", "reasons")}
+    silent = set(seen.silent_workers) | (set() if seen.api_ok else {"backend"})
+    _count_containers(result, snapshot, not_answering=silent)
+
+
+def last_gate(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not report:
+        return None
+    return {key: report.get(key) for key in ("result", "finished_at", "duration_s", "failure")}
+
+
+def _count_containers(
+    result: InstanceStatus,
+    snapshot: dict[str, list[Any]] | None,
+    *,
+    not_answering: set[str] | frozenset[str] = frozenset(),
+) -> None:
     if snapshot is None:
         return  # counts stay None: "Docker not reachable"
     containers = [
@@ -695,7 +753,7 @@ def _count_containers(result: InstanceStatus, snapshot: dict[str, list[Any]] | N
     result.containers_total = len(containers)
     result.containers_running = sum(1 for c in containers if c.state == "running")
     result.containers_healthy = sum(
-        1 for c in containers if c.state == "running" and c.health in (None, "healthy")
+        1 for c in containers if c.healthy and c.service not in not_answering
     )
 
 

@@ -694,17 +694,6 @@ def test_real_http_probe_parses_json_and_reports_refused_connections() -> None:
         probes.close()
 
 
-def test_live_status_reports_a_silent_api_and_the_last_gate_result(tmp_path: Path) -> None:
-    from ktrdr.cli.sandbox.lifecycle import live_status
-
-    clock = FakeClock()
-    write_report(tmp_path, run(ScriptedProbes(clock), clock))
-    with socket_on_free_slot() as slot:
-        status = live_status(slot=slot, root=tmp_path, timeout=0.5)
-    assert status.api_responding is False and status.workers is None
-    assert status.last_gate is not None and status.last_gate["result"] == "passed"
-
-
 @contextlib.contextmanager
 def socket_on_free_slot():
     """A slot whose API port nothing listens on (checked by binding it, then releasing)."""
