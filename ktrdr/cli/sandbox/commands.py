@@ -115,9 +115,12 @@ def _quote(path: Path) -> str:
 @json_option
 def list_command(as_json: bool) -> None:
     """Registered instances with slot, status, API port and path (read-only)."""
-    from ktrdr.cli.sandbox.listing import list_instances
+    from ktrdr.cli.sandbox.listing import list_instances_and_engine
 
-    rows = list_instances()
+    listing = list_instances_and_engine()
+    rows = listing.rows
+    if listing.engine_problem:
+        info(f"note: STATUS unknown: {listing.engine_problem}")
     if as_json:
         print_json([row.to_json() for row in rows])
         return

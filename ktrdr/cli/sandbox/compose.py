@@ -36,7 +36,9 @@ SERVICE_LABEL = "com.docker.compose.service"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 
 QUERY_TIMEOUT = 30.0
-LIST_TIMEOUT = 5.0  # `list`/`status`: a hung engine says "unknown" quickly instead of hanging
+# `list`/`status`: a hung engine says "unknown" within 5 s (with the start-up of the CLI and
+# of `docker` itself) instead of hanging.
+LIST_TIMEOUT = 4.0
 UP_TIMEOUT = 900.0
 BUILD_TIMEOUT = 3600.0
 
@@ -446,7 +448,12 @@ def containers_by_instance() -> dict[str, list[ContainerState]]:
             f"({proc.stderr_tail(e.result.stderr, 1)})"
         ) from e
     except SandboxError as e:  # no docker CLI, or the engine did not answer in time
-        raise DockerUnavailableError(f"Docker engine cannot be asked: {e}") from e
+        what = (
+            f"it did not answer within {LIST_TIMEOUT:g}s" if "did not finish" in str(e) else str(e)
+        )
+        raise DockerUnavailableError(
+            f"Docker engine at {engine_host()} cannot be asked: {what}"
+        ) from e
     grouped: dict[str, list[ContainerState]] = {}
     for line in result.stdout.splitlines():
         container = _state_from_ps_line(line)

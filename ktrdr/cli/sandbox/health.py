@@ -131,7 +131,7 @@ def _judge_api(seen: Observation, answer: Any, instance_id: str, reasons: list[s
 
     if isinstance(answer, ProbeError):
         seen.api_responding = False
-        reasons.insert(0, f"API not responding ({answer})")
+        reasons.insert(0, f"API not responding: {answer}")
         return
     seen.api_responding = True
     body = answer.body if isinstance(answer.body, dict) else {}

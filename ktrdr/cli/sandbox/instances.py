@@ -51,6 +51,7 @@ from ktrdr.cli.sandbox.interrupts import deferred_interrupt
 from ktrdr.cli.sandbox.listing import compose_module as _compose
 from ktrdr.cli.sandbox.listing import (
     containers_snapshot,
+    containers_snapshot_and_why,
     entry_status,
     stale_reason,
 )
@@ -673,7 +674,7 @@ def instance_status(
         if root is not None and _entry_for_root(registry.load(), root) is None:
             return _unregistered_status(root)
     entry = resolve(name, cwd=cwd)
-    snapshot = containers_snapshot()
+    snapshot, engine_problem = containers_snapshot_and_why()
     result = InstanceStatus(
         instance_id=entry.instance_id,
         slot=entry.slot,
@@ -685,6 +686,8 @@ def instance_status(
         created_at=entry.created_at,
         stale_reason=stale_reason(entry),
     )
+    if result.status == "unknown" and engine_problem:
+        result.reasons = [engine_problem]
     if result.status in ("running", "degraded", "paused"):
         _observe(result, entry, snapshot, probes)
     else:

@@ -37,11 +37,16 @@ def stale_reason(entry: Entry) -> str | None:
 
 def containers_snapshot() -> dict[str, list[Any]] | None:
     """All instances' containers from ONE Docker query, or None when no engine answers."""
+    return containers_snapshot_and_why()[0]
+
+
+def containers_snapshot_and_why() -> tuple[dict[str, list[Any]] | None, str | None]:
+    """(snapshot, None), or (None, why the engine could not be asked)."""
     try:  # no separate engine ping: an unreachable engine raises DockerUnavailableError
         grouped: dict[str, list[Any]] = compose_module().containers_by_instance()
-    except SandboxError:
-        return None
-    return grouped
+    except SandboxError as e:
+        return None, str(e)
+    return grouped, None
 
 
 def docker_status(containers: list[Any] | None) -> str:
@@ -83,14 +88,24 @@ class InstanceRow:
         }
 
 
+@dataclass
+class Listing:
+    rows: list[InstanceRow]
+    engine_problem: str | None = None  # why STATUS is `unknown`
+
+
 def list_instances() -> list[InstanceRow]:
+    return list_instances_and_engine().rows
+
+
+def list_instances_and_engine() -> Listing:
     """Every registered instance with its status. Read-only: never writes the registry."""
     entries = registry.load()
-    snapshot = containers_snapshot() if entries else None
+    snapshot, why = containers_snapshot_and_why() if entries else (None, None)
     rows = []
     for entry in sorted(entries.values(), key=lambda e: (e.slot, e.instance_id)):
         status = entry_status(entry, snapshot)
         containers = (snapshot or {}).get(entry.instance_id, [])
         reasons = container_problems(containers) if status in ("degraded", "paused") else []
         rows.append(InstanceRow(entry, status, reasons))
-    return rows
+    return Listing(rows, why)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -191,3 +193,33 @@ def _slot_with_a_silent_api() -> int:
                 continue
         return slot
     pytest.skip("every slot's API port is in use")
+
+
+# --- a hung engine ---------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="needs the docker CLI (no engine)")
+def test_a_hung_engine_makes_list_and_status_say_unknown_and_why(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = create_instance(name="feat-a", cwd=repo)
+    # A real socket that accepts connections and never answers: an engine that hangs.
+    hung = socket.socket(socket.AF_UNIX)
+    path = tmp_path / "hung.sock"
+    hung.bind(str(path))
+    hung.listen(16)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    try:
+        started = time.monotonic()
+        listed = CliRunner().invoke(cli, ["sandbox", "list"])
+        monkeypatch.chdir(created.path)
+        status = CliRunner().invoke(cli, ["sandbox", "status", "--json"])
+        elapsed = time.monotonic() - started
+    finally:
+        hung.close()
+    assert listed.exit_code == 0 and "unknown" in listed.stdout
+    assert "note: STATUS unknown: Docker engine at unix://" in listed.stderr
+    assert "did not answer within" in listed.stderr
+    data = json.loads(status.stdout)
+    assert data["status"] == "unknown" and "did not answer within" in data["reasons"][0]
+    assert elapsed < 30  # generous: both commands gave up instead of waiting on the engine
