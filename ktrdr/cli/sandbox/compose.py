@@ -537,6 +537,39 @@ def container_logs(container: str, *, tail: int) -> list[str]:
     return merge_timestamped(result.stdout, result.stderr)[-tail:]
 
 
+def engine_view(container: str) -> list[str]:
+    """What the engine knows of a container that logged nothing: state, exit code, OOM kill,
+    its error, and the last health-check results (from `docker inspect`)."""
+    result = proc.run(
+        ["docker", "inspect", "--type", "container", container],
+        timeout=QUERY_TIMEOUT,
+        check=False,
+        what="docker inspect",
+    )
+    try:
+        item = (json.loads(result.stdout or "[]") or [{}])[0]
+    except (json.JSONDecodeError, IndexError) as e:
+        raise SandboxError(f"docker inspect returned unreadable output: {e}") from e
+    return describe_state(item.get("State") or {}, result.stderr)
+
+
+def describe_state(state: Mapping[str, Any], stderr: str = "") -> list[str]:
+    if not state:
+        return [f"no such container ({proc.stderr_tail(stderr, 1) or 'it is gone'})"]
+    lines = [
+        f"state {state.get('Status')}, exit code {state.get('ExitCode')}, "
+        f"OOM-killed {'yes' if state.get('OOMKilled') else 'no'}"
+        + (f", finished at {state['FinishedAt']}" if state.get("Status") == "exited" else "")
+    ]
+    if state.get("Error"):
+        lines.append(f"engine error: {state['Error']}")
+    health = state.get("Health") or {}
+    for check in (health.get("Log") or [])[-3:]:
+        output = " ".join(str(check.get("Output") or "").split())[:200]
+        lines.append(f"health check exit {check.get('ExitCode')}: {output or '(no output)'}")
+    return lines
+
+
 def merge_timestamped(*streams: str) -> list[str]:
     """Lines of `docker logs --timestamps` streams in time order, timestamps removed. Docker
     pads the nanoseconds, so the RFC 3339 stamps sort as text; the sort is stable."""

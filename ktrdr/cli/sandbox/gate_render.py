@@ -122,9 +122,14 @@ def render_result(report: GateReport, *, report_file: str) -> None:
             )
     else:
         out.print("Containers: none")
-    if report.failing_service:
-        out.print(f"Last {len(report.log_tail)} log lines of {escape(report.failing_service)}:")
+    if report.failing_service and report.log_tail:
+        service = escape(report.failing_service)
+        out.print(f"Last {len(report.log_tail)} log lines of {service} (stdout and stderr):")
         for line in report.log_tail:
+            out.print(f"  | {escape(line)}")
+    elif report.failing_service:
+        out.print(f"{escape(report.failing_service)} logged nothing; the engine says:")
+        for line in report.engine_view or ["(nothing: the container is gone)"]:
             out.print(f"  | {escape(line)}")
     out.print(f"Report: {escape(report_file)}")
     sys.stdout.flush()

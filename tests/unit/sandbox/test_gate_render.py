@@ -116,6 +116,28 @@ def test_failed_result_names_the_check_the_containers_and_the_log_tail(
     assert "  Workers registered: backtest-worker-1 exited with code 3" in out
     assert "backend              running (healthy)" in out
     assert "backtest-worker-1    exited exit 3" in out
-    assert "Last 3 log lines of backtest-worker-1:" in out
+    assert "Last 3 log lines of backtest-worker-1 (stdout and stderr):" in out
     assert "  | [bold]literal" in out
     assert "Report: /x/.sandbox/gate-report.json" in out
+
+
+def test_a_failing_service_that_logged_nothing_shows_the_engine_s_view_instead(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    migrate = ContainerState("p-migrate-1", "migrate", "exited", None, "p", 1, 0, None, [])
+    failed = report(
+        "failed",
+        checks=checks("failed", "pending", "pending", "pending"),
+        containers=[migrate],
+        failure="migrate exited with code 1",
+        failing_check="database",
+        failing_service="migrate",
+        engine_view=["state exited, exit code 1, OOM-killed yes"],
+    )
+    render_result(failed, report_file="/x/r.json")
+    out = capsys.readouterr().out
+    assert "Last 0 log lines" not in out
+    assert (
+        "migrate logged nothing; the engine says:\n  | state exited, exit code 1, OOM-killed yes"
+        in out
+    )
