@@ -319,8 +319,9 @@ def _live_fields(data: dict[str, Any]) -> list[tuple[str, object]]:
     fields: list[tuple[str, object]] = []
     if data.get("api_responding") is not None:
         api = "responding" if data["api_responding"] else "not responding"
-        if data["api_responding"] and "API" in " ".join(data.get("reasons", [])[:1]):
-            api = data["reasons"][0].removeprefix("API: ")
+        wrong = [r for r in data.get("reasons", []) if r.startswith("API: ")]
+        if data["api_responding"] and wrong:
+            api = "responding, but " + wrong[0].removeprefix("API: ")
         workers = data.get("workers_registered")
         silent = data.get("workers_not_answering") or []
         text = (

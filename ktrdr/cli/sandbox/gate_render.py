@@ -77,9 +77,10 @@ class GateRenderer:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
-    def _print(self, text: str) -> None:
+    def _print(self, text: str, *, soft_wrap: bool = False) -> None:
+        """soft_wrap: one physical line however long (a log reader greps lines)."""
         with self._lock:
-            self.err.print(text)
+            self.err.print(text, soft_wrap=soft_wrap)
             self._last_line = self._clock()
 
     def tick(self) -> None:
@@ -93,7 +94,7 @@ class GateRenderer:
             line = progress_line(self._checks, now - self._started)
         else:
             line = f"… {now - self._started:.0f}s: starting the containers"
-        self._print("  " + escape(line))
+        self._print("  " + escape(line), soft_wrap=True)
 
     def _tick_until_stopped(self) -> None:
         while not self._stop.wait(0.5):

@@ -24,17 +24,25 @@ if TYPE_CHECKING:
 ONE_SHOT_SERVICES = frozenset({"migrate", "e2e-tests"})
 
 
-def container_problems(containers: Sequence[Any]) -> list[str]:
+STARTING = "health: starting"
+
+
+def container_problems(
+    containers: Sequence[Any], *, answered: frozenset[str] | set[str] = frozenset()
+) -> list[str]:
     """What the container states say is wrong (one-shot services excluded), e.g.
-    'backend restarting', 'db unhealthy', 'backtest-worker-1 paused'."""
+    'backend restarting', 'db unhealthy', 'backtest-worker-1 paused'. Docker's 'starting'
+    lags behind a service that already answers: services in `answered` (probed just now)
+    are not reported as starting."""
     problems: list[str] = []
     for c in containers:
         if c.service in ONE_SHOT_SERVICES:
             continue
         if c.state == "running":
-            if c.health in ("unhealthy", "starting"):
-                word = "health: starting" if c.health == "starting" else "unhealthy"
-                problems.append(f"{c.service} {word}")
+            if c.health == "unhealthy":
+                problems.append(f"{c.service} unhealthy")
+            elif c.health == "starting" and c.service not in answered:
+                problems.append(f"{c.service} {STARTING}")
         elif c.state in ("exited", "dead") and c.exit_code is not None:
             problems.append(f"{c.service} {c.state} (code {c.exit_code})")
         else:
@@ -42,9 +50,16 @@ def container_problems(containers: Sequence[Any]) -> list[str]:
     return problems
 
 
+def verdict(problems: Sequence[str]) -> str:
+    """running with no problems; starting when healthchecks are all that is pending."""
+    if not problems:
+        return "running"
+    return "starting" if all(p.endswith(STARTING) for p in problems) else "degraded"
+
+
 def docker_state(containers: Sequence[Any] | None) -> str:
-    """running / degraded / paused / stopped / unknown from container states alone (for
-    `list`). `paused` when any container is frozen (`up` thaws them)."""
+    """running / starting / degraded / paused / stopped / unknown from container states alone
+    (for `list`). `paused` when any container is frozen (`up` thaws them)."""
     if containers is None:
         return "unknown"
     services = [c for c in containers if c.service not in ONE_SHOT_SERVICES]
@@ -52,7 +67,7 @@ def docker_state(containers: Sequence[Any] | None) -> str:
         return "paused"
     if not any(c.state == "running" for c in services):
         return "stopped"
-    return "degraded" if container_problems(services) else "running"
+    return verdict(container_problems(services))
 
 
 @dataclass
@@ -95,7 +110,7 @@ def observe(containers: Sequence[Any] | None, facts: StackFacts, probes: GatePro
     if containers is None or state == "stopped":
         return Observation(state)
     services = [c for c in containers if c.service not in ONE_SHOT_SERVICES]
-    reasons = container_problems(services)
+    reasons: list[str] = []
     base = f"http://127.0.0.1:{facts.api_port}/api/v1"
     urls = {"health": f"{base}/health", "workers": f"{base}/workers"}
     for c in services:
@@ -105,10 +120,16 @@ def observe(containers: Sequence[Any] | None, facts: StackFacts, probes: GatePro
     seen = Observation(state)
     _judge_api(seen, answers["health"], facts.instance_id, reasons)
     _judge_workers(seen, answers, services, facts, reasons)
-    seen.reasons = reasons
-    if reasons and state == "running":
-        seen.state = "degraded"
+    answered = {key for key, answer in answers.items() if _ok(answer) and key in urls}
+    answered = (answered & set(facts.worker_services)) | ({"backend"} if seen.api_ok else set())
+    seen.reasons = container_problems(services, answered=answered) + reasons
+    if state != "paused":
+        seen.state = verdict(seen.reasons)
     return seen
+
+
+def _ok(answer: Any) -> bool:
+    return getattr(answer, "status", None) == 200
 
 
 def _probe_all(probes: GateProbes, urls: Mapping[str, str]) -> dict[str, Any]:
@@ -131,7 +152,7 @@ def _judge_api(seen: Observation, answer: Any, instance_id: str, reasons: list[s
 
     if isinstance(answer, ProbeError):
         seen.api_responding = False
-        reasons.insert(0, f"API not responding: {answer}")
+        reasons.append(f"API not responding: {answer}")
         return
     seen.api_responding = True
     body = answer.body if isinstance(answer.body, dict) else {}
@@ -139,7 +160,7 @@ def _judge_api(seen: Observation, answer: Any, instance_id: str, reasons: list[s
     passed, detail, _ = backend_verdict(answer, instance_id)
     seen.api_ok = passed
     if not passed:
-        reasons.insert(0, f"API: {detail}")
+        reasons.append(f"API: {detail}")
 
 
 def _judge_workers(

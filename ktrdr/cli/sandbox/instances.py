@@ -688,7 +688,7 @@ def instance_status(
     )
     if result.status == "unknown" and engine_problem:
         result.reasons = [engine_problem]
-    if result.status in ("running", "degraded", "paused"):
+    if result.status in ("running", "starting", "degraded", "paused"):
         _observe(result, entry, snapshot, probes)
     else:
         _count_containers(result, snapshot)

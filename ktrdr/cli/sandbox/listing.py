@@ -72,7 +72,7 @@ class InstanceRow:
 
     def shown_status(self) -> str:
         """The STATUS cell: the word, plus the first reason when degraded or paused."""
-        if not self.reasons or self.status not in ("degraded", "paused"):
+        if not self.reasons or self.status not in ("degraded", "starting", "paused"):
             return self.status
         more = f" +{len(self.reasons) - 1}" if len(self.reasons) > 1 else ""
         return f"{self.status} ({self.reasons[0]}{more})"
@@ -106,6 +106,8 @@ def list_instances_and_engine() -> Listing:
     for entry in sorted(entries.values(), key=lambda e: (e.slot, e.instance_id)):
         status = entry_status(entry, snapshot)
         containers = (snapshot or {}).get(entry.instance_id, [])
-        reasons = container_problems(containers) if status in ("degraded", "paused") else []
+        reasons = (
+            container_problems(containers) if status in ("degraded", "starting", "paused") else []
+        )
         rows.append(InstanceRow(entry, status, reasons))
     return Listing(rows, why)

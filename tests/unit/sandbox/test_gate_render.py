@@ -209,3 +209,14 @@ def test_long_details_are_cut_in_progress_lines() -> None:
     waiting[0].detail = "x" * 500
     line = progress_line(waiting, 7.0)
     assert line.startswith("… 7s: waiting for Database ready (") and len(line) < 140
+
+
+def test_a_progress_line_stays_one_line_however_long() -> None:
+    buffer = io.StringIO()
+    clock = FakeClock()
+    renderer = GateRenderer(live=False, err=Console(file=buffer, width=60), clock=clock)
+    waiting = checks("pending", "pending")
+    waiting[0].detail = "db is running (starting), and more words to pass sixty columns"
+    clock.now += 5
+    renderer.update(waiting)
+    assert len(buffer.getvalue().splitlines()) == 1

@@ -223,3 +223,21 @@ def test_a_hung_engine_makes_list_and_status_say_unknown_and_why(
     data = json.loads(status.stdout)
     assert data["status"] == "unknown" and "did not answer within" in data["reasons"][0]
     assert elapsed < 30  # generous: both commands gave up instead of waiting on the engine
+
+
+def test_docker_s_lagging_starting_does_not_count_for_a_service_that_answers() -> None:
+    with stack() as (api_port, worker_port, _), probes() as real:
+        containers = [
+            state("backend", health="starting"),
+            state("backtest-worker-1", health="starting", ports=[worker_port]),
+            state("db"),
+        ]
+        seen = observe(containers, facts(api_port), real)
+    assert (seen.state, seen.reasons) == ("running", [])
+
+
+def test_only_healthchecks_pending_is_starting_not_degraded() -> None:
+    containers = [state("backend"), state("db", health="starting")]
+    assert docker_state(containers) == "starting"
+    assert container_problems(containers) == ["db health: starting"]
+    assert docker_state([*containers, state("grafana", "restarting", None)]) == "degraded"
