@@ -395,3 +395,37 @@ def test_doctor_fix_removes_a_half_made_locked_worktree_git_refuses(
     assert not Path(entry.path).exists()
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert registry.load() == {}
+
+
+def test_doctor_table_fits_the_width_and_json_keeps_the_full_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gone = tmp_path / ("a-very-long-directory-name-" * 8) / "ktrdr--gone"
+    register(Entry("ktrdr--gone", 4, str(gone), "clone", "main", registry.now_iso()))
+    monkeypatch.setenv("COLUMNS", "100")
+    out = CliRunner().invoke(cli, ["sandbox", "doctor"])
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("SEVERITY") and any("stale-entry" in line for line in lines)
+    assert max(len(line) for line in lines) <= 100
+    assert any(line.rstrip().endswith("…") for line in lines)  # cut, and visibly so
+    assert "`ktrdr sandbox doctor --json` has them" in out.stderr
+    data = json.loads(CliRunner().invoke(cli, ["sandbox", "doctor", "--json"]).stdout)
+    stale = next(p for p in data["problems"] if p["kind"] == "stale-entry")
+    assert stale["detail"] == f"{gone} is gone"
+
+
+def test_a_table_that_fits_is_printed_whole(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ktrdr.cli.output import print_table
+
+    monkeypatch.setenv("COLUMNS", "100")
+    assert print_table(["A", "B"], [("x", "y" * 50)], fit=True) is False
+    assert capsys.readouterr().out.splitlines()[1] == "x  " + "y" * 50
+
+
+def test_fit_widths_shrinks_the_widest_column_first() -> None:
+    from ktrdr.cli.output import fit_widths
+
+    assert fit_widths([8, 10, 300, 20], [8, 8, 8, 8], 100) == [8, 10, 56, 20]
+    assert fit_widths([8, 8], [8, 8], 5) == [8, 8]  # headers never cut
