@@ -119,6 +119,8 @@ def observe(containers: Sequence[Any] | None, facts: StackFacts, probes: GatePro
     answers = _probe_all(probes, urls)
     seen = Observation(state)
     _judge_api(seen, answers["health"], facts.instance_id, reasons)
+    if seen.api_responding is False:
+        _explain_silent_api(probes, services, reasons)
     _judge_workers(seen, answers, services, facts, reasons)
     answered = {key for key, answer in answers.items() if _ok(answer) and key in urls}
     answered = (answered & set(facts.worker_services)) | ({"backend"} if seen.api_ok else set())
@@ -161,6 +163,22 @@ def _judge_api(seen: Observation, answer: Any, instance_id: str, reasons: list[s
     seen.api_ok = passed
     if not passed:
         reasons.append(f"API: {detail}")
+
+
+def _explain_silent_api(probes: GateProbes, services: Sequence[Any], reasons: list[str]) -> None:
+    """A hot reload of a broken edit keeps the backend container running with a traceback at
+    the end of its log: name the exception, as the gate does."""
+    from ktrdr.cli.sandbox.gate import python_error_at_end
+
+    backend = [c for c in services if c.service == "backend" and c.state == "running"]
+    if not backend:
+        return
+    try:
+        error = python_error_at_end(probes.logs(backend[0].name, 200))
+    except Exception:  # the log is a hint only
+        return
+    if error:
+        reasons[-1] += f"; the backend's log ends in {error}"
 
 
 def _judge_workers(

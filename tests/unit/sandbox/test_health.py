@@ -241,3 +241,35 @@ def test_only_healthchecks_pending_is_starting_not_degraded() -> None:
     assert docker_state(containers) == "starting"
     assert container_problems(containers) == ["db health: starting"]
     assert docker_state([*containers, state("grafana", "restarting", None)]) == "degraded"
+
+
+class _LogsStandIn:
+    """Stands in for the engine's `docker logs` only; HTTP goes to real sockets."""
+
+    def __init__(self, real: DockerProbes, lines: list[str]) -> None:
+        self.real, self.lines = real, lines
+
+    def containers(self) -> list[ContainerState]:
+        return []
+
+    def http_get(self, url: str):  # type: ignore[no-untyped-def]
+        return self.real.http_get(url)
+
+    def logs(self, container: str, tail: int) -> list[str]:
+        return self.lines[-tail:]
+
+    def engine_view(self, container: str) -> list[str]:
+        return []
+
+
+def test_a_silent_api_names_the_exception_its_log_ends_in() -> None:
+    broken = [
+        "Traceback (most recent call last):",
+        '  File "/app/ktrdr/api/app.py", line 90',
+        "SyntaxError: invalid syntax",
+    ]
+    with stack() as (_, worker_port, _), probes() as real:
+        containers = [state("backend"), state("backtest-worker-1", ports=[worker_port])]
+        seen = observe(containers, facts(closed_port()), _LogsStandIn(real, broken))
+    api_reason = next(r for r in seen.reasons if r.startswith("API not responding"))
+    assert api_reason.endswith("; the backend's log ends in SyntaxError: invalid syntax")
