@@ -526,12 +526,12 @@ def logs(instance_id: str, root: Path, *, service: str | None, follow: bool, tai
     return result.returncode
 
 
-def container_logs(container: str, *, tail: int) -> list[str]:
+def container_logs(container: str, *, tail: int, timeout: float = QUERY_TIMEOUT) -> list[str]:
     """The last `tail` lines of one container, stdout and stderr merged in time order (a
     traceback on stderr belongs between the request lines around it); [] when unavailable."""
     result = proc.run(
         ["docker", "logs", "--timestamps", "--tail", str(tail), container],
-        timeout=QUERY_TIMEOUT,
+        timeout=timeout,
         check=False,
     )
     return merge_timestamped(result.stdout, result.stderr)[-tail:]

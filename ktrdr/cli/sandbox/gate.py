@@ -759,10 +759,12 @@ def read_report(root: Path) -> dict[str, Any] | None:
 class DockerProbes:
     """The real probes: `docker inspect` by label and HTTP to 127.0.0.1 published ports."""
 
-    def __init__(self, instance_id: str) -> None:
+    def __init__(self, instance_id: str, *, engine_timeout: float | None = None) -> None:
+        """`engine_timeout`: a shorter limit for docker queries (`status` must not hang)."""
         import httpx
 
         self.instance_id = instance_id
+        self.engine_timeout = engine_timeout
         # Proxies must never see loopback probes: trust_env=False ignores HTTP(S)_PROXY.
         self._client = httpx.Client(timeout=HTTP_TIMEOUT, trust_env=False)
 
@@ -791,7 +793,8 @@ class DockerProbes:
     def logs(self, container: str, tail: int) -> list[str]:
         from ktrdr.cli.sandbox import compose
 
-        return compose.container_logs(container, tail=tail)
+        timeout = self.engine_timeout or compose.QUERY_TIMEOUT
+        return compose.container_logs(container, tail=tail, timeout=timeout)
 
     def engine_view(self, container: str) -> list[str]:
         from ktrdr.cli.sandbox import compose

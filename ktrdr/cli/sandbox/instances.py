@@ -724,7 +724,7 @@ def _observe(
     if probes is not None:
         seen = observe(containers, facts, probes)
     else:
-        real = DockerProbes(entry.instance_id)
+        real = DockerProbes(entry.instance_id, engine_timeout=compose.LIST_TIMEOUT)
         try:
             seen = observe(containers, facts, real)
         finally:
