@@ -318,7 +318,8 @@ def _up_locked(
         passed = result.report.passed
     except KeyboardInterrupt:
         # Evidence even for an aborted start: `status` and `evidence` show what was reached.
-        write_report(instance.root, interrupted_report(instance, spec, started, last_checks))
+        if instance.root.is_dir():
+            write_report(instance.root, interrupted_report(instance, spec, started, last_checks))
         raise
     finally:
         if stack is not None:
@@ -328,6 +329,13 @@ def _up_locked(
             else:
                 stack.cancel()
         probes.close()
+    if not instance.root.is_dir():
+        # Destroyed under the gate: writing the report would recreate its directory.
+        result.report.failure = (
+            result.report.failure or "the gate finished"
+        ) + f"; {instance.root} is gone (destroyed meanwhile), so no report was written"
+        result.report.result = "failed"
+        return result
     result.report_file = write_report(instance.root, result.report)
     return result
 

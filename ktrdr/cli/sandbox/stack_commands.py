@@ -63,7 +63,7 @@ def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bo
     if as_json:
         print_json(report.as_dict())
     else:
-        render_result(report, report_file=str(result.report_file))
+        render_result(report, report_file=str(result.report_file or "not written"))
     if not report.passed:
         raise SandboxError(f"Startability Gate failed for {instance.instance_id}: {report.failure}")
 
