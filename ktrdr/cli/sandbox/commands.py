@@ -205,6 +205,7 @@ def destroy_command(
     For an `init`ed clone only its .env.sandbox and the entry are removed.
     """
     from ktrdr.cli.sandbox import registry
+    from ktrdr.cli.sandbox.heartbeat import heartbeat
     from ktrdr.cli.sandbox.instances import destroy_instance, resolve
 
     if destroy_all and name:
@@ -223,7 +224,10 @@ def destroy_command(
             progress = partial(
                 info, f"{entry.instance_id}: removing containers, volumes and files…"
             )
-            results.append(destroy_instance(entry, force=force, on_start=progress, on_wait=info))
+            with heartbeat(f"destroying {entry.instance_id}", info):
+                results.append(
+                    destroy_instance(entry, force=force, on_start=progress, on_wait=info)
+                )
         except SandboxError as e:
             if not destroy_all:
                 raise

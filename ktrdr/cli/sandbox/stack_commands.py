@@ -73,10 +73,12 @@ def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bo
 def down(name: str | None) -> None:
     """Stop the instance's containers (volumes, so its data, are kept)."""
     from ktrdr.cli.sandbox import lifecycle
+    from ktrdr.cli.sandbox.heartbeat import heartbeat
 
     instance = lifecycle.resolve(name, Path.cwd())
     info(f"Stopping instance {instance.instance_id} (slot {instance.slot})…")
-    lifecycle.down(instance, notify=info)
+    with heartbeat(f"stopping {instance.instance_id}", info):
+        lifecycle.down(instance, notify=info)
     info(f"Stopped instance {instance.instance_id} (volumes kept; `ktrdr sandbox up` restarts it)")
 
 
