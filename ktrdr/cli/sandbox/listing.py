@@ -50,7 +50,7 @@ def containers_snapshot_and_why() -> tuple[dict[str, list[Any]] | None, str | No
 
 
 def docker_status(containers: list[Any] | None) -> str:
-    """running / degraded / paused / stopped / unknown from container states alone."""
+    """running / starting / degraded / paused / stopped / unknown from container states."""
     return docker_state(containers)
 
 
