@@ -39,13 +39,18 @@ def escape(text: object) -> str:
 
 
 def print_table(
-    columns: Sequence[str], rows: Iterable[Sequence[object]], *, title: str | None = None
-) -> None:
-    """A rich table on a terminal; piped, plain columns (exact values, never folded, and no
-    rich import: agents poll `ktrdr sandbox list` in loops)."""
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    title: str | None = None,
+    fit: bool = False,
+) -> bool:
+    """A rich table on a terminal (cells folded to its width); piped, plain columns (exact
+    values, and no rich import: agents poll `ktrdr sandbox list` in loops). `fit`: piped
+    lines are cut to the width (long prose cells padded the whole table to hundreds of
+    characters); returns True when a cell was cut, so the caller can point to --json."""
     if not sys.stdout.isatty():
-        _print_plain_table(columns, rows, title=title)
-        return
+        return _print_plain_table(columns, rows, title=title, width=output_width() if fit else None)
     from rich.table import Table
 
     table = Table(title=title, box=None, pad_edge=False, header_style="bold")
@@ -54,19 +59,55 @@ def print_table(
     for row in rows:
         table.add_row(*("" if cell is None else escape(cell) for cell in row))
     console().print(table)
+    return False
+
+
+def output_width() -> int:
+    """COLUMNS, else the width of whichever of stdout/stderr is a terminal, else PIPED_WIDTH."""
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            return os.get_terminal_size(stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            continue
+    return PIPED_WIDTH
+
+
+def fit_widths(widths: list[int], minimums: list[int], total: int, gap: int = 2) -> list[int]:
+    """Shrink the widest columns, one character at a time, until the row fits `total`."""
+    fitted = list(widths)
+    while sum(fitted) + gap * (len(fitted) - 1) > total:
+        widest = max(range(len(fitted)), key=lambda i: fitted[i] - minimums[i])
+        if fitted[widest] <= minimums[widest]:
+            break  # headers alone are wider: nothing left to cut
+        fitted[widest] -= 1
+    return fitted
+
+
+def _cut(cell: str, width: int) -> str:
+    return cell if len(cell) <= width else cell[: max(0, width - 1)] + "…"
 
 
 def _print_plain_table(
-    columns: Sequence[str], rows: Iterable[Sequence[object]], *, title: str | None
-) -> None:
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    title: str | None,
+    width: int | None = None,
+) -> bool:
     cells = [list(columns)] + [["" if cell is None else str(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    if width is not None:
+        widths = fit_widths(widths, [max(len(c), 8) for c in columns], width)
+    cut = any(len(cell) > w for row in cells for cell, w in zip(row, widths, strict=True))
     lines = [title] if title else []
     for row in cells:
         lines.append(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            "  ".join(_cut(cell, w).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         )
     sys.stdout.write("\n".join(lines) + "\n")
+    return cut
 
 
 def print_fields(pairs: Iterable[tuple[str, object]]) -> None:

@@ -163,3 +163,30 @@ def test_container_logs_interleave_stdout_and_stderr_as_written() -> None:
         ]  # fmt: skip
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+@pytest.mark.docker
+def test_the_engine_s_view_of_a_silent_container_names_its_exit_code_and_health_log() -> None:
+    """What the gate shows when the failing service logged nothing."""
+    name = f"ktrdr-test-silent-{os.getpid()}"
+    if subprocess.run(["docker", "image", "inspect", SMALL_IMAGE], capture_output=True).returncode:
+        pytest.skip(f"{SMALL_IMAGE} not built (make images-offline)")
+    run = ["docker", "run", "-d", "--name", name, "--label", "ktrdr.test=1"]
+    health = ["--health-cmd", "echo db refused; exit 1", "--health-interval", "1s"]
+    subprocess.run(
+        [*run, *health, SMALL_IMAGE, "sh", "-c", "sleep 3; exit 3"],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "exited" not in _docker("inspect", "-f", "{{.State.Status}}", name):
+            assert time.monotonic() < deadline, "the container did not exit"
+            time.sleep(0.5)
+        assert compose.container_logs(name, tail=10) == []
+        view = compose.engine_view(name)
+        assert view[0].startswith("state exited, exit code 3, OOM-killed no, finished at ")
+        assert "health check exit 1: db refused" in view[1:]
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)

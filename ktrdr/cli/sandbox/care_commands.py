@@ -100,8 +100,9 @@ def doctor_command(fix: bool, as_json: bool) -> None:
         print_json(report.to_json())
     else:
         rows = [(p.severity, p.kind, p.subject, p.detail, p.fixed or "") for p in report.problems]
-        if rows:
-            print_table(["SEVERITY", "KIND", "SUBJECT", "DETAIL", "FIXED"], rows)
+        columns = ["SEVERITY", "KIND", "SUBJECT", "DETAIL", "FIXED"]
+        if rows and print_table(columns, rows, fit=True):
+            info("note: long cells were cut to the width; `ktrdr sandbox doctor --json` has them")
         for action in report.actions:
             info(f"fixed: {action}")
         info(report.summary_line())

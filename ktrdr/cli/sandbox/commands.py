@@ -68,6 +68,19 @@ def init_command(slot: int | None, as_json: bool) -> None:
 
 
 def _render_created(result: CreateResult, *, as_json: bool) -> None:
+    from ktrdr.cli.sandbox.interrupts import deferred_interrupt
+
+    # The instance exists: a Ctrl-C now must not swallow the only report of it.
+    with deferred_interrupt() as late:
+        _print_created(result, as_json=as_json)
+    if result.interrupted or late.interrupted:
+        info(
+            f"note: interrupted after instance {result.instance_id} was complete; it was kept "
+            f"(`ktrdr sandbox destroy {result.instance_id}` removes it)"
+        )
+
+
+def _print_created(result: CreateResult, *, as_json: bool) -> None:
     for skipped in result.skipped:
         info(f"note: skipped slot {skipped.slot}: {skipped.reason}")
     for note in result.notes:
@@ -101,9 +114,12 @@ def _quote(path: Path) -> str:
 @json_option
 def list_command(as_json: bool) -> None:
     """Registered instances with slot, status, API port and path (read-only)."""
-    from ktrdr.cli.sandbox.listing import list_instances
+    from ktrdr.cli.sandbox.listing import list_instances_and_engine
 
-    rows = list_instances()
+    listing = list_instances_and_engine()
+    rows = listing.rows
+    if listing.engine_problem:
+        info(f"note: STATUS unknown: {listing.engine_problem}")
     if as_json:
         print_json([row.to_json() for row in rows])
         return
@@ -116,7 +132,7 @@ def list_command(as_json: bool) -> None:
             (
                 r.entry.instance_id,
                 r.entry.slot,
-                r.status,
+                r.shown_status(),
                 r.to_json()["api_port"],
                 ago(r.entry.created_at),
                 r.entry.path,
@@ -162,10 +178,7 @@ def status_command(name: str | None, as_json: bool) -> None:
         [
             ("Instance", status.instance_id),
             ("Path", status.path),
-            (
-                "Status",
-                status.status + (f" ({status.stale_reason})" if status.stale_reason else ""),
-            ),
+            ("Status", _status_text(status.status, status.stale_reason, status.reasons)),
             ("Slot", status.slot),
             ("Branch", status.branch or "-"),
             ("Containers", counts),
@@ -191,6 +204,7 @@ def destroy_command(
     For an `init`ed clone only its .env.sandbox and the entry are removed.
     """
     from ktrdr.cli.sandbox import registry
+    from ktrdr.cli.sandbox.heartbeat import heartbeat
     from ktrdr.cli.sandbox.instances import DestroyInterrupted, destroy_many, resolve
 
     if destroy_all and name:
@@ -207,9 +221,10 @@ def destroy_command(
         info(f"{entry.instance_id}: removing containers, volumes and files…")
 
     try:
-        batch = destroy_many(
-            targets, force=force, keep_going=destroy_all, on_start=starting, on_wait=info
-        )
+        with heartbeat("destroying " + ", ".join(e.instance_id for e in targets), info):
+            batch = destroy_many(
+                targets, force=force, keep_going=destroy_all, on_start=starting, on_wait=info
+            )
     except DestroyInterrupted as e:
         info(f"\n{e.message()}")
         raise SystemExit(130) from None
@@ -228,12 +243,20 @@ def _confirm(targets: list[Entry], *, yes: bool) -> None:
             f"refusing to destroy {listed} without confirmation: stdin is not a terminal; "
             "pass --yes"
         )
-    click.confirm(
-        f"Destroy {listed}? Its containers and volumes (database) are deleted, and a worktree "
-        "directory with it",
-        abort=True,
-        err=True,
-    )
+    click.confirm(f"Destroy {listed}? {_what_goes(targets)}", abort=True, err=True)
+
+
+def _what_goes(targets: list[Entry]) -> str:
+    """Name the directories deleted (worktrees) and kept (clones): the prompt is the last
+    chance to notice a wrong path."""
+    gone = [e.path for e in targets if e.kind == "worktree"]
+    kept = [e.path for e in targets if e.kind != "worktree"]
+    text = "Containers and volumes (databases) are deleted"
+    if gone:
+        text += f", and the worktree director{'ies' if len(gone) > 1 else 'y'} {', '.join(gone)}"
+    if kept:
+        text += f"; kept: {', '.join(kept)} (only its .env.sandbox is removed)"
+    return text
 
 
 def _render_destroyed(results: list[DestroyResult], *, as_json: bool) -> None:
@@ -286,22 +309,35 @@ def prune_command(dry_run: bool, as_json: bool) -> None:
 
 
 def _live_fields(data: dict[str, Any]) -> list[tuple[str, object]]:
-    """API, workers and last gate lines (added by lifecycle.live_status when not stale)."""
-    if "api_responding" not in data:
-        return []
-    workers = data.get("workers_registered")
-    gate = data.get("last_gate")
-    gate_text = "never run"
-    if gate:
-        gate_text = f"{str(gate.get('result')).upper()} at {gate.get('finished_at')}"
-        gate_text += f" ({gate['failure']})" if gate.get("failure") else ""
-    return [
-        ("API", "responding" if data["api_responding"] else "not responding"),
-        (
-            "Workers",
-            ", ".join(f"{n} {t}" for t, n in sorted(workers.items())) or "none"
-            if workers is not None
-            else "-",
-        ),
-        ("Last gate", gate_text),
-    ]
+    """API, workers (observed just now by health.observe, when the stack runs) and the last
+    gate."""
+    fields: list[tuple[str, object]] = []
+    if data.get("api_responding") is not None:
+        api = "responding" if data["api_responding"] else "not responding"
+        wrong = [r for r in data.get("reasons", []) if r.startswith("API: ")]
+        if data["api_responding"] and wrong:
+            api = "responding, but " + wrong[0].removeprefix("API: ")
+        workers = data.get("workers_registered")
+        silent = data.get("workers_not_answering") or []
+        text = (
+            "-"
+            if workers is None
+            else ", ".join(f"{n} {t}" for t, n in sorted(workers.items())) or "none"
+        )
+        if silent:
+            text += f" ({', '.join(silent)} not answering)"
+        fields += [("API", api), ("Workers", text)]
+    if "last_gate" in data:
+        gate = data.get("last_gate")
+        gate_text = "never run"
+        if gate:
+            gate_text = f"{str(gate.get('result')).upper()} at {gate.get('finished_at')}"
+            gate_text += f" ({gate['failure']})" if gate.get("failure") else ""
+        fields.append(("Last gate", gate_text))
+    return fields
+
+
+def _status_text(state: str, stale_reason: str | None, reasons: list[str]) -> str:
+    """The verdict line: the state and why (the details below it say the same)."""
+    why = [stale_reason] if stale_reason else reasons
+    return state + (f" ({'; '.join(why)})" if why else "")

@@ -36,7 +36,9 @@ SERVICE_LABEL = "com.docker.compose.service"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 
 QUERY_TIMEOUT = 30.0
-LIST_TIMEOUT = 5.0  # `list`/`status`: a hung engine says "unknown" quickly instead of hanging
+# `list`/`status`: a hung engine says "unknown" within 5 s (with the start-up of the CLI and
+# of `docker` itself) instead of hanging.
+LIST_TIMEOUT = 4.0
 UP_TIMEOUT = 900.0
 BUILD_TIMEOUT = 3600.0
 
@@ -446,7 +448,12 @@ def containers_by_instance() -> dict[str, list[ContainerState]]:
             f"({proc.stderr_tail(e.result.stderr, 1)})"
         ) from e
     except SandboxError as e:  # no docker CLI, or the engine did not answer in time
-        raise DockerUnavailableError(f"Docker engine cannot be asked: {e}") from e
+        what = (
+            f"it did not answer within {LIST_TIMEOUT:g}s" if "did not finish" in str(e) else str(e)
+        )
+        raise DockerUnavailableError(
+            f"Docker engine at {engine_host()} cannot be asked: {what}"
+        ) from e
     grouped: dict[str, list[ContainerState]] = {}
     for line in result.stdout.splitlines():
         container = _state_from_ps_line(line)
@@ -526,15 +533,48 @@ def log_text(instance_id: str, root: Path, *, service: str | None, tail: int) ->
     return _compose(instance_id, root, args, timeout=QUERY_TIMEOUT).stdout
 
 
-def container_logs(container: str, *, tail: int) -> list[str]:
+def container_logs(container: str, *, tail: int, timeout: float = QUERY_TIMEOUT) -> list[str]:
     """The last `tail` lines of one container, stdout and stderr merged in time order (a
     traceback on stderr belongs between the request lines around it); [] when unavailable."""
     result = proc.run(
         ["docker", "logs", "--timestamps", "--tail", str(tail), container],
-        timeout=QUERY_TIMEOUT,
+        timeout=timeout,
         check=False,
     )
     return merge_timestamped(result.stdout, result.stderr)[-tail:]
+
+
+def engine_view(container: str) -> list[str]:
+    """What the engine knows of a container that logged nothing: state, exit code, OOM kill,
+    its error, and the last health-check results (from `docker inspect`)."""
+    result = proc.run(
+        ["docker", "inspect", "--type", "container", container],
+        timeout=QUERY_TIMEOUT,
+        check=False,
+        what="docker inspect",
+    )
+    try:
+        item = (json.loads(result.stdout or "[]") or [{}])[0]
+    except (json.JSONDecodeError, IndexError) as e:
+        raise SandboxError(f"docker inspect returned unreadable output: {e}") from e
+    return describe_state(item.get("State") or {}, result.stderr)
+
+
+def describe_state(state: Mapping[str, Any], stderr: str = "") -> list[str]:
+    if not state:
+        return [f"no such container ({proc.stderr_tail(stderr, 1) or 'it is gone'})"]
+    lines = [
+        f"state {state.get('Status')}, exit code {state.get('ExitCode')}, "
+        f"OOM-killed {'yes' if state.get('OOMKilled') else 'no'}"
+        + (f", finished at {state['FinishedAt']}" if state.get("Status") == "exited" else "")
+    ]
+    if state.get("Error"):
+        lines.append(f"engine error: {state['Error']}")
+    health = state.get("Health") or {}
+    for check in (health.get("Log") or [])[-3:]:
+        output = " ".join(str(check.get("Output") or "").split())[:200]
+        lines.append(f"health check exit {check.get('ExitCode')}: {output or '(no output)'}")
+    return lines
 
 
 def merge_timestamped(*streams: str) -> list[str]:

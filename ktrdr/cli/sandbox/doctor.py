@@ -65,6 +65,7 @@ class Problem:
     detail: str
     severity: Severity = "error"
     fixed: str | None = None
+    fixable: bool = False  # `doctor --fix` repairs this kind (the summary offers it only then)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -73,6 +74,7 @@ class Problem:
             "detail": self.detail,
             "severity": self.severity,
             "fixed": self.fixed,
+            "fixable": self.fixable,
         }
 
 
@@ -81,6 +83,8 @@ class DoctorReport:
     fix: bool
     problems: list[Problem] = field(default_factory=list)
     instances_checked: int = 0
+    registry_checked: bool = True  # False: the registry could not be read
+    docker_checked: bool = True  # False: no engine, so no label was looked at
 
     @property
     def open(self) -> list[Problem]:
@@ -95,7 +99,17 @@ class DoctorReport:
         return [f"{p.subject}: {p.fixed}" for p in self.problems if p.fixed]
 
     def summary_line(self) -> str:
-        checked = f"{self.instances_checked} instance(s), Docker labels, host checked"
+        """The verdict, naming only what was actually checked."""
+        parts = [f"{self.instances_checked} instance(s)"] if self.registry_checked else []
+        if self.docker_checked:
+            parts.append("Docker labels")
+        checked = ", ".join([*parts, "host"]) + " checked"
+        skipped = [
+            *([] if self.registry_checked else ["registry (unreadable)"]),
+            *([] if self.docker_checked else ["Docker resources (no engine)"]),
+        ]
+        if skipped:
+            checked += f"; not checked: {', '.join(skipped)}"
         warnings = sum(1 for p in self.open if p.severity == "warning")
         others = sum(1 for p in self.open if p.severity == "info")
         if others:
@@ -104,7 +118,12 @@ class DoctorReport:
             return f"doctor: no errors, {warnings} warning(s) to look at ({checked})"
         if self.healthy:
             return f"doctor: healthy ({checked})"
-        fix_hint = "" if self.fix else "; `ktrdr sandbox doctor --fix` repairs what is safe"
+        fixable = sum(1 for p in self.open if p.fixable)
+        fix_hint = (
+            f"; `ktrdr sandbox doctor --fix` repairs {fixable} of them"
+            if fixable and not self.fix
+            else ""
+        )
         problems = sum(1 for p in self.open if p.severity != "info")
         return f"doctor: {problems} problem(s) ({checked}){fix_hint}"
 
@@ -113,6 +132,8 @@ class DoctorReport:
             "healthy": self.healthy,
             "fix": self.fix,
             "instances_checked": self.instances_checked,
+            "registry_checked": self.registry_checked,
+            "docker_checked": self.docker_checked,
             "problems": [p.to_json() for p in self.problems],
             "actions": self.actions,
         }
@@ -129,10 +150,12 @@ class HostPaths:
 def run_doctor(*, fix: bool, host: HostPaths | None = None) -> DoctorReport:
     report = DoctorReport(fix=fix)
     engine = _check_engine(report)
+    report.docker_checked = engine
     try:
         entries = registry.load()
     except SandboxError as e:
         report.problems.append(Problem("registry", str(registry.registry_path()), str(e)))
+        report.registry_checked = False
         entries = None
     if entries is not None:
         _check_dead_claims(report, entries, fix=fix)
@@ -191,6 +214,7 @@ def _check_dead_claims(report: DoctorReport, entries: dict[str, Entry], *, fix: 
             "dead-claim",
             entry.instance_id,
             f"create did not finish (process {entry.pid} is gone); slot {entry.slot} held",
+            fixable=True,
         )
         report.problems.append(problems[entry.instance_id])
     if not fix or not problems:
@@ -235,7 +259,7 @@ def _check_stale(
     for instance_id, reason in stale.items():
         if entries[instance_id].is_dead_claim():
             continue  # already reported as a dead claim; pruned below
-        problems[instance_id] = Problem("stale-entry", instance_id, reason)
+        problems[instance_id] = Problem("stale-entry", instance_id, reason, fixable=True)
         report.problems.append(problems[instance_id])
     if not fix or not stale:
         return
@@ -385,6 +409,7 @@ def _check_env_drift(
         shown = ", ".join(f"{k}={found} (expected {want})" for k, (found, want) in drift.items())
         problem = Problem("env-drift", entry.instance_id, f".env.sandbox: {shown}")
         report.problems.append(problem)
+        problem.fixable = entry.slot not in shared_slots
         if entry.slot in shared_slots:
             # Rewriting would give this instance the ports of the other holder of its slot.
             problem.detail += f"; not rewritten while slot {entry.slot} is shared"
@@ -513,6 +538,7 @@ def _check_orphan(
         "orphan",
         group.instance_id,
         f"this home's instance is gone (not registered, no checkout): {group.names()}",
+        fixable=True,
     )
     report.problems.append(problem)
     if not fix:
@@ -628,6 +654,7 @@ def _check_inotify(
         f"{value} (< {minimum}): hot reload in several instances runs out of watches; "
         f"`sysctl fs.inotify.{path.name}={target}`",
         severity="warning",
+        fixable=os.access(path, os.W_OK),
     )
     report.problems.append(problem)
     if fix:

@@ -75,6 +75,12 @@ def check_output_path(raw: str) -> Path:
         raise SandboxError(f"--output {path} is a symlink: refusing to replace it; pass a new path")
     if path.is_dir():
         raise SandboxError(f"--output {path} is a directory: pass a file path inside it")
+    if not path.parent.is_dir():
+        # Never create directories: a typo would scatter bundles anywhere on the machine.
+        raise SandboxError(
+            f"--output {path}: directory {path.parent} does not exist; create it first or pass "
+            "a path in an existing directory"
+        )
     if path.exists() and not stat.S_ISREG(path.stat().st_mode):
         raise SandboxError(
             f"--output {path} is not a regular file (a device, FIFO or socket): refusing to "
@@ -111,7 +117,7 @@ def collect_evidence(
     )
     path = (output or unused_evidence_path(context.instance_id, prefix, ".tar.gz")).absolute()
     replaced = path.exists()
-    bundle.write(path)
+    bundle.write(path, make_parent=output is None)
     return EvidenceResult(
         context.instance_id,
         path,
@@ -141,9 +147,11 @@ class _Bundle:
     def note_missing(self, what: str) -> None:
         self.missing.append(what)
 
-    def write(self, path: Path) -> None:
+    def write(self, path: Path, *, make_parent: bool) -> None:
+        """`make_parent` only for the default path under KTRDR_HOME: never for --output."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if make_parent:
+                path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".evidence.", suffix=".tmp", dir=path.parent)
         except OSError as e:
             raise SandboxError(f"cannot write evidence to {path}: {e.strerror or e}") from e

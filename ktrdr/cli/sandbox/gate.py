@@ -60,6 +60,8 @@ class GateProbes(Protocol):
 
     def logs(self, container: str, tail: int) -> list[str]: ...
 
+    def engine_view(self, container: str) -> list[str]: ...
+
 
 class Startup(Protocol):
     """The containers being started (compose.StartingStack), watched while the gate runs."""
@@ -134,6 +136,9 @@ class GateReport:
     failing_service: str | None = None
     log_tail: list[str] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
+    # The engine's own view of the failing container (exit code, OOM kill, health log): shown
+    # when its log is empty, which is when a cause is hardest to find.
+    engine_view: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -155,6 +160,7 @@ class GateReport:
             "containers": [c.as_dict() for c in self.containers],
             "images": {c.service: c.image_id for c in self.containers if c.service},
             "log_tail": list(self.log_tail),
+            "engine_view": list(self.engine_view),
             "urls": dict(self.urls),
         }
 
@@ -629,6 +635,7 @@ def run_gate(
     return _finish(
         spec,
         probes,
+        sleep=sleep,
         checks=list(gate.checks.values()),
         containers=gate.containers,
         started_at=started_at,
@@ -644,6 +651,7 @@ def _finish(
     spec: GateSpec,
     probes: GateProbes,
     *,
+    sleep: Callable[[float], None],
     checks: list[CheckResult],
     containers: list[ContainerState],
     started_at: datetime,
@@ -654,17 +662,21 @@ def _finish(
     failing_service: str | None,
 ) -> GateReport:
     log_tail: list[str] = []
+    engine_view: list[str] = []
     if failure is not None:
-        try:
-            containers = probes.containers()  # the state at the moment of failure
-        except Exception:  # keep the last snapshot
-            pass
+        known = containers
+        containers, gone = _containers_at_failure(probes, known, failing_service, sleep)
+        if gone:
+            failure = (
+                f"the instance's containers were removed while the gate ran ({len(gone)} of "
+                f"{len(known)} gone, e.g. {gone[0]}): it was destroyed or taken down from "
+                "outside (`ktrdr sandbox destroy`/`down`, `docker compose down`), not a crash"
+                + (f" of {failing_service}" if failing_service else "")
+            )
+            failing_service = None
         container = next((c.name for c in containers if c.service == failing_service), None)
         if container is not None:
-            try:
-                log_tail = probes.logs(container, LOG_TAIL_LINES)
-            except Exception as e:  # the report still names the service
-                log_tail = [f"(logs unavailable: {e})"]
+            log_tail, engine_view = _cause(probes, container)
     urls = spec.ports.urls()
     return GateReport(
         instance_id=spec.instance_id,
@@ -680,8 +692,58 @@ def _finish(
         failing_check=failing_check,
         failing_service=failing_service,
         log_tail=log_tail,
+        engine_view=engine_view,
         urls={"api_docs": urls["api_docs"], "grafana": urls["grafana"]},
     )
+
+
+# A server that exits 0 (or on SIGTERM/SIGKILL) was stopped rather than crashed: `compose
+# down` stops every container before removing them, so look again for a moment.
+STOP_EXIT_CODES = (0, 137, 143)
+VANISH_POLLS = 6
+VANISH_POLL_S = 0.5
+
+
+def _containers_at_failure(
+    probes: GateProbes,
+    known: list[ContainerState],
+    failing_service: str | None,
+    sleep: Callable[[float], None],
+) -> tuple[list[ContainerState], list[str]]:
+    """The containers at the moment of failure, and the names of those that vanished since
+    the last snapshot (the instance was destroyed or taken down under the gate)."""
+    stopped = any(
+        c.service == failing_service and c.state == "exited" and c.exit_code in STOP_EXIT_CODES
+        for c in known
+    )
+    current = known
+    for attempt in range(VANISH_POLLS if stopped else 1):
+        if attempt:
+            sleep(VANISH_POLL_S)
+        try:
+            current = probes.containers()
+        except Exception:  # keep the last snapshot
+            return known, []
+        names = {c.name for c in current}
+        gone = sorted(c.name for c in known if c.name not in names)
+        if gone:
+            return current, gone
+    return current, []
+
+
+def _cause(probes: GateProbes, container: str) -> tuple[list[str], list[str]]:
+    """The failing container's last log lines (stdout and stderr merged, blank lines dropped)
+    and, when it logged nothing, the engine's view of it."""
+    try:
+        lines = [line for line in probes.logs(container, LOG_TAIL_LINES * 2) if line.strip()]
+    except Exception as e:  # the report still names the service
+        lines = [f"(logs unavailable: {e})"]
+    if lines:
+        return lines[-LOG_TAIL_LINES:], []
+    try:
+        return [], probes.engine_view(container)
+    except Exception as e:
+        return [], [f"(docker inspect unavailable: {e})"]
 
 
 def report_path(root: Path) -> Path:
@@ -710,10 +772,12 @@ def read_report(root: Path) -> dict[str, Any] | None:
 class DockerProbes:
     """The real probes: `docker inspect` by label and HTTP to 127.0.0.1 published ports."""
 
-    def __init__(self, instance_id: str) -> None:
+    def __init__(self, instance_id: str, *, engine_timeout: float | None = None) -> None:
+        """`engine_timeout`: a shorter limit for docker queries (`status` must not hang)."""
         import httpx
 
         self.instance_id = instance_id
+        self.engine_timeout = engine_timeout
         # Proxies must never see loopback probes: trust_env=False ignores HTTP(S)_PROXY.
         self._client = httpx.Client(timeout=HTTP_TIMEOUT, trust_env=False)
 
@@ -742,7 +806,13 @@ class DockerProbes:
     def logs(self, container: str, tail: int) -> list[str]:
         from ktrdr.cli.sandbox import compose
 
-        return compose.container_logs(container, tail=tail)
+        timeout = self.engine_timeout or compose.QUERY_TIMEOUT
+        return compose.container_logs(container, tail=tail, timeout=timeout)
+
+    def engine_view(self, container: str) -> list[str]:
+        from ktrdr.cli.sandbox import compose
+
+        return compose.engine_view(container)
 
     def close(self) -> None:
         self._client.close()

@@ -6,6 +6,9 @@ Progress (the check lines) goes to stderr; the verdict and URLs go to stdout.
 from __future__ import annotations
 
 import sys
+import threading
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -31,19 +34,81 @@ def check_line(check: CheckResult) -> str:
     return f"  {check.title}" + (f" — {check.detail}" if check.detail else "")
 
 
+# Without a terminal (agents, CI) there is no spinner: a line at least this often says what is
+# awaited, so a silent pipe never looks like a hang.
+PROGRESS_EVERY_S = 4.0
+DETAIL_CHARS = 90
+
+
+def progress_line(checks: list[CheckResult], elapsed: float) -> str:
+    """`… 12s: waiting for Backend healthy (health: not answering); Workers registered`."""
+    pending = [c for c in checks if c.status == "pending"]
+    if not pending:
+        return f"… {elapsed:.0f}s: confirming the checks passed"
+    parts = []
+    for check in pending:
+        detail = (
+            check.detail
+            if len(check.detail) <= DETAIL_CHARS
+            else (check.detail[: DETAIL_CHARS - 1] + "…")
+        )
+        parts.append(f"{check.title} ({detail})" if detail else check.title)
+    return f"… {elapsed:.0f}s: waiting for " + "; ".join(parts)
+
+
 class GateRenderer:
     """Call `update(checks)` from the gate's on_update; use as a context manager."""
 
-    def __init__(self, *, live: bool | None = None, err: Console | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        live: bool | None = None,
+        err: Console | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.err = err or console(stderr=True)
         self.live_mode = self.err.is_terminal if live is None else live
         self._live: Live | None = None
         self._printed: set[str] = set()
+        self._clock = clock
+        self._started = self._last_line = clock()
+        self._checks: list[CheckResult] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def _print(self, text: str, *, soft_wrap: bool = False) -> None:
+        """soft_wrap: one physical line however long (a log reader greps lines)."""
+        with self._lock:
+            self.err.print(text, soft_wrap=soft_wrap)
+            self._last_line = self._clock()
+
+    def tick(self) -> None:
+        """A progress line when nothing was printed for PROGRESS_EVERY_S (plain mode only).
+        Called by the gate's updates and by a ticker thread, which covers a probe that
+        blocks the gate's loop."""
+        now = self._clock()
+        if self.live_mode or now - self._last_line < PROGRESS_EVERY_S:
+            return
+        if self._checks:
+            line = progress_line(self._checks, now - self._started)
+        else:
+            line = f"… {now - self._started:.0f}s: starting the containers"
+        self._print("  " + escape(line), soft_wrap=True)
+
+    def _tick_until_stopped(self) -> None:
+        while not self._stop.wait(0.5):
+            self.tick()
 
     def step(self, message: str) -> None:
-        self.err.print(escape(message))
+        self._print(escape(message))
 
     def __enter__(self) -> GateRenderer:
+        if not self.live_mode:
+            self._ticker = threading.Thread(
+                target=self._tick_until_stopped, name="gate-progress", daemon=True
+            )
+            self._ticker.start()
         return self
 
     def __exit__(
@@ -52,6 +117,10 @@ class GateRenderer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
         if self._live is not None:
             self._live.__exit__(exc_type, exc, tb)
             self._live = None
@@ -60,10 +129,12 @@ class GateRenderer:
         if self.live_mode:
             self._live_update(checks)
             return
+        self._checks = list(checks)
         for check in checks:  # plain: one line per check, once it is decided
             if check.status != "pending" and check.key not in self._printed:
                 self._printed.add(check.key)
-                self.err.print("  " + escape(check_line(check)))
+                self._print("  " + escape(check_line(check)))
+        self.tick()
 
     def _live_update(self, checks: list[CheckResult]) -> None:
         # Started on the first update, so nothing blank is drawn while containers start.
@@ -122,9 +193,14 @@ def render_result(report: GateReport, *, report_file: str) -> None:
             )
     else:
         out.print("Containers: none")
-    if report.failing_service:
-        out.print(f"Last {len(report.log_tail)} log lines of {escape(report.failing_service)}:")
+    if report.failing_service and report.log_tail:
+        service = escape(report.failing_service)
+        out.print(f"Last {len(report.log_tail)} log lines of {service} (stdout and stderr):")
         for line in report.log_tail:
+            out.print(f"  | {escape(line)}")
+    elif report.failing_service:
+        out.print(f"{escape(report.failing_service)} logged nothing; the engine says:")
+        for line in report.engine_view or ["(nothing: the container is gone)"]:
             out.print(f"  | {escape(line)}")
     out.print(f"Report: {escape(report_file)}")
     sys.stdout.flush()

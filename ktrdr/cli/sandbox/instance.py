@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,20 +43,21 @@ def instance_id_for(directory: Path) -> str:
     return slug
 
 
-def validate_create_name(name: str) -> str:
+def validate_create_name(name: str, *, max_length: int = MAX_NAME_LENGTH) -> str:
     """Refuse names that could escape the parent directory, look like options or need guessing.
 
-    Allowed: ASCII letters, digits, '.', '_', '-', starting with a letter or digit, at most 63
-    characters (git's branch-name rules are checked separately by `git check-ref-format`).
+    Allowed: ASCII letters, digits, '.', '_', '-', starting with a letter or digit, at most
+    `max_length` characters (git's branch-name rules are checked separately by
+    `git check-ref-format`).
     """
-    suggestion = slugify(name)
+    suggestion = suggest_name(name, max_length=max_length)
     hint = f"; try {suggestion!r}" if suggestion and suggestion != name else ""
     if not name:
         raise SandboxError("invalid instance name: it is empty; pass a name like 'feat-a'")
-    if len(name) > MAX_NAME_LENGTH:
+    if len(name) > max_length:
         raise SandboxError(
             f"invalid instance name {name[:20]!r}…: {len(name)} characters, at most "
-            f"{MAX_NAME_LENGTH} allowed{hint[:80]}"
+            f"{max_length} allowed{hint[:80]}"
         )
     if not _NAME_RE.fullmatch(name):
         raise SandboxError(
@@ -69,6 +71,27 @@ def validate_create_name(name: str) -> str:
             f"'.' or '.lock'{hint}"
         )
     return name
+
+
+def max_name_length(checkout_name: str) -> int:
+    """The longest create NAME in a checkout: the id `<checkout slug>--NAME` is cut at 63
+    characters, and two names differing only past the cut would share one id."""
+    return max(0, min(MAX_NAME_LENGTH, MAX_ID_LENGTH - len(slugify(checkout_name)) - 2))
+
+
+def suggest_name(name: str, *, max_length: int = MAX_NAME_LENGTH) -> str | None:
+    """A valid name close to `name` ('föö' -> 'foo', 'my feat' -> 'my-feat'), or None when
+    too little of it survives (a name of only non-Latin letters)."""
+    ascii_text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_text)
+    text = re.sub(r"\.{2,}", ".", text)
+    text = re.sub(r"^[^A-Za-z0-9]+", "", text)[:max_length]
+    text = text.removesuffix(".lock").rstrip(".-")
+    # Dropping most of the name would suggest something unrelated ('日本x' -> 'x').
+    letters = sum(ch.isalnum() for ch in name)
+    if not text or sum(ch.isalnum() for ch in text) * 2 < letters:
+        return None
+    return text
 
 
 def project_name(instance_id: str, owner: str) -> str:

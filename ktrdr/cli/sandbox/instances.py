@@ -28,15 +28,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ktrdr.cli.sandbox import machine_slots, registry, worktree
 from ktrdr.cli.sandbox.allocation import Allocation, BusyPort, SkippedSlot, allocate, probe_slots
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.health import ONE_SHOT_SERVICES
 from ktrdr.cli.sandbox.home import unused_evidence_path
 from ktrdr.cli.sandbox.instance import (
+    MAX_ID_LENGTH,
     find_instance_root,
     instance_id_for,
+    max_name_length,
     new_settings,
     read_env,
     render_env,
@@ -45,18 +48,22 @@ from ktrdr.cli.sandbox.instance import (
     validate_images,
     write_env_file,
 )
+from ktrdr.cli.sandbox.interrupts import deferred_interrupt
+from ktrdr.cli.sandbox.listing import compose_module as _compose
 from ktrdr.cli.sandbox.listing import (
-    ONE_SHOT_SERVICES,
     containers_snapshot,
+    containers_snapshot_and_why,
     entry_status,
     stale_reason,
 )
-from ktrdr.cli.sandbox.listing import compose_module as _compose
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, ports_for_slot
 from ktrdr.cli.sandbox.proc import run
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.shared_data import shared_root
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
+
+if TYPE_CHECKING:
+    from ktrdr.cli.sandbox.gate import GateProbes
 
 # --- create / init -----------------------------------------------------------------------
 
@@ -72,6 +79,7 @@ class CreateResult:
     new_branch: bool = False
     skipped: list[SkippedSlot] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C arrived after the instance was registered
 
     def urls(self) -> dict[str, str]:
         return ports_for_slot(self.slot).urls()
@@ -110,16 +118,15 @@ def create_instance(
     top = worktree.main_checkout(here)
     if top != here and branch is None and base is None:
         base = worktree.head_commit(here)  # from inside an instance: start where the user is
+    check_name_fits(name, top)
     path = top.parent / f"{top.name}--{name}"
     if path.parent != top.parent:  # unreachable after validation; never write outside it
         raise SandboxError(f"refusing instance path {path}: it leaves {top.parent}")
     instance_id = instance_id_for(path)
-    existing = registry.load().get(instance_id)
+    entries = registry.load()
+    existing = entries.get(instance_id)
     if existing is not None:  # before the branch checks, whose hints would lead nowhere
-        raise SandboxError(
-            f"instance {instance_id} already exists at {existing.path} (slot {existing.slot}): "
-            f"cd there and `ktrdr sandbox up`, or pick another name"
-        )
+        raise SandboxError(_exists_message(name, existing, top=top, entries=entries))
     if branch is None:
         worktree.check_branch_name(top, name)
         if worktree.branch_exists(top, name):
@@ -160,7 +167,10 @@ def create_instance(
             )
             env_file = write_env_file(path, render_env(settings, command="ktrdr sandbox create"))
             worktree.ensure_excluded(top)
-        _finish_claim(instance_id)
+        # Registering is the point of no return: a Ctrl-C from here on must neither roll back
+        # a registered instance nor hide that it was made.
+        with deferred_interrupt() as late:
+            _finish_claim(instance_id)
     except BaseException as error:
         # `path` and the new branch did not exist before (checked above), so whatever is
         # there now was made by this create, even when `git worktree add` failed halfway.
@@ -173,6 +183,7 @@ def create_instance(
         )
         raise
     return CreateResult(
+        interrupted=late.interrupted,
         instance_id=instance_id,
         slot=claim.slot,
         path=path,
@@ -183,6 +194,46 @@ def create_instance(
         skipped=claim.skipped,
         notes=notes,
     )
+
+
+def check_name_fits(name: str, top: Path) -> None:
+    """The length limit as this checkout makes it: ids are `<checkout>--NAME`, at most 63."""
+    limit = max_name_length(top.name)
+    if len(name) > limit:
+        raise SandboxError(
+            f"invalid instance name {name[:20]!r}…: {len(name)} characters, at most {limit} "
+            f"in checkout {top.name!r} (the instance id {slugify(top.name)}--NAME has at most "
+            f"{MAX_ID_LENGTH} characters); pick a shorter name"
+        )
+
+
+def _exists_message(name: str, existing: Entry, *, top: Path, entries: dict[str, Entry]) -> str:
+    """Same name: where it is. Another name with the same id ('a.b' and 'a-b', 'UPPER' and
+    'upper'): which one, why they collide, and a name that does not."""
+    where = f"at {existing.path} (slot {existing.slot})"
+    if existing.name in (None, name):
+        return (
+            f"instance {existing.instance_id} already exists {where}: cd there and "
+            "`ktrdr sandbox up`, or pick another name"
+        )
+    free = _distinct_name(name, top, entries)
+    return (
+        f"instance name {name!r} collides with existing instance {existing.name!r} "
+        f"({existing.instance_id}, {where}): ids are lowercase with runs of other characters "
+        "as '-', so both map to the same id; "
+        + (f"pick a distinct name such as {free!r}" if free else "pick a distinct name")
+    )
+
+
+def _distinct_name(name: str, top: Path, entries: dict[str, Entry]) -> str | None:
+    limit = max_name_length(top.name)
+    for n in range(2, 100):
+        suffix = f"-{n}"
+        candidate = name[: limit - len(suffix)].rstrip(".-") + suffix
+        path = top.parent / f"{top.name}--{candidate}"
+        if slugify(path.name) not in entries and not os.path.lexists(path):
+            return candidate
+    return None
 
 
 @dataclass
@@ -587,7 +638,8 @@ class InstanceStatus:
     containers_total: int | None = None
     containers_running: int | None = None
     containers_healthy: int | None = None
-    live: dict[str, Any] | None = None  # API, workers, last gate (lifecycle.live_status)
+    reasons: list[str] = field(default_factory=list)  # why not `running`, observed just now
+    live: dict[str, Any] | None = None  # API, workers (health.observe), last gate
 
     def to_json(self) -> dict[str, Any]:
         ports = ports_for_slot(self.slot)
@@ -601,6 +653,7 @@ class InstanceStatus:
             "branch": self.branch,
             "created_at": self.created_at,
             "stale_reason": self.stale_reason,
+            "reasons": self.reasons,
             "ports": ports.all_ports(),
             "urls": ports.urls(),
             "containers": {
@@ -612,7 +665,9 @@ class InstanceStatus:
         }
 
 
-def instance_status(name: str | None, *, cwd: Path) -> InstanceStatus:
+def instance_status(
+    name: str | None, *, cwd: Path, probes: GateProbes | None = None
+) -> InstanceStatus:
     """Identity, slot and Docker state of one instance (by name, or the one containing cwd).
     An unregistered `.env.sandbox` still reports what the file says."""
     if name is None:
@@ -620,7 +675,7 @@ def instance_status(name: str | None, *, cwd: Path) -> InstanceStatus:
         if root is not None and _entry_for_root(registry.load(), root) is None:
             return _unregistered_status(root)
     entry = resolve(name, cwd=cwd)
-    snapshot = containers_snapshot()
+    snapshot, engine_problem = containers_snapshot_and_why()
     result = InstanceStatus(
         instance_id=entry.instance_id,
         slot=entry.slot,
@@ -632,15 +687,68 @@ def instance_status(name: str | None, *, cwd: Path) -> InstanceStatus:
         created_at=entry.created_at,
         stale_reason=stale_reason(entry),
     )
-    _count_containers(result, snapshot)
+    if result.status == "unknown" and engine_problem:
+        result.reasons = [engine_problem]
+    if result.status in ("running", "starting", "degraded", "paused"):
+        _observe(result, entry, snapshot, probes)
+    else:
+        _count_containers(result, snapshot)
     if stale_reason(entry) is None:
-        from ktrdr.cli.sandbox.lifecycle import live_status
+        from ktrdr.cli.sandbox.gate import read_report
 
-        result.live = live_status(slot=entry.slot, root=entry.root).to_json()
+        result.live = {**(result.live or {}), "last_gate": last_gate(read_report(entry.root))}
     return result
 
 
-def _count_containers(result: InstanceStatus, snapshot: dict[str, list[Any]] | None) -> None:
+def _observe(
+    result: InstanceStatus,
+    entry: Entry,
+    snapshot: dict[str, list[Any]] | None,
+    probes: GateProbes | None,
+) -> None:
+    """The state from fresh probes of the API and each worker (health.observe); containers
+    whose service did not answer just now are not counted healthy, whatever Docker says."""
+    from ktrdr.cli.sandbox import compose  # the compose file's facts (not the engine)
+    from ktrdr.cli.sandbox.gate import DockerProbes
+    from ktrdr.cli.sandbox.health import StackFacts, observe
+
+    try:
+        facts = StackFacts(
+            instance_id=entry.instance_id,
+            api_port=ports_for_slot(entry.slot).api,
+            worker_services=compose.worker_services(entry.root),
+            expected_workers=compose.expected_workers(entry.root),
+        )
+    except SandboxError:  # no readable compose file: judge the API alone
+        facts = StackFacts(entry.instance_id, ports_for_slot(entry.slot).api, {}, {})
+    containers = (snapshot or {}).get(entry.instance_id, [])
+    if probes is not None:
+        seen = observe(containers, facts, probes)
+    else:
+        real = DockerProbes(entry.instance_id, engine_timeout=compose.LIST_TIMEOUT)
+        try:
+            seen = observe(containers, facts, real)
+        finally:
+            real.close()
+    result.status = seen.state
+    result.reasons = seen.reasons
+    result.live = {k: v for k, v in seen.to_json().items() if k not in ("status", "reasons")}
+    silent = set(seen.silent_workers) | (set() if seen.api_ok else {"backend"})
+    _count_containers(result, snapshot, not_answering=silent)
+
+
+def last_gate(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not report:
+        return None
+    return {key: report.get(key) for key in ("result", "finished_at", "duration_s", "failure")}
+
+
+def _count_containers(
+    result: InstanceStatus,
+    snapshot: dict[str, list[Any]] | None,
+    *,
+    not_answering: set[str] | frozenset[str] = frozenset(),
+) -> None:
     if snapshot is None:
         return  # counts stay None: "Docker not reachable"
     containers = [
@@ -649,7 +757,7 @@ def _count_containers(result: InstanceStatus, snapshot: dict[str, list[Any]] | N
     result.containers_total = len(containers)
     result.containers_running = sum(1 for c in containers if c.state == "running")
     result.containers_healthy = sum(
-        1 for c in containers if c.state == "running" and c.health in (None, "healthy")
+        1 for c in containers if c.healthy and c.service not in not_answering
     )
 
 

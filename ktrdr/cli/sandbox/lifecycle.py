@@ -78,9 +78,9 @@ class UpResult:
         )
 
 
-def resolve(name: str | None, cwd: Path) -> Instance:
+def resolve(name: str | None, cwd: Path, *, name_hint: str = "pass an instance NAME") -> Instance:
     """The instance named `name` (registry id or create NAME), else the one whose
-    `.env.sandbox` is in `cwd` or a parent."""
+    `.env.sandbox` is in `cwd` or a parent. `name_hint` says how this command takes a name."""
     if name:
         from ktrdr.cli.sandbox.instances import resolve as resolve_entry
 
@@ -91,7 +91,7 @@ def resolve(name: str | None, cwd: Path) -> Instance:
             raise SandboxError(
                 f"no {SANDBOX_ENV_FILENAME} in {cwd} or its parents: this is not a sandbox "
                 "instance; run `ktrdr sandbox create NAME` (new worktree) or "
-                "`ktrdr sandbox init` (this checkout), or pass an instance NAME"
+                f"`ktrdr sandbox init` (this checkout), or {name_hint}"
             )
         root = found.parent
     env_path = root / SANDBOX_ENV_FILENAME
@@ -336,7 +336,8 @@ def _up_locked(
         passed = result.report.passed
     except KeyboardInterrupt:
         # Evidence even for an aborted start: `status` and `evidence` show what was reached.
-        write_report(instance.root, interrupted_report(instance, spec, started, last_checks))
+        if instance.root.is_dir():
+            write_report(instance.root, interrupted_report(instance, spec, started, last_checks))
         raise
     finally:
         if stack is not None:
@@ -346,6 +347,13 @@ def _up_locked(
             else:
                 stack.cancel()
         probes.close()
+    if not instance.root.is_dir():
+        # Destroyed under the gate: writing the report would recreate its directory.
+        result.report.failure = (
+            result.report.failure or "the gate finished"
+        ) + f"; {instance.root} is gone (destroyed meanwhile), so no report was written"
+        result.report.result = "failed"
+        return result
     result.report_file = write_report(instance.root, result.report)
     return result
 
@@ -475,53 +483,3 @@ def _check_logs(instance: Instance, service: str | None) -> None:
             f"instance {instance.instance_id} has no containers (it is down, and `down` removes "
             "them with their logs): `ktrdr sandbox up` first"
         )
-
-
-@dataclass(frozen=True)
-class LiveStatus:
-    """What `status` adds from a quick look at the running stack and the last gate report."""
-
-    api_responding: bool
-    api_instance_id: str | None
-    workers: dict[str, int] | None  # registered and reachable, per type; None if API is down
-    last_gate: dict[str, object] | None
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "api_responding": self.api_responding,
-            "api_instance_id": self.api_instance_id,
-            "workers_registered": self.workers,
-            "last_gate": self.last_gate,
-        }
-
-
-def live_status(*, slot: int, root: Path, timeout: float = 1.0) -> LiveStatus:
-    """Probe the API on the slot's published port (short timeout) and read the gate report."""
-    import httpx
-
-    from ktrdr.cli.sandbox.gate import read_report
-
-    base = f"http://127.0.0.1:{ports_for_slot(slot).api}/api/v1"
-    api_id: str | None = None
-    workers: dict[str, int] | None = None
-    responding = False
-    with httpx.Client(timeout=timeout, trust_env=False) as client:
-        try:
-            body = client.get(f"{base}/health").json()
-            responding = True
-            api_id = str(body.get("instance_id")) if isinstance(body, dict) else None
-            listed = client.get(f"{base}/workers").json()
-            workers = {}
-            for worker in listed if isinstance(listed, list) else []:
-                if isinstance(worker, dict) and worker.get("status") != "unreachable":
-                    kind = str(worker.get("worker_type"))
-                    workers[kind] = workers.get(kind, 0) + 1
-        except (httpx.HTTPError, ValueError):
-            pass
-    report = read_report(root)
-    last_gate = (
-        {key: report.get(key) for key in ("result", "finished_at", "duration_s", "failure")}
-        if report
-        else None
-    )
-    return LiveStatus(responding, api_id, workers, last_gate)

@@ -10,11 +10,10 @@ from typing import Any
 
 from ktrdr.cli.sandbox import registry
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.health import container_problems, docker_state
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
-
-ONE_SHOT_SERVICES = frozenset({"migrate", "e2e-tests"})
 
 
 def compose_module() -> ModuleType:
@@ -38,25 +37,21 @@ def stale_reason(entry: Entry) -> str | None:
 
 def containers_snapshot() -> dict[str, list[Any]] | None:
     """All instances' containers from ONE Docker query, or None when no engine answers."""
+    return containers_snapshot_and_why()[0]
+
+
+def containers_snapshot_and_why() -> tuple[dict[str, list[Any]] | None, str | None]:
+    """(snapshot, None), or (None, why the engine could not be asked)."""
     try:  # no separate engine ping: an unreachable engine raises DockerUnavailableError
         grouped: dict[str, list[Any]] = compose_module().containers_by_instance()
-    except SandboxError:
-        return None
-    return grouped
+    except SandboxError as e:
+        return None, str(e)
+    return grouped, None
 
 
 def docker_status(containers: list[Any] | None) -> str:
-    """running / paused / partial / stopped from container states; one-shot services do not
-    count. `paused` when any of the instance's containers is frozen (`up` thaws them)."""
-    if containers is None:
-        return "unknown"
-    services = [c for c in containers if c.service not in ONE_SHOT_SERVICES]
-    if any(c.state == "paused" for c in services):
-        return "paused"
-    running = sum(1 for c in services if c.state == "running")
-    if not services or running == 0:
-        return "stopped"
-    return "running" if running == len(services) else "partial"
+    """running / starting / degraded / paused / stopped / unknown from container states."""
+    return docker_state(containers)
 
 
 def entry_status(entry: Entry, snapshot: dict[str, list[Any]] | None) -> str:
@@ -73,22 +68,46 @@ def entry_status(entry: Entry, snapshot: dict[str, list[Any]] | None) -> str:
 class InstanceRow:
     entry: Entry
     status: str
+    reasons: list[str]  # why not `running`, from container states (list probes nothing else)
+
+    def shown_status(self) -> str:
+        """The STATUS cell: the word, plus the first reason when degraded or paused."""
+        if not self.reasons or self.status not in ("degraded", "starting", "paused"):
+            return self.status
+        more = f" +{len(self.reasons) - 1}" if len(self.reasons) > 1 else ""
+        return f"{self.status} ({self.reasons[0]}{more})"
 
     def to_json(self) -> dict[str, Any]:
         ports = ports_for_slot(self.entry.slot)
         return {
             **self.entry.to_json(),
             "status": self.status,
+            "reasons": self.reasons,
             "api_port": ports.api,
             "api_url": ports.urls()["api"],
         }
 
 
+@dataclass
+class Listing:
+    rows: list[InstanceRow]
+    engine_problem: str | None = None  # why STATUS is `unknown`
+
+
 def list_instances() -> list[InstanceRow]:
+    return list_instances_and_engine().rows
+
+
+def list_instances_and_engine() -> Listing:
     """Every registered instance with its status. Read-only: never writes the registry."""
     entries = registry.load()
-    snapshot = containers_snapshot() if entries else None
-    return [
-        InstanceRow(entry, entry_status(entry, snapshot))
-        for entry in sorted(entries.values(), key=lambda e: (e.slot, e.instance_id))
-    ]
+    snapshot, why = containers_snapshot_and_why() if entries else (None, None)
+    rows = []
+    for entry in sorted(entries.values(), key=lambda e: (e.slot, e.instance_id)):
+        status = entry_status(entry, snapshot)
+        containers = (snapshot or {}).get(entry.instance_id, [])
+        reasons = (
+            container_problems(containers) if status in ("degraded", "starting", "paused") else []
+        )
+        rows.append(InstanceRow(entry, status, reasons))
+    return Listing(rows, why)

@@ -150,7 +150,9 @@ def _parse_data(raw: bytes) -> dict[str, Entry]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise _Invalid(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+        # json's messages may end in "at" ("Unterminated string starting at"): one "at" only.
+        message = e.msg.removesuffix(" at")
+        raise _Invalid(f"not valid JSON: {message} at line {e.lineno} column {e.colno}") from e
     if not isinstance(data, dict) or not isinstance(data.get("instances"), dict):
         raise _Invalid("no 'instances' object")
     version = data.get("version")

@@ -58,7 +58,7 @@ def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bo
         info("Containers started; gate skipped (--no-gate)")
         return
     if not as_json:
-        render_result(report, report_file=str(result.report_file))
+        render_result(report, report_file=str(result.report_file or "not written"))
     failure = result.failure()
     if failure is not None:
         raise failure
@@ -69,10 +69,12 @@ def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bo
 def down(name: str | None) -> None:
     """Stop the instance's containers (volumes, so its data, are kept)."""
     from ktrdr.cli.sandbox import lifecycle
+    from ktrdr.cli.sandbox.heartbeat import heartbeat
 
     instance = lifecycle.resolve(name, Path.cwd())
     info(f"Stopping instance {instance.instance_id} (slot {instance.slot})…")
-    lifecycle.down(instance, notify=info)
+    with heartbeat(f"stopping {instance.instance_id}", info):
+        lifecycle.down(instance, notify=info)
     info(f"Stopped instance {instance.instance_id} (volumes kept; `ktrdr sandbox up` restarts it)")
 
 
@@ -91,7 +93,7 @@ def logs(service: str | None, follow: bool, tail: int, name: str | None) -> None
     """Show the logs of every service, or of SERVICE (e.g. backend, db, backtest-worker-1)."""
     from ktrdr.cli.sandbox import lifecycle
 
-    instance = lifecycle.resolve(name, Path.cwd())
+    instance = lifecycle.resolve(name, Path.cwd(), name_hint="pass --instance NAME")
     try:
         code = lifecycle.logs(instance, service=service, follow=follow, tail=tail)
     except KeyboardInterrupt:  # the normal way to stop `--follow`: nothing to report

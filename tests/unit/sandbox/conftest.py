@@ -30,6 +30,12 @@ class Container:
     health: str | None = None
     name: str = ""
     instance_id: str = ""
+    exit_code: int | None = None
+    ports: list[int] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "running" and self.health in (None, "healthy")
 
 
 @dataclass

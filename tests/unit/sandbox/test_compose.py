@@ -238,3 +238,27 @@ def test_timestamped_streams_merge_in_time_order_without_their_stamps() -> None:
         "GET /workers 200",
         "",
     ]
+
+
+def test_the_engine_s_view_names_exit_code_oom_kill_error_and_health_log() -> None:
+    state = {
+        "Status": "exited",
+        "ExitCode": 137,
+        "OOMKilled": True,
+        "Error": "",
+        "FinishedAt": "2026-12-03T02:00:00Z",
+        "Health": {
+            "Log": [
+                {"ExitCode": 1, "Output": "pg_isready: no response\n"},
+                {"ExitCode": 1, "Output": "FATAL:  password authentication failed\n  for user"},
+            ]
+        },
+    }
+    lines = compose.describe_state(state)
+    assert lines[0] == (
+        "state exited, exit code 137, OOM-killed yes, finished at 2026-12-03T02:00:00Z"
+    )
+    assert lines[-1] == ("health check exit 1: FATAL: password authentication failed for user")
+    assert compose.describe_state({}, "Error: No such container: x\n") == [
+        "no such container (Error: No such container: x)"
+    ]

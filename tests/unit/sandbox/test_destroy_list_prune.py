@@ -323,7 +323,7 @@ def test_list_shows_docker_status_from_one_query(repo: Path, docker: DockerStand
     }
     out = CliRunner().invoke(cli, ["sandbox", "list", "--json"])
     statuses = {r["instance_id"]: r["status"] for r in json.loads(out.stdout)}
-    assert statuses == {"ktrdr--a": "running", "ktrdr--b": "partial", "ktrdr--c": "stopped"}
+    assert statuses == {"ktrdr--a": "running", "ktrdr--b": "degraded", "ktrdr--c": "stopped"}
     assert docker.queries == 1
 
 
@@ -397,12 +397,15 @@ def test_status_from_inside_an_instance_shows_slot_ports_and_urls(
     monkeypatch.chdir(created.path)
     out = CliRunner().invoke(cli, ["sandbox", "status", "--json"])
     data = json.loads(out.stdout)
-    assert (data["instance_id"], data["slot"], data["status"]) == ("ktrdr--feat-b", 2, "running")
+    # db still starting, and no API of this instance answers on 8002: degraded, saying why.
+    assert (data["instance_id"], data["slot"], data["status"]) == ("ktrdr--feat-b", 2, "degraded")
+    assert "db health: starting" in data["reasons"]
     assert data["ports"]["api"] == 8002 and data["ports"]["db"] == 5434
     assert data["urls"]["grafana"] == "http://localhost:3002"
-    assert data["containers"] == {"total": 2, "running": 2, "healthy": 1}
+    # The backend is not counted healthy: its API did not answer for this instance just now.
+    assert data["containers"] == {"total": 2, "running": 2, "healthy": 0}
     text = CliRunner().invoke(cli, ["sandbox", "status", "feat-b"])
-    assert "1/2 healthy" in text.stdout and "http://localhost:8002" in text.stdout
+    assert "0/2 healthy" in text.stdout and "http://localhost:8002" in text.stdout
 
 
 def test_status_outside_any_instance_explains_what_to_do(tmp_path: Path) -> None:

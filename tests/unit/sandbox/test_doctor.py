@@ -279,7 +279,10 @@ def test_doctor_fix_counts_the_instances_left_after_it_drops_stale_ones(
     assert next(p for p in report.problems if p.kind == "stale-entry").fixed
     assert report.instances_checked == 1 and list(registry.load()) == [repo.name]
     result = CliRunner().invoke(cli, ["sandbox", "doctor"])
-    assert "(1 instance(s), Docker labels, host checked)" in result.stderr
+    # No engine in unit tests: the summary says Docker was not checked rather than claiming it.
+    assert "(1 instance(s), host checked; not checked: Docker resources (no engine))" in (
+        result.stderr
+    )
 
 
 def test_doctor_reports_a_corrupt_registry_and_leaves_it_untouched(tmp_path: Path) -> None:
@@ -358,9 +361,26 @@ def test_the_summary_line_names_remaining_warnings_instead_of_calling_them_healt
     assert report.summary_line() == "doctor: healthy (2 instance(s), Docker labels, host checked)"
     report.problems.append(Problem("destroy-unfinished", "x", "rerun destroy", severity="warning"))
     assert report.summary_line().startswith("doctor: no errors, 1 warning(s) to look at (")
-    report.problems.append(Problem("orphan", "y", "leftovers"))
+    report.problems.append(Problem("orphan", "y", "leftovers", fixable=True))
     assert report.summary_line().startswith("doctor: 2 problem(s) (2 instance(s)")
-    assert report.summary_line().endswith("`ktrdr sandbox doctor --fix` repairs what is safe")
+    assert report.summary_line().endswith("`ktrdr sandbox doctor --fix` repairs 1 of them")
+
+
+def test_the_summary_offers_fix_only_for_what_fix_repairs() -> None:
+    report = DoctorReport(fix=False, instances_checked=0, registry_checked=False)
+    report.problems.append(Problem("registry", "/x/instances.json", "corrupt"))
+    line = report.summary_line()
+    assert "--fix" not in line
+    assert "not checked: registry (unreadable)" in line and "0 instance(s)" not in line
+
+
+def test_the_summary_does_not_claim_docker_was_checked_without_an_engine() -> None:
+    report = DoctorReport(fix=False, instances_checked=1, docker_checked=False)
+    line = report.summary_line()
+    assert "Docker labels" not in line
+    assert line == (
+        "doctor: healthy (1 instance(s), host checked; not checked: Docker resources (no engine))"
+    )
 
 
 def test_doctor_fix_removes_a_half_made_locked_worktree_git_refuses(
@@ -375,3 +395,37 @@ def test_doctor_fix_removes_a_half_made_locked_worktree_git_refuses(
     assert not Path(entry.path).exists()
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert registry.load() == {}
+
+
+def test_doctor_table_fits_the_width_and_json_keeps_the_full_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gone = tmp_path / ("a-very-long-directory-name-" * 8) / "ktrdr--gone"
+    register(Entry("ktrdr--gone", 4, str(gone), "clone", "main", registry.now_iso()))
+    monkeypatch.setenv("COLUMNS", "100")
+    out = CliRunner().invoke(cli, ["sandbox", "doctor"])
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("SEVERITY") and any("stale-entry" in line for line in lines)
+    assert max(len(line) for line in lines) <= 100
+    assert any(line.rstrip().endswith("…") for line in lines)  # cut, and visibly so
+    assert "`ktrdr sandbox doctor --json` has them" in out.stderr
+    data = json.loads(CliRunner().invoke(cli, ["sandbox", "doctor", "--json"]).stdout)
+    stale = next(p for p in data["problems"] if p["kind"] == "stale-entry")
+    assert stale["detail"] == f"{gone} is gone"
+
+
+def test_a_table_that_fits_is_printed_whole(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ktrdr.cli.output import print_table
+
+    monkeypatch.setenv("COLUMNS", "100")
+    assert print_table(["A", "B"], [("x", "y" * 50)], fit=True) is False
+    assert capsys.readouterr().out.splitlines()[1] == "x  " + "y" * 50
+
+
+def test_fit_widths_shrinks_the_widest_column_first() -> None:
+    from ktrdr.cli.output import fit_widths
+
+    assert fit_widths([8, 10, 300, 20], [8, 8, 8, 8], 100) == [8, 10, 56, 20]
+    assert fit_widths([8, 8], [8, 8], 5) == [8, 8]  # headers never cut

@@ -93,6 +93,7 @@ def test_evidence_writes_to_the_given_output_path(
     instance: Path, engine_down: None, tmp_path: Path
 ) -> None:
     target = tmp_path / "out" / "bundle.tar.gz"
+    target.parent.mkdir()  # --output never creates directories (test_messages)
     result = collect_evidence(start=instance, output=target)
     assert result.path == target and target.is_file()
     assert not list(target.parent.glob(".evidence.*"))  # no temp file left behind

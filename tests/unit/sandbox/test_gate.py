@@ -154,6 +154,9 @@ class ScriptedProbes:
         self.logs_asked.append((container_name, tail))
         return self.log_lines[-tail:]
 
+    def engine_view(self, container_name: str) -> list[str]:
+        return [f"state exited, exit code 1, OOM-killed no ({container_name})"]
+
 
 def spec(timeout: float = 60.0) -> GateSpec:
     return GateSpec(
@@ -309,7 +312,9 @@ def test_gate_fails_fast_when_a_worker_exits_and_shows_its_log_tail() -> None:
     assert report.failing_check == "workers"
     assert report.duration_s <= 4.0  # detected within one container poll, not at the timeout
     assert report.log_tail == lines[-40:]
-    assert probes.logs_asked == [(f"{INSTANCE}-backtest-worker-1-1", 40)]
+    assert probes.logs_asked == [
+        (f"{INSTANCE}-backtest-worker-1-1", 80)
+    ]  # twice the tail: blank lines are dropped
 
 
 def test_gate_fails_fast_on_a_crash_loop_seen_as_a_rising_restart_count() -> None:
@@ -695,17 +700,6 @@ def test_real_http_probe_parses_json_and_reports_refused_connections() -> None:
         probes.close()
 
 
-def test_live_status_reports_a_silent_api_and_the_last_gate_result(tmp_path: Path) -> None:
-    from ktrdr.cli.sandbox.lifecycle import live_status
-
-    clock = FakeClock()
-    write_report(tmp_path, run(ScriptedProbes(clock), clock))
-    with socket_on_free_slot() as slot:
-        status = live_status(slot=slot, root=tmp_path, timeout=0.5)
-    assert status.api_responding is False and status.workers is None
-    assert status.last_gate is not None and status.last_gate["result"] == "passed"
-
-
 @contextlib.contextmanager
 def socket_on_free_slot():
     """A slot whose API port nothing listens on (checked by binding it, then releasing)."""
@@ -742,3 +736,76 @@ def test_without_healthchecks_the_database_is_ready_when_the_migrations_are_done
     assert database_verdict([db], "db", ONE_SHOT)[1] == "waiting for the migrations (migrate)"
     stopped = [container("db", state="exited", health=None, exit_code=1), done[1]]
     assert database_verdict(stopped, "db", ONE_SHOT)[0] is False
+
+
+# --- the cause of a failure ------------------------------------------------------------------
+
+
+def _migrate_fails(log_lines: list[str]) -> Any:
+    clock = FakeClock()
+    failed = container("migrate", state="exited", health=None, exit_code=2)
+    probes = ScriptedProbes(
+        clock,
+        containers=lambda t: [container("db"), failed] if t >= 2 else [container("db")],
+        log_lines=log_lines,
+    )
+    startup = FakeStartup(clock, done_at=2.0, error="starting failed: migrate didn't complete")
+    return run_starting(probes, clock, startup)
+
+
+def test_blank_log_lines_are_dropped_so_the_stderr_cause_shows() -> None:
+    # `docker logs` gives stdout and stderr; merged, a blank stdout line may come last.
+    report = _migrate_fails(["psql: error: password authentication failed", "", "  "])
+    assert report.log_tail == ["psql: error: password authentication failed"]
+    assert report.engine_view == []
+
+
+def test_a_service_that_logged_nothing_gets_the_engine_s_view() -> None:
+    report = _migrate_fails(["", ""])
+    assert report.log_tail == []
+    assert report.engine_view == [
+        f"state exited, exit code 1, OOM-killed no ({INSTANCE}-migrate-1)"
+    ]
+    assert report.as_dict()["engine_view"] == report.engine_view
+
+
+def test_containers_removed_under_the_gate_are_reported_as_such_not_as_a_crash() -> None:
+    clock = FakeClock()
+
+    def containers(t: float) -> list[ContainerState]:
+        if t < 3:
+            return healthy_stack()
+        if t < 4:  # `compose down`: every container stopped (exit 0), not yet removed
+            return [
+                ContainerState(**{**c.__dict__, "state": "exited", "exit_code": 0})
+                for c in healthy_stack()
+            ]
+        return []
+
+    probes = ScriptedProbes(clock, containers=containers, ready_at={"workers": 1e9})
+    report = run(probes, clock)
+    assert not report.passed
+    assert report.failure is not None
+    assert "containers were removed while the gate ran" in report.failure
+    assert "destroyed or taken down from outside" in report.failure
+    assert report.failing_service is None and report.log_tail == []
+
+
+def test_a_service_exiting_0_on_its_own_is_still_reported_as_its_exit() -> None:
+    clock = FakeClock()
+
+    def containers(t: float) -> list[ContainerState]:
+        stack = healthy_stack()
+        if t < 3:
+            return stack
+        return [
+            ContainerState(**{**c.__dict__, "state": "exited", "exit_code": 0})
+            if c.service == "jaeger"
+            else c
+            for c in stack
+        ]
+
+    probes = ScriptedProbes(clock, containers=containers, ready_at={"workers": 1e9})
+    report = run(probes, clock)
+    assert report.failure == "jaeger exited with code 0"
+    assert report.failing_service == "jaeger" and report.log_tail == ["line 1", "line 2"]

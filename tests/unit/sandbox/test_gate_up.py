@@ -256,3 +256,47 @@ def test_a_project_name_that_is_not_the_instances_own_is_refused(instance_dir: P
     rewrite_env(instance_dir, "COMPOSE_PROJECT_NAME", INSTANCE_ID)  # the pre-owner form
     with pytest.raises(SandboxError, match=r"is not this instance's project .*doctor --fix"):
         lifecycle.validate(lifecycle.resolve(None, instance_dir))
+
+
+class _StartedStackStandIn:
+    """Stands in for compose.StartingStack: there is no engine in unit tests."""
+
+    def done(self) -> bool:
+        return True
+
+    def error(self) -> str | None:
+        return None
+
+    def wait(self) -> None:
+        pass
+
+    def cancel(self) -> None:
+        pass
+
+
+def test_an_instance_destroyed_under_the_gate_gets_no_report_directory_recreated(
+    instance_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from ktrdr.cli.sandbox.gate import GateReport
+
+    def gate_while_destroy_removes_the_worktree(spec, probes, **kwargs):  # type: ignore[no-untyped-def]
+        shutil.rmtree(instance_dir)
+        return GateReport(
+            instance_id=INSTANCE_ID, slot=SLOT, result="failed", started_at="t0",
+            finished_at="t1", duration_s=1.0, timeout_s=60.0, checks=[], containers=[],
+            failure="the instance's containers were removed while the gate ran",
+        )  # fmt: skip
+
+    # No engine here: the start-up steps that need one stand aside.
+    monkeypatch.setattr(lifecycle, "prepare_start", lambda instance, notify: set())
+    monkeypatch.setattr(lifecycle, "preflight_ports", lambda instance, own: None)
+    monkeypatch.setattr(compose, "start", lambda *a, **k: _StartedStackStandIn())
+    monkeypatch.setattr(lifecycle, "run_gate", gate_while_destroy_removes_the_worktree)
+    instance = lifecycle.resolve(None, instance_dir)
+    result = lifecycle.up(instance, timeout=60)
+    assert result.report is not None and result.report_file is None
+    assert result.report.failure is not None
+    assert f"{instance_dir} is gone (destroyed meanwhile)" in result.report.failure
+    assert not instance_dir.exists()  # the report did not recreate the worktree
