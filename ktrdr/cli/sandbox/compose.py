@@ -842,8 +842,9 @@ def slots_of_other_homes() -> dict[int, str]:
     return held
 
 
-def mark_slot(instance_id: str, slot: int) -> bool:
-    """(Re)make the instance's slot-claim marker (see machine_slots). False when the engine
+def mark_slot(instance_id: str, slot: int, *, replace: bool = False) -> bool:
+    """Make the instance's slot-claim marker (see machine_slots); `replace` first removes one
+    an earlier claim left (init may move an instance to another slot). False when the engine
     could not be asked: the claim then lives only in this home's registry."""
     from ktrdr.cli.sandbox.home import home_id, ktrdr_home
     from ktrdr.cli.sandbox.instance import project_name
@@ -859,8 +860,8 @@ def mark_slot(instance_id: str, slot: int) -> bool:
     name = machine_slots.marker_name(project_name(instance_id, owner))
     label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
     try:
-        # A marker of an earlier slot (init moved the instance) must not keep that slot busy.
-        proc.run(["docker", "volume", "rm", "-f", name], timeout=LIST_TIMEOUT, check=False)
+        if replace:  # a marker of an earlier slot must not keep that slot busy
+            proc.run(["docker", "volume", "rm", "-f", name], timeout=LIST_TIMEOUT, check=False)
         made = proc.run(
             ["docker", "volume", "create", *label_args, name], timeout=LIST_TIMEOUT, check=False
         )

@@ -512,7 +512,7 @@ def _init_locked(
                 created_at=registry.now_iso(),
                 repo=str(top),
             )
-        _compose().mark_slot(instance_id, allocation.slot)
+        _compose().mark_slot(instance_id, allocation.slot, replace=True)
     return CreateResult(
         instance_id=instance_id,
         slot=allocation.slot,

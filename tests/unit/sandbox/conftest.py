@@ -73,7 +73,7 @@ class DockerStandIn:
     def slots_of_other_homes(self) -> dict[int, str]:
         return dict(self.other_homes_slots) if self.reachable else {}
 
-    def mark_slot(self, instance_id: str, slot: int) -> bool:
+    def mark_slot(self, instance_id: str, slot: int, *, replace: bool = False) -> bool:
         if not self.reachable:
             return False
         self.slot_marks[instance_id] = slot
