@@ -172,8 +172,6 @@ def test_offline_postgres_runs_initdb_scripts_on_first_start_only(
     with psycopg.connect(dsn(int(env["PG_PORT"]), "first")) as conn:
         rows = conn.execute("SELECT n FROM seeded ORDER BY n").fetchall()
     assert rows == [(1,), (2,)]
-    health = docker("inspect", "-f", "{{.State.Health.Status}}", f"{project.name}-db-1")
-    assert health.stdout.strip() == "healthy"
 
 
 def otlp_export(service: str) -> bytes:
