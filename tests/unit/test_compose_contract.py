@@ -187,7 +187,10 @@ def test_no_service_runs_a_healthcheck_and_the_startup_order_needs_none() -> Non
     for name in LONG_RUNNING:
         assert "healthcheck" not in services[name], name
     for dockerfile in (REPO / "docker" / "offline").glob("*/Dockerfile"):
-        assert "HEALTHCHECK" not in dockerfile.read_text(), dockerfile
+        instructions = [
+            line.split()[0] for line in dockerfile.read_text().splitlines() if line.strip()
+        ]
+        assert "HEALTHCHECK" not in instructions, dockerfile
     assert services["migrate"]["depends_on"]["db"]["condition"] == "service_started"
     assert services["backend"]["depends_on"]["migrate"]["condition"] == (
         "service_completed_successfully"
