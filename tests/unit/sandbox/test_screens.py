@@ -26,6 +26,8 @@ from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import doctor
+from ktrdr.cli.sandbox.gate import TITLES, CheckResult, GateReport
+from ktrdr.cli.sandbox.gate_render import PASS_MARK, check_line, render_result
 from tests.unit.sandbox.conftest import DockerStandIn, git, make_repo
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "sandbox.md"
@@ -193,3 +195,42 @@ def test_the_doc_shows_what_the_command_prints(
 
 def test_every_marked_screen_is_checked() -> None:
     assert sorted(doc_screens()) == sorted(SETUPS)
+
+
+# --- a screen that needs a running stack: only its structure, from the renderer ---------------
+
+
+def test_the_quick_starts_passed_gate_is_what_the_renderer_prints_for_those_checks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The gate lines of `make demo` in the quick start cannot be produced without an engine;
+    rebuilt from their own data (title, summary, time) through check_line and render_result,
+    they must come out as the doc shows them."""
+    doc = DOC.read_text(encoding="utf-8")
+    shown = doc[doc.index("Starting instance: main--demo") : doc.index("demo: done in")]
+    check_lines = [line for line in shown.splitlines() if line.startswith(f"  {PASS_MARK} ")]
+    keys = {title: key for key, title in TITLES.items()}
+    assert sorted(keys) == sorted(re.sub(r" \(.*", "", line[4:]) for line in check_lines)
+    for line in check_lines:
+        parts = re.fullmatch(rf"  {PASS_MARK} (.+?)(?: \((.+)\))? \((\d+\.\d)s\)", line)
+        assert parts, f"not a check line: {line!r}"
+        title, detail, seconds = parts.groups()
+        check = CheckResult(keys[title], title, 60, "passed", detail or "", float(seconds))
+        assert f"  {check_line(check)}" == line
+
+    verdict = shown[shown.index("Startability Gate:") :]
+    urls = dict(re.findall(r"^  (API|Grafana): (\S+)$", verdict, re.MULTILINE))
+    passed = GateReport(
+        instance_id="main--demo",
+        slot=1,
+        result="passed",
+        started_at="t0",
+        finished_at="t1",
+        duration_s=7.3,
+        timeout_s=300.0,
+        checks=[],
+        containers=[],
+        urls={"api_docs": urls["API"], "grafana": urls["Grafana"]},
+    )
+    render_result(passed, report_file="unused when passed")
+    assert capsys.readouterr().out == verdict
