@@ -2,10 +2,11 @@
 
 A ```text block preceded by `<!-- screen: ID -->` is a terminal session: each `$ ktrdr …` line
 is run for real (a git repo under tmp_path/work standing for the doc's /work, this test's
-KTRDR_HOME, CliRunner) and what it prints (stdout and stderr, interleaved as on a terminal) must
-be the lines below it. SETUPS says, per screen, which situation the session starts in. Only
-what legitimately varies is normalised (`as_the_docs_show`), so a changed word fails here and
-docs and output cannot drift apart. Screens that need a running stack are not marked.
+KTRDR_HOME, CliRunner; stand-ins only for the Docker engine and the host's port probe) and what
+it prints (stdout and stderr, interleaved as on a terminal) must be the lines below it. SETUPS
+says, per screen, which situation the session starts in. Only what legitimately varies is
+normalised (`as_the_docs_show`, `comparable`), so a changed word fails here and docs and output
+cannot drift apart. Screens that need a running stack are not marked.
 """
 
 from __future__ import annotations
@@ -32,8 +33,7 @@ from tests.unit.sandbox.conftest import DockerStandIn, git, make_repo
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "sandbox.md"
 SCREEN_BLOCK = re.compile(r"<!-- screen: ([\w-]+) -->\n```text\n(.*?)```", re.DOTALL)
-# What the doc shows where the test has its own: the home and the engine socket.
-DOC_HOME = "/root/.ktrdr"
+# What the doc shows where the test has its own engine socket (one that is not there).
 DOC_ENGINE_HOST = "unix:///var/run/docker.sock"
 
 
@@ -58,11 +58,10 @@ def doc_screens() -> dict[str, list[Step]]:
     return screens
 
 
-def as_the_docs_show(output: str, *, work: Path, home: Path, engine_host: str) -> str:
-    """The command's output with the test's own places put back to the doc's: the tmp dirs
-    standing for /work and the home, and the engine socket that is not there."""
-    text = output.replace(engine_host, DOC_ENGINE_HOST)
-    return text.replace(str(home), DOC_HOME).replace(str(work), "/work")
+def as_the_docs_show(output: str, *, work: Path, engine_host: str) -> str:
+    """The command's output with the test's own places put back to the doc's: the tmp dir
+    standing for /work, and the engine socket."""
+    return output.replace(engine_host, DOC_ENGINE_HOST).replace(str(work), "/work")
 
 
 def comparable(text: str) -> str:
@@ -174,7 +173,6 @@ def run_step(command: str, *, work: Path, monkeypatch: pytest.MonkeyPatch) -> tu
 def test_the_doc_shows_what_the_command_prints(
     screen_id: str,
     tmp_path: Path,
-    isolated_ktrdr_home: Path,
     docker: DockerStandIn,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -185,9 +183,7 @@ def test_the_doc_shows_what_the_command_prints(
     engine_host = os.environ["DOCKER_HOST"]  # set by tests/unit/conftest.py
     for step in steps:
         output, exit_code = run_step(step.command, work=work, monkeypatch=monkeypatch)
-        shown = as_the_docs_show(
-            output, work=work, home=isolated_ktrdr_home, engine_host=engine_host
-        )
+        shown = as_the_docs_show(output, work=work, engine_host=engine_host)
         assert comparable(shown) == comparable(step.expected), f"$ {step.command}"
         if any(line.startswith("Error: ") for line in step.expected.splitlines()):
             assert exit_code == 1, f"$ {step.command}: an Error line exits 1"
