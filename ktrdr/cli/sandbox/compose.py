@@ -594,6 +594,10 @@ def _compose_services(root: Path) -> dict[str, dict[str, Any]]:
     path = root / COMPOSE_FILE
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as e:  # the same words as `up`: an old branch, not a broken file
+        raise SandboxError(
+            f"{path} is missing: this checkout has no stack definition; update the branch from main"
+        ) from e
     except OSError as e:
         raise SandboxError(f"cannot read {path}: {e.strerror or e}") from e
     except yaml.YAMLError as e:

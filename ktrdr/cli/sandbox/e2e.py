@@ -81,13 +81,15 @@ def junit_summary(path: Path) -> dict[str, object]:
     return {**counts, "failing": failing, "junit": "ok"}
 
 
-def current_instance(start: Path) -> InstanceContext:
-    """The instance whose `.env.sandbox` is at or above `start`."""
+def current_instance(start: Path, *, name_hint: str = "") -> InstanceContext:
+    """The instance whose `.env.sandbox` is at or above `start`. `name_hint` says how a command
+    that also takes a name could be given one."""
     root = find_instance_root(start)
     if root is None:
         raise SandboxError(
             f"no {SANDBOX_ENV_FILENAME} in {start} or its parents: run this inside an instance "
             "(`ktrdr sandbox create NAME`, or `ktrdr sandbox init --slot 0` in the main checkout)"
+            + (f", or {name_hint}" if name_hint else "")
         )
     env = read_env(root / SANDBOX_ENV_FILENAME)
     instance_id = env.get("KTRDR_INSTANCE_ID") or env.get("COMPOSE_PROJECT_NAME")

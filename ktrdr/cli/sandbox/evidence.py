@@ -56,7 +56,7 @@ def resolve_instance(name: str | None, start: Path) -> InstanceContext:
     """By registry name/id when given (full id or create name), else the instance at or above
     `start` (registered or not: evidence of an unregistered checkout is still useful)."""
     if name is None:
-        return current_instance(start)
+        return current_instance(start, name_hint="pass an instance NAME")
     from ktrdr.cli.sandbox.instances import resolve
 
     return current_instance(resolve(name, cwd=start).root)

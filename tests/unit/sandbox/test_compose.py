@@ -132,8 +132,11 @@ def test_an_unreadable_compose_file_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / compose.COMPOSE_FILE).write_text("services: [unclosed")
     with pytest.raises(compose.SandboxError, match="not valid YAML"):
         compose.expected_workers(tmp_path)
-    with pytest.raises(compose.SandboxError, match="cannot read"):
+    with pytest.raises(compose.SandboxError, match="is missing: this checkout has no stack"):
         compose.expected_workers(tmp_path / "missing")
+    (tmp_path / "a-dir" / compose.COMPOSE_FILE).mkdir(parents=True)
+    with pytest.raises(compose.SandboxError, match="cannot read"):
+        compose.expected_workers(tmp_path / "a-dir")
 
 
 def test_ps_lines_give_state_health_exit_code_and_host_ports() -> None:

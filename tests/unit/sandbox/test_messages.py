@@ -233,3 +233,16 @@ def test_destroy_prompt_names_the_worktree_directory_it_deletes_and_the_clone_it
     assert f"and the worktree directory {created.path};" in text
     assert f"kept: {repo} (only its .env.sandbox is removed)" in text
     assert "worktree" not in _what_goes([entries["ktrdr"]])
+
+
+def test_logs_in_a_checkout_without_the_compose_file_says_to_update_the_branch(
+    repo: Path, docker: object
+) -> None:
+    """A branch from before the stack existed: the same words as `up`, not a bare OSError."""
+    assert CliRunner().invoke(cli, ["sandbox", "init"]).exit_code == 0
+    out = CliRunner().invoke(cli, ["sandbox", "logs"])
+    assert out.exit_code == 1
+    assert out.stderr == (
+        f"Error: {repo / 'docker-compose.sandbox.yml'} is missing: this checkout has no stack "
+        "definition; update the branch from main\n"
+    )
