@@ -159,6 +159,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         started = time.monotonic()
         _compose(s, "up", "-d", "--wait", timeout=UP_TIMEOUT)
+        # The stack declares no healthchecks (idle cost), so --wait means running, not ready:
+        # readiness is what the gate checks; here the API answering with its database will do.
+        wait_for(lambda: _api_ready(s), timeout=120, what="the API answering with its database")
         print(f"stack {project} on slot {slot} up in {time.monotonic() - started:.1f}s")
         yield s
     finally:
@@ -184,6 +187,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     else ["docker", kind, "rm", *ids],
                     check=False,
                 )
+
+
+def _api_ready(stack: Stack) -> bool:
+    try:
+        body = httpx.get(f"{stack.api}/health", timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    return isinstance(body, dict) and body.get("database") == "ok"
 
 
 def test_health_is_ok_and_names_this_instance(stack: Stack) -> None:
