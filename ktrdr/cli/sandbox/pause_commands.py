@@ -77,7 +77,8 @@ def _running() -> list[Entry]:
 def resume(name: str | None, timeout: float, as_json: bool) -> None:
     """Thaw a paused instance and re-run the Startability Gate (exit code 1 when it fails)."""
     from ktrdr.cli.sandbox import lifecycle
-    from ktrdr.cli.sandbox.gate_render import GateRenderer, render_result
+    from ktrdr.cli.sandbox.gate_render import GateRenderer
+    from ktrdr.cli.sandbox.stack_commands import show_gate_result
 
     instance = lifecycle.resolve(name, Path.cwd())
     info(f"Resuming instance: {instance.instance_id} (slot {instance.slot})")
@@ -85,11 +86,4 @@ def resume(name: str | None, timeout: float, as_json: bool) -> None:
         result = lifecycle.resume(
             instance, timeout=timeout, notify=renderer.step, on_update=renderer.update
         )
-    report = result.report
-    assert report is not None  # resume always runs the gate
-    if as_json:
-        print_json(report.as_dict())
-    else:
-        render_result(report, report_file=str(result.report_file))
-    if not report.passed:
-        raise SandboxError(f"Startability Gate failed for {instance.instance_id}: {report.failure}")
+    show_gate_result(result, as_json=as_json)

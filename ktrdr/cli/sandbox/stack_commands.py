@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ktrdr.cli.output import info, print_json
 from ktrdr.cli.sandbox.group import sandbox
+
+if TYPE_CHECKING:
+    from ktrdr.cli.sandbox.lifecycle import UpResult
 
 INTERRUPT_HINT = (
     "Interrupted: instance {id} may be partly started; run `ktrdr sandbox up` to finish "
@@ -34,7 +38,7 @@ def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bo
     instance it just re-runs the gate. Exit code 1 when the gate fails.
     """
     from ktrdr.cli.sandbox import lifecycle
-    from ktrdr.cli.sandbox.gate_render import GateRenderer, render_result
+    from ktrdr.cli.sandbox.gate_render import GateRenderer
 
     instance = lifecycle.resolve(name, Path.cwd())
     info(f"Starting instance: {instance.instance_id} (slot {instance.slot})")
@@ -51,14 +55,20 @@ def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bo
     except KeyboardInterrupt:
         info(INTERRUPT_HINT.format(id=instance.instance_id))
         raise SystemExit(130) from None
-    report = result.report
+    show_gate_result(result, as_json=as_json)
+
+
+def show_gate_result(result: UpResult, *, as_json: bool) -> None:
+    """The gate's verdict as `up` and `resume` print it; exit code 1 when it failed."""
+    from ktrdr.cli.sandbox.gate_render import render_result
+
     if as_json:
         print_json(result.to_json())
-    if report is None:
+    if result.report is None:
         info("Containers started; gate skipped (--no-gate)")
         return
     if not as_json:
-        render_result(report, report_file=str(result.report_file or "not written"))
+        render_result(result.report, report_file=str(result.report_file or "not written"))
     failure = result.failure()
     if failure is not None:
         raise failure
