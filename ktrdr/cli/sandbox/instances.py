@@ -136,6 +136,8 @@ def create_instance(
             )
     elif not worktree.branch_exists(top, branch):
         raise SandboxError(f"branch {branch!r} does not exist: create it first or omit --branch")
+    else:
+        refuse_checked_out_branch(top, branch)
     if base is not None:
         worktree.check_commit(top, base)
     if os.path.lexists(path):
@@ -320,6 +322,18 @@ def undo_interrupted_create(entry: Entry) -> list[str]:
         if deleted.returncode == 0:
             done.append(f"branch {entry.branch} deleted (it had no unmerged commits)")
     return done
+
+
+def refuse_checked_out_branch(top: Path, branch: str) -> None:
+    """git lets a branch live in one worktree at a time; say where it is before git's own
+    `fatal:` does, with what to do instead."""
+    holder = next((w for w in worktree.list_worktrees(top) if w.branch == branch), None)
+    if holder is not None:
+        raise SandboxError(
+            f"branch {branch!r} is already checked out in {holder.path}, and a branch can be in "
+            f"one worktree only: omit --branch (a new branch starts from it with --base {branch}) "
+            "or pick another branch"
+        )
 
 
 def refuse_stale_volumes(instance_id: str) -> None:

@@ -441,3 +441,15 @@ def test_create_refuses_a_name_whose_earlier_volumes_are_still_on_the_engine(
     with pytest.raises(SandboxError, match="volumes of an earlier instance ktrdr--feat-a"):
         create_instance(name="feat-a", cwd=repo)
     assert registry.load() == {} and not (repo.parent / "ktrdr--feat-a").exists()
+
+
+def test_create_on_a_branch_checked_out_elsewhere_says_where_and_what_to_do(repo: Path) -> None:
+    branch = git(repo, "rev-parse", "--abbrev-ref", "HEAD").strip()
+    with pytest.raises(SandboxError) as refused:
+        create_instance(name="feat-a", cwd=repo, branch=branch)
+    message = str(refused.value)
+    assert f"already checked out in {repo}" in message and f"--base {branch}" in message
+    assert registry.load() == {} and not (repo.parent / "ktrdr--feat-a").exists()
+    # What the message suggests works.
+    result = create_instance(name="feat-a", cwd=repo, base=branch)
+    assert result.branch == "feat-a"
