@@ -14,6 +14,8 @@ import pytest
 
 from ktrdr.cli.sandbox import compose
 from ktrdr.cli.sandbox.home import home_id
+from ktrdr.cli.sandbox.instance import read_env
+from ktrdr.cli.sandbox.locate import Instance
 
 SMALL_IMAGE = "ktrdr-offline/debian:bookworm"
 
@@ -90,7 +92,7 @@ def test_a_starting_stack_reports_compose_errors_as_one_line(tmp_path: Path) -> 
     (tmp_path / ".env.sandbox").write_text(
         "KTRDR_INSTANCE_ID=ktrdr-test-x\nCOMPOSE_PROJECT_NAME=ktrdr-test-x\n"
     )
-    stack = compose.StartingStack("ktrdr-test-x", tmp_path)
+    stack = compose.StartingStack(_unregistered_instance(tmp_path))
     stack.wait(60)
     assert stack.done()
     error = stack.error()
@@ -117,7 +119,7 @@ def test_cancelling_a_starting_stack_stops_compose(tmp_path: Path) -> None:
         f"KTRDR_INSTANCE_ID={project}\nCOMPOSE_PROJECT_NAME={project}\n"
     )
     try:
-        stack = compose.StartingStack(project, tmp_path)
+        stack = compose.StartingStack(_unregistered_instance(tmp_path))
         stack.wait(5)
         assert not stack.done()
         started = time.monotonic()
@@ -190,3 +192,9 @@ def test_the_engine_s_view_of_a_silent_container_names_its_exit_code_and_health_
         assert "health check exit 1: db refused" in view[1:]
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+
+
+def _unregistered_instance(root: Path) -> Instance:
+    """An instance that only has its env file (no registry entry, no slot)."""
+    env = read_env(root / ".env.sandbox")
+    return Instance(env["KTRDR_INSTANCE_ID"], 1, root, env, None)

@@ -17,6 +17,7 @@ from ktrdr.cli.sandbox.ports import FIRST_SANDBOX_SLOT, LAST_SLOT, MAIN_SLOT
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.instances import CreateResult, DestroyResult
+    from ktrdr.cli.sandbox.locate import Instance
     from ktrdr.cli.sandbox.registry import Entry
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -205,17 +206,23 @@ def destroy_command(
     """
     from ktrdr.cli.sandbox import registry
     from ktrdr.cli.sandbox.heartbeat import heartbeat
-    from ktrdr.cli.sandbox.instances import DestroyInterrupted, destroy_many, resolve
+    from ktrdr.cli.sandbox.instances import DestroyInterrupted, destroy_many
+    from ktrdr.cli.sandbox.locate import from_entry, locate
 
     if destroy_all and name:
         raise click.UsageError("pass NAME or --all, not both")
-    targets = list(registry.load().values()) if destroy_all else [resolve(name, cwd=Path.cwd())]
+    if destroy_all:
+        targets = [from_entry(entry) for entry in registry.load().values()]
+    else:
+        found = locate(name, Path.cwd(), name_hint="pass NAME, or see `ktrdr sandbox list`")
+        found.require_entry()
+        targets = [found]
     if not targets:
         info("no instances to destroy")
         return
-    _confirm(targets, yes=yes)
+    _confirm([t.require_entry() for t in targets], yes=yes)
 
-    def starting(entry: Entry) -> None:
+    def starting(entry: Instance) -> None:
         # Stopping a running stack takes seconds: say what is happening (stderr), once
         # nothing can refuse any more.
         info(f"{entry.instance_id}: removing containers, volumes and files…")

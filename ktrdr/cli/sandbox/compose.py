@@ -18,11 +18,14 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ktrdr.cli.sandbox import machine_slots, proc
 from ktrdr.cli.sandbox.errors import DockerUnavailableError, SandboxError
-from ktrdr.envfile import SANDBOX_ENV_FILENAME, read_env_file
+from ktrdr.envfile import SANDBOX_ENV_FILENAME
+
+if TYPE_CHECKING:
+    from ktrdr.cli.sandbox.locate import Instance
 
 COMPOSE_FILE = "docker-compose.sandbox.yml"
 OFFLINE_ENV_FILE = "docker/images-offline.env"
@@ -180,19 +183,8 @@ def compose_env(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in env or k == "KTRDR_IMAGES"}
 
 
-def _instance_env(root: Path) -> dict[str, str]:
-    env_path = root / SANDBOX_ENV_FILENAME
-    if not env_path.is_file():
-        raise SandboxError(
-            f"no {SANDBOX_ENV_FILENAME} in {root}: run `ktrdr sandbox create NAME` or "
-            "`ktrdr sandbox init` first"
-        )
-    return read_env_file(env_path)
-
-
 def _compose(
-    instance_id: str,
-    root: Path,
+    instance: Instance,
     args: list[str],
     *,
     timeout: float | None = QUERY_TIMEOUT,
@@ -200,30 +192,28 @@ def _compose(
     capture: bool = True,
     what: str | None = None,
 ) -> proc.ProcResult:
-    env = _instance_env(root)
     return proc.run(
-        [*compose_argv(root, env), *args],
-        cwd=root,
-        env=compose_env(env),
+        [*compose_argv(instance.root, instance.env), *args],
+        cwd=instance.root,
+        env=compose_env(instance.env),
         timeout=timeout,
         check=check,
         capture=capture,
-        what=what or f"docker compose {args[0]} ({instance_id})",
+        what=what or f"docker compose {args[0]} ({instance.instance_id})",
     )
 
 
-def up(instance_id: str, root: Path, *, build: bool = False) -> None:
+def up(instance: Instance, *, build: bool = False) -> None:
     """`up -d` (+ `--build`): the one code path that starts an instance's containers."""
     ensure_engine()
     args = ["up", "-d", "--remove-orphans"]
     if build:
         args.append("--build")
     _compose(
-        instance_id,
-        root,
+        instance,
         args,
         timeout=BUILD_TIMEOUT if build else UP_TIMEOUT,
-        what=f"starting instance {instance_id}",
+        what=f"starting instance {instance.instance_id}",
     )
 
 
@@ -231,12 +221,13 @@ class StartingStack:
     """`compose up -d` running in the background, so the gate can watch the containers while
     compose starts them, and stop compose when the gate has already seen a crash."""
 
-    def __init__(self, instance_id: str, root: Path, *, build: bool = False) -> None:
-        env = _instance_env(root)
+    def __init__(self, instance: Instance, *, build: bool = False) -> None:
         args = ["up", "-d", "--remove-orphans", *(["--build"] if build else [])]
-        self.instance_id = instance_id
+        self.instance_id = instance.instance_id
         self._process = proc.spawn(
-            [*compose_argv(root, env), *args], cwd=root, env=compose_env(env)
+            [*compose_argv(instance.root, instance.env), *args],
+            cwd=instance.root,
+            env=compose_env(instance.env),
         )
         self._stderr = ""
         self._thread = threading.Thread(target=self._wait, name="compose-up", daemon=True)
@@ -271,32 +262,34 @@ class StartingStack:
             self._thread.join(10)
 
 
-def start(instance_id: str, root: Path, *, build: bool = False) -> StartingStack:
+def start(instance: Instance, *, build: bool = False) -> StartingStack:
     """Begin `up -d` in the background (see StartingStack); `up` is the blocking form."""
     ensure_engine()
-    return StartingStack(instance_id, root, build=build)
+    return StartingStack(instance, build=build)
 
 
-def stop(instance_id: str, root: Path) -> None:
+def stop(instance: Instance) -> None:
     ensure_engine()
-    _compose(instance_id, root, ["stop"], timeout=180, what=f"stopping instance {instance_id}")
+    _compose(instance, ["stop"], timeout=180, what=f"stopping instance {instance.instance_id}")
 
 
-def down(instance_id: str, root: Path | None, *, volumes: bool) -> None:
-    """`down [-v] --remove-orphans`; when the instance dir or compose file is gone, removes the
-    containers (and volumes, networks) carrying the instance label directly."""
+def down(instance_id: str, instance: Instance | None, *, volumes: bool) -> None:
+    """`down [-v] --remove-orphans`; without an instance, or when its directory, env file or
+    compose file is gone, removes the containers (and volumes, networks) carrying the instance
+    label directly."""
     ensure_engine()
     unpause(instance_id)  # a frozen container cannot take the stop signal
     if (
-        root is not None
-        and (root / COMPOSE_FILE).is_file()
-        and (root / SANDBOX_ENV_FILENAME).is_file()
+        instance is not None
+        and instance.env
+        and (instance.root / COMPOSE_FILE).is_file()
+        and instance.env_path.is_file()
     ):
         args = ["down", "--remove-orphans", "--timeout", "10"]
         if volumes:
             args.append("-v")
         try:
-            _compose(instance_id, root, args, timeout=300, what=f"removing instance {instance_id}")
+            _compose(instance, args, timeout=300, what=f"removing instance {instance_id}")
         except SandboxError:
             if not _remove_by_label(instance_id, volumes=volumes):
                 raise
@@ -514,7 +507,7 @@ def _ports_from_text(text: str) -> list[int]:
     return sorted(ports)
 
 
-def logs(instance_id: str, root: Path, *, service: str | None, follow: bool, tail: int) -> int:
+def logs(instance: Instance, *, service: str | None, follow: bool, tail: int) -> int:
     """`docker compose logs` inheriting the terminal; returns its exit code."""
     ensure_engine()
     args = ["logs", "--tail", str(tail)]
@@ -522,15 +515,15 @@ def logs(instance_id: str, root: Path, *, service: str | None, follow: bool, tai
         args.append("--follow")
     if service:
         args.append(service)
-    result = _compose(instance_id, root, args, timeout=None, check=False, capture=False)
+    result = _compose(instance, args, timeout=None, check=False, capture=False)
     return result.returncode
 
 
-def log_text(instance_id: str, root: Path, *, service: str | None, tail: int) -> str:
+def log_text(instance: Instance, *, service: str | None, tail: int) -> str:
     """The last `tail` lines per service as text (for callers that own stdout, e.g. MCP)."""
     ensure_engine()
     args = ["logs", "--no-color", "--tail", str(tail), *([service] if service else [])]
-    return _compose(instance_id, root, args, timeout=QUERY_TIMEOUT).stdout
+    return _compose(instance, args, timeout=QUERY_TIMEOUT).stdout
 
 
 def container_logs(container: str, *, tail: int, timeout: float = QUERY_TIMEOUT) -> list[str]:

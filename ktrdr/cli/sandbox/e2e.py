@@ -15,21 +15,14 @@ from pathlib import Path
 
 from ktrdr.cli.sandbox import compose, proc
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.instance import find_instance_root, read_env
-from ktrdr.envfile import SANDBOX_ENV_FILENAME
+from ktrdr.cli.sandbox.instance import find_instance_root
+from ktrdr.cli.sandbox.locate import Instance, at_root, locate
 
 E2E_SERVICE = "e2e-tests"
 E2E_TIMEOUT = 1800.0
 RESULTS_DIR = Path(".sandbox") / "test-results"
 JUNIT_NAME = "e2e-junit.xml"
 CONTAINER_RESULTS = "/results"
-
-
-@dataclass(frozen=True)
-class InstanceContext:
-    root: Path
-    instance_id: str
-    env: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -81,30 +74,10 @@ def junit_summary(path: Path) -> dict[str, object]:
     return {**counts, "failing": failing, "junit": "ok"}
 
 
-def current_instance(start: Path, *, name_hint: str = "") -> InstanceContext:
-    """The instance whose `.env.sandbox` is at or above `start`. `name_hint` says how a command
-    that also takes a name could be given one."""
-    root = find_instance_root(start)
-    if root is None:
-        raise SandboxError(
-            f"no {SANDBOX_ENV_FILENAME} in {start} or its parents: run this inside an instance "
-            "(`ktrdr sandbox create NAME`, or `ktrdr sandbox init --slot 0` in the main checkout)"
-            + (f", or {name_hint}" if name_hint else "")
-        )
-    env = read_env(root / SANDBOX_ENV_FILENAME)
-    instance_id = env.get("KTRDR_INSTANCE_ID") or env.get("COMPOSE_PROJECT_NAME")
-    if not instance_id:
-        raise SandboxError(
-            f"{root / SANDBOX_ENV_FILENAME} has no KTRDR_INSTANCE_ID: re-create it with "
-            "`ktrdr sandbox init`"
-        )
-    return InstanceContext(root=root, instance_id=instance_id, env=env)
-
-
-def require_running(context: InstanceContext) -> None:
+def require_running(context: Instance) -> None:
     """Refuse (one line) unless the backend container of the instance is running."""
     compose.ensure_engine()
-    containers = compose.ps(context.instance_id, context.root)
+    containers = compose.ps(context.instance_id)
     backend = [c for c in containers if c.service == "backend"]
     if not backend or not any(c.state == "running" for c in backend):
         state = backend[0].state if backend else "not created"
@@ -114,7 +87,7 @@ def require_running(context: InstanceContext) -> None:
         )
 
 
-def e2e_argv(context: InstanceContext, pytest_args: list[str]) -> list[str]:
+def e2e_argv(context: Instance, pytest_args: list[str]) -> list[str]:
     results = (context.root / RESULTS_DIR).absolute()
     pytest_argv = [
         "python",
@@ -151,7 +124,7 @@ def run_e2e(
 ) -> E2EResult:
     """Run the suite in the instance's network; returns pytest's exit code. Its output goes to
     the terminal, or line by line to `on_line` when given."""
-    context = current_instance(start)
+    context = locate(None, start, name_hint="").require_env(keys=())
     require_running(context)
     results = context.root / RESULTS_DIR
     results.mkdir(parents=True, exist_ok=True)
@@ -183,7 +156,7 @@ def db_env_exports(*, start: Path) -> str:
     root = find_instance_root(start)
     if root is None:
         return ""
-    env = read_env(root / SANDBOX_ENV_FILENAME)
+    env = at_root(root).env
     values = {
         "KTRDR_DB_HOST": "127.0.0.1",
         "KTRDR_DB_PORT": env.get("KTRDR_DB_PORT", ""),

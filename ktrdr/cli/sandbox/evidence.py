@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ktrdr.cli.sandbox import compose, proc
-from ktrdr.cli.sandbox.e2e import RESULTS_DIR, InstanceContext, current_instance
+from ktrdr.cli.sandbox.e2e import RESULTS_DIR
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import unused_evidence_path
-from ktrdr.cli.sandbox.instance import SECRET_KEYS, read_env
-from ktrdr.envfile import SANDBOX_ENV_FILENAME
+from ktrdr.cli.sandbox.instance import SECRET_KEYS
+from ktrdr.cli.sandbox.locate import Instance, locate
 
 GATE_REPORT = Path(".sandbox") / "gate-report.json"
 LOG_TAIL = 5000
@@ -50,16 +50,6 @@ class EvidenceResult:
             "missing": self.missing,
             "replaced": self.replaced,
         }
-
-
-def resolve_instance(name: str | None, start: Path) -> InstanceContext:
-    """By registry name/id when given (full id or create name), else the instance at or above
-    `start` (registered or not: evidence of an unregistered checkout is still useful)."""
-    if name is None:
-        return current_instance(start, name_hint="pass an instance NAME")
-    from ktrdr.cli.sandbox.instances import resolve
-
-    return current_instance(resolve(name, cwd=start).root)
 
 
 def check_output_path(raw: str) -> Path:
@@ -92,7 +82,7 @@ def check_output_path(raw: str) -> Path:
 def collect_evidence(
     *, name: str | None = None, start: Path, output: Path | None = None
 ) -> EvidenceResult:
-    context = resolve_instance(name, start)
+    context = locate(name, start).require_env(keys=())
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     prefix = f"evidence-{context.instance_id}-{stamp}"
     bundle = _Bundle(prefix)
@@ -169,7 +159,7 @@ class _Bundle:
             raise
 
 
-def _add_gate_report(bundle: _Bundle, context: InstanceContext) -> None:
+def _add_gate_report(bundle: _Bundle, context: Instance) -> None:
     report = context.root / GATE_REPORT
     if report.is_file():
         bundle.add_bytes("gate-report.json", report.read_bytes())
@@ -177,7 +167,7 @@ def _add_gate_report(bundle: _Bundle, context: InstanceContext) -> None:
         bundle.note_missing(f"gate report: {GATE_REPORT} not found (run `ktrdr sandbox up`)")
 
 
-def _add_docker_state(bundle: _Bundle, context: InstanceContext) -> None:
+def _add_docker_state(bundle: _Bundle, context: Instance) -> None:
     if not compose.engine_reachable():
         bundle.note_missing("compose ps and service logs: Docker engine not reachable")
         return
@@ -189,7 +179,7 @@ def _add_docker_state(bundle: _Bundle, context: InstanceContext) -> None:
         bundle.add_text("compose-ps.txt", ps.stdout + ps.stderr)
     else:
         bundle.note_missing(f"compose ps: {compose.COMPOSE_FILE} not found in {context.root}")
-    containers = compose.ps(context.instance_id, context.root)
+    containers = compose.ps(context.instance_id)
     if not containers:
         bundle.note_missing("service logs: the instance has no containers")
     for container in containers:
@@ -198,7 +188,7 @@ def _add_docker_state(bundle: _Bundle, context: InstanceContext) -> None:
     bundle.add_text("containers.json", json.dumps([c.as_dict() for c in containers], indent=2))
 
 
-def _add_test_results(bundle: _Bundle, context: InstanceContext) -> None:
+def _add_test_results(bundle: _Bundle, context: Instance) -> None:
     results = context.root / RESULTS_DIR
     files = sorted(p for p in results.rglob("*") if p.is_file()) if results.is_dir() else []
     if not files:
@@ -214,7 +204,7 @@ def _add_test_results(bundle: _Bundle, context: InstanceContext) -> None:
             )
 
 
-def _add_git_state(bundle: _Bundle, context: InstanceContext) -> None:
+def _add_git_state(bundle: _Bundle, context: Instance) -> None:
     for name, args in (
         ("git-head.txt", ["rev-parse", "HEAD"]),
         ("git-diff-stat.txt", ["diff", "--stat", "HEAD"]),
@@ -232,7 +222,6 @@ def _add_git_state(bundle: _Bundle, context: InstanceContext) -> None:
             )
 
 
-def _add_env(bundle: _Bundle, context: InstanceContext) -> None:
-    values = read_env(context.root / SANDBOX_ENV_FILENAME)
-    lines = [f"{k}={'***' if k in SECRET_KEYS else v}" for k, v in values.items()]
+def _add_env(bundle: _Bundle, context: Instance) -> None:
+    lines = [f"{k}={'***' if k in SECRET_KEYS else v}" for k, v in context.env.items()]
     bundle.add_text("env.sandbox.redacted", "\n".join(lines) + "\n")

@@ -37,7 +37,6 @@ from ktrdr.cli.sandbox.health import ONE_SHOT_SERVICES
 from ktrdr.cli.sandbox.home import unused_evidence_path
 from ktrdr.cli.sandbox.instance import (
     MAX_ID_LENGTH,
-    find_instance_root,
     instance_id_for,
     max_name_length,
     new_settings,
@@ -56,6 +55,7 @@ from ktrdr.cli.sandbox.listing import (
     entry_status,
     stale_reason,
 )
+from ktrdr.cli.sandbox.locate import Instance, from_entry, locate
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, ports_for_slot
 from ktrdr.cli.sandbox.proc import run
 from ktrdr.cli.sandbox.registry import Entry
@@ -582,59 +582,6 @@ def _allocate_keeping(
     return allocate(entries, instance_id=instance_id, requested=slot, busy=busy)
 
 
-# --- resolution ----------------------------------------------------------------------------
-
-
-def resolve(name: str | None, *, cwd: Path) -> Entry:
-    """An entry by full id or create name (when unique), or the instance containing `cwd`."""
-    entries = registry.load()
-    if name is None:
-        root = find_instance_root(cwd)
-        if root is None:
-            raise SandboxError(
-                f"{cwd} is not inside a sandbox instance (no {SANDBOX_ENV_FILENAME} here or "
-                "above): pass NAME, or see `ktrdr sandbox list`"
-            )
-        found = _entry_for_root(entries, root)
-        if found is None:
-            raise SandboxError(
-                f"{root} has a {SANDBOX_ENV_FILENAME} but is not registered: run "
-                "`ktrdr sandbox init` there, or delete the file"
-            )
-        return found
-    if name in entries:
-        return entries[name]
-    if os.sep in name and (cwd / name).is_dir():  # a path to the instance, e.g. ../ktrdr--a
-        found = _entry_for_root(entries, (cwd / name).resolve())
-        if found is not None:
-            return found
-    slug = slugify(name)
-    matches = [
-        e
-        for e in entries.values()
-        if e.name == name
-        or Path(e.path).name == name  # the directory name as `list` shows it in PATH
-        or (slug and (e.instance_id == slug or e.instance_id.endswith(f"--{slug}")))
-    ]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        listed = ", ".join(sorted(e.instance_id for e in matches))
-        raise SandboxError(f"{name!r} is ambiguous: it matches {listed}; pass the full id")
-    raise SandboxError(f"no instance named {name!r}: see `ktrdr sandbox list`")
-
-
-def _entry_for_root(entries: dict[str, Entry], root: Path) -> Entry | None:
-    env_id = read_env(root / SANDBOX_ENV_FILENAME).get("KTRDR_INSTANCE_ID", "")
-    if env_id in entries:
-        return entries[env_id]
-    resolved = str(root.resolve())
-    for entry in entries.values():
-        if str(Path(entry.path).resolve()) == resolved:
-            return entry
-    return None
-
-
 # --- list / status -------------------------------------------------------------------------
 
 
@@ -684,11 +631,10 @@ def instance_status(
 ) -> InstanceStatus:
     """Identity, slot and Docker state of one instance (by name, or the one containing cwd).
     An unregistered `.env.sandbox` still reports what the file says."""
-    if name is None:
-        root = find_instance_root(cwd)
-        if root is not None and _entry_for_root(registry.load(), root) is None:
-            return _unregistered_status(root)
-    entry = resolve(name, cwd=cwd)
+    instance = locate(name, cwd, name_hint="pass NAME, or see `ktrdr sandbox list`")
+    if instance.entry is None:
+        return _unregistered_status(instance)
+    entry = instance.entry
     snapshot, engine_problem = containers_snapshot_and_why()
     result = InstanceStatus(
         instance_id=entry.instance_id,
@@ -775,14 +721,8 @@ def _count_containers(
     )
 
 
-def _unregistered_status(root: Path) -> InstanceStatus:
-    values = read_env(root / SANDBOX_ENV_FILENAME)
-    slot_text = values.get("KTRDR_SLOT", "")
-    if not slot_text.isdigit():
-        raise SandboxError(
-            f"{root / SANDBOX_ENV_FILENAME} has no valid KTRDR_SLOT: re-create it with "
-            "`ktrdr sandbox init`"
-        )
+def _unregistered_status(instance: Instance) -> InstanceStatus:
+    values = instance.env
     from ktrdr.cli.sandbox.home import home_id
 
     owner, owner_home = values.get("KTRDR_OWNER", ""), values.get("KTRDR_OWNER_HOME", "")
@@ -791,9 +731,9 @@ def _unregistered_status(root: Path) -> InstanceStatus:
         # Its containers are that home's: this home neither counts nor touches them.
         reason = f"belongs to KTRDR_HOME {owner_home or owner}: run with KTRDR_HOME set to it"
     result = InstanceStatus(
-        instance_id=values.get("KTRDR_INSTANCE_ID") or instance_id_for(root),
-        slot=ports_for_slot(int(slot_text)).slot,
-        path=root,
+        instance_id=instance.instance_id,
+        slot=instance.slot,
+        path=instance.root,
         registered=False,
         status="unregistered",
         stale_reason=reason,
@@ -911,28 +851,29 @@ def engine_unknown_reason() -> str | None:
     return f"the Docker engine at {compose.engine_host()} does not answer"
 
 
-def teardown_containers(entry: Entry) -> tuple[bool, str]:
+def teardown_containers(instance: Instance) -> tuple[bool, str]:
     """Remove the instance's own containers, volumes and networks. (confirmed gone, note)."""
     compose = _compose()
     unknown = engine_unknown_reason()
     if unknown is not None:
         return False, (
             f"{unknown}: containers and volumes could not be removed or confirmed gone, so "
-            f"slot {entry.slot} stays claimed; fix that and rerun "
-            f"`ktrdr sandbox destroy {entry.instance_id}` (or `ktrdr sandbox prune`)"
+            f"slot {instance.slot} stays claimed; fix that and rerun "
+            f"`ktrdr sandbox destroy {instance.instance_id}` (or `ktrdr sandbox prune`)"
         )
     if shutil.which("docker") is None:  # and no engine socket: there is no engine here
         return True, "this machine has no Docker engine, so the instance has no containers"
-    root = entry.root if (entry.root / SANDBOX_ENV_FILENAME).is_file() else None
-    if root is not None:
-        project = compose.project_of(read_env(root / SANDBOX_ENV_FILENAME))
-        compose.refuse_foreign(entry.instance_id, project, checkout=root, action="destroy")
-    compose.down(entry.instance_id, root, volumes=True)
-    left: list[str] = compose.leftovers(entry.instance_id)
+    if instance.env and instance.env_path.is_file():
+        project = compose.project_of(instance.env)
+        compose.refuse_foreign(
+            instance.instance_id, project, checkout=instance.root, action="destroy"
+        )
+    compose.down(instance.instance_id, instance, volumes=True)
+    left: list[str] = compose.leftovers(instance.instance_id)
     if left:
         return False, (
-            f"still present after down: {', '.join(left[:5])}; slot {entry.slot} stays claimed; "
-            f"remove them and rerun `ktrdr sandbox destroy {entry.instance_id}`"
+            f"still present after down: {', '.join(left[:5])}; slot {instance.slot} stays claimed; "
+            f"remove them and rerun `ktrdr sandbox destroy {instance.instance_id}`"
         )
     return True, "containers, volumes and networks removed"
 
@@ -962,7 +903,7 @@ def _remove_entry(instance_id: str) -> None:
 
 
 def destroy_instance(
-    entry: Entry,
+    instance: Instance,
     *,
     force: bool,
     on_start: Callable[[], None] | None = None,
@@ -974,14 +915,14 @@ def destroy_instance(
     `on_start` runs once nothing can refuse any more (for a progress line)."""
     from ktrdr.cli.sandbox.locks import instance_lock
 
-    with instance_lock(entry.instance_id, command="ktrdr sandbox destroy", on_wait=on_wait):
-        current = registry.load().get(entry.instance_id)
+    with instance_lock(instance.instance_id, command="ktrdr sandbox destroy", on_wait=on_wait):
+        current = registry.load().get(instance.instance_id)
         if current is None:
             raise SandboxError(
-                f"instance {entry.instance_id} is no longer registered (destroyed meanwhile?); "
+                f"instance {instance.instance_id} is no longer registered (destroyed meanwhile?); "
                 "nothing to do"
             )
-        return _destroy_locked(current, force=force, on_start=on_start)
+        return _destroy_locked(instance, current, force=force, on_start=on_start)
 
 
 @dataclass
@@ -1004,50 +945,50 @@ class DestroyBatch:
 
 
 def destroy_many(
-    targets: list[Entry],
+    targets: list[Instance],
     *,
     force: bool,
     keep_going: bool,
-    on_start: Callable[[Entry], None] = lambda entry: None,
+    on_start: Callable[[Instance], None] = lambda instance: None,
     on_wait: Callable[[str], None] = lambda message: None,
 ) -> DestroyBatch:
     """Destroy each target in turn; with `keep_going` a refusal is recorded and the next one
     tried, otherwise it is raised. A KeyboardInterrupt propagates (the caller says which
     instance to finish)."""
     batch = DestroyBatch()
-    for entry in targets:
+    for instance in targets:
         try:
             batch.results.append(
                 destroy_instance(
-                    entry, force=force, on_start=partial(on_start, entry), on_wait=on_wait
+                    instance, force=force, on_start=partial(on_start, instance), on_wait=on_wait
                 )
             )
         except SandboxError as e:
             if not keep_going:
                 raise
-            batch.failures.append(f"{entry.instance_id}: {e}")
+            batch.failures.append(f"{instance.instance_id}: {e}")
         except KeyboardInterrupt:
-            raise DestroyInterrupted(entry) from None
+            raise DestroyInterrupted(instance) from None
     return batch
 
 
 class DestroyInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or a cancelled MCP call) during the destroy of `entry`."""
+    """Ctrl-C (or a cancelled MCP call) during the destroy of `instance`."""
 
-    def __init__(self, entry: Entry) -> None:
-        super().__init__(entry.instance_id)
-        self.entry = entry
+    def __init__(self, instance: Instance) -> None:
+        super().__init__(instance.instance_id)
+        self.instance = instance
 
     def message(self) -> str:
         return (
-            f"interrupted: destroy of {self.entry.instance_id} stopped midway; slot "
-            f"{self.entry.slot} stays claimed: rerun `ktrdr sandbox destroy "
-            f"{self.entry.instance_id}` to finish"
+            f"interrupted: destroy of {self.instance.instance_id} stopped midway; slot "
+            f"{self.instance.slot} stays claimed: rerun `ktrdr sandbox destroy "
+            f"{self.instance.instance_id}` to finish"
         )
 
 
 def _destroy_locked(
-    entry: Entry, *, force: bool, on_start: Callable[[], None] | None
+    instance: Instance, entry: Entry, *, force: bool, on_start: Callable[[], None] | None
 ) -> DestroyResult:
     check_destroyable(entry, force=force)
     unknown = engine_unknown_reason()
@@ -1061,7 +1002,7 @@ def _destroy_locked(
     if on_start is not None:
         on_start()
     result = DestroyResult(entry.instance_id, entry.slot, entry.root, entry.kind)
-    result.containers_removed, note = teardown_containers(entry)
+    result.containers_removed, note = teardown_containers(instance)
     result.notes.append(note)
     root = entry.root
     if entry.kind == "worktree":
@@ -1084,7 +1025,7 @@ def _destroy_locked(
         result.branch_kept = entry.branch
     else:
         env_path = root / SANDBOX_ENV_FILENAME
-        if env_path.is_file() and read_env(env_path).get("KTRDR_INSTANCE_ID") == entry.instance_id:
+        if env_path.is_file() and instance.env.get("KTRDR_INSTANCE_ID") == entry.instance_id:
             env_path.unlink()
             result.env_file_removed = True
         result.notes.append(f"clone {root} kept (only its {SANDBOX_ENV_FILENAME} was removed)")
@@ -1130,7 +1071,7 @@ def prune(*, dry_run: bool) -> list[PrunedEntry]:
         if entry.is_dead_claim() and not (entry.root / SANDBOX_ENV_FILENAME).exists():
             gone, note = True, "create never finished, so it has no containers"
         else:
-            gone, note = teardown_containers(entry)
+            gone, note = teardown_containers(from_entry(entry))
         if gone:
             gone = _remove_if_unchanged(entry)
             note = note if gone else "entry changed meanwhile; left as is"

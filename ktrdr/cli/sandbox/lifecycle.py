@@ -20,36 +20,12 @@ from ktrdr.cli.sandbox.gate import (
 )
 from ktrdr.cli.sandbox.home import home_id, ktrdr_home
 from ktrdr.cli.sandbox.instance import project_name
+from ktrdr.cli.sandbox.locate import Instance
 from ktrdr.cli.sandbox.locks import instance_lock
-from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, SlotPorts, ports_for_slot
-from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards, read_env_file
+from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
 
-REQUIRED_KEYS = (
-    "COMPOSE_PROJECT_NAME",
-    "KTRDR_OWNER",
-    "KTRDR_INSTANCE_ID",
-    "KTRDR_SLOT",
-    "KTRDR_SHARED_DIR",
-    "KTRDR_DB_PASSWORD",
-)
 DEFAULT_TIMEOUT = 300.0
 MIN_AVAILABLE_KIB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Instance:
-    instance_id: str
-    slot: int
-    root: Path
-    env: dict[str, str]
-
-    @property
-    def ports(self) -> SlotPorts:
-        return ports_for_slot(self.slot)
-
-    @property
-    def project(self) -> str:
-        return self.env["COMPOSE_PROJECT_NAME"]
 
 
 @dataclass
@@ -78,51 +54,11 @@ class UpResult:
         )
 
 
-def resolve(name: str | None, cwd: Path, *, name_hint: str = "pass an instance NAME") -> Instance:
-    """The instance named `name` (registry id or create NAME), else the one whose
-    `.env.sandbox` is in `cwd` or a parent. `name_hint` says how this command takes a name."""
-    if name:
-        from ktrdr.cli.sandbox.instances import resolve as resolve_entry
-
-        root = resolve_entry(name, cwd=cwd).root
-    else:
-        found = find_upwards(SANDBOX_ENV_FILENAME, cwd)
-        if found is None:
-            raise SandboxError(
-                f"no {SANDBOX_ENV_FILENAME} in {cwd} or its parents: this is not a sandbox "
-                "instance; run `ktrdr sandbox create NAME` (new worktree) or "
-                f"`ktrdr sandbox init` (this checkout), or {name_hint}"
-            )
-        root = found.parent
-    env_path = root / SANDBOX_ENV_FILENAME
-    if not env_path.is_file():
-        raise SandboxError(
-            f"instance directory {root} has no {SANDBOX_ENV_FILENAME}: run `ktrdr sandbox init` "
-            "there (or `ktrdr sandbox doctor` to reconcile the registry)"
-        )
-    env = read_env_file(env_path)
-    missing = [key for key in REQUIRED_KEYS if not env.get(key)]
-    if missing:
-        raise SandboxError(
-            f"{env_path} lacks {', '.join(missing)}: run `ktrdr sandbox doctor --fix` (it adds "
-            "them), or re-create it with `ktrdr sandbox init`"
-        )
-    try:
-        slot = int(env["KTRDR_SLOT"])
-    except ValueError as e:
-        raise SandboxError(
-            f"{env_path}: KTRDR_SLOT={env['KTRDR_SLOT']!r} is not a number; "
-            "run `ktrdr sandbox doctor --fix`"
-        ) from e
-    ports_for_slot(slot)  # validates the range
-    return Instance(env["KTRDR_INSTANCE_ID"], slot, root, env)
-
-
 def validate(instance: Instance) -> None:
     """The env file must agree with itself, the registry and the port map before starting."""
     from ktrdr.cli.sandbox import registry
 
-    env_path = instance.root / SANDBOX_ENV_FILENAME
+    env_path = instance.require_env().env_path
     check_owner(instance)
     expected_project = project_name(instance.instance_id, instance.env["KTRDR_OWNER"])
     if instance.project != expected_project:
@@ -173,7 +109,7 @@ def validate(instance: Instance) -> None:
 def check_owner(instance: Instance) -> None:
     """Refuse an instance that another KTRDR_HOME owns: its registry, slot and containers are
     that home's, and acting on them from here is how one home took over another's stack."""
-    owner = instance.env.get("KTRDR_OWNER", "")
+    owner = instance.require_env().env.get("KTRDR_OWNER", "")
     if owner == home_id():
         return
     where = instance.env.get("KTRDR_OWNER_HOME") or f"the home with id {owner}"
@@ -317,7 +253,7 @@ def _up_locked(
             notify(f"Warning: {warning}")
     spec = gate_spec(instance, timeout=timeout, build=build)
     if not gate:
-        compose.up(instance.instance_id, instance.root, build=build)
+        compose.up(instance, build=build)
         return result
     probes = DockerProbes(instance.instance_id)
     stack: compose.StartingStack | None = None
@@ -331,7 +267,7 @@ def _up_locked(
             on_update(checks)
 
     try:
-        stack = compose.start(instance.instance_id, instance.root, build=build)
+        stack = compose.start(instance, build=build)
         result.report = run_gate(spec, probes, on_update=remember, startup=stack)
         passed = result.report.passed
     except KeyboardInterrupt:
@@ -391,7 +327,7 @@ def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: 
         compose.refuse_foreign(
             instance.instance_id, instance.project, checkout=instance.root, action="stop"
         )
-        compose.down(instance.instance_id, instance.root, volumes=False)
+        compose.down(instance.instance_id, instance, volumes=False)
 
 
 def pause(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> list[str]:
@@ -445,9 +381,7 @@ def resume(
 def logs(instance: Instance, *, service: str | None, follow: bool, tail: int) -> int:
     """`docker compose logs` on the terminal; returns its exit code."""
     _check_logs(instance, service)
-    return compose.logs(
-        instance.instance_id, instance.root, service=service, follow=follow, tail=tail
-    )
+    return compose.logs(instance, service=service, follow=follow, tail=tail)
 
 
 @dataclass(frozen=True)
@@ -469,11 +403,12 @@ class LogsResult:
 def log_text(instance: Instance, *, service: str | None, tail: int) -> LogsResult:
     """The same logs as `logs`, returned instead of printed."""
     _check_logs(instance, service)
-    text = compose.log_text(instance.instance_id, instance.root, service=service, tail=tail)
+    text = compose.log_text(instance, service=service, tail=tail)
     return LogsResult(instance.instance_id, service, tail, text)
 
 
 def _check_logs(instance: Instance, service: str | None) -> None:
+    instance.require_env()
     known = compose.services(instance.root)
     if service is not None and service not in known:
         raise SandboxError(f"no service {service!r} in this stack; services: {', '.join(known)}")

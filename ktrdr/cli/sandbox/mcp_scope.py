@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ktrdr.cli.sandbox import lifecycle
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.locate import Instance, locate
 from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards
 
 
@@ -29,7 +30,7 @@ class Scope:
     def describe(self) -> str:
         return f"instance {self.pinned_id}" if self.pinned else "all instances of this home"
 
-    def target(self, name: str | None) -> lifecycle.Instance:
+    def target(self, name: str | None) -> Instance:
         """The instance a tool call acts on: always the pinned one when pinned (re-read each
         call, so a destroyed or re-created instance is noticed), else `name`."""
         if self.pinned_id is None or self.pinned_root is None:
@@ -38,13 +39,13 @@ class Scope:
                     "pass the instance argument: this server serves all instances",
                     exit_code=2,  # a usage error, like a missing NAME on the command line
                 )
-            return lifecycle.resolve(name, self.cwd)
+            return locate(name, self.cwd)
         if not (self.pinned_root / SANDBOX_ENV_FILENAME).is_file():
             raise SandboxError(
                 f"pinned instance {self.pinned_id} is gone ({self.pinned_root} has no "
                 f"{SANDBOX_ENV_FILENAME}; destroyed?): this server has nothing left to act on"
             )
-        instance = lifecycle.resolve(None, self.pinned_root)
+        instance = locate(None, self.pinned_root)
         if instance.instance_id != self.pinned_id:
             raise SandboxError(
                 f"{self.pinned_root} now holds instance {instance.instance_id}, not the pinned "
@@ -66,6 +67,6 @@ def resolve_scope(*, instance: str | None, all_instances: bool, cwd: Path) -> Sc
             f"no instance to pin the MCP server to: {cwd} is not inside an instance; pass "
             "--instance NAME (one instance), or --all-instances (every instance of this home)"
         )
-    found = lifecycle.resolve(instance, cwd)
+    found = locate(instance, cwd)
     lifecycle.check_owner(found)
     return Scope(cwd=cwd, pinned_id=found.instance_id, pinned_root=found.root.resolve())

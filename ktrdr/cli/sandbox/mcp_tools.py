@@ -243,20 +243,21 @@ def _down(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
 
 def _destroy(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
     from ktrdr.cli.sandbox import registry
-    from ktrdr.cli.sandbox.instances import destroy_many, resolve
-    from ktrdr.cli.sandbox.registry import Entry
+    from ktrdr.cli.sandbox.instances import destroy_many
+    from ktrdr.cli.sandbox.locate import Instance, from_entry
 
     everything = bool(args.get("all"))
     if everything and args.get("instance"):
         raise KtrdrError("pass instance or all, not both", exit_code=USAGE_EXIT)
     if everything:
-        targets = list(registry.load().values())
+        targets = [from_entry(entry) for entry in registry.load().values()]
     else:
         instance = scope.target(args.get("instance"))
-        targets = [resolve(instance.instance_id, cwd=instance.root)]
+        instance.require_entry()
+        targets = [instance]
 
-    def starting(entry: Entry) -> None:
-        progress(f"{entry.instance_id}: removing containers, volumes and files…")
+    def starting(instance: Instance) -> None:
+        progress(f"{instance.instance_id}: removing containers, volumes and files…")
 
     batch = destroy_many(
         targets, force=args["force"], keep_going=everything, on_start=starting, on_wait=progress

@@ -25,13 +25,14 @@ def pause(name: str | None, pause_all: bool, as_json: bool) -> None:
     `ktrdr sandbox resume` (or `up`) thaws it and re-runs the Startability Gate.
     """
     from ktrdr.cli.sandbox import lifecycle
+    from ktrdr.cli.sandbox.locate import from_entry, locate
 
     if pause_all and name:
         raise click.UsageError("pass NAME or --all, not both")
     if pause_all:
-        targets = [lifecycle.resolve(entry.instance_id, Path.cwd()) for entry in _running()]
+        targets = [from_entry(entry) for entry in _running()]
     else:
-        targets = [lifecycle.resolve(name, Path.cwd())]
+        targets = [locate(name, Path.cwd())]
     results = []
     for instance in targets:
         frozen = lifecycle.pause(instance, notify=info)
@@ -78,9 +79,10 @@ def resume(name: str | None, timeout: float, as_json: bool) -> None:
     """Thaw a paused instance and re-run the Startability Gate (exit code 1 when it fails)."""
     from ktrdr.cli.sandbox import lifecycle
     from ktrdr.cli.sandbox.gate_render import GateRenderer
+    from ktrdr.cli.sandbox.locate import locate
     from ktrdr.cli.sandbox.stack_commands import show_gate_result
 
-    instance = lifecycle.resolve(name, Path.cwd())
+    instance = locate(name, Path.cwd())
     info(f"Resuming instance: {instance.instance_id} (slot {instance.slot})")
     with GateRenderer() as renderer:
         result = lifecycle.resume(

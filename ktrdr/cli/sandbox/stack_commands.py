@@ -39,8 +39,9 @@ def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bo
     """
     from ktrdr.cli.sandbox import lifecycle
     from ktrdr.cli.sandbox.gate_render import GateRenderer
+    from ktrdr.cli.sandbox.locate import locate
 
-    instance = lifecycle.resolve(name, Path.cwd())
+    instance = locate(name, Path.cwd())
     info(f"Starting instance: {instance.instance_id} (slot {instance.slot})")
     try:
         with GateRenderer() as renderer:
@@ -80,8 +81,9 @@ def down(name: str | None) -> None:
     """Stop the instance's containers (volumes, so its data, are kept)."""
     from ktrdr.cli.sandbox import lifecycle
     from ktrdr.cli.sandbox.heartbeat import heartbeat
+    from ktrdr.cli.sandbox.locate import locate
 
-    instance = lifecycle.resolve(name, Path.cwd())
+    instance = locate(name, Path.cwd())
     info(f"Stopping instance {instance.instance_id} (slot {instance.slot})…")
     with heartbeat(f"stopping {instance.instance_id}", info):
         lifecycle.down(instance, notify=info)
@@ -102,8 +104,9 @@ def down(name: str | None) -> None:
 def logs(service: str | None, follow: bool, tail: int, name: str | None) -> None:
     """Show the logs of every service, or of SERVICE (e.g. backend, db, backtest-worker-1)."""
     from ktrdr.cli.sandbox import lifecycle
+    from ktrdr.cli.sandbox.locate import locate
 
-    instance = lifecycle.resolve(name, Path.cwd(), name_hint="pass --instance NAME")
+    instance = locate(name, Path.cwd(), name_hint="pass --instance NAME")
     try:
         code = lifecycle.logs(instance, service=service, follow=follow, tail=tail)
     except KeyboardInterrupt:  # the normal way to stop `--follow`: nothing to report

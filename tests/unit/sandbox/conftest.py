@@ -61,7 +61,8 @@ class DockerStandIn:
         self.queries += 1
         return dict(self.containers)
 
-    def down(self, instance_id: str, root: Path | None, *, volumes: bool) -> None:
+    def down(self, instance_id: str, instance: Any, *, volumes: bool) -> None:
+        root = instance.root if instance is not None and instance.env else None
         self.downs.append((instance_id, root, volumes))
         self.containers.pop(instance_id, None)
 

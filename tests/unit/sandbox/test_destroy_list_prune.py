@@ -19,8 +19,8 @@ from ktrdr.cli.sandbox.instances import (
     destroy_instance,
     init_instance,
     instance_status,
-    resolve,
 )
+from ktrdr.cli.sandbox.locate import find_entry, from_entry
 from ktrdr.cli.sandbox.registry import Entry
 from tests.unit.sandbox.conftest import Container, DockerStandIn, git, make_repo
 
@@ -204,7 +204,7 @@ def test_destroy_refuses_to_delete_a_main_worktree_registered_as_worktree(
     with registry.transaction() as entries:
         entries["clone"] = Entry("clone", 1, str(clone), "worktree", "main", "t")
     with pytest.raises(SandboxError, match="not a linked git worktree: refusing"):
-        destroy_instance(registry.load()["clone"], force=True)
+        destroy_instance(from_entry(registry.load()["clone"]), force=True)
     assert (clone / ".git").is_dir()
 
 
@@ -289,17 +289,17 @@ def test_destroy_from_inside_the_worktree_needs_no_name(
 
 def test_names_resolve_by_full_id_or_create_name(repo: Path) -> None:
     create_instance(name="feat-a", cwd=repo)
-    assert resolve("ktrdr--feat-a", cwd=repo).instance_id == "ktrdr--feat-a"
-    assert resolve("feat-a", cwd=repo).instance_id == "ktrdr--feat-a"
+    assert find_entry("ktrdr--feat-a", cwd=repo).instance_id == "ktrdr--feat-a"
+    assert find_entry("feat-a", cwd=repo).instance_id == "ktrdr--feat-a"
     with pytest.raises(SandboxError, match="no instance named 'nope'"):
-        resolve("nope", cwd=repo)
+        find_entry("nope", cwd=repo)
 
 
 def test_names_also_resolve_by_directory_name_or_path(repo: Path) -> None:
     create_instance(name="Feat-B", cwd=repo)  # id ktrdr--feat-b, directory ktrdr--Feat-B
-    assert resolve("ktrdr--Feat-B", cwd=repo).instance_id == "ktrdr--feat-b"
-    assert resolve("../ktrdr--Feat-B", cwd=repo).instance_id == "ktrdr--feat-b"
-    assert resolve("feat-b", cwd=repo).instance_id == "ktrdr--feat-b"
+    assert find_entry("ktrdr--Feat-B", cwd=repo).instance_id == "ktrdr--feat-b"
+    assert find_entry("../ktrdr--Feat-B", cwd=repo).instance_id == "ktrdr--feat-b"
+    assert find_entry("feat-b", cwd=repo).instance_id == "ktrdr--feat-b"
 
 
 def test_a_create_name_shared_by_two_repos_is_ambiguous(tmp_path: Path) -> None:
@@ -308,7 +308,7 @@ def test_a_create_name_shared_by_two_repos_is_ambiguous(tmp_path: Path) -> None:
     create_instance(name="feat-a", cwd=one)
     create_instance(name="feat-a", cwd=two)
     with pytest.raises(SandboxError, match="ambiguous: it matches one--feat-a, two--feat-a"):
-        resolve("feat-a", cwd=tmp_path)
+        find_entry("feat-a", cwd=tmp_path)
 
 
 # --- list and status -------------------------------------------------------------------------
@@ -409,7 +409,7 @@ def test_status_from_inside_an_instance_shows_slot_ports_and_urls(
 
 
 def test_status_outside_any_instance_explains_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(SandboxError, match="not inside a sandbox instance"):
+    with pytest.raises(SandboxError, match="this is not a sandbox instance"):
         instance_status(None, cwd=tmp_path)
 
 

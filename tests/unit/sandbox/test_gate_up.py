@@ -14,6 +14,7 @@ from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import compose, lifecycle, registry
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import EnvSettings, render_env, write_env_file
+from ktrdr.cli.sandbox.locate import locate
 from ktrdr.cli.sandbox.ports import ports_for_slot
 
 SLOT = 7
@@ -98,51 +99,51 @@ def test_up_outside_an_instance_says_to_run_create_or_init(
 def test_an_instance_is_found_from_a_subdirectory_and_by_name(instance_dir: Path) -> None:
     sub = instance_dir / "ktrdr" / "api"
     sub.mkdir(parents=True)
-    found = lifecycle.resolve(None, sub)
+    found = locate(None, sub)
     assert (found.instance_id, found.slot, found.root) == (INSTANCE_ID, SLOT, instance_dir)
-    assert lifecycle.resolve("feat-a", Path("/")).root == instance_dir
-    assert lifecycle.resolve(INSTANCE_ID, Path("/")).root == instance_dir
+    assert locate("feat-a", Path("/")).root == instance_dir
+    assert locate(INSTANCE_ID, Path("/")).root == instance_dir
 
 
 def test_an_unknown_name_lists_the_registered_instances(instance_dir: Path) -> None:
     with pytest.raises(SandboxError, match=r"no instance named 'nope'"):
-        lifecycle.resolve("nope", Path("/"))
+        locate("nope", Path("/"))
 
 
 def test_a_valid_registered_instance_passes_validation(instance_dir: Path) -> None:
-    lifecycle.validate(lifecycle.resolve(None, instance_dir))
+    lifecycle.validate(locate(None, instance_dir))
 
 
 def test_a_port_line_that_drifted_from_the_slot_is_refused(instance_dir: Path) -> None:
     rewrite_env(instance_dir, "KTRDR_API_PORT", "8000")
     with pytest.raises(SandboxError, match="KTRDR_API_PORT=8000 does not match slot 7"):
-        lifecycle.validate(lifecycle.resolve(None, instance_dir))
+        lifecycle.validate(locate(None, instance_dir))
 
 
 def test_an_unregistered_instance_is_told_to_run_init(instance_dir: Path) -> None:
     with registry.transaction() as entries:
         del entries[INSTANCE_ID]
     with pytest.raises(SandboxError, match="is not registered: run `ktrdr sandbox init`"):
-        lifecycle.validate(lifecycle.resolve(None, instance_dir))
+        lifecycle.validate(locate(None, instance_dir))
 
 
 def test_a_slot_that_disagrees_with_the_registry_is_refused(instance_dir: Path) -> None:
     with registry.transaction() as entries:
         entries[INSTANCE_ID].slot = 3
     with pytest.raises(SandboxError, match="says slot 7 but the registry says slot 3"):
-        lifecycle.validate(lifecycle.resolve(None, instance_dir))
+        lifecycle.validate(locate(None, instance_dir))
 
 
 def test_an_env_file_missing_required_keys_is_named(instance_dir: Path) -> None:
     rewrite_env(instance_dir, "KTRDR_DB_PASSWORD", "")
     with pytest.raises(SandboxError, match="lacks KTRDR_DB_PASSWORD"):
-        lifecycle.resolve(None, instance_dir)
+        locate(None, instance_dir).require_env()
 
 
 def test_a_foreign_socket_on_a_slot_port_is_refused_naming_the_port_and_a_free_slot(
     instance_dir: Path, foreign_listener: socket.socket
 ) -> None:
-    instance = lifecycle.resolve(None, instance_dir)
+    instance = locate(None, instance_dir)
     with pytest.raises(SandboxError) as raised:
         lifecycle.preflight_ports(instance, set())
     message = str(raised.value)
@@ -154,14 +155,14 @@ def test_a_foreign_socket_on_a_slot_port_is_refused_naming_the_port_and_a_free_s
 def test_ports_published_by_the_instances_own_containers_are_not_a_conflict(
     instance_dir: Path, foreign_listener: socket.socket
 ) -> None:
-    instance = lifecycle.resolve(None, instance_dir)
+    instance = locate(None, instance_dir)
     lifecycle.preflight_ports(instance, {ports_for_slot(SLOT).api})
 
 
 def test_missing_shared_data_gives_a_warning_with_the_command_to_fix_it(
     instance_dir: Path, isolated_ktrdr_home: Path
 ) -> None:
-    instance = lifecycle.resolve(None, instance_dir)
+    instance = locate(None, instance_dir)
     warning = lifecycle.shared_data_warning(instance)
     assert warning is not None and "ktrdr sandbox init-shared" in warning
     (isolated_ktrdr_home / "shared" / "data").mkdir(parents=True)
@@ -255,7 +256,7 @@ def test_an_instance_of_another_home_is_refused_naming_that_home(
 def test_a_project_name_that_is_not_the_instances_own_is_refused(instance_dir: Path) -> None:
     rewrite_env(instance_dir, "COMPOSE_PROJECT_NAME", INSTANCE_ID)  # the pre-owner form
     with pytest.raises(SandboxError, match=r"is not this instance's project .*doctor --fix"):
-        lifecycle.validate(lifecycle.resolve(None, instance_dir))
+        lifecycle.validate(locate(None, instance_dir))
 
 
 class _StartedStackStandIn:
@@ -294,7 +295,7 @@ def test_an_instance_destroyed_under_the_gate_gets_no_report_directory_recreated
     monkeypatch.setattr(lifecycle, "preflight_ports", lambda instance, own: None)
     monkeypatch.setattr(compose, "start", lambda *a, **k: _StartedStackStandIn())
     monkeypatch.setattr(lifecycle, "run_gate", gate_while_destroy_removes_the_worktree)
-    instance = lifecycle.resolve(None, instance_dir)
+    instance = locate(None, instance_dir)
     result = lifecycle.up(instance, timeout=60)
     assert result.report is not None and result.report_file is None
     assert result.report.failure is not None

@@ -16,6 +16,7 @@ import pytest
 from ktrdr.cli.sandbox import compose, machine_slots, registry
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instances import create_instance, init_instance
+from ktrdr.cli.sandbox.locate import locate
 from tests.unit.sandbox.conftest import DockerStandIn
 
 
@@ -164,7 +165,7 @@ def test_up_refuses_a_slot_another_home_claims(repo: Path, monkeypatch: pytest.M
     from ktrdr.cli.sandbox import lifecycle
 
     result = create_instance(name="feat-a", cwd=repo)
-    instance = lifecycle.resolve(None, result.path)
+    instance = locate(None, result.path)
     holder = "instance ktrdr--x of KTRDR_HOME /elsewhere"
     monkeypatch.setattr(compose, "ensure_engine", lambda: None)
     monkeypatch.setattr(compose, "refuse_foreign", lambda *args, **kwargs: None)

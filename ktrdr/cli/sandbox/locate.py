@@ -1,0 +1,178 @@
+"""The one way to find an instance: `locate(NAME or None, cwd)` returns an `Instance`.
+
+An instance is a directory with a `.env.sandbox` at its root, usually also registered in this
+home's registry. `locate` reads the env file once; every command then works from the returned
+object instead of reading the file again.
+
+- With a NAME: the registry entry whose id, create NAME, directory name or path matches
+  (a unique slug suffix is enough); its directory may be gone (destroy still works on it).
+- Without: the nearest `.env.sandbox` at or above `cwd`, registered or not.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ktrdr.cli.sandbox import registry
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.instance import find_instance_root, read_env, slugify
+from ktrdr.cli.sandbox.ports import SlotPorts, ports_for_slot
+from ktrdr.cli.sandbox.registry import Entry
+from ktrdr.envfile import SANDBOX_ENV_FILENAME
+
+# What `up`, `down`, `pause`, `resume` and `logs` need from the env file.
+REQUIRED_KEYS = (
+    "COMPOSE_PROJECT_NAME",
+    "KTRDR_OWNER",
+    "KTRDR_INSTANCE_ID",
+    "KTRDR_SLOT",
+    "KTRDR_SHARED_DIR",
+    "KTRDR_DB_PASSWORD",
+)
+DEFAULT_NAME_HINT = "pass an instance NAME"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A located instance: where it is, what its env file says (read once), and its registry
+    entry (None when this home has not registered it)."""
+
+    instance_id: str
+    slot: int
+    root: Path
+    env: Mapping[str, str]  # {} when the directory or its env file is gone
+    entry: Entry | None
+
+    @property
+    def env_path(self) -> Path:
+        return self.root / SANDBOX_ENV_FILENAME
+
+    @property
+    def ports(self) -> SlotPorts:
+        return ports_for_slot(self.slot)
+
+    @property
+    def project(self) -> str:
+        return self.env["COMPOSE_PROJECT_NAME"]
+
+    @property
+    def registered(self) -> bool:
+        return self.entry is not None
+
+    def require_entry(self) -> Entry:
+        """The registry entry, or the one-line error for a checkout this home never registered."""
+        if self.entry is None:
+            raise SandboxError(
+                f"{self.root} has a {SANDBOX_ENV_FILENAME} but is not registered: run "
+                "`ktrdr sandbox init` there, or delete the file"
+            )
+        return self.entry
+
+    def require_env(self, keys: tuple[str, ...] = REQUIRED_KEYS) -> Instance:
+        """Self, once the env file exists and holds `keys` (by default every key the stack
+        commands need)."""
+        if not self.env_path.is_file():
+            raise SandboxError(
+                f"instance directory {self.root} has no {SANDBOX_ENV_FILENAME}: run "
+                "`ktrdr sandbox init` there (or `ktrdr sandbox doctor` to reconcile the registry)"
+            )
+        missing = [key for key in keys if not self.env.get(key)]
+        if missing:
+            raise SandboxError(
+                f"{self.env_path} lacks {', '.join(missing)}: run `ktrdr sandbox doctor --fix` "
+                "(it adds them), or re-create it with `ktrdr sandbox init`"
+            )
+        return self
+
+
+def locate(name: str | None, cwd: Path, *, name_hint: str = DEFAULT_NAME_HINT) -> Instance:
+    """The instance named `name`, else the one containing `cwd`. `name_hint` says how the
+    calling command takes a name, for the error when `cwd` is not inside an instance."""
+    if name:
+        return from_entry(find_entry(name, cwd=cwd))
+    root = find_instance_root(cwd)
+    if root is None:
+        raise SandboxError(
+            f"no {SANDBOX_ENV_FILENAME} in {cwd} or its parents: this is not a sandbox "
+            "instance; run `ktrdr sandbox create NAME` (new worktree) or "
+            f"`ktrdr sandbox init` (this checkout)" + (f", or {name_hint}" if name_hint else "")
+        )
+    return at_root(root)
+
+
+def at_root(root: Path) -> Instance:
+    """The instance whose `.env.sandbox` is in `root`, with its registry entry when there is one."""
+    env = read_env(root / SANDBOX_ENV_FILENAME)
+    entry = _entry_for(registry.load(), root, env.get("KTRDR_INSTANCE_ID", ""))
+    instance_id = env.get("KTRDR_INSTANCE_ID") or (entry.instance_id if entry else "")
+    if not instance_id:
+        raise SandboxError(
+            f"{root / SANDBOX_ENV_FILENAME} has no KTRDR_INSTANCE_ID: re-create it with "
+            "`ktrdr sandbox init`"
+        )
+    return Instance(instance_id, _slot(env, root, entry), root, env, entry)
+
+
+def from_entry(entry: Entry) -> Instance:
+    """The instance of a registry entry; its env file is read when it still exists."""
+    env_path = entry.root / SANDBOX_ENV_FILENAME
+    env = read_env(env_path) if env_path.is_file() else {}
+    slot = _slot(env, entry.root, entry) if env.get("KTRDR_SLOT") else entry.slot
+    return Instance(entry.instance_id, slot, entry.root, env, entry)
+
+
+def find_entry(name: str, *, cwd: Path) -> Entry:
+    """A registry entry by full id, create NAME, directory name, path or unique slug suffix."""
+    entries = registry.load()
+    if name in entries:
+        return entries[name]
+    if os.sep in name and (cwd / name).is_dir():  # a path to the instance, e.g. ../ktrdr--a
+        root = (cwd / name).resolve()
+        env_path = root / SANDBOX_ENV_FILENAME
+        env_id = read_env(env_path).get("KTRDR_INSTANCE_ID", "") if env_path.is_file() else ""
+        found = _entry_for(entries, root, env_id)
+        if found is not None:
+            return found
+    slug = slugify(name)
+    matches = [
+        e
+        for e in entries.values()
+        if e.name == name
+        or Path(e.path).name == name  # the directory name as `list` shows it in PATH
+        or (slug and (e.instance_id == slug or e.instance_id.endswith(f"--{slug}")))
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        listed = ", ".join(sorted(e.instance_id for e in matches))
+        raise SandboxError(f"{name!r} is ambiguous: it matches {listed}; pass the full id")
+    raise SandboxError(f"no instance named {name!r}: see `ktrdr sandbox list`")
+
+
+def _entry_for(entries: Mapping[str, Entry], root: Path, env_id: str) -> Entry | None:
+    if env_id in entries:
+        return entries[env_id]
+    resolved = root.resolve()
+    return next((e for e in entries.values() if Path(e.path).resolve() == resolved), None)
+
+
+def _slot(env: Mapping[str, str], root: Path, entry: Entry | None) -> int:
+    text = env.get("KTRDR_SLOT", "")
+    if not text and entry is not None:
+        return entry.slot
+    if not text:
+        raise SandboxError(
+            f"{root / SANDBOX_ENV_FILENAME} lacks KTRDR_SLOT: run `ktrdr sandbox doctor --fix` "
+            "(it adds it), or re-create it with `ktrdr sandbox init`"
+        )
+    try:
+        slot = int(text)
+    except ValueError as e:
+        raise SandboxError(
+            f"{root / SANDBOX_ENV_FILENAME}: KTRDR_SLOT={text!r} is not a number; "
+            "run `ktrdr sandbox doctor --fix`"
+        ) from e
+    return ports_for_slot(slot).slot  # validates the range
