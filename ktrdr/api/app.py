@@ -3,8 +3,8 @@ Prometheus metrics at /metrics."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal
 
 import psycopg
@@ -90,7 +90,34 @@ def create_app(settings: ApiSettings | None = None, *, post_job: PostJob | None 
         interval=settings.dispatch_interval_s,
     )
     tracer_provider: list[Any] = []
+    app = FastAPI(
+        title="KTRDR API",
+        version=ktrdr.__version__,
+        docs_url=f"{PREFIX}/docs",
+        redoc_url=f"{PREFIX}/redoc",
+        openapi_url=f"{PREFIX}/openapi.json",
+        lifespan=_lifespan(store, dispatcher, tracer_provider),
+    )
+    app.state.store, app.state.dispatcher, app.state.settings = store, dispatcher, settings
+    registry = CollectorRegistry()
+    registry.register(_StateCollector(store))
+    instrument_http_metrics(app, registry)
+    tracer_provider.append(setup_tracing(app, service_name="ktrdr-backend"))
+    _add_worker_routes(app, store, dispatcher, settings)
+    _add_operation_routes(app, store, dispatcher)
+    app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
 
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return metrics_response(registry)
+
+    return app
+
+
+def _lifespan(
+    store: Store, dispatcher: Dispatcher, tracer_provider: list[Any]
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         store.open()
@@ -103,38 +130,19 @@ def create_app(settings: ApiSettings | None = None, *, post_job: PostJob | None 
             store.close()
             shutdown_tracing(tracer_provider[0] if tracer_provider else None)
 
-    app = FastAPI(
-        title="KTRDR API",
-        version=ktrdr.__version__,
-        docs_url=f"{PREFIX}/docs",
-        redoc_url=f"{PREFIX}/redoc",
-        openapi_url=f"{PREFIX}/openapi.json",
-        lifespan=lifespan,
+    return lifespan
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    return JSONResponse(
+        {"detail": f"database unavailable ({type(exc).__name__}); check the db service"},
+        status_code=503,
     )
-    app.state.store, app.state.dispatcher, app.state.settings = store, dispatcher, settings
-    registry = CollectorRegistry()
-    registry.register(_StateCollector(store))
-    instrument_http_metrics(app, registry)
-    tracer_provider.append(setup_tracing(app, service_name="ktrdr-backend"))
-    _add_routes(app, store, dispatcher, settings)
-
-    async def _database_unavailable(request: Request, exc: Exception) -> Response:
-        return JSONResponse(
-            {"detail": f"database unavailable ({type(exc).__name__}); check the db service"},
-            status_code=503,
-        )
-
-    app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
-    app.add_exception_handler(PoolTimeout, _database_unavailable)
-
-    @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        return metrics_response(registry)
-
-    return app
 
 
-def _add_routes(app: FastAPI, store: Store, dispatcher: Dispatcher, settings: ApiSettings) -> None:
+def _add_worker_routes(
+    app: FastAPI, store: Store, dispatcher: Dispatcher, settings: ApiSettings
+) -> None:
     @app.get(f"{PREFIX}/health")
     def health() -> dict[str, Any]:
         database_ok = store.ping()
@@ -163,6 +171,8 @@ def _add_routes(app: FastAPI, store: Store, dispatcher: Dispatcher, settings: Ap
             raise HTTPException(404, f"worker {worker_id} is not registered; register again")
         return {"worker_id": worker_id, "ok": True}
 
+
+def _add_operation_routes(app: FastAPI, store: Store, dispatcher: Dispatcher) -> None:
     @app.get(f"{PREFIX}/operations")
     def list_operations(
         status: OperationStatus | None = None, limit: int = 100

@@ -59,7 +59,6 @@ def run_job(job: Job, settings: WorkerSettings) -> dict[str, Any]:
 def create_app(settings: WorkerSettings | None = None, *, register: bool = True) -> FastAPI:
     settings = settings or WorkerSettings.from_env()
     link = BackendLink(settings)
-    busy = threading.Lock()
     provider: list[Any] = []
 
     @asynccontextmanager
@@ -76,17 +75,37 @@ def create_app(settings: WorkerSettings | None = None, *, register: bool = True)
     registry = CollectorRegistry()
     instrument_http_metrics(app, registry)
     provider.append(setup_tracing(app, service_name=f"ktrdr-{settings.worker_type}-worker"))
-    done = Counter("ktrdr_worker_jobs_total", "Jobs run", ["type", "status"], registry=registry)
-    duration = Histogram(
-        "ktrdr_worker_job_duration_seconds", "Job run time", ["type"], registry=registry
-    )
+    _add_job_routes(app, settings, link, _JobMetrics(registry))
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return metrics_response(registry)
+
+    app.state.settings, app.state.link = settings, link
+    return app
+
+
+class _JobMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.done = Counter(
+            "ktrdr_worker_jobs_total", "Jobs run", ["type", "status"], registry=registry
+        )
+        self.duration = Histogram(
+            "ktrdr_worker_job_duration_seconds", "Job run time", ["type"], registry=registry
+        )
+
+
+def _add_job_routes(
+    app: FastAPI, settings: WorkerSettings, link: BackendLink, job_metrics: _JobMetrics
+) -> None:
+    busy = threading.Lock()  # one job at a time
 
     def work(job: Job) -> None:
         try:
             started = time.perf_counter()
             outcome = run_job(job, settings)
-            duration.labels(job.operation_type).observe(time.perf_counter() - started)
-            done.labels(job.operation_type, outcome["status"]).inc()
+            job_metrics.duration.labels(job.operation_type).observe(time.perf_counter() - started)
+            job_metrics.done.labels(job.operation_type, outcome["status"]).inc()
             link.report(job.operation_id, outcome)
         finally:
             busy.release()
@@ -112,10 +131,3 @@ def create_app(settings: WorkerSettings | None = None, *, register: bool = True)
             raise HTTPException(409, f"worker {settings.worker_id} is busy")
         threading.Thread(target=work, args=(job,), name=f"job-{job.operation_id}").start()
         return {"operation_id": job.operation_id, "accepted": True}
-
-    @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        return metrics_response(registry)
-
-    app.state.settings, app.state.link = settings, link
-    return app

@@ -79,7 +79,6 @@ def stream(
     code. For callers that cannot let a child write to their stdout (the MCP server speaks its
     protocol there). On KeyboardInterrupt the child gets SIGINT, as from a terminal's Ctrl-C,
     and is waited for so it can clean up (e.g. `compose run --rm` removes its container)."""
-    import signal
     import threading
 
     args = [str(a) for a in argv]
@@ -102,15 +101,28 @@ def stream(
         timed_out.set()
         child.kill()
 
-    timer = threading.Timer(timeout, expire) if timeout is not None else None
-    if timer is not None:
+    timer = threading.Timer(timeout or 0.0, expire)
+    if timeout is not None:
         timer.daemon = True
         timer.start()
+    try:
+        code = _pump_lines(child, on_line)
+    finally:
+        timer.cancel()
+    if timed_out.is_set():
+        raise SandboxError(f"{label} did not finish within {timeout:g}s: {' '.join(args)}")
+    return code
+
+
+def _pump_lines(child: subprocess.Popen[str], on_line: Callable[[str], None]) -> int:
+    """Hand the child's output to `on_line` until it exits; Ctrl-C reaches it as SIGINT."""
+    import signal
+
     try:
         assert child.stdout is not None  # stdout=PIPE
         for line in child.stdout:
             on_line(line.rstrip("\n"))
-        code = child.wait()
+        return child.wait()
     except KeyboardInterrupt:
         child.send_signal(signal.SIGINT)
         try:
@@ -120,13 +132,8 @@ def stream(
             child.wait()
         raise
     finally:
-        if timer is not None:
-            timer.cancel()
         if child.stdout is not None:
             child.stdout.close()
-    if timed_out.is_set():
-        raise SandboxError(f"{label} did not finish within {timeout:g}s: {' '.join(args)}")
-    return code
 
 
 def stderr_tail(stderr: str, lines: int = STDERR_TAIL_LINES) -> str:
