@@ -120,6 +120,23 @@ def _plain(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_server(scope: Scope) -> Server[Any]:
+    list_tools, call_tool = _tool_handlers(scope)
+    list_resources, read_resource = _resource_handlers(scope)
+    return Server(
+        "ktrdr-sandbox",
+        version=__version__,
+        instructions=(
+            f"KTRDR sandbox tools, acting on {scope.describe()}. Loop: sandbox_up → edit → "
+            "sandbox_test_e2e → sandbox_evidence → sandbox_destroy. See docs/sandbox.md."
+        ),
+        on_list_tools=list_tools,
+        on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_read_resource=read_resource,
+    )
+
+
+def _tool_handlers(scope: Scope) -> tuple[Any, Any]:
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
@@ -146,6 +163,10 @@ def build_server(scope: Scope) -> Server[Any]:
         except KtrdrError as e:
             return tool_result(None, e)
 
+    return list_tools, call_tool
+
+
+def _resource_handlers(scope: Scope) -> tuple[Any, Any]:
     async def list_resources(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
@@ -166,18 +187,7 @@ def build_server(scope: Scope) -> Server[Any]:
         contents = types.TextResourceContents(uri=uri, mime_type=mime, text=text)
         return types.ReadResourceResult(contents=[contents])
 
-    return Server(
-        "ktrdr-sandbox",
-        version=__version__,
-        instructions=(
-            f"KTRDR sandbox tools, acting on {scope.describe()}. Loop: sandbox_up → edit → "
-            "sandbox_test_e2e → sandbox_evidence → sandbox_destroy. See docs/sandbox.md."
-        ),
-        on_list_tools=list_tools,
-        on_call_tool=call_tool,
-        on_list_resources=list_resources,
-        on_read_resource=read_resource,
-    )
+    return list_resources, read_resource
 
 
 def _progress_sink(ctx: ServerRequestContext[Any]) -> Callable[[str], None]:
