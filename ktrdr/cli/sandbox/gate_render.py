@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
 
-    from ktrdr.cli.sandbox.gate import CheckResult, GateReport
+    from ktrdr.cli.sandbox.gate_checks import CheckResult
+    from ktrdr.cli.sandbox.gate_report import GateReport
 
 PASS_MARK, FAIL_MARK = "✓", "✗"
 

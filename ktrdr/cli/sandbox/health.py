@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 if TYPE_CHECKING:
-    from ktrdr.cli.sandbox.gate import GateProbes
+    from ktrdr.cli.sandbox.gate_probes import GateProbes
 
 ONE_SHOT_SERVICES = frozenset({"migrate", "e2e-tests"})
 
@@ -136,7 +136,7 @@ def _ok(answer: Any) -> bool:
 
 def _probe_all(probes: GateProbes, urls: Mapping[str, str]) -> dict[str, Any]:
     """url key -> HttpAnswer, or the ProbeError when there was no answer."""
-    from ktrdr.cli.sandbox.gate import ProbeError
+    from ktrdr.cli.sandbox.gate_probes import ProbeError
 
     def get(url: str) -> Any:
         try:
@@ -150,7 +150,8 @@ def _probe_all(probes: GateProbes, urls: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _judge_api(seen: Observation, answer: Any, instance_id: str, reasons: list[str]) -> None:
-    from ktrdr.cli.sandbox.gate import ProbeError, backend_verdict
+    from ktrdr.cli.sandbox.gate_checks import backend_verdict
+    from ktrdr.cli.sandbox.gate_probes import ProbeError
 
     if isinstance(answer, ProbeError):
         seen.api_responding = False
@@ -168,7 +169,7 @@ def _judge_api(seen: Observation, answer: Any, instance_id: str, reasons: list[s
 def _explain_silent_api(probes: GateProbes, services: Sequence[Any], reasons: list[str]) -> None:
     """A hot reload of a broken edit keeps the backend container running with a traceback at
     the end of its log: name the exception, as the gate does."""
-    from ktrdr.cli.sandbox.gate import python_error_at_end
+    from ktrdr.cli.sandbox.gate_checks import python_error_at_end
 
     backend = [c for c in services if c.service == "backend" and c.state == "running"]
     if not backend:
@@ -190,7 +191,7 @@ def _judge_workers(
 ) -> None:
     """A worker counts when the backend lists it as reachable AND it answered its own /health
     just now: the backend notices a stopped worker only after its heartbeat timeout."""
-    from ktrdr.cli.sandbox.gate import HttpAnswer
+    from ktrdr.cli.sandbox.gate_probes import HttpAnswer
 
     running = {c.service for c in services if c.state == "running"}
     alive = {

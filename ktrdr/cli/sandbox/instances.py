@@ -63,7 +63,7 @@ from ktrdr.cli.sandbox.shared_data import shared_root
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
 if TYPE_CHECKING:
-    from ktrdr.cli.sandbox.gate import GateProbes
+    from ktrdr.cli.sandbox.gate_probes import GateProbes
 
 # --- create / init -----------------------------------------------------------------------
 
@@ -654,7 +654,7 @@ def instance_status(
     else:
         _count_containers(result, snapshot)
     if stale_reason(entry) is None:
-        from ktrdr.cli.sandbox.gate import read_report
+        from ktrdr.cli.sandbox.gate_report import last_gate, read_report
 
         result.live = {**(result.live or {}), "last_gate": last_gate(read_report(entry.root))}
     return result
@@ -669,7 +669,7 @@ def _observe(
     """The state from fresh probes of the API and each worker (health.observe); containers
     whose service did not answer just now are not counted healthy, whatever Docker says."""
     from ktrdr.cli.sandbox import compose  # the compose file's facts (not the engine)
-    from ktrdr.cli.sandbox.gate import DockerProbes
+    from ktrdr.cli.sandbox.gate_probes import DockerProbes
     from ktrdr.cli.sandbox.health import StackFacts, observe
 
     try:
@@ -695,12 +695,6 @@ def _observe(
     result.live = {k: v for k, v in seen.to_json().items() if k not in ("status", "reasons")}
     silent = set(seen.silent_workers) | (set() if seen.api_ok else {"backend"})
     _count_containers(result, snapshot, not_answering=silent)
-
-
-def last_gate(report: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not report:
-        return None
-    return {key: report.get(key) for key in ("result", "finished_at", "duration_s", "failure")}
 
 
 def _count_containers(

@@ -10,14 +10,10 @@ from pathlib import Path
 
 from ktrdr.cli.sandbox import compose
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.gate import (
-    CheckResult,
-    DockerProbes,
-    GateReport,
-    GateSpec,
-    run_gate,
-    write_report,
-)
+from ktrdr.cli.sandbox.gate import run_gate
+from ktrdr.cli.sandbox.gate_checks import CheckResult, GateSpec
+from ktrdr.cli.sandbox.gate_probes import DockerProbes
+from ktrdr.cli.sandbox.gate_report import GateReport, write_report
 from ktrdr.cli.sandbox.home import home_id, ktrdr_home
 from ktrdr.cli.sandbox.instance import project_name
 from ktrdr.cli.sandbox.locate import Instance

@@ -251,7 +251,7 @@ def _resources(scope: Scope) -> list[types.Resource]:
 
 def _read_resource(scope: Scope, uri: str) -> tuple[str, str]:
     from ktrdr.cli.sandbox import lifecycle
-    from ktrdr.cli.sandbox.gate import read_report
+    from ktrdr.cli.sandbox.gate_report import read_report
 
     rest = uri.removeprefix(URI_PREFIX) if uri.startswith(URI_PREFIX) else None
     instance_id, _, what = (rest or "").partition("/")

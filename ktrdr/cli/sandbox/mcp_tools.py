@@ -18,7 +18,7 @@ from ktrdr.cli.sandbox.mcp_scope import Scope
 from ktrdr.errors import KtrdrError
 
 if TYPE_CHECKING:
-    from ktrdr.cli.sandbox.gate import CheckResult
+    from ktrdr.cli.sandbox.gate_checks import CheckResult
 
 Progress = Callable[[str], None]
 USAGE_EXIT = 2  # a bad argument, like a CLI usage error

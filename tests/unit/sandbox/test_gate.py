@@ -13,19 +13,17 @@ from typing import Any
 import pytest
 
 from ktrdr.cli.sandbox.compose import ContainerState
-from ktrdr.cli.sandbox.gate import (
+from ktrdr.cli.sandbox.gate import run_gate
+from ktrdr.cli.sandbox.gate_checks import (
     GateSpec,
-    HttpAnswer,
-    ProbeError,
     backend_verdict,
     database_verdict,
     find_crash,
     python_error_at_end,
-    read_report,
-    run_gate,
     workers_verdict,
-    write_report,
 )
+from ktrdr.cli.sandbox.gate_probes import HttpAnswer, ProbeError
+from ktrdr.cli.sandbox.gate_report import read_report, write_report
 from ktrdr.cli.sandbox.ports import ports_for_slot
 
 INSTANCE = "ktrdr--feat-a"
@@ -685,7 +683,7 @@ def test_read_report_is_none_when_missing_or_corrupt(tmp_path: Path) -> None:
 
 
 def test_real_http_probe_parses_json_and_reports_refused_connections() -> None:
-    from ktrdr.cli.sandbox.gate import DockerProbes
+    from ktrdr.cli.sandbox.gate_probes import DockerProbes
     from tests.unit.fake_api_server import standin_api_server
 
     probes = DockerProbes(INSTANCE)

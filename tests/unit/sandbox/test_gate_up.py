@@ -280,7 +280,7 @@ def test_an_instance_destroyed_under_the_gate_gets_no_report_directory_recreated
 ) -> None:
     import shutil
 
-    from ktrdr.cli.sandbox.gate import GateReport
+    from ktrdr.cli.sandbox.gate_report import GateReport
 
     def gate_while_destroy_removes_the_worktree(spec, probes, **kwargs):  # type: ignore[no-untyped-def]
         shutil.rmtree(instance_dir)

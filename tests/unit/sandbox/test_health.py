@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox.compose import ContainerState
-from ktrdr.cli.sandbox.gate import DockerProbes
+from ktrdr.cli.sandbox.gate_probes import DockerProbes
 from ktrdr.cli.sandbox.health import StackFacts, container_problems, docker_state, observe
 from ktrdr.cli.sandbox.instances import create_instance
 from ktrdr.cli.sandbox.ports import ports_for_slot
