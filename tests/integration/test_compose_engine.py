@@ -113,7 +113,11 @@ def test_cancelling_a_starting_stack_stops_compose(tmp_path: Path) -> None:
         f"    labels: {{ktrdr.test: '1', ktrdr.instance: {project}, ktrdr.owner: {home_id()}}}\n"
         f"    healthcheck: {{test: ['CMD', 'false'], interval: 60s, start_period: 300s}}\n"
         f"  app:\n    image: {SMALL_IMAGE}\n    command: [sleep, '300']\n"
+        f"    labels: {{ktrdr.test: '1', ktrdr.instance: {project}, ktrdr.owner: {home_id()}}}\n"
         f"    depends_on: {{never: {{condition: service_healthy}}}}\n"
+        # The default network carries the labels too, so the label sweep removes it.
+        f"networks:\n  default:\n"
+        f"    labels: {{ktrdr.test: '1', ktrdr.instance: {project}, ktrdr.owner: {home_id()}}}\n"
     )
     (tmp_path / ".env.sandbox").write_text(
         f"KTRDR_INSTANCE_ID={project}\nCOMPOSE_PROJECT_NAME={project}\n"
