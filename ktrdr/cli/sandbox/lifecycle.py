@@ -13,7 +13,7 @@ from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.gate import run_gate
 from ktrdr.cli.sandbox.gate_checks import CheckResult, GateSpec
 from ktrdr.cli.sandbox.gate_probes import DockerProbes
-from ktrdr.cli.sandbox.gate_report import GateReport, write_report
+from ktrdr.cli.sandbox.gate_report import GateReport, timestamp, write_report
 from ktrdr.cli.sandbox.home import home_id, ktrdr_home
 from ktrdr.cli.sandbox.instance import project_name
 from ktrdr.cli.sandbox.locate import Instance
@@ -251,6 +251,27 @@ def _up_locked(
     if not gate:
         compose.up(instance, build=build)
         return result
+    result.report = _start_under_gate(instance, spec, build=build, on_update=on_update)
+    if not instance.root.is_dir():
+        # Destroyed under the gate: writing the report would recreate its directory.
+        result.report.failure = (
+            result.report.failure or "the gate finished"
+        ) + f"; {instance.root} is gone (destroyed meanwhile), so no report was written"
+        result.report.result = "failed"
+        return result
+    result.report_file = write_report(instance.root, result.report)
+    return result
+
+
+def _start_under_gate(
+    instance: Instance,
+    spec: GateSpec,
+    *,
+    build: bool,
+    on_update: Callable[[list[CheckResult]], None] | None,
+) -> GateReport:
+    """`compose up` in the background while the gate watches; compose is stopped when the gate
+    fails first. Ctrl-C still leaves a report of what was reached."""
     probes = DockerProbes(instance.instance_id)
     stack: compose.StartingStack | None = None
     passed = False
@@ -264,10 +285,10 @@ def _up_locked(
 
     try:
         stack = compose.start(instance, build=build)
-        result.report = run_gate(spec, probes, on_update=remember, startup=stack)
-        passed = result.report.passed
+        report = run_gate(spec, probes, on_update=remember, startup=stack)
+        passed = report.passed
+        return report
     except KeyboardInterrupt:
-        # Evidence even for an aborted start: `status` and `evidence` show what was reached.
         if instance.root.is_dir():
             write_report(instance.root, interrupted_report(instance, spec, started, last_checks))
         raise
@@ -279,15 +300,6 @@ def _up_locked(
             else:
                 stack.cancel()
         probes.close()
-    if not instance.root.is_dir():
-        # Destroyed under the gate: writing the report would recreate its directory.
-        result.report.failure = (
-            result.report.failure or "the gate finished"
-        ) + f"; {instance.root} is gone (destroyed meanwhile), so no report was written"
-        result.report.result = "failed"
-        return result
-    result.report_file = write_report(instance.root, result.report)
-    return result
 
 
 def interrupted_report(
@@ -295,17 +307,13 @@ def interrupted_report(
 ) -> GateReport:
     from datetime import UTC, datetime
 
-    def iso(seconds: float) -> str:
-        moment = datetime.fromtimestamp(seconds, UTC)
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
     now = time.time()
     return GateReport(
         instance_id=instance.instance_id,
         slot=instance.slot,
         result="interrupted",
-        started_at=iso(started),
-        finished_at=iso(now),
+        started_at=timestamp(datetime.fromtimestamp(started, UTC)),
+        finished_at=timestamp(datetime.fromtimestamp(now, UTC)),
         duration_s=now - started,
         timeout_s=spec.timeout,
         checks=list(checks),
