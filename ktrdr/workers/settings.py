@@ -38,6 +38,6 @@ class WorkerSettings:
             worker_id=env.get("KTRDR_WORKER_ID") or f"{worker_type}-{host}",
             endpoint=env.get("KTRDR_WORKER_ENDPOINT") or f"http://{host}:{WORKER_PORT}",
             api_url=env.get("KTRDR_API_URL", "http://backend:8000").rstrip("/"),
-            shared_root=Path(env.get("KTRDR_SHARED_ROOT", "/shared")),
+            shared_root=Path(env.get("KTRDR_SHARED_DIR", "/shared")),
             heartbeat_interval_s=float(env.get("KTRDR_HEARTBEAT_INTERVAL_S", "5")),
         )

@@ -38,7 +38,7 @@ def instance_id() -> str:
 
 @pytest.fixture(scope="session")
 def shared_root() -> Path:
-    return Path(os.environ.get("KTRDR_SHARED_ROOT", "/shared"))
+    return Path(os.environ.get("KTRDR_SHARED_DIR", "/shared"))
 
 
 @pytest.fixture(scope="session")

@@ -146,8 +146,23 @@ def ensure_engine() -> None:
 
 
 def images_mode(env: Mapping[str, str]) -> str:
-    """`offline` or `upstream`: the KTRDR_IMAGES env var wins over the env file's line."""
-    return (os.environ.get("KTRDR_IMAGES") or env.get("KTRDR_IMAGES") or "upstream").strip()
+    """`offline` or `upstream`, as the instance's env file says: the shell's KTRDR_IMAGES only
+    chooses the mode of a new instance (create/init), so one instance never flips between image
+    sets depending on who runs `up`."""
+    return (env.get("KTRDR_IMAGES") or "upstream").strip()
+
+
+def images_mismatch(env: Mapping[str, str]) -> str | None:
+    """A warning when the shell exports another KTRDR_IMAGES than the instance uses."""
+    wanted = os.environ.get("KTRDR_IMAGES", "").strip()
+    used = images_mode(env)
+    if not wanted or wanted == used:
+        return None
+    return (
+        f"KTRDR_IMAGES={wanted} is exported, but this instance uses {used} images (its "
+        f".env.sandbox); to switch, run `KTRDR_IMAGES={wanted} ktrdr sandbox init` in the "
+        "instance (data and slot are kept)"
+    )
 
 
 def project_of(env: Mapping[str, str]) -> str:
@@ -180,7 +195,7 @@ def compose_env(env: Mapping[str, str]) -> dict[str, str]:
     """The process environment for compose: the instance's own variables are dropped from it,
     because compose lets the shell override `--env-file` and an exported KTRDR_API_PORT would
     otherwise point this instance at another slot's ports."""
-    return {k: v for k, v in os.environ.items() if k not in env or k == "KTRDR_IMAGES"}
+    return {k: v for k, v in os.environ.items() if k not in env}
 
 
 def _compose(

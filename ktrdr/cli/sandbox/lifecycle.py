@@ -243,7 +243,12 @@ def _up_locked(
     own_ports = prepare_start(instance, notify)
     preflight_ports(instance, own_ports)
     result = UpResult(instance, None, None)
-    for warning in (shared_data_warning(instance), memory_warning()):
+    warnings = (
+        shared_data_warning(instance),
+        memory_warning(),
+        compose.images_mismatch(instance.env),
+    )
+    for warning in warnings:
         if warning:
             result.warnings.append(warning)
             notify(f"Warning: {warning}")

@@ -83,17 +83,29 @@ def test_offline_images_add_the_offline_env_file_after_the_instance_env_file(
     assert env_files == [str(root / ".env.sandbox"), str(root / "docker/images-offline.env")]
 
 
-def test_the_images_env_variable_wins_over_the_env_file_line(
+def test_the_instance_env_file_decides_the_images_whatever_the_shell_exports(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KTRDR_IMAGES", "offline")
-    assert "docker/images-offline.env" in " ".join(
-        compose.compose_argv(root, {"KTRDR_IMAGES": "upstream", "COMPOSE_PROJECT_NAME": "a-1"})
-    )
+    upstream = {"KTRDR_IMAGES": "upstream", "COMPOSE_PROJECT_NAME": "a-1"}
+    assert "images-offline" not in " ".join(compose.compose_argv(root, upstream))
+    assert "KTRDR_IMAGES" not in compose.compose_env(upstream)
     monkeypatch.setenv("KTRDR_IMAGES", "upstream")
-    assert "images-offline" not in " ".join(
-        compose.compose_argv(root, {"KTRDR_IMAGES": "offline", "COMPOSE_PROJECT_NAME": "a-1"})
-    )
+    offline = {"KTRDR_IMAGES": "offline", "COMPOSE_PROJECT_NAME": "a-1"}
+    assert "docker/images-offline.env" in " ".join(compose.compose_argv(root, offline))
+    assert "KTRDR_IMAGES" not in compose.compose_env(offline)
+
+
+def test_a_shell_images_mode_that_differs_from_the_instance_is_named_with_the_way_to_switch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KTRDR_IMAGES", "offline")
+    warning = compose.images_mismatch({"KTRDR_IMAGES": "upstream"})
+    assert warning is not None
+    assert "uses upstream" in warning and "KTRDR_IMAGES=offline ktrdr sandbox init" in warning
+    assert compose.images_mismatch({"KTRDR_IMAGES": "offline"}) is None
+    monkeypatch.delenv("KTRDR_IMAGES")
+    assert compose.images_mismatch({"KTRDR_IMAGES": "upstream"}) is None
 
 
 def test_exported_instance_variables_cannot_override_the_env_file(
