@@ -53,6 +53,27 @@ class StandinApiState:
         self.every_body: Any = NOT_SET
 
 
+def _advance(state: StandinApiState, op: dict[str, Any]) -> dict[str, Any]:
+    """A running operation completes (or fails) once its polls are used up."""
+    if op["status"] == "running":
+        if state.polls_until_complete <= 0 and state.fails_with:
+            op.update(status="failed", error=state.fails_with)
+        elif state.polls_until_complete <= 0:
+            op["status"] = "completed"
+            op["result"] = {"trades": 2}
+        state.polls_until_complete -= 1
+    return op
+
+
+def _create(state: StandinApiState, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    if payload.get("operation_type") not in ("backtest", "training"):
+        return 422, {"detail": "unknown operation_type"}
+    op = dict(OPERATION, operation_id="op-2", status="running", result=None)
+    op.update(operation_type=payload["operation_type"], params=payload["params"])
+    state.operations["op-2"] = op
+    return 201, op
+
+
 def _handler_for(state: StandinApiState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # silence test output
@@ -81,15 +102,8 @@ def _handler_for(state: StandinApiState) -> type[BaseHTTPRequestHandler]:
                 op = state.operations.get(path.rsplit("/", 1)[1])
                 if op is None:
                     self._send(404, {"detail": "operation not found"})
-                    return
-                if op["status"] == "running":
-                    if state.polls_until_complete <= 0 and state.fails_with:
-                        op.update(status="failed", error=state.fails_with)
-                    elif state.polls_until_complete <= 0:
-                        op["status"] = "completed"
-                        op["result"] = {"trades": 2}
-                    state.polls_until_complete -= 1
-                self._send(200, op)
+                else:
+                    self._send(200, _advance(state, op))
             else:
                 self._send(404, {"detail": "not found"})
 
@@ -100,13 +114,7 @@ def _handler_for(state: StandinApiState) -> type[BaseHTTPRequestHandler]:
             if state.every_body is not NOT_SET:
                 self._send(200, state.every_body)
                 return
-            if payload.get("operation_type") not in ("backtest", "training"):
-                self._send(422, {"detail": "unknown operation_type"})
-                return
-            op = dict(OPERATION, operation_id="op-2", status="running", result=None)
-            op.update(operation_type=payload["operation_type"], params=payload["params"])
-            state.operations["op-2"] = op
-            self._send(201, op)
+            self._send(*_create(state, payload))
 
     return Handler
 

@@ -191,6 +191,11 @@ def _entry(key: str, value: object) -> Entry:
     path = value["path"]
     if not isinstance(path, str) or not Path(path).is_absolute():
         raise _Invalid(f"path must be an absolute path, got {_shown(path)}")
+    _check_optional_fields(value)
+    return Entry(**value)
+
+
+def _check_optional_fields(value: dict[str, Any]) -> None:
     for name, allowed in (("kind", get_args(Kind)), ("state", get_args(State))):
         if name in value and value[name] not in allowed:
             choices = ", ".join(f'"{a}"' for a in allowed)
@@ -203,7 +208,6 @@ def _entry(key: str, value: object) -> Entry:
     pid = value.get("pid")
     if pid is not None and not _is_int(pid):
         raise _Invalid(f"pid must be an integer or null, got {_shown(pid)}")
-    return Entry(**value)
 
 
 def _is_int(value: object) -> bool:
