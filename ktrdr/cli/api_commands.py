@@ -9,6 +9,7 @@ import click
 from ktrdr.cli.api_client import ApiClient
 from ktrdr.cli.output import info, print_fields, print_json, print_table
 from ktrdr.cli.state import CliState, pass_state
+from ktrdr.errors import ExitCode
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
@@ -36,7 +37,7 @@ def health(state: CliState, as_json: bool) -> None:
             ]
         )
     if body.get("status") != "ok":
-        raise SystemExit(1)
+        raise SystemExit(ExitCode.FAILURE)
 
 
 @click.group()

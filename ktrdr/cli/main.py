@@ -1,21 +1,23 @@
-"""The root `ktrdr` group: global API targeting and the one place errors become exit codes."""
+"""The root `ktrdr` group: global API targeting, and the one place errors and Ctrl-C become
+exit codes (the table is ktrdr.errors.ExitCode)."""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from ktrdr import __version__
 from ktrdr.cli.state import CliState
 from ktrdr.cli.target import parse_port, validate_url
-from ktrdr.errors import KtrdrError
+from ktrdr.errors import ExitCode, Interrupted, KtrdrError
 
 
 class KtrdrGroup(click.Group):
-    """Renders KtrdrError as one `Error: …` line with its exit code; bugs keep tracebacks."""
+    """Renders KtrdrError as one `Error: …` line with its exit code, and Ctrl-C as one line
+    and exit 130 (the one place for both); bugs keep tracebacks."""
 
     def make_context(
         self,
@@ -26,9 +28,8 @@ class KtrdrGroup(click.Group):
     ) -> click.Context:
         try:
             return super().make_context(info_name, args, parent, **extra)
-        except KeyboardInterrupt:  # while parsing: nothing ran yet
-            sys.stderr.write("\nInterrupted\n")
-            raise SystemExit(130) from None
+        except KeyboardInterrupt as e:  # while parsing: nothing ran yet
+            _exit_interrupted(e, typed=None)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["ktrdr.argv"] = list(args)  # for the Ctrl-C message: the command as typed
@@ -42,16 +43,30 @@ class KtrdrGroup(click.Group):
             # raise Click's usage error); what does is a bad env variable or .env.sandbox, and
             # the command line itself is fine.
             raise _ExitingClickError(e.message, e.exit_code) from e
-        except KeyboardInterrupt:
-            # Instead of click's bare "Aborted!": say what to do, and exit like a shell (130).
+        except KeyboardInterrupt as e:
             import shlex
 
-            typed = shlex.join([ctx.command_path, *ctx.meta.get("ktrdr.argv", [])])
-            sys.stderr.write(
-                f"\nInterrupted: `{typed}` stopped before it finished; run it again "
-                "(`ktrdr sandbox doctor` reports anything left half-done)\n"
+            _exit_interrupted(
+                e, typed=shlex.join([ctx.command_path, *ctx.meta.get("ktrdr.argv", [])])
             )
-            raise SystemExit(130) from None
+
+
+def _exit_interrupted(error: KeyboardInterrupt, *, typed: str | None) -> NoReturn:
+    """Ctrl-C ends here: the command's own hint (an `Interrupted`), else, instead of click's
+    bare "Aborted!", what to do; then exit 130 like a shell. entry.py covers the moments
+    before this module is imported."""
+    if isinstance(error, Interrupted):
+        message = error.hint
+    elif typed is None:
+        message = "Interrupted"
+    else:
+        message = (
+            f"Interrupted: `{typed}` stopped before it finished; run it again "
+            "(`ktrdr sandbox doctor` reports anything left half-done)"
+        )
+    if message:
+        sys.stderr.write(f"\n{message}\n")
+    raise SystemExit(ExitCode.INTERRUPTED) from None
 
 
 class _ExitingClickError(click.ClickException):
@@ -110,7 +125,7 @@ def cli(ctx: click.Context, url_flag: str | None, port_flag: str | None) -> None
 def _register_commands() -> None:
     from ktrdr.cli.api_commands import health, operations, workers
     from ktrdr.cli.config_command import config
-    from ktrdr.cli.sandbox import sandbox
+    from ktrdr.cli.sandbox.commands import sandbox
 
     for command in (config, health, workers, operations, sandbox):
         cli.add_command(command)
@@ -128,7 +143,7 @@ def main() -> None:
             "Error: the current directory no longer exists (was its instance destroyed?); "
             "cd to an existing directory and retry\n"
         )
-        sys.exit(1)
+        raise SystemExit(ExitCode.FAILURE) from None
     cli(prog_name="ktrdr")
 
 

@@ -15,15 +15,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards, read_env_file
-from ktrdr.errors import KtrdrError
+from ktrdr.errors import ExitCode, KtrdrError
 
 DEFAULT_API_URL = "http://localhost:8000"
 
 
 class BadTargetError(KtrdrError):
-    """A port or URL that cannot name an API; a usage error (exit 2)."""
+    """A port or URL that cannot name an API; a usage error."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import pytest
 from ktrdr.cli.sandbox import compose, machine_slots
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.envfile import read_env_file
+from ktrdr.errors import ExitCode
 from tests.integration.project_copy import copy_project
 
 pytestmark = pytest.mark.docker
@@ -246,7 +247,7 @@ def test_a_worker_whose_command_exits_fails_the_gate_fast_naming_it_with_its_log
     code, out, err = finish(project.up(instance, "--timeout", str(timeout)))
     elapsed = time.monotonic() - started
     print(f"worker crash detected after {elapsed:.1f}s")
-    assert code == 1, f"stdout:\n{out}\nstderr:\n{err}"
+    assert code == ExitCode.GATE_FAILED, f"stdout:\n{out}\nstderr:\n{err}"
     assert "Startability Gate: FAILED" in out
     assert "worker" in out and "exited with code 3" in out
     assert "worker refuses to start" in out  # the failing service's log tail

@@ -13,6 +13,7 @@ from ktrdr.cli import settings
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "sandbox.md"
 SERVICE_PACKAGES = ("ktrdr/api", "ktrdr/workers", "ktrdr/db")
+ENV_READ = r"""(?:env|environ)(?:\.get)?[\(\[]\s*["']([A-Z_]+)["']"""
 
 
 def _environ_reads(tree: ast.AST) -> list[int]:
@@ -70,7 +71,9 @@ def _service_names() -> set[str]:
     for package in SERVICE_PACKAGES:
         for path in (ROOT / package).rglob("*.py"):
             text = path.read_text(encoding="utf-8")
-            names |= set(re.findall(r"""(?:env|environ)(?:\.get)?[\(\[]\s*["']([A-Z_]+)["']""", text))
+            names |= set(
+                re.findall(r"""(?:env|environ)(?:\.get)?[\(\[]\s*["']([A-Z_]+)["']""", text)
+            )
             names |= set(re.findall(r"""_seconds\(env, ["']([A-Z_]+)["']""", text))
     return names
 

@@ -1,15 +1,5 @@
-"""The `ktrdr sandbox` group: isolated per-worktree KTRDR stacks.
+"""`ktrdr sandbox`: isolated per-worktree KTRDR stacks.
 
-Each command module attaches its commands to the group on import.
+The core modules live here (no Click, no printing); the Click layer is the `commands` package.
+This file imports nothing, so importing a core module never loads the commands.
 """
-
-from ktrdr.cli.sandbox import (
-    care_commands,  # noqa: F401  # init-shared, test-e2e, evidence, doctor
-    commands,  # noqa: F401  # registers commands on the group
-    mcp_command,  # noqa: F401  # mcp (the SDK is imported only when it runs)
-    pause_commands,  # noqa: F401  # pause, resume
-    stack_commands,  # noqa: F401  # up, down, logs
-)
-from ktrdr.cli.sandbox.group import sandbox
-
-__all__ = ["sandbox"]

@@ -1,6 +1,6 @@
 """Sandbox errors: one type for failures the user can act on (what failed, why, what to do)."""
 
-from ktrdr.errors import KtrdrError
+from ktrdr.errors import ExitCode, KtrdrError
 
 
 class SandboxError(KtrdrError):
@@ -9,3 +9,10 @@ class SandboxError(KtrdrError):
 
 class DockerUnavailableError(SandboxError):
     """The Docker engine (or Compose v2) cannot be reached."""
+
+
+class GateFailedError(SandboxError):
+    """`up` / `resume` started the stack but the Startability Gate failed (exit code 3, so a
+    script or an agent can tell it from a refusal to start)."""
+
+    exit_code = ExitCode.GATE_FAILED

@@ -61,6 +61,7 @@ from ktrdr.cli.sandbox.proc import run
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.shared_data import shared_root
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
+from ktrdr.errors import Interrupted
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.gate_probes import GateProbes
@@ -966,19 +967,17 @@ def destroy_many(
     return batch
 
 
-class DestroyInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or a cancelled MCP call) during the destroy of `instance`."""
+class DestroyInterrupted(Interrupted):
+    """Ctrl-C (or a cancelled MCP call) during the destroy of `instance`; the hint says how
+    to finish it."""
 
     def __init__(self, instance: Instance) -> None:
-        super().__init__(instance.instance_id)
-        self.instance = instance
-
-    def message(self) -> str:
-        return (
-            f"interrupted: destroy of {self.instance.instance_id} stopped midway; slot "
-            f"{self.instance.slot} stays claimed: rerun `ktrdr sandbox destroy "
-            f"{self.instance.instance_id}` to finish"
+        super().__init__(
+            f"interrupted: destroy of {instance.instance_id} stopped midway; slot "
+            f"{instance.slot} stays claimed: rerun `ktrdr sandbox destroy "
+            f"{instance.instance_id}` to finish"
         )
+        self.instance = instance
 
 
 def _destroy_locked(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ktrdr.cli.sandbox import compose
-from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.errors import GateFailedError, SandboxError
 from ktrdr.cli.sandbox.gate import run_gate
 from ktrdr.cli.sandbox.gate_checks import CheckResult, GateSpec
 from ktrdr.cli.sandbox.gate_probes import DockerProbes
@@ -41,11 +41,11 @@ class UpResult:
             }
         return self.report.as_dict()
 
-    def failure(self) -> SandboxError | None:
+    def failure(self) -> GateFailedError | None:
         """The error `up` ends with when the gate failed (after the report was shown)."""
         if self.report is None or self.report.passed:
             return None
-        return SandboxError(
+        return GateFailedError(
             f"Startability Gate failed for {self.instance.instance_id}: {self.report.failure}"
         )
 

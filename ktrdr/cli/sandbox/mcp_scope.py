@@ -15,6 +15,7 @@ from ktrdr.cli.sandbox import lifecycle
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.locate import Instance, locate
 from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards
+from ktrdr.errors import ExitCode
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,10 @@ class Scope:
         call, so a destroyed or re-created instance is noticed), else `name`."""
         if self.pinned_id is None or self.pinned_root is None:
             if not name:
+                # A usage error, like a missing NAME on the command line.
                 raise SandboxError(
                     "pass the instance argument: this server serves all instances",
-                    exit_code=2,  # a usage error, like a missing NAME on the command line
+                    exit_code=ExitCode.USAGE,
                 )
             return locate(name, self.cwd)
         if not (self.pinned_root / SANDBOX_ENV_FILENAME).is_file():

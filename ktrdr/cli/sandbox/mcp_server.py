@@ -29,7 +29,7 @@ from mcp.shared.exceptions import MCPError
 from ktrdr import __version__
 from ktrdr.cli.sandbox.mcp_scope import Scope
 from ktrdr.cli.sandbox.mcp_tools import Outcome, run_tool, tools_for
-from ktrdr.errors import KtrdrError
+from ktrdr.errors import Interrupted, KtrdrError
 
 if TYPE_CHECKING:
     from mcp.server.context import ServerRequestContext
@@ -83,10 +83,8 @@ class _Call:
 
 def _say_interrupted(error: BaseException | None) -> None:
     """The CLI's Ctrl-C hint, on stderr (the client log): the call itself gets no answer."""
-    from ktrdr.cli.sandbox.instances import DestroyInterrupted
-
-    if isinstance(error, DestroyInterrupted):
-        sys.stderr.write(error.message() + "\n")
+    if isinstance(error, Interrupted) and error.hint:
+        sys.stderr.write(error.hint + "\n")
     elif isinstance(error, KeyboardInterrupt):
         sys.stderr.write("cancelled: the call was interrupted; run it again to finish\n")
 
@@ -106,7 +104,7 @@ def tool_result(outcome: Outcome | None, error: KtrdrError | None = None) -> typ
         content=[types.TextContent(type="text", text=f"Error: {failure.message}")],
         structured_content={
             "error": failure.message,
-            "exit_code": failure.exit_code,
+            "exit_code": int(failure.exit_code),
             "result": data,
         },
         is_error=True,

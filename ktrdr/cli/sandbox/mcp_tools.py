@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ktrdr.cli.sandbox.mcp_scope import Scope
-from ktrdr.errors import KtrdrError
+from ktrdr.errors import ExitCode, KtrdrError
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.gate_checks import CheckResult
 
 Progress = Callable[[str], None]
-USAGE_EXIT = 2  # a bad argument, like a CLI usage error
 
 
 @dataclass(frozen=True)
@@ -89,9 +88,9 @@ def find_tool(scope: Scope, name: str) -> ToolSpec:
         raise KtrdrError(
             f"{name} is not offered by this server: it is pinned to {scope.describe()}; "
             "run it from a shell, or from a server started with --all-instances",
-            exit_code=USAGE_EXIT,
+            exit_code=ExitCode.USAGE,
         )
-    raise KtrdrError(f"no tool {name!r}", exit_code=USAGE_EXIT)
+    raise KtrdrError(f"no tool {name!r}", exit_code=ExitCode.USAGE)
 
 
 def check_arguments(tool: ToolSpec, scope: Scope, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -102,17 +101,19 @@ def check_arguments(tool: ToolSpec, scope: Scope, arguments: dict[str, Any]) -> 
     properties: dict[str, dict[str, Any]] = schema["properties"]
     for key in arguments:
         if key not in properties:
-            raise KtrdrError(_unknown_argument(tool, scope, key), exit_code=USAGE_EXIT)
+            raise KtrdrError(_unknown_argument(tool, scope, key), exit_code=ExitCode.USAGE)
     for key in schema["required"]:
         if arguments.get(key) is None:
-            raise KtrdrError(f"{tool.name}: argument {key!r} is required", exit_code=USAGE_EXIT)
+            raise KtrdrError(f"{tool.name}: argument {key!r} is required", exit_code=ExitCode.USAGE)
     checked: dict[str, Any] = {}
     for key, spec in properties.items():
         value = arguments.get(key, spec.get("default"))
         if value is not None:
             problem = _type_problem(value, spec)
             if problem:
-                raise KtrdrError(f"{tool.name}: argument {key!r} {problem}", exit_code=USAGE_EXIT)
+                raise KtrdrError(
+                    f"{tool.name}: argument {key!r} {problem}", exit_code=ExitCode.USAGE
+                )
         checked[key] = value
     return checked
 
@@ -248,7 +249,7 @@ def _destroy(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
 
     everything = bool(args.get("all"))
     if everything and args.get("instance"):
-        raise KtrdrError("pass instance or all, not both", exit_code=USAGE_EXIT)
+        raise KtrdrError("pass instance or all, not both", exit_code=ExitCode.USAGE)
     if everything:
         targets = [from_entry(entry) for entry in registry.load().values()]
     else:
@@ -286,7 +287,7 @@ def _test_e2e(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome
     error = KtrdrError(
         f"E2E FAILED (exit {result.returncode}) for {result.instance_id}: {failing}; "
         f"results: {result.junit_path}",
-        exit_code=result.returncode,
+        exit_code=result.returncode,  # the suite's own code, as `test-e2e` exits with it
     )
     return Outcome(data, error)
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import registry
-from ktrdr.cli.sandbox.commands import ago
+from ktrdr.cli.sandbox.commands.render import ago
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instances import (
     create_instance,

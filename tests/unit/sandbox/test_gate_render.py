@@ -7,9 +7,14 @@ import io
 import pytest
 from rich.console import Console
 
+from ktrdr.cli.sandbox.commands.gate_render import (
+    GateRenderer,
+    check_line,
+    progress_line,
+    render_result,
+)
 from ktrdr.cli.sandbox.compose import ContainerState
 from ktrdr.cli.sandbox.gate_checks import CheckResult
-from ktrdr.cli.sandbox.gate_render import GateRenderer, check_line, progress_line, render_result
 from ktrdr.cli.sandbox.gate_report import GateReport
 
 

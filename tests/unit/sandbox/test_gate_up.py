@@ -16,6 +16,7 @@ from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import EnvSettings, render_env, write_env_file
 from ktrdr.cli.sandbox.locate import locate
 from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.errors import ExitCode
 
 SLOT = 7
 INSTANCE_ID = "ktrdr--feat-a"
@@ -301,3 +302,58 @@ def test_an_instance_destroyed_under_the_gate_gets_no_report_directory_recreated
     assert result.report.failure is not None
     assert f"{instance_dir} is gone (destroyed meanwhile)" in result.report.failure
     assert not instance_dir.exists()  # the report did not recreate the worktree
+
+
+def _failed_gate(instance_dir: Path) -> lifecycle.UpResult:
+    from ktrdr.cli.sandbox.gate_checks import CheckResult
+    from ktrdr.cli.sandbox.gate_report import GateReport
+
+    check = CheckResult("backend", "Backend healthy", 60.0, status="failed", detail="no answer")
+    report = GateReport(
+        instance_id=INSTANCE_ID,
+        slot=SLOT,
+        result="failed",
+        started_at="t0",
+        finished_at="t1",
+        duration_s=5.0,
+        timeout_s=60.0,
+        checks=[check],
+        containers=[],
+        failure="backend: no answer within 60s",
+        urls=ports_for_slot(SLOT).urls(),
+    )
+    return lifecycle.UpResult(locate(None, instance_dir), report, instance_dir / "report.json")
+
+
+@pytest.mark.parametrize("command", ["up", "resume"])
+def test_a_failed_gate_exits_3_after_the_verdict_so_scripts_tell_it_from_a_refusal(
+    instance_dir: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    def gate_fails(*args: object, **kwargs: object) -> lifecycle.UpResult:
+        return _failed_gate(instance_dir)  # stands in for a stack whose backend never answers
+
+    monkeypatch.setattr(lifecycle, command, gate_fails)
+    result = CliRunner().invoke(cli, ["sandbox", command])
+    assert result.exit_code == ExitCode.GATE_FAILED == 3
+    assert result.stdout.startswith("Startability Gate: FAILED")
+    assert f"Error: Startability Gate failed for {INSTANCE_ID}: backend: no answer" in (
+        result.stderr
+    )
+
+
+def test_a_failed_gate_is_an_mcp_tool_error_with_the_same_exit_code(
+    instance_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ktrdr.cli.sandbox.mcp_scope import Scope
+    from ktrdr.cli.sandbox.mcp_server import tool_result
+    from ktrdr.cli.sandbox.mcp_tools import run_tool
+
+    def gate_fails(*args: object, **kwargs: object) -> lifecycle.UpResult:
+        return _failed_gate(instance_dir)
+
+    monkeypatch.setattr(lifecycle, "up", gate_fails)
+    scope = Scope(cwd=instance_dir, pinned_id=INSTANCE_ID, pinned_root=instance_dir.resolve())
+    outcome = run_tool(scope, "sandbox_up", {}, lambda line: None)
+    structured = tool_result(outcome).structured_content
+    assert structured is not None
+    assert structured["exit_code"] == 3 and structured["result"]["result"] == "failed"

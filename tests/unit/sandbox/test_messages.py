@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import registry
-from ktrdr.cli.sandbox.commands import _what_goes
+from ktrdr.cli.sandbox.commands.render import what_goes
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import (
     max_name_length,
@@ -70,7 +70,7 @@ def test_ctrl_c_just_after_registration_keeps_the_instance_and_reports_it(
 def test_ctrl_c_while_printing_the_result_still_prints_it_all(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _ctrl_c_right_after(monkeypatch, "ktrdr.cli.sandbox.commands.print_fields")
+    _ctrl_c_right_after(monkeypatch, "ktrdr.cli.sandbox.commands.render.print_fields")
     out = CliRunner().invoke(cli, ["sandbox", "create", "feat-a"])
     assert out.exit_code == 0, out.output
     assert "next: cd" in out.stderr and "it was kept" in out.stderr
@@ -229,10 +229,10 @@ def test_destroy_prompt_names_the_worktree_directory_it_deletes_and_the_clone_it
     created = create_instance(name="feat-a", cwd=repo)
     init_instance(cwd=repo)
     entries = registry.load()
-    text = _what_goes([entries["ktrdr--feat-a"], entries["ktrdr"]])
+    text = what_goes([entries["ktrdr--feat-a"], entries["ktrdr"]])
     assert f"and the worktree directory {created.path};" in text
     assert f"kept: {repo} (only its .env.sandbox is removed)" in text
-    assert "worktree" not in _what_goes([entries["ktrdr"]])
+    assert "worktree" not in what_goes([entries["ktrdr"]])
 
 
 def test_logs_in_a_checkout_without_the_compose_file_says_to_update_the_branch(

@@ -27,8 +27,8 @@ from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import doctor
+from ktrdr.cli.sandbox.commands.gate_render import PASS_MARK, check_line, render_result
 from ktrdr.cli.sandbox.gate_checks import TITLES, CheckResult
-from ktrdr.cli.sandbox.gate_render import PASS_MARK, check_line, render_result
 from ktrdr.cli.sandbox.gate_report import GateReport
 from tests.unit.sandbox.conftest import DockerStandIn, git, make_repo
 

@@ -1,4 +1,4 @@
-"""Care commands (init-shared, test-e2e, evidence, doctor): parse, call core, render."""
+"""Care commands (init-shared, test-e2e, evidence, doctor, db-env): parse, call core, render."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 import click
 
 from ktrdr.cli.output import info, print_fields, print_json, print_table
-from ktrdr.cli.sandbox.group import sandbox
+from ktrdr.errors import ExitCode
 
 
-@sandbox.command("init-shared")
+@click.command("init-shared")
 @click.option(
     "--from",
     "source",
@@ -49,12 +49,13 @@ def init_shared_command(source: str | None, force: bool, as_json: bool) -> None:
         info(f"skipped {name}: a symlink whose target does not exist")
 
 
-@sandbox.command("test-e2e", context_settings={"ignore_unknown_options": True})
+@click.command("test-e2e", context_settings={"ignore_unknown_options": True})
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 def test_e2e_command(pytest_args: tuple[str, ...]) -> None:
     """Run the E2E suite inside this instance's compose network (stack must be up).
 
     Results (JUnit XML) are kept in .sandbox/test-results/ for `ktrdr sandbox evidence`.
+    The exit code is the suite's own (pytest's).
     """
     from ktrdr.cli.sandbox.e2e import run_e2e
 
@@ -63,10 +64,11 @@ def test_e2e_command(pytest_args: tuple[str, ...]) -> None:
         f"E2E {'passed' if result.returncode == 0 else 'FAILED'} (exit {result.returncode}); "
         f"results: {result.junit_path}"
     )
+    # The suite's own exit code, passed through (pytest's: 1 tests failed, 5 none collected).
     click.get_current_context().exit(result.returncode)
 
 
-@sandbox.command("evidence")
+@click.command("evidence")
 @click.argument("name", required=False)
 @click.option("--output", "-o", metavar="FILE", help="Tarball path (a new or regular file).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -88,7 +90,7 @@ def evidence_command(name: str | None, output: str | None, as_json: bool) -> Non
         info(f"note: replaced the existing file {result.path}")
 
 
-@sandbox.command("doctor")
+@click.command("doctor")
 @click.option("--fix", is_flag=True, help="Repair what is safe and say what was done.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor_command(fix: bool, as_json: bool) -> None:
@@ -106,10 +108,10 @@ def doctor_command(fix: bool, as_json: bool) -> None:
         for action in report.actions:
             info(f"fixed: {action}")
         info(report.summary_line())
-    click.get_current_context().exit(0 if report.healthy else 1)
+    click.get_current_context().exit(ExitCode.SUCCESS if report.healthy else ExitCode.FAILURE)
 
 
-@sandbox.command("db-env", hidden=True)
+@click.command("db-env", hidden=True)
 def db_env_command() -> None:
     """`export` lines for the instance's DB (used by `make test-integration`); empty outside."""
     from ktrdr.cli.sandbox.e2e import db_env_exports

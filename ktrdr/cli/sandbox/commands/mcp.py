@@ -6,20 +6,15 @@ The `mcp` SDK is imported only here, inside the command: `ktrdr --help` and
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
 from ktrdr.cli.output import print_json
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.group import sandbox
 
 
-@sandbox.command("mcp")
+@click.command("mcp")
 @click.option(
     "--instance",
     "instance",
@@ -42,6 +37,7 @@ def mcp_command(instance: str | None, all_instances: bool, print_config: bool) -
     Pinned to one instance (--instance NAME, or the instance directory it starts in), its
     tools act only on that instance and take no instance argument. See docs/sandbox.md.
     """
+    from ktrdr.cli.sandbox.mcp_config import client_config
     from ktrdr.cli.sandbox.mcp_scope import resolve_scope
 
     if instance is not None and all_instances:
@@ -58,32 +54,3 @@ def mcp_command(instance: str | None, all_instances: bool, print_config: bool) -
             "e.g. `pip install -e '.[agent]'` (`make setup` does)"
         ) from e
     serve(scope)
-
-
-def client_config(pinned_id: str | None, *, cwd: Path) -> dict[str, Any]:
-    """An `mcpServers` entry: this ktrdr's absolute path, the pin, and this KTRDR_HOME (a
-    client starts servers with its own environment, which may name another home)."""
-    from ktrdr.cli.sandbox.home import ktrdr_home
-
-    args = ["sandbox", "mcp", *(["--instance", pinned_id] if pinned_id else ["--all-instances"])]
-    env = {"KTRDR_HOME": str(ktrdr_home().absolute())}
-    if os.environ.get("KTRDR_IMAGES"):
-        env["KTRDR_IMAGES"] = os.environ["KTRDR_IMAGES"]
-    entry: dict[str, Any] = {"command": str(ktrdr_executable()), "args": args, "env": env}
-    if pinned_id is None:
-        entry["cwd"] = str(cwd.absolute())  # sandbox_create makes worktrees of this checkout
-    return {"mcpServers": {f"ktrdr-{pinned_id or 'sandbox'}": entry}}
-
-
-def ktrdr_executable() -> Path:
-    """The `ktrdr` script next to this Python (the venv's), else the one on PATH."""
-    beside = Path(sys.executable).parent / "ktrdr"
-    if beside.is_file():
-        return beside.absolute()
-    found = shutil.which("ktrdr")
-    if found is None:
-        raise SandboxError(
-            "cannot find the ktrdr executable (not next to this Python, not on PATH): "
-            "install ktrdr (`make setup`) and retry"
-        )
-    return Path(found).absolute()

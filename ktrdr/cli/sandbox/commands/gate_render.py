@@ -1,4 +1,5 @@
-"""Rendering of `ktrdr sandbox up`: live spinner lines on a TTY, plain lines elsewhere.
+"""Rendering of `ktrdr sandbox up` and `resume`: live spinner lines on a TTY, plain lines
+elsewhere.
 
 Progress (the check lines) goes to stderr; the verdict and URLs go to stdout.
 """
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ktrdr.cli.output import console, escape
+from ktrdr.cli.output import console, escape, info, print_json
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
     from ktrdr.cli.sandbox.gate_checks import CheckResult
     from ktrdr.cli.sandbox.gate_report import GateReport
+    from ktrdr.cli.sandbox.lifecycle import UpResult
 
 PASS_MARK, FAIL_MARK = "✓", "✗"
 
@@ -205,3 +207,18 @@ def render_result(report: GateReport, *, report_file: str) -> None:
             out.print(f"  | {escape(line)}")
     out.print(f"Report: {escape(report_file)}")
     sys.stdout.flush()
+
+
+def show_gate_result(result: UpResult, *, as_json: bool) -> None:
+    """The gate's verdict as `up` and `resume` print it, then its failure (a GateFailedError:
+    exit code 3) when it failed."""
+    if as_json:
+        print_json(result.to_json())
+    if result.report is None:
+        info("Containers started; gate skipped (--no-gate)")
+        return
+    if not as_json:
+        render_result(result.report, report_file=str(result.report_file or "not written"))
+    failure = result.failure()
+    if failure is not None:
+        raise failure

@@ -9,13 +9,12 @@ import click
 
 from ktrdr.cli.output import info, print_json
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.group import sandbox
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.registry import Entry
 
 
-@sandbox.command()
+@click.command()
 @click.argument("name", required=False)
 @click.option("--all", "pause_all", is_flag=True, help="Pause every running instance of this home.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was paused as JSON.")
@@ -65,7 +64,7 @@ def _running() -> list[Entry]:
     ]
 
 
-@sandbox.command()
+@click.command()
 @click.argument("name", required=False)
 @click.option(
     "--timeout",
@@ -76,11 +75,10 @@ def _running() -> list[Entry]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON.")
 def resume(name: str | None, timeout: float, as_json: bool) -> None:
-    """Thaw a paused instance and re-run the Startability Gate (exit code 1 when it fails)."""
+    """Thaw a paused instance and re-run the Startability Gate (exit code 3 when it fails)."""
     from ktrdr.cli.sandbox import lifecycle
-    from ktrdr.cli.sandbox.gate_render import GateRenderer
+    from ktrdr.cli.sandbox.commands.gate_render import GateRenderer, show_gate_result
     from ktrdr.cli.sandbox.locate import locate
-    from ktrdr.cli.sandbox.stack_commands import show_gate_result
 
     instance = locate(name, Path.cwd())
     info(f"Resuming instance: {instance.instance_id} (slot {instance.slot})")

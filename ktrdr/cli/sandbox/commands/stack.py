@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from ktrdr.cli.output import info, print_json
-from ktrdr.cli.sandbox.group import sandbox
-
-if TYPE_CHECKING:
-    from ktrdr.cli.sandbox.lifecycle import UpResult
+from ktrdr.cli.output import info
+from ktrdr.errors import ExitCode, Interrupted
 
 INTERRUPT_HINT = (
     "Interrupted: instance {id} may be partly started; run `ktrdr sandbox up` to finish "
@@ -19,7 +15,7 @@ INTERRUPT_HINT = (
 )
 
 
-@sandbox.command()
+@click.command()
 @click.argument("name", required=False)
 @click.option(
     "--timeout",
@@ -35,10 +31,10 @@ def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bo
     """Start the instance's stack and prove it works (the Startability Gate).
 
     Runs in an instance directory, or names one: `ktrdr sandbox up feat-a`. On a running
-    instance it just re-runs the gate. Exit code 1 when the gate fails.
+    instance it just re-runs the gate. Exit code 3 when the gate fails.
     """
     from ktrdr.cli.sandbox import lifecycle
-    from ktrdr.cli.sandbox.gate_render import GateRenderer
+    from ktrdr.cli.sandbox.commands.gate_render import GateRenderer, show_gate_result
     from ktrdr.cli.sandbox.locate import locate
 
     instance = locate(name, Path.cwd())
@@ -54,28 +50,11 @@ def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bo
                 on_update=renderer.update,
             )
     except KeyboardInterrupt:
-        info(INTERRUPT_HINT.format(id=instance.instance_id))
-        raise SystemExit(130) from None
+        raise Interrupted(INTERRUPT_HINT.format(id=instance.instance_id)) from None
     show_gate_result(result, as_json=as_json)
 
 
-def show_gate_result(result: UpResult, *, as_json: bool) -> None:
-    """The gate's verdict as `up` and `resume` print it; exit code 1 when it failed."""
-    from ktrdr.cli.sandbox.gate_render import render_result
-
-    if as_json:
-        print_json(result.to_json())
-    if result.report is None:
-        info("Containers started; gate skipped (--no-gate)")
-        return
-    if not as_json:
-        render_result(result.report, report_file=str(result.report_file or "not written"))
-    failure = result.failure()
-    if failure is not None:
-        raise failure
-
-
-@sandbox.command()
+@click.command()
 @click.argument("name", required=False)
 def down(name: str | None) -> None:
     """Stop the instance's containers (volumes, so its data, are kept)."""
@@ -90,7 +69,7 @@ def down(name: str | None) -> None:
     info(f"Stopped instance {instance.instance_id} (volumes kept; `ktrdr sandbox up` restarts it)")
 
 
-@sandbox.command()
+@click.command()
 @click.argument("service", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
 @click.option(
@@ -110,6 +89,8 @@ def logs(service: str | None, follow: bool, tail: int, name: str | None) -> None
     try:
         code = lifecycle.logs(instance, service=service, follow=follow, tail=tail)
     except KeyboardInterrupt:  # the normal way to stop `--follow`: nothing to report
-        raise SystemExit(130) from None
+        raise Interrupted() from None
+    # compose's own code: 0, or 130 when a Ctrl-C stopped it; anything else is a failure it
+    # explained on the terminal it shares with us.
     if code not in (0, 130):
-        raise SystemExit(code)
+        raise SystemExit(ExitCode.FAILURE)
