@@ -28,7 +28,8 @@ from mcp.shared.exceptions import MCPError
 
 from ktrdr import __version__
 from ktrdr.cli.sandbox.mcp_scope import Scope
-from ktrdr.cli.sandbox.mcp_tools import Outcome, run_tool, tools_for
+from ktrdr.cli.sandbox.mcp_spec import Outcome
+from ktrdr.cli.sandbox.mcp_tools import run_tool, tools_for
 from ktrdr.errors import Interrupted, KtrdrError
 
 if TYPE_CHECKING:
