@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from ktrdr.cli.sandbox.compose import ContainerState
+from ktrdr.cli.sandbox.engine import ContainerState
 from ktrdr.cli.sandbox.ports import SlotPorts
+from ktrdr.cli.sandbox.stack_file import FALLBACK_ONE_SHOT
 
 REPORT_DIR = ".sandbox"
 REPORT_FILE = "gate-report.json"
@@ -79,7 +80,7 @@ class GateSpec:
     ports: SlotPorts
     expected_workers: Mapping[str, int]
     worker_services: Mapping[str, str] = field(default_factory=dict)  # service -> type
-    one_shot_services: frozenset[str] = frozenset({"migrate"})
+    one_shot_services: frozenset[str] = FALLBACK_ONE_SHOT  # lifecycle passes the file's
     db_service: str = "db"
     backend_service: str = "backend"
     timeout: float = 300.0  # per-check deadlines count from when the containers are started
@@ -782,9 +783,9 @@ class DockerProbes:
         self._client = httpx.Client(timeout=HTTP_TIMEOUT, trust_env=False)
 
     def containers(self) -> list[ContainerState]:
-        from ktrdr.cli.sandbox import compose
+        from ktrdr.cli.sandbox import engine
 
-        return compose.ps(self.instance_id)
+        return engine.ps(self.instance_id)
 
     def http_get(self, url: str) -> HttpAnswer:
         import httpx
@@ -804,15 +805,16 @@ class DockerProbes:
         return HttpAnswer(response.status_code, body)
 
     def logs(self, container: str, tail: int) -> list[str]:
-        from ktrdr.cli.sandbox import compose
+        from ktrdr.cli.sandbox import container_logs
+        from ktrdr.cli.sandbox.engine import QUERY_TIMEOUT
 
-        timeout = self.engine_timeout or compose.QUERY_TIMEOUT
-        return compose.container_logs(container, tail=tail, timeout=timeout)
+        timeout = self.engine_timeout or QUERY_TIMEOUT
+        return container_logs.container_logs(container, tail=tail, timeout=timeout)
 
     def engine_view(self, container: str) -> list[str]:
-        from ktrdr.cli.sandbox import compose
+        from ktrdr.cli.sandbox import container_logs
 
-        return compose.engine_view(container)
+        return container_logs.engine_view(container)
 
     def close(self) -> None:
         self._client.close()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ktrdr.cli.sandbox import compose
+from ktrdr.cli.sandbox import compose, engine, host, ownership, stack_file
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.gate import (
     CheckResult,
@@ -33,7 +33,6 @@ REQUIRED_KEYS = (
     "KTRDR_DB_PASSWORD",
 )
 DEFAULT_TIMEOUT = 300.0
-MIN_AVAILABLE_KIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -163,9 +162,9 @@ def validate(instance: Instance) -> None:
             f"instance {instance.instance_id} is {entry.state}: wait for that to finish, or "
             "run `ktrdr sandbox doctor --fix` if it was interrupted"
         )
-    if not (instance.root / compose.COMPOSE_FILE).is_file():
+    if not (instance.root / stack_file.COMPOSE_FILE).is_file():
         raise SandboxError(
-            f"{instance.root / compose.COMPOSE_FILE} is missing: this checkout has no stack "
+            f"{instance.root / stack_file.COMPOSE_FILE} is missing: this checkout has no stack "
             "definition; update the branch from main"
         )
 
@@ -224,31 +223,14 @@ def shared_data_warning(instance: Instance) -> str | None:
     )
 
 
-def memory_warning(meminfo: Path = Path("/proc/meminfo")) -> str | None:
-    """A stack needs roughly 1 GiB; warn (do not refuse) when less is available."""
-    try:
-        fields = dict(
-            line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line
-        )
-        available_kib = int(fields["MemAvailable"].split()[0])
-    except (OSError, KeyError, ValueError):
-        return None
-    if available_kib >= MIN_AVAILABLE_KIB:
-        return None
-    return (
-        f"only {available_kib // 1024} MiB of memory available: another stack may not fit; "
-        "stop an instance with `ktrdr sandbox down NAME` first"
-    )
-
-
 def gate_spec(instance: Instance, *, timeout: float, build: bool = False) -> GateSpec:
-    one_shot = compose.one_shot_services(instance.root) or {"migrate"}
+    stack = stack_file.load(instance.root)
     return GateSpec(
         instance_id=instance.instance_id,
         ports=instance.ports,
-        expected_workers=compose.expected_workers(instance.root),
-        worker_services=compose.worker_services(instance.root),
-        one_shot_services=frozenset(one_shot),
+        expected_workers=dict(stack.expected_workers),
+        worker_services=dict(stack.worker_services),
+        one_shot_services=stack.one_shot or stack_file.FALLBACK_ONE_SHOT,
         timeout=timeout,
         startup_timeout=compose.BUILD_TIMEOUT if build else compose.UP_TIMEOUT,
     )
@@ -280,23 +262,23 @@ def prepare_start(instance: Instance, notify: Callable[[str], None]) -> set[int]
     repair duplicated networks, thaw paused containers. Returns the host ports the instance's
     own containers publish (in any state: paused, restarting or exited ones are still its
     own), which the port preflight must not call foreign."""
-    compose.ensure_engine()
-    compose.refuse_foreign(
+    engine.ensure_engine()
+    ownership.refuse_foreign(
         instance.instance_id, instance.project, checkout=instance.root, action="start"
     )
-    holder = compose.slots_of_other_homes().get(instance.slot)
+    holder = ownership.slots_of_other_homes().get(instance.slot)
     if holder is not None:  # its create ran while this home could not see the engine
         raise SandboxError(
             f"slot {instance.slot} of {instance.instance_id} is claimed by {holder}: "
             "destroy this instance and create it again (it gets a free slot), or destroy "
             "that one with its KTRDR_HOME"
         )
-    for repaired in compose.repair_duplicate_networks(instance.instance_id):
+    for repaired in ownership.repair_duplicate_networks(instance.instance_id):
         notify(f"Repaired: {repaired} (containers recreated, volumes kept)")
-    thawed = compose.unpause(instance.instance_id)
+    thawed = engine.unpause(instance.instance_id)
     if thawed:
         notify(f"Resumed paused containers: {', '.join(thawed)}")
-    return {p for c in compose.ps(instance.instance_id) for p in c.ports}
+    return {p for c in engine.ps(instance.instance_id) for p in c.ports}
 
 
 def _up_locked(
@@ -311,7 +293,7 @@ def _up_locked(
     own_ports = prepare_start(instance, notify)
     preflight_ports(instance, own_ports)
     result = UpResult(instance, None, None)
-    for warning in (shared_data_warning(instance), memory_warning()):
+    for warning in (shared_data_warning(instance), host.memory_warning()):
         if warning:
             result.warnings.append(warning)
             notify(f"Warning: {warning}")
@@ -387,8 +369,8 @@ def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: 
     """Stop and remove the containers and network; keep volumes (data survives)."""
     check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox down", on_wait=notify):
-        compose.ensure_engine()
-        compose.refuse_foreign(
+        engine.ensure_engine()
+        ownership.refuse_foreign(
             instance.instance_id, instance.project, checkout=instance.root, action="stop"
         )
         compose.down(instance.instance_id, instance.root, volumes=False)
@@ -399,17 +381,17 @@ def pause(instance: Instance, *, notify: Callable[[str], None] = lambda message:
     already paused). Refused when nothing runs: there is nothing to keep ready."""
     check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox pause", on_wait=notify):
-        compose.ensure_engine()
-        compose.refuse_foreign(
+        engine.ensure_engine()
+        ownership.refuse_foreign(
             instance.instance_id, instance.project, checkout=instance.root, action="pause"
         )
-        states = {c.state for c in compose.ps(instance.instance_id)}
+        states = {c.state for c in engine.ps(instance.instance_id)}
         if "running" not in states and "paused" not in states:
             raise SandboxError(
                 f"instance {instance.instance_id} is not running, so there is nothing to pause; "
                 "`ktrdr sandbox up` starts it"
             )
-        return compose.pause(instance.instance_id)
+        return engine.pause(instance.instance_id)
 
 
 def resume(
@@ -423,16 +405,16 @@ def resume(
     compose run, nothing recreated). The report is written like `up`'s."""
     check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox resume", on_wait=notify):
-        compose.ensure_engine()
-        compose.refuse_foreign(
+        engine.ensure_engine()
+        ownership.refuse_foreign(
             instance.instance_id, instance.project, checkout=instance.root, action="resume"
         )
-        if not compose.ps(instance.instance_id):
+        if not engine.ps(instance.instance_id):
             raise SandboxError(
                 f"instance {instance.instance_id} has no containers to resume; "
                 "`ktrdr sandbox up` starts it"
             )
-        if not compose.unpause(instance.instance_id):
+        if not engine.unpause(instance.instance_id):
             notify(f"Instance {instance.instance_id} was not paused; checking it anyway")
         probes = DockerProbes(instance.instance_id)
         try:
@@ -474,10 +456,10 @@ def log_text(instance: Instance, *, service: str | None, tail: int) -> LogsResul
 
 
 def _check_logs(instance: Instance, service: str | None) -> None:
-    known = compose.services(instance.root)
+    known = stack_file.load(instance.root).services
     if service is not None and service not in known:
         raise SandboxError(f"no service {service!r} in this stack; services: {', '.join(known)}")
-    if not compose.ps(instance.instance_id):
+    if not engine.ps(instance.instance_id):
         # compose would print nothing and exit 0: an empty answer that looks like "no output".
         raise SandboxError(
             f"instance {instance.instance_id} has no containers (it is down, and `down` removes "

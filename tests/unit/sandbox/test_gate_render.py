@@ -7,7 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
-from ktrdr.cli.sandbox.compose import ContainerState
+from ktrdr.cli.sandbox.engine import ContainerState
 from ktrdr.cli.sandbox.gate import CheckResult, GateReport
 from ktrdr.cli.sandbox.gate_render import GateRenderer, check_line, progress_line, render_result
 
