@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox import compose
+from ktrdr.cli.sandbox import compose, container_logs, engine, ownership
 from ktrdr.cli.sandbox.home import home_id
 from ktrdr.cli.sandbox.instance import read_env
 from ktrdr.cli.sandbox.locate import Instance
+from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE
 
 SMALL_IMAGE = "ktrdr-offline/debian:bookworm"
 
@@ -57,11 +58,11 @@ def labelled_resources(docker_engine: object):
 @pytest.mark.docker
 def test_ps_and_containers_by_instance_see_the_labelled_container(labelled_resources: str) -> None:
     instance = labelled_resources
-    (state,) = compose.ps(instance)
+    (state,) = engine.ps(instance)
     assert (state.service, state.state, state.instance_id) == ("sleeper", "running", instance)
     assert state.image_id and state.image_id.startswith("sha256:")
     assert len(state.ports) == 1
-    grouped = compose.containers_by_instance()
+    grouped = engine.containers_by_instance()
     assert [c.name for c in grouped[instance]] == [f"{instance}-sleeper-1"]
     assert grouped[instance][0].ports == state.ports
 
@@ -71,21 +72,21 @@ def test_down_without_a_compose_file_removes_everything_labelled(
     labelled_resources: str,
 ) -> None:
     instance = labelled_resources
-    assert sorted(compose.leftovers(instance)) == [
+    assert sorted(ownership.leftovers(instance)) == [
         f"container {instance}-sleeper-1",
         f"network {instance}_default",
         f"volume {instance}_data",
     ]
     compose.down(instance, None, volumes=False)
-    assert compose.leftovers(instance) == [f"volume {instance}_data"]
+    assert ownership.leftovers(instance) == [f"volume {instance}_data"]
     compose.down(instance, None, volumes=True)
-    assert compose.leftovers(instance) == []
-    assert compose.ps(instance) == []
+    assert ownership.leftovers(instance) == []
+    assert engine.ps(instance) == []
 
 
 @pytest.mark.docker
 def test_a_starting_stack_reports_compose_errors_as_one_line(tmp_path: Path) -> None:
-    (tmp_path / compose.COMPOSE_FILE).write_text(
+    (tmp_path / COMPOSE_FILE).write_text(
         "services:\n  app:\n    image: x\n"
         "    ports: ['127.0.0.1:${MISSING_PORT:?MISSING_PORT is not set}:80']\n"
     )
@@ -107,7 +108,7 @@ def test_cancelling_a_starting_stack_stops_compose(tmp_path: Path) -> None:
         pytest.skip(f"{SMALL_IMAGE} not built (make images-offline)")
     project = f"ktrdr-test-{uuid.uuid4().hex[:8]}"
     # `app` waits for a dependency that never becomes healthy, so `up` blocks until cancelled.
-    (tmp_path / compose.COMPOSE_FILE).write_text(
+    (tmp_path / COMPOSE_FILE).write_text(
         f"services:\n"
         f"  never:\n    image: {SMALL_IMAGE}\n    command: [sleep, '300']\n"
         f"    labels: {{ktrdr.test: '1', ktrdr.instance: {project}, ktrdr.owner: {home_id()}}}\n"
@@ -131,7 +132,7 @@ def test_cancelling_a_starting_stack_stops_compose(tmp_path: Path) -> None:
         assert stack.done() and time.monotonic() - started < 15
     finally:
         compose.down(project, None, volumes=True)
-    assert compose.leftovers(project) == []
+    assert ownership.leftovers(project) == []
 
 
 @pytest.mark.docker
@@ -164,7 +165,7 @@ def test_container_logs_interleave_stdout_and_stderr_as_written() -> None:
         timeout=120,
     )
     try:
-        assert compose.container_logs(name, tail=10) == [
+        assert container_logs.container_logs(name, tail=10) == [
             "out 0", "err 0", "out 1", "err 1", "out 2", "err 2",
         ]  # fmt: skip
     finally:
@@ -190,8 +191,8 @@ def test_the_engine_s_view_of_a_silent_container_names_its_exit_code_and_health_
         while "exited" not in _docker("inspect", "-f", "{{.State.Status}}", name):
             assert time.monotonic() < deadline, "the container did not exit"
             time.sleep(0.5)
-        assert compose.container_logs(name, tail=10) == []
-        view = compose.engine_view(name)
+        assert container_logs.container_logs(name, tail=10) == []
+        view = container_logs.engine_view(name)
         assert view[0].startswith("state exited, exit code 3, OOM-killed no, finished at ")
         assert "health check exit 1: db refused" in view[1:]
     finally:

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ktrdr.cli.sandbox import compose, machine_slots
+from ktrdr.cli.sandbox import compose, engine, machine_slots, ownership
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.envfile import read_env_file
 from ktrdr.errors import ExitCode
@@ -121,7 +121,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: object) -> 
 def same_home_as_the_cli(
     project: Project, isolated_ktrdr_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """compose.ps/leftovers here count only what the CLI's home owns: ask as that home."""
+    """engine.ps/ownership.leftovers here count only what the CLI's home owns: ask as that home."""
     monkeypatch.setenv("KTRDR_HOME", project.env["KTRDR_HOME"])
 
 
@@ -155,7 +155,7 @@ def test_a_foreign_socket_on_a_slot_port_makes_up_refuse_before_any_container_ex
     assert "not by this instance" in err
     assert "Startability Gate" not in out
     # Nothing of the stack was made; only create's slot claim marker is there.
-    left = compose.leftovers(instance_id)
+    left = ownership.leftovers(instance_id)
     assert len(left) == 1 and left[0].endswith(machine_slots.MARKER_SUFFIX), left
     project.ktrdr("sandbox", "destroy", "--yes", cwd=instance, check=True)
 
@@ -205,14 +205,14 @@ def test_two_instances_up_concurrently_pass_the_gate_and_live_apart(project: Pro
 
     # `down` of one leaves the other serving; its volume survives for the next `up`.
     project.ktrdr("sandbox", "down", cwd=a, check=True)
-    assert compose.ps(id_a) == []
-    assert any(item.startswith("volume ") for item in compose.leftovers(id_a))
+    assert engine.ps(id_a) == []
+    assert any(item.startswith("volume ") for item in ownership.leftovers(id_a))
     assert health(b)["status"] == "ok"
 
     # destroy, then create the same name on the same slot: a new password and a clean volume.
     slot_a, password_a = env_of(a)["KTRDR_SLOT"], env_of(a)["KTRDR_DB_PASSWORD"]
     project.ktrdr("sandbox", "destroy", "--yes", cwd=a, check=True)
-    assert compose.leftovers(id_a) == []
+    assert ownership.leftovers(id_a) == []
     a = project.create("a", "--branch", "a", "--slot", slot_a)
     assert env_of(a)["KTRDR_DB_PASSWORD"] != password_a
     code, out, err = finish(project.up(a))
@@ -222,8 +222,8 @@ def test_two_instances_up_concurrently_pass_the_gate_and_live_apart(project: Pro
     # After destroy nothing carries either instance's label.
     for instance in (a, b):
         project.ktrdr("sandbox", "destroy", "--yes", cwd=instance, check=True)
-    assert compose.leftovers(id_a) == []
-    assert compose.leftovers(id_b) == []
+    assert ownership.leftovers(id_a) == []
+    assert ownership.leftovers(id_b) == []
 
 
 @pytest.mark.timeout(900)
@@ -257,7 +257,7 @@ def test_a_worker_whose_command_exits_fails_the_gate_fast_naming_it_with_its_log
     assert report["result"] == "failed"
     assert report["failing_service"].endswith(tuple("12")) and "worker" in report["failing_service"]
     project.ktrdr("sandbox", "destroy", "--yes", "--force", cwd=instance, check=True)
-    assert compose.leftovers(project.created[-1]) == []
+    assert ownership.leftovers(project.created[-1]) == []
 
 
 @pytest.mark.timeout(900)
@@ -268,7 +268,7 @@ def test_ctrl_c_during_up_records_an_interrupted_gate_and_a_new_up_passes(
     instance_id = project.created[-1]
     process = project.up(instance)
     deadline = time.monotonic() + UP_TIMEOUT
-    while not compose.ps(instance_id, instance):
+    while not engine.ps(instance_id, instance):
         assert time.monotonic() < deadline and process.poll() is None, process.communicate()
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ktrdr.cli.sandbox import compose, proc
+from ktrdr.cli.sandbox import compose, engine, proc
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import find_instance_root
 from ktrdr.cli.sandbox.locate import Instance, at_root, locate
@@ -76,8 +76,8 @@ def junit_summary(path: Path) -> dict[str, object]:
 
 def require_running(context: Instance) -> None:
     """Refuse (one line) unless the backend container of the instance is running."""
-    compose.ensure_engine()
-    containers = compose.ps(context.instance_id)
+    engine.ensure_engine()
+    containers = engine.ps(context.instance_id)
     backend = [c for c in containers if c.service == "backend"]
     if not backend or not any(c.state == "running" for c in backend):
         state = backend[0].state if backend else "not created"

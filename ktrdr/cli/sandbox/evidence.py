@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ktrdr.cli.sandbox import compose, proc
+from ktrdr.cli.sandbox import compose, container_logs, engine, proc
 from ktrdr.cli.sandbox.e2e import RESULTS_DIR
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import unused_evidence_path
 from ktrdr.cli.sandbox.instance import SECRET_KEYS
 from ktrdr.cli.sandbox.locate import Instance, locate
+from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE
 
 GATE_REPORT = Path(".sandbox") / "gate-report.json"
 LOG_TAIL = 5000
@@ -168,22 +169,22 @@ def _add_gate_report(bundle: _Bundle, context: Instance) -> None:
 
 
 def _add_docker_state(bundle: _Bundle, context: Instance) -> None:
-    if not compose.engine_reachable():
+    if not engine.engine_reachable():
         bundle.note_missing("compose ps and service logs: Docker engine not reachable")
         return
     base = compose.compose_argv(context.root, context.env)
     env = compose.compose_env(context.env)
-    can_compose = (context.root / compose.COMPOSE_FILE).is_file()
+    can_compose = (context.root / COMPOSE_FILE).is_file()
     if can_compose:
         ps = proc.run([*base, "ps", "-a"], cwd=context.root, env=env, timeout=60, check=False)
         bundle.add_text("compose-ps.txt", ps.stdout + ps.stderr)
     else:
-        bundle.note_missing(f"compose ps: {compose.COMPOSE_FILE} not found in {context.root}")
-    containers = compose.ps(context.instance_id)
+        bundle.note_missing(f"compose ps: {COMPOSE_FILE} not found in {context.root}")
+    containers = engine.ps(context.instance_id)
     if not containers:
         bundle.note_missing("service logs: the instance has no containers")
     for container in containers:
-        lines = compose.container_logs(container.name, tail=LOG_TAIL)
+        lines = container_logs.container_logs(container.name, tail=LOG_TAIL)
         bundle.add_text(f"logs/{container.service or container.name}.log", "\n".join(lines))
     bundle.add_text("containers.json", json.dumps([c.as_dict() for c in containers], indent=2))
 

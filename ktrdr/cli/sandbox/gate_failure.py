@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ktrdr.cli.sandbox.compose import ContainerState
+from ktrdr.cli.sandbox.engine import ContainerState
 from ktrdr.cli.sandbox.gate_probes import GateProbes
 
 LOG_TAIL_LINES = 40

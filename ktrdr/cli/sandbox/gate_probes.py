@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ktrdr.cli.sandbox import compose
-from ktrdr.cli.sandbox.compose import ContainerState
+from ktrdr.cli.sandbox import container_logs, engine
+from ktrdr.cli.sandbox.engine import ContainerState
 
 HTTP_TIMEOUT = 2.0
 
@@ -57,7 +57,7 @@ class DockerProbes:
         self._client = httpx.Client(timeout=HTTP_TIMEOUT, trust_env=False)
 
     def containers(self) -> list[ContainerState]:
-        return compose.ps(self.instance_id)
+        return engine.ps(self.instance_id)
 
     def http_get(self, url: str) -> HttpAnswer:
         import httpx
@@ -77,11 +77,11 @@ class DockerProbes:
         return HttpAnswer(response.status_code, body)
 
     def logs(self, container: str, tail: int) -> list[str]:
-        timeout = self.engine_timeout or compose.QUERY_TIMEOUT
-        return compose.container_logs(container, tail=tail, timeout=timeout)
+        timeout = self.engine_timeout or engine.QUERY_TIMEOUT
+        return container_logs.container_logs(container, tail=tail, timeout=timeout)
 
     def engine_view(self, container: str) -> list[str]:
-        return compose.engine_view(container)
+        return container_logs.engine_view(container)
 
     def close(self) -> None:
         self._client.close()

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from ktrdr.cli.sandbox.compose import ContainerState
+from ktrdr.cli.sandbox.engine import ContainerState
 from ktrdr.cli.sandbox.gate_checks import TITLES, CheckResult, GateSpec, python_error_at_end
 from ktrdr.cli.sandbox.gate_probes import GateProbes, HttpAnswer, ProbeError, Startup
 from ktrdr.cli.sandbox.gate_report import timestamp

@@ -20,23 +20,24 @@ from urllib.parse import urlparse
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.gate_probes import GateProbes
-
-ONE_SHOT_SERVICES = frozenset({"migrate", "e2e-tests"})
-
+    from ktrdr.cli.sandbox.stack_file import StackFile
 
 STARTING = "health: starting"
 
 
 def container_problems(
-    containers: Sequence[Any], *, answered: frozenset[str] | set[str] = frozenset()
+    containers: Sequence[Any],
+    *,
+    short_lived: frozenset[str],
+    answered: frozenset[str] | set[str] = frozenset(),
 ) -> list[str]:
-    """What the container states say is wrong (one-shot services excluded), e.g.
-    'backend restarting', 'db unhealthy', 'backtest-worker-1 paused'. Docker's 'starting'
-    lags behind a service that already answers: services in `answered` (probed just now)
-    are not reported as starting."""
+    """What the container states say is wrong (`short_lived` services, StackFile.short_lived,
+    excluded), e.g. 'backend restarting', 'db unhealthy', 'backtest-worker-1 paused'. Docker's
+    'starting' lags behind a service that already answers: services in `answered` (probed just
+    now) are not reported as starting."""
     problems: list[str] = []
     for c in containers:
-        if c.service in ONE_SHOT_SERVICES:
+        if c.service in short_lived:
             continue
         if c.state == "running":
             if c.health == "unhealthy":
@@ -57,17 +58,18 @@ def verdict(problems: Sequence[str]) -> str:
     return "starting" if all(p.endswith(STARTING) for p in problems) else "degraded"
 
 
-def docker_state(containers: Sequence[Any] | None) -> str:
+def docker_state(containers: Sequence[Any] | None, *, short_lived: frozenset[str]) -> str:
     """running / starting / degraded / paused / stopped / unknown from container states alone
-    (for `list`). `paused` when any container is frozen (`up` thaws them)."""
+    (for `list`), `short_lived` services not counted. `paused` when any container is frozen
+    (`up` thaws them)."""
     if containers is None:
         return "unknown"
-    services = [c for c in containers if c.service not in ONE_SHOT_SERVICES]
+    services = [c for c in containers if c.service not in short_lived]
     if any(c.state == "paused" for c in services):
         return "paused"
     if not any(c.state == "running" for c in services):
         return "stopped"
-    return verdict(container_problems(services))
+    return verdict(container_problems(services, short_lived=short_lived))
 
 
 @dataclass
@@ -95,26 +97,27 @@ class Observation:
 
 @dataclass(frozen=True)
 class StackFacts:
-    """What the compose file says the stack should have."""
+    """The instance to observe and what its compose file says the stack should have."""
 
     instance_id: str
     api_port: int
-    worker_services: Mapping[str, str]  # service -> worker type
-    expected_workers: Mapping[str, int]  # worker type -> count
+    stack: StackFile
 
 
 def observe(containers: Sequence[Any] | None, facts: StackFacts, probes: GateProbes) -> Observation:
     """The verdict from container states plus, when the stack runs, fresh HTTP probes of the
     API (/health, /workers) and of each worker's own /health, in parallel."""
-    state = docker_state(containers)
+    short_lived = facts.stack.short_lived
+    state = docker_state(containers, short_lived=short_lived)
     if containers is None or state == "stopped":
         return Observation(state)
-    services = [c for c in containers if c.service not in ONE_SHOT_SERVICES]
+    services = [c for c in containers if c.service not in short_lived]
+    workers = facts.stack.worker_services
     reasons: list[str] = []
     base = f"http://127.0.0.1:{facts.api_port}/api/v1"
     urls = {"health": f"{base}/health", "workers": f"{base}/workers"}
     for c in services:
-        if c.service in facts.worker_services and c.state == "running" and c.ports:
+        if c.service in workers and c.state == "running" and c.ports:
             urls[c.service] = f"http://127.0.0.1:{c.ports[0]}/health"
     answers = _probe_all(probes, urls)
     seen = Observation(state)
@@ -123,8 +126,9 @@ def observe(containers: Sequence[Any] | None, facts: StackFacts, probes: GatePro
         _explain_silent_api(probes, services, reasons)
     _judge_workers(seen, answers, services, facts, reasons)
     answered = {key for key, answer in answers.items() if _ok(answer) and key in urls}
-    answered = (answered & set(facts.worker_services)) | ({"backend"} if seen.api_ok else set())
-    seen.reasons = container_problems(services, answered=answered) + reasons
+    answered = (answered & set(workers)) | ({"backend"} if seen.api_ok else set())
+    problems = container_problems(services, short_lived=short_lived, answered=answered)
+    seen.reasons = problems + reasons
     if state != "paused":
         seen.state = verdict(seen.reasons)
     return seen
@@ -193,13 +197,14 @@ def _judge_workers(
     just now: the backend notices a stopped worker only after its heartbeat timeout."""
     from ktrdr.cli.sandbox.gate_probes import HttpAnswer
 
+    workers = facts.stack.worker_services
     running = {c.service for c in services if c.state == "running"}
     alive = {
         service
-        for service in facts.worker_services
+        for service in workers
         if isinstance(answers.get(service), HttpAnswer) and answers[service].status == 200
     }
-    silent = sorted(s for s in facts.worker_services if s in running and s not in alive)
+    silent = sorted(s for s in workers if s in running and s not in alive)
     seen.silent_workers = silent
     reasons.extend(f"{service} not answering its /health" for service in silent)
     listed = answers["workers"]
@@ -213,14 +218,14 @@ def _judge_workers(
         if not isinstance(worker, dict) or worker.get("status") == "unreachable":
             continue
         service = urlparse(str(worker.get("endpoint") or "")).hostname or ""
-        if service in facts.worker_services and service not in alive:
+        if service in workers and service not in alive:
             continue  # registered, but gone: the backend has not noticed yet
         kind = str(worker.get("worker_type"))
         counts[kind] = counts.get(kind, 0) + 1
     seen.workers = counts
     short = [
         f"{counts.get(kind, 0)} of {wanted} {kind}"
-        for kind, wanted in sorted(facts.expected_workers.items())
+        for kind, wanted in sorted(facts.stack.expected_workers.items())
         if counts.get(kind, 0) < wanted
     ]
     if short:

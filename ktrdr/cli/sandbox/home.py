@@ -53,6 +53,7 @@ def home_id() -> str:
     project even when their instances have the same readable id."""
     import secrets
 
+    from ktrdr.cli.sandbox.atomic import write_atomic
     from ktrdr.cli.sandbox.errors import SandboxError
 
     home = ktrdr_home()
@@ -63,15 +64,8 @@ def home_id() -> str:
     candidate = secrets.token_hex(HOME_ID_LENGTH // 2)
     try:
         home.mkdir(parents=True, exist_ok=True)
-        tmp = home / f".{HOME_ID_FILE}.{os.getpid()}.tmp"
-        tmp.write_text(candidate + "\n", encoding="ascii")
-        try:
-            # link() fails when the file exists: the first writer wins, racers read its id.
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
+        # Never replaced: the first writer wins, racers read its id.
+        write_atomic(path, candidate + "\n", mode=None, replace=False)
     except OSError as e:
         raise SandboxError(
             f"cannot record this home's id in {path}: {e.strerror or e}; check that "

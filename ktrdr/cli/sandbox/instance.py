@@ -8,13 +8,13 @@ homes that both create `feat` get two projects, never one shared stack.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from ktrdr.cli.sandbox.atomic import write_atomic
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards, parse_env_text
@@ -192,17 +192,9 @@ def owner_variables(*, owner: str, owner_home: Path, checkout: Path | None) -> d
 def write_env_file(root: Path, text: str) -> Path:
     """Write `<root>/.env.sandbox` with mode 0600 (temp file + rename, never world-readable)."""
     path = root / SANDBOX_ENV_FILENAME
-    tmp = root / f".{SANDBOX_ENV_FILENAME}.{os.getpid()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        write_atomic(path, text, mode=0o600)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise SandboxError(
             f"cannot write {path}: {e.strerror or e}; check the directory's permissions"
         ) from e

@@ -28,12 +28,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ktrdr.cli.sandbox import machine_slots, registry, worktree
 from ktrdr.cli.sandbox.allocation import Allocation, BusyPort, SkippedSlot, allocate, probe_slots
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.health import ONE_SHOT_SERVICES
 from ktrdr.cli.sandbox.home import unused_evidence_path
 from ktrdr.cli.sandbox.instance import (
     MAX_ID_LENGTH,
@@ -48,13 +48,14 @@ from ktrdr.cli.sandbox.instance import (
     write_env_file,
 )
 from ktrdr.cli.sandbox.interrupts import deferred_interrupt
-from ktrdr.cli.sandbox.listing import compose_module as _compose
 from ktrdr.cli.sandbox.listing import (
     containers_snapshot,
     containers_snapshot_and_why,
     entry_status,
+    short_lived,
     stale_reason,
 )
+from ktrdr.cli.sandbox.listing import engine_module as _engine
 from ktrdr.cli.sandbox.locate import Instance, from_entry, locate
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, ports_for_slot
 from ktrdr.cli.sandbox.proc import run
@@ -65,6 +66,21 @@ from ktrdr.errors import Interrupted
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.gate_probes import GateProbes
+
+
+def _ownership() -> ModuleType:
+    """ownership.py, imported when the engine is asked (a stand-in replaces it in tests)."""
+    from ktrdr.cli.sandbox import ownership
+
+    return ownership
+
+
+def _compose() -> ModuleType:
+    """compose.py, imported when a stack is taken down (a stand-in replaces it in tests)."""
+    from ktrdr.cli.sandbox import compose
+
+    return compose
+
 
 # --- create / init -----------------------------------------------------------------------
 
@@ -284,7 +300,7 @@ def _drop_claim(instance_id: str) -> None:
         if dropped:
             del entries[instance_id]
     if dropped:
-        _compose().unmark_slot(instance_id)
+        _ownership().unmark_slot(instance_id)
 
 
 def undo_interrupted_create(entry: Entry) -> list[str]:
@@ -340,7 +356,7 @@ def refuse_checked_out_branch(top: Path, branch: str) -> None:
 def refuse_stale_volumes(instance_id: str) -> None:
     """Volumes of an earlier instance with this id (a destroy that could not finish, a lost
     registry) would be adopted by the new stack, and PostgreSQL keeps the old password."""
-    left = _compose().own_volumes(instance_id)
+    left = _ownership().own_volumes(instance_id)
     if left:
         raise SandboxError(
             f"volumes of an earlier instance {instance_id} are still on the engine "
@@ -353,7 +369,7 @@ def busy_slots(slots: list[int] | range) -> dict[int, list[BusyPort]]:
     """Busy ports per slot (probed), plus the slots another home's stacks hold on this engine:
     the registry is per home, the ports are per machine."""
     busy = probe_slots(slots)
-    for slot, holder in _compose().slots_of_other_homes().items():
+    for slot, holder in _ownership().slots_of_other_homes().items():
         if slot in busy and not busy[slot]:
             api = ports_for_slot(slot).api
             busy[slot] = [BusyPort(api, "api", f"{holder} (its stack is on this engine)")]
@@ -399,7 +415,7 @@ def _claim(
                 name=name,
                 repo=str(repo) if repo else None,
             )
-        _compose().mark_slot(instance_id, allocation.slot)
+        _ownership().mark_slot(instance_id, allocation.slot)
     return _Claim(allocation.slot, allocation.skipped)
 
 
@@ -527,7 +543,7 @@ def _init_locked(
                 created_at=registry.now_iso(),
                 repo=str(top),
             )
-        _compose().mark_slot(instance_id, allocation.slot, replace=True)
+        _ownership().mark_slot(instance_id, allocation.slot, replace=True)
     return CreateResult(
         instance_id=instance_id,
         slot=allocation.slot,
@@ -557,7 +573,7 @@ def _slot_to_keep(env_path: Path, instance_id: str) -> _KeptSlot | None:
     if int(text) not in SANDBOX_SLOTS:
         return None
     try:
-        running = any(c.state == "running" for c in _compose().ps(instance_id))
+        running = any(c.state == "running" for c in _engine().ps(instance_id))
     except SandboxError:  # no engine: nothing runs
         running = False
     return _KeptSlot(int(text), running)
@@ -653,7 +669,7 @@ def instance_status(
     if result.status in ("running", "starting", "degraded", "paused"):
         _observe(result, entry, snapshot, probes)
     else:
-        _count_containers(result, snapshot)
+        _count_containers(result, entry.root, snapshot)
     if stale_reason(entry) is None:
         from ktrdr.cli.sandbox.gate_report import last_gate, read_report
 
@@ -669,24 +685,19 @@ def _observe(
 ) -> None:
     """The state from fresh probes of the API and each worker (health.observe); containers
     whose service did not answer just now are not counted healthy, whatever Docker says."""
-    from ktrdr.cli.sandbox import compose  # the compose file's facts (not the engine)
+    from ktrdr.cli.sandbox.engine import LIST_TIMEOUT
     from ktrdr.cli.sandbox.gate_probes import DockerProbes
     from ktrdr.cli.sandbox.health import StackFacts, observe
+    from ktrdr.cli.sandbox.stack_file import load_or_fallback
 
-    try:
-        facts = StackFacts(
-            instance_id=entry.instance_id,
-            api_port=ports_for_slot(entry.slot).api,
-            worker_services=compose.worker_services(entry.root),
-            expected_workers=compose.expected_workers(entry.root),
-        )
-    except SandboxError:  # no readable compose file: judge the API alone
-        facts = StackFacts(entry.instance_id, ports_for_slot(entry.slot).api, {}, {})
+    # No readable compose file: no workers expected, the API is judged alone.
+    stack = load_or_fallback(entry.root)
+    facts = StackFacts(entry.instance_id, ports_for_slot(entry.slot).api, stack)
     containers = (snapshot or {}).get(entry.instance_id, [])
     if probes is not None:
         seen = observe(containers, facts, probes)
     else:
-        real = DockerProbes(entry.instance_id, engine_timeout=compose.LIST_TIMEOUT)
+        real = DockerProbes(entry.instance_id, engine_timeout=LIST_TIMEOUT)
         try:
             seen = observe(containers, facts, real)
         finally:
@@ -695,20 +706,21 @@ def _observe(
     result.reasons = seen.reasons
     result.live = {k: v for k, v in seen.to_json().items() if k not in ("status", "reasons")}
     silent = set(seen.silent_workers) | (set() if seen.api_ok else {"backend"})
-    _count_containers(result, snapshot, not_answering=silent)
+    _count_containers(result, entry.root, snapshot, not_answering=silent)
 
 
 def _count_containers(
     result: InstanceStatus,
+    root: Path,
     snapshot: dict[str, list[Any]] | None,
     *,
     not_answering: set[str] | frozenset[str] = frozenset(),
 ) -> None:
     if snapshot is None:
         return  # counts stay None: "Docker not reachable"
-    containers = [
-        c for c in snapshot.get(result.instance_id, []) if c.service not in ONE_SHOT_SERVICES
-    ]
+    found = snapshot.get(result.instance_id, [])
+    not_counted = short_lived(root, found)
+    containers = [c for c in found if c.service not in not_counted]
     result.containers_total = len(containers)
     result.containers_running = sum(1 for c in containers if c.state == "running")
     result.containers_healthy = sum(
@@ -733,7 +745,7 @@ def _unregistered_status(instance: Instance) -> InstanceStatus:
         status="unregistered",
         stale_reason=reason,
     )
-    _count_containers(result, containers_snapshot())
+    _count_containers(result, instance.root, containers_snapshot())
     return result
 
 
@@ -834,21 +846,19 @@ def _half_removed(entry: Entry) -> bool:
 def engine_unknown_reason() -> str | None:
     """Why the engine cannot be asked about containers, or None when it answers (or when this
     machine has neither a docker CLI nor an engine socket, so no container can exist)."""
-    compose = _compose()
-    if compose.engine_reachable():
+    engine = _engine()
+    if engine.engine_reachable():
         return None
     if shutil.which("docker") is None:
-        if not compose.engine_socket_exists():
+        if not engine.engine_socket_exists():
             return None
-        return (
-            f"the docker CLI is not on PATH but an engine socket exists ({compose.engine_host()})"
-        )
-    return f"the Docker engine at {compose.engine_host()} does not answer"
+        return f"the docker CLI is not on PATH but an engine socket exists ({engine.engine_host()})"
+    return f"the Docker engine at {engine.engine_host()} does not answer"
 
 
 def teardown_containers(instance: Instance) -> tuple[bool, str]:
     """Remove the instance's own containers, volumes and networks. (confirmed gone, note)."""
-    compose = _compose()
+    compose, ownership = _compose(), _ownership()
     unknown = engine_unknown_reason()
     if unknown is not None:
         return False, (
@@ -860,11 +870,11 @@ def teardown_containers(instance: Instance) -> tuple[bool, str]:
         return True, "this machine has no Docker engine, so the instance has no containers"
     if instance.env and instance.env_path.is_file():
         project = compose.project_of(instance.env)
-        compose.refuse_foreign(
+        ownership.refuse_foreign(
             instance.instance_id, project, checkout=instance.root, action="destroy"
         )
     compose.down(instance.instance_id, instance, volumes=True)
-    left: list[str] = compose.leftovers(instance.instance_id)
+    left: list[str] = ownership.leftovers(instance.instance_id)
     if left:
         return False, (
             f"still present after down: {', '.join(left[:5])}; slot {instance.slot} stays claimed; "

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ktrdr.cli.sandbox import compose
+from ktrdr.cli.sandbox import compose, engine, host, ownership, stack_file
 from ktrdr.cli.sandbox.errors import GateFailedError, SandboxError
 from ktrdr.cli.sandbox.gate import run_gate
 from ktrdr.cli.sandbox.gate_checks import CheckResult, GateSpec
@@ -21,7 +21,6 @@ from ktrdr.cli.sandbox.locks import instance_lock
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
 
 DEFAULT_TIMEOUT = 300.0
-MIN_AVAILABLE_KIB = 1024 * 1024
 
 
 @dataclass
@@ -95,9 +94,9 @@ def validate(instance: Instance) -> None:
             f"instance {instance.instance_id} is {entry.state}: wait for that to finish, or "
             "run `ktrdr sandbox doctor --fix` if it was interrupted"
         )
-    if not (instance.root / compose.COMPOSE_FILE).is_file():
+    if not (instance.root / stack_file.COMPOSE_FILE).is_file():
         raise SandboxError(
-            f"{instance.root / compose.COMPOSE_FILE} is missing: this checkout has no stack "
+            f"{instance.root / stack_file.COMPOSE_FILE} is missing: this checkout has no stack "
             "definition; update the branch from main"
         )
 
@@ -156,31 +155,14 @@ def shared_data_warning(instance: Instance) -> str | None:
     )
 
 
-def memory_warning(meminfo: Path = Path("/proc/meminfo")) -> str | None:
-    """A stack needs roughly 1 GiB; warn (do not refuse) when less is available."""
-    try:
-        fields = dict(
-            line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line
-        )
-        available_kib = int(fields["MemAvailable"].split()[0])
-    except (OSError, KeyError, ValueError):
-        return None
-    if available_kib >= MIN_AVAILABLE_KIB:
-        return None
-    return (
-        f"only {available_kib // 1024} MiB of memory available: another stack may not fit; "
-        "stop an instance with `ktrdr sandbox down NAME` first"
-    )
-
-
 def gate_spec(instance: Instance, *, timeout: float, build: bool = False) -> GateSpec:
-    one_shot = compose.one_shot_services(instance.root) or {"migrate"}
+    stack = stack_file.load(instance.root)
     return GateSpec(
         instance_id=instance.instance_id,
         ports=instance.ports,
-        expected_workers=compose.expected_workers(instance.root),
-        worker_services=compose.worker_services(instance.root),
-        one_shot_services=frozenset(one_shot),
+        expected_workers=dict(stack.expected_workers),
+        worker_services=dict(stack.worker_services),
+        one_shot_services=stack.one_shot or stack_file.FALLBACK_ONE_SHOT,
         timeout=timeout,
         startup_timeout=compose.BUILD_TIMEOUT if build else compose.UP_TIMEOUT,
     )
@@ -212,23 +194,23 @@ def prepare_start(instance: Instance, notify: Callable[[str], None]) -> set[int]
     repair duplicated networks, thaw paused containers. Returns the host ports the instance's
     own containers publish (in any state: paused, restarting or exited ones are still its
     own), which the port preflight must not call foreign."""
-    compose.ensure_engine()
-    compose.refuse_foreign(
+    engine.ensure_engine()
+    ownership.refuse_foreign(
         instance.instance_id, instance.project, checkout=instance.root, action="start"
     )
-    holder = compose.slots_of_other_homes().get(instance.slot)
+    holder = ownership.slots_of_other_homes().get(instance.slot)
     if holder is not None:  # its create ran while this home could not see the engine
         raise SandboxError(
             f"slot {instance.slot} of {instance.instance_id} is claimed by {holder}: "
             "destroy this instance and create it again (it gets a free slot), or destroy "
             "that one with its KTRDR_HOME"
         )
-    for repaired in compose.repair_duplicate_networks(instance.instance_id):
+    for repaired in ownership.repair_duplicate_networks(instance.instance_id):
         notify(f"Repaired: {repaired} (containers recreated, volumes kept)")
-    thawed = compose.unpause(instance.instance_id)
+    thawed = engine.unpause(instance.instance_id)
     if thawed:
         notify(f"Resumed paused containers: {', '.join(thawed)}")
-    return {p for c in compose.ps(instance.instance_id) for p in c.ports}
+    return {p for c in engine.ps(instance.instance_id) for p in c.ports}
 
 
 def _up_locked(
@@ -245,7 +227,7 @@ def _up_locked(
     result = UpResult(instance, None, None)
     warnings = (
         shared_data_warning(instance),
-        memory_warning(),
+        host.memory_warning(),
         compose.images_mismatch(instance.env),
     )
     for warning in warnings:
@@ -332,8 +314,8 @@ def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: 
     """Stop and remove the containers and network; keep volumes (data survives)."""
     check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox down", on_wait=notify):
-        compose.ensure_engine()
-        compose.refuse_foreign(
+        engine.ensure_engine()
+        ownership.refuse_foreign(
             instance.instance_id, instance.project, checkout=instance.root, action="stop"
         )
         compose.down(instance.instance_id, instance, volumes=False)
@@ -344,17 +326,17 @@ def pause(instance: Instance, *, notify: Callable[[str], None] = lambda message:
     already paused). Refused when nothing runs: there is nothing to keep ready."""
     check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox pause", on_wait=notify):
-        compose.ensure_engine()
-        compose.refuse_foreign(
+        engine.ensure_engine()
+        ownership.refuse_foreign(
             instance.instance_id, instance.project, checkout=instance.root, action="pause"
         )
-        states = {c.state for c in compose.ps(instance.instance_id)}
+        states = {c.state for c in engine.ps(instance.instance_id)}
         if "running" not in states and "paused" not in states:
             raise SandboxError(
                 f"instance {instance.instance_id} is not running, so there is nothing to pause; "
                 "`ktrdr sandbox up` starts it"
             )
-        return compose.pause(instance.instance_id)
+        return engine.pause(instance.instance_id)
 
 
 def resume(
@@ -368,16 +350,16 @@ def resume(
     compose run, nothing recreated). The report is written like `up`'s."""
     check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox resume", on_wait=notify):
-        compose.ensure_engine()
-        compose.refuse_foreign(
+        engine.ensure_engine()
+        ownership.refuse_foreign(
             instance.instance_id, instance.project, checkout=instance.root, action="resume"
         )
-        if not compose.ps(instance.instance_id):
+        if not engine.ps(instance.instance_id):
             raise SandboxError(
                 f"instance {instance.instance_id} has no containers to resume; "
                 "`ktrdr sandbox up` starts it"
             )
-        if not compose.unpause(instance.instance_id):
+        if not engine.unpause(instance.instance_id):
             notify(f"Instance {instance.instance_id} was not paused; checking it anyway")
         probes = DockerProbes(instance.instance_id)
         try:
@@ -418,10 +400,10 @@ def log_text(instance: Instance, *, service: str | None, tail: int) -> LogsResul
 
 def _check_logs(instance: Instance, service: str | None) -> None:
     instance.require_env()
-    known = compose.services(instance.root)
+    known = stack_file.load(instance.root).services
     if service is not None and service not in known:
         raise SandboxError(f"no service {service!r} in this stack; services: {', '.join(known)}")
-    if not compose.ps(instance.instance_id):
+    if not engine.ps(instance.instance_id):
         # compose would print nothing and exit 0: an empty answer that looks like "no output".
         raise SandboxError(
             f"instance {instance.instance_id} has no containers (it is down, and `down` removes "

@@ -5,6 +5,7 @@ it needs (it runs on every agent poll)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -13,14 +14,15 @@ from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.health import container_problems, docker_state
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
+from ktrdr.cli.sandbox.stack_file import load_or_fallback
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
 
-def compose_module() -> ModuleType:
-    """The compose module, imported lazily (it is only needed when Docker is involved)."""
-    from ktrdr.cli.sandbox import compose
+def engine_module() -> ModuleType:
+    """The engine module, imported lazily (it is only needed when Docker is involved)."""
+    from ktrdr.cli.sandbox import engine
 
-    return compose
+    return engine
 
 
 def stale_reason(entry: Entry) -> str | None:
@@ -43,25 +45,31 @@ def containers_snapshot() -> dict[str, list[Any]] | None:
 def containers_snapshot_and_why() -> tuple[dict[str, list[Any]] | None, str | None]:
     """(snapshot, None), or (None, why the engine could not be asked)."""
     try:  # no separate engine ping: an unreachable engine raises DockerUnavailableError
-        grouped: dict[str, list[Any]] = compose_module().containers_by_instance()
+        grouped: dict[str, list[Any]] = engine_module().containers_by_instance()
     except SandboxError as e:
         return None, str(e)
     return grouped, None
 
 
-def docker_status(containers: list[Any] | None) -> str:
-    """running / starting / degraded / paused / stopped / unknown from container states."""
-    return docker_state(containers)
+def short_lived(root: Path, containers: list[Any]) -> frozenset[str]:
+    """The services of the instance's compose file whose containers do not count towards its
+    state (StackFile.short_lived); the file is read only when there are containers to judge."""
+    if not containers:
+        return frozenset()
+    return load_or_fallback(root).short_lived
 
 
 def entry_status(entry: Entry, snapshot: dict[str, list[Any]] | None) -> str:
+    """running / starting / degraded / paused / stopped / unknown from container states, or
+    the registry's word (stale, creating, destroying)."""
     if stale_reason(entry) is not None:
         return "stale"
     if entry.state != "ready":
         return entry.state
     if snapshot is None:
         return "unknown"
-    return docker_status(snapshot.get(entry.instance_id, []))
+    containers = snapshot.get(entry.instance_id, [])
+    return docker_state(containers, short_lived=short_lived(entry.root, containers))
 
 
 @dataclass
@@ -107,7 +115,9 @@ def list_instances_and_engine() -> Listing:
         status = entry_status(entry, snapshot)
         containers = (snapshot or {}).get(entry.instance_id, [])
         reasons = (
-            container_problems(containers) if status in ("degraded", "starting", "paused") else []
+            container_problems(containers, short_lived=short_lived(entry.root, containers))
+            if status in ("degraded", "starting", "paused")
+            else []
         )
         rows.append(InstanceRow(entry, status, reasons))
     return Listing(rows, why)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ktrdr.cli.sandbox.atomic import write_atomic
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import ktrdr_home
 from ktrdr.cli.sandbox.settings import seconds_from_env
@@ -92,12 +93,8 @@ def instance_lock(
 
 
 def _write_holder(path: Path, command: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    holder_text = json.dumps({"pid": os.getpid(), "command": command, "since": time.time()})
     try:
-        tmp.write_text(
-            json.dumps({"pid": os.getpid(), "command": command, "since": time.time()}),
-            encoding="utf-8",
-        )
-        os.replace(tmp, path)
+        write_atomic(path, holder_text, mode=None)
     except OSError:
-        tmp.unlink(missing_ok=True)  # only a courtesy to waiters: the lock itself is held
+        pass  # only a courtesy to waiters: the lock itself is held

@@ -8,9 +8,9 @@ slot before the first `up`. Two things close that gap:
   the busy slots and writes its claim, so two homes never allocate at the same moment;
 - a claim marker on the engine, the one place every home already reads: an empty volume carrying
   the instance's owner and slot labels, made at create/init. Other homes see its slot as taken
-  (`compose.slots_of_other_homes`); `destroy` and doctor's orphan fix remove it with the
+  (`ownership.slots_of_other_homes`); `destroy` and doctor's orphan fix remove it with the
   instance's other labelled resources, a rolled-back or reaped create removes it
-  (`compose.mark_slot` / `compose.unmark_slot`).
+  (`ownership.mark_slot` / `ownership.unmark_slot`).
 
 Both are best effort: without an engine the marker is skipped (the port probe still guards
 running stacks), and a temp directory this user cannot write means no machine-wide lock.

@@ -208,8 +208,7 @@ def _progress_sink(ctx: ServerRequestContext[Any]) -> Callable[[str], None]:
 
 
 def _resources(scope: Scope) -> list[types.Resource]:
-    from ktrdr.cli.sandbox import compose, registry
-    from ktrdr.cli.sandbox.e2e import E2E_SERVICE
+    from ktrdr.cli.sandbox import registry, stack_file
 
     if scope.pinned:
         instances = [scope.target(None)]
@@ -231,11 +230,11 @@ def _resources(scope: Scope) -> list[types.Resource]:
             )
         )
         try:
-            services = compose.services(instance.root)
+            stack = stack_file.load(instance.root)
         except KtrdrError:
-            services = []  # no stack definition in this checkout: no logs to offer
-        for service in services:
-            if service == E2E_SERVICE:
+            continue  # no stack definition in this checkout: no logs to offer
+        for service in stack.services:
+            if service in stack.on_demand:  # e2e-tests: no log unless a run made one
                 continue
             found.append(
                 types.Resource(

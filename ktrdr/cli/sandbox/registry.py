@@ -1,8 +1,8 @@
 """The instance registry: $KTRDR_HOME/sandbox/instances.json.
 
 Every read-modify-write holds a `filelock` on the sidecar `instances.json.lock` (never the JSON
-itself: `os.replace` swaps its inode) and re-reads inside the lock. Writes go to a temp file in
-the same directory, are fsynced, renamed over the old file, and the directory is fsynced. A
+itself: `os.replace` swaps its inode) and re-reads inside the lock. Writes go through
+atomic.write_atomic (temp file in the same directory, fsync, rename, directory fsync). A
 corrupt file or an unknown version is an error naming the file; it is never rewritten or read as
 empty. Ports are not stored: they derive from the slot (ports.py).
 
@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from ktrdr.cli.sandbox.atomic import TempFileError, write_atomic
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import ktrdr_home
 from ktrdr.cli.sandbox.ports import LAST_SLOT, MAIN_SLOT
@@ -221,35 +222,18 @@ def _shown(value: object) -> str:
 
 def _write(path: Path, entries: dict[str, Entry]) -> None:
     data = {"version": VERSION, "instances": {k: e.to_json() for k, e in sorted(entries.items())}}
-    payload = (json.dumps(data, indent=2) + "\n").encode("utf-8")
-    import tempfile  # only writers need it; `list` only reads
-
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".instances.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
+        write_atomic(path, json.dumps(data, indent=2) + "\n")
+    except TempFileError as e:
         raise SandboxError(
             f"cannot write registry {path}: no temp file in {path.parent} ({e.strerror or e}); "
             "check that the directory is writable and the disk not full"
         ) from e
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise SandboxError(
-                f"cannot write registry {path} ({e.strerror or e}); the old file is unchanged: "
-                "check the disk and the permissions of its directory, then retry"
-            ) from e
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    except OSError as e:
+        raise SandboxError(
+            f"cannot write registry {path} ({e.strerror or e}); the old file is unchanged: "
+            "check the disk and the permissions of its directory, then retry"
+        ) from e
 
 
 def lock_timeout() -> float:

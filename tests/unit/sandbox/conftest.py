@@ -40,8 +40,9 @@ class Container:
 
 @dataclass
 class DockerStandIn:
-    """Stands in for ktrdr.cli.sandbox.compose (the Docker engine) in unit tests, so they do
-    not depend on whether an engine runs on this machine. Real-engine tests are marked docker."""
+    """Stands in for the Docker engine (ktrdr.cli.sandbox.engine, ownership and compose, as
+    instances.py and listing.py reach them) in unit tests, so they do not depend on whether an
+    engine runs on this machine. Real-engine tests are marked docker."""
 
     reachable: bool = True
     containers: dict[str, list[Container]] = field(default_factory=dict)
@@ -109,6 +110,7 @@ class DockerStandIn:
 @pytest.fixture
 def docker(monkeypatch: pytest.MonkeyPatch) -> DockerStandIn:
     stand_in = DockerStandIn()
-    monkeypatch.setattr(instances, "_compose", lambda: stand_in)
-    monkeypatch.setattr(listing, "compose_module", lambda: stand_in)
+    for accessor in ("_engine", "_ownership", "_compose"):
+        monkeypatch.setattr(instances, accessor, lambda: stand_in)
+    monkeypatch.setattr(listing, "engine_module", lambda: stand_in)
     return stand_in

@@ -14,16 +14,11 @@ from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import registry
-from ktrdr.cli.sandbox.doctor import (
-    DoctorReport,
-    HostPaths,
-    Problem,
-    env_drift,
-    remove_empty_tree,
-    rewrite_env,
-    run_doctor,
-)
+from ktrdr.cli.sandbox.doctor import run_doctor
+from ktrdr.cli.sandbox.doctor_checks import env_drift, remove_empty_tree, rewrite_env
+from ktrdr.cli.sandbox.doctor_report import DoctorReport, Problem
 from ktrdr.cli.sandbox.home import home_id
+from ktrdr.cli.sandbox.host import HostPaths, memory_warning
 from ktrdr.cli.sandbox.instance import new_settings, read_env, render_env, write_env_file
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
@@ -310,7 +305,17 @@ def test_low_memory_is_reported_as_a_warning(tmp_path: Path) -> None:
     host.meminfo.write_text("MemAvailable: 512000 kB\n")
     report = run_doctor(fix=False, host=host)
     memory = next(p for p in report.problems if p.subject == "memory")
-    assert memory.severity == "warning" and "0.5 GiB" in memory.detail
+    assert memory.severity == "warning"
+    assert memory.detail.startswith("only 500 MiB of memory available (under 1 GiB;")
+    assert memory.detail == memory_warning(host.meminfo)  # the words and number of `up`
+
+
+def test_doctor_and_up_warn_below_the_same_memory_threshold(tmp_path: Path) -> None:
+    host = quiet_host(tmp_path)
+    host.meminfo.write_text("MemAvailable: 1572864 kB\n")  # 1.5 GiB: room for another stack
+    report = run_doctor(fix=False, host=host)
+    assert not [p for p in report.problems if p.subject == "memory"]
+    assert memory_warning(host.meminfo) is None
 
 
 def test_an_unreachable_engine_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ktrdr.cli.sandbox.compose import ContainerState
+from ktrdr.cli.sandbox.engine import ContainerState
 from ktrdr.cli.sandbox.gate import run_gate
 from ktrdr.cli.sandbox.gate_checks import (
     GateSpec,

@@ -13,7 +13,7 @@ from ktrdr.cli.sandbox.commands.gate_render import (
     progress_line,
     render_result,
 )
-from ktrdr.cli.sandbox.compose import ContainerState
+from ktrdr.cli.sandbox.engine import ContainerState
 from ktrdr.cli.sandbox.gate_checks import CheckResult
 from ktrdr.cli.sandbox.gate_report import GateReport
 

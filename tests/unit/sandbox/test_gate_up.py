@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import compose, lifecycle, registry
+from ktrdr.cli.sandbox import compose, engine, host, lifecycle, registry, stack_file
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import EnvSettings, render_env, write_env_file
 from ktrdr.cli.sandbox.locate import locate
@@ -24,7 +24,7 @@ INSTANCE_ID = "ktrdr--feat-a"
 
 @pytest.fixture(autouse=True)
 def fresh_engine_check() -> None:
-    compose._engine_checked.cache_clear()
+    engine._engine_checked.cache_clear()
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def instance_dir(
     """A registered instance directory on slot 7 with a compose file, the test's cwd."""
     root = tmp_path / INSTANCE_ID
     root.mkdir()
-    (root / compose.COMPOSE_FILE).write_text(
+    (root / stack_file.COMPOSE_FILE).write_text(
         "services:\n  db: {image: x}\n  backend: {image: x}\n"
         "  backtest-worker-1: {image: x, labels: {ktrdr.worker-type: backtest}}\n"
     )
@@ -225,11 +225,14 @@ def test_up_help_lists_the_options() -> None:
 def test_low_memory_is_a_warning_naming_what_to_do(tmp_path: Path) -> None:
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal: 2000000 kB\nMemAvailable:  524288 kB\n")
-    warning = lifecycle.memory_warning(meminfo)
-    assert warning is not None and warning.startswith("only 512 MiB of memory available")
+    warning = host.memory_warning(meminfo)
+    assert warning == (
+        "only 512 MiB of memory available (under 1 GiB; an idle stack takes about 450 MiB): "
+        "another stack may not fit; stop an instance with `ktrdr sandbox down NAME` first"
+    )
     meminfo.write_text("MemAvailable: 8000000 kB\n")
-    assert lifecycle.memory_warning(meminfo) is None
-    assert lifecycle.memory_warning(tmp_path / "missing") is None
+    assert host.memory_warning(meminfo) is None
+    assert host.memory_warning(tmp_path / "missing") is None
 
 
 def test_up_on_an_interrupted_destroy_says_destroy_finishes_it(instance_dir: Path) -> None:

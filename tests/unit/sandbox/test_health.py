@@ -15,15 +15,17 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox.compose import ContainerState
+from ktrdr.cli.sandbox.engine import ContainerState
 from ktrdr.cli.sandbox.gate_probes import DockerProbes
 from ktrdr.cli.sandbox.health import StackFacts, container_problems, docker_state, observe
 from ktrdr.cli.sandbox.instances import create_instance
 from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE, StackFile, fallback
 from tests.unit.fake_api_server import standin_api_server
 from tests.unit.sandbox.conftest import Container, DockerStandIn
 
 INSTANCE = "ktrdr--feat-a"
+SHORT_LIVED = fallback().short_lived  # migrate, e2e-tests: as the checked-in compose file says
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +75,13 @@ def stack() -> Iterator[tuple[int, int, object]]:
 
 
 def facts(api_port: int) -> StackFacts:
-    return StackFacts(INSTANCE, api_port, {"backtest-worker-1": "backtest"}, {"backtest": 1})
+    stack_file = StackFile(
+        profiles={"backend": (), "backtest-worker-1": (), "migrate": (), "e2e-tests": ("e2e",)},
+        worker_services={"backtest-worker-1": "backtest"},
+        expected_workers={"backtest": 1},
+        one_shot=frozenset({"migrate"}),
+    )
+    return StackFacts(INSTANCE, api_port, stack_file)
 
 
 def test_everything_answering_is_running_with_no_reasons() -> None:
@@ -127,14 +135,14 @@ def test_container_states_alone_say_degraded_or_paused_with_the_reason(
     containers = [state("backend"), container] if container.service != "backend" else [container]
     if container.service == "backend":
         containers.append(state("db"))
-    assert docker_state(containers) == word
-    assert reason in container_problems(containers)
+    assert docker_state(containers, short_lived=SHORT_LIVED) == word
+    assert reason in container_problems(containers, short_lived=SHORT_LIVED)
 
 
 def test_one_shot_services_never_make_an_instance_degraded() -> None:
     migrate = state("migrate", "exited", None, exit_code=0)
-    assert docker_state([state("backend"), migrate]) == "running"
-    assert docker_state([migrate]) == "stopped"
+    assert docker_state([state("backend"), migrate], short_lived=SHORT_LIVED) == "running"
+    assert docker_state([migrate], short_lived=SHORT_LIVED) == "stopped"
 
 
 # --- list and status through the CLI ---------------------------------------------------------
@@ -172,6 +180,44 @@ def test_status_verdict_agrees_with_a_dead_api_below_it(
     data = json.loads(CliRunner().invoke(cli, ["sandbox", "status", "--json"]).stdout)
     assert data["status"] == "degraded" and data["api_responding"] is False
     assert data["containers"]["healthy"] == 1 and data["reasons"][0].startswith("API")
+
+
+SEEDED_STACK = """
+services:
+  db: {image: postgres}
+  seed:
+    image: app
+    depends_on: {db: {condition: service_started}}
+  backend:
+    image: app
+    depends_on: {seed: {condition: service_completed_successfully}}
+"""
+
+
+def test_a_one_shot_service_new_in_the_compose_file_is_not_counted_by_list_or_status(
+    repo: Path, docker: DockerStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`seed` is nowhere in the code: the compose file alone says it runs once, so its
+    finished container neither makes the stack `degraded` nor counts as one of its containers."""
+    created = create_instance(name="feat-a", cwd=repo, slot=_slot_with_a_silent_api())
+    (created.path / COMPOSE_FILE).write_text(SEEDED_STACK)
+    docker.containers = {
+        INSTANCE: [
+            Container("db", "running"),
+            Container("seed", "exited", exit_code=0),
+            Container("backend", "running"),
+        ]
+    }
+    rows = json.loads(CliRunner().invoke(cli, ["sandbox", "list", "--json"]).stdout)
+    assert (rows[0]["status"], rows[0]["reasons"]) == ("running", [])
+    monkeypatch.chdir(created.path)
+    data = json.loads(CliRunner().invoke(cli, ["sandbox", "status", "--json"]).stdout)
+    assert data["containers"] == {"total": 2, "running": 2, "healthy": 1}  # no API: backend
+    assert not [reason for reason in data["reasons"] if "seed" in reason]
+    # Without the file (a half-gone instance) only the checked-in one-shot services are known.
+    (created.path / COMPOSE_FILE).unlink()
+    rows = json.loads(CliRunner().invoke(cli, ["sandbox", "list", "--json"]).stdout)
+    assert (rows[0]["status"], rows[0]["reasons"]) == ("degraded", ["seed exited (code 0)"])
 
 
 def test_status_of_a_stopped_instance_probes_nothing_and_says_stopped(
@@ -238,9 +284,10 @@ def test_docker_s_lagging_starting_does_not_count_for_a_service_that_answers() -
 
 def test_only_healthchecks_pending_is_starting_not_degraded() -> None:
     containers = [state("backend"), state("db", health="starting")]
-    assert docker_state(containers) == "starting"
-    assert container_problems(containers) == ["db health: starting"]
-    assert docker_state([*containers, state("grafana", "restarting", None)]) == "degraded"
+    assert docker_state(containers, short_lived=SHORT_LIVED) == "starting"
+    assert container_problems(containers, short_lived=SHORT_LIVED) == ["db health: starting"]
+    restarting = state("grafana", "restarting", None)
+    assert docker_state([*containers, restarting], short_lived=SHORT_LIVED) == "degraded"
 
 
 class _LogsStandIn:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox import compose, machine_slots, registry
+from ktrdr.cli.sandbox import engine, machine_slots, ownership, registry
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instances import create_instance, init_instance
 from ktrdr.cli.sandbox.locate import locate
@@ -152,10 +152,10 @@ def test_slots_of_a_deleted_home_do_not_count(tmp_path: Path) -> None:
     alive = tmp_path / "alive"
     alive.mkdir()
     (alive / "home-id").write_text("aaaa1111\n")
-    assert compose._home_exists("aaaa1111", str(alive))
-    assert not compose._home_exists("bbbb2222", str(alive))  # a new home at the same path
-    assert not compose._home_exists("aaaa1111", str(tmp_path / "deleted"))
-    assert compose._home_exists("aaaa1111", "")  # unlabelled: assume alive
+    assert ownership._home_exists("aaaa1111", str(alive))
+    assert not ownership._home_exists("bbbb2222", str(alive))  # a new home at the same path
+    assert not ownership._home_exists("aaaa1111", str(tmp_path / "deleted"))
+    assert ownership._home_exists("aaaa1111", "")  # unlabelled: assume alive
 
 
 def test_up_refuses_a_slot_another_home_claims(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,8 +167,8 @@ def test_up_refuses_a_slot_another_home_claims(repo: Path, monkeypatch: pytest.M
     result = create_instance(name="feat-a", cwd=repo)
     instance = locate(None, result.path)
     holder = "instance ktrdr--x of KTRDR_HOME /elsewhere"
-    monkeypatch.setattr(compose, "ensure_engine", lambda: None)
-    monkeypatch.setattr(compose, "refuse_foreign", lambda *args, **kwargs: None)
-    monkeypatch.setattr(compose, "slots_of_other_homes", lambda: {result.slot: holder})
+    monkeypatch.setattr(engine, "ensure_engine", lambda: None)
+    monkeypatch.setattr(ownership, "refuse_foreign", lambda *args, **kwargs: None)
+    monkeypatch.setattr(ownership, "slots_of_other_homes", lambda: {result.slot: holder})
     with pytest.raises(SandboxError, match="claimed by instance ktrdr--x"):
         lifecycle.prepare_start(instance, notify=lambda line: None)

@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import doctor
+from ktrdr.cli.sandbox import doctor, host
 from ktrdr.cli.sandbox.commands.gate_render import PASS_MARK, check_line, render_result
 from ktrdr.cli.sandbox.gate_checks import TITLES, CheckResult
 from ktrdr.cli.sandbox.gate_report import GateReport
@@ -128,9 +128,9 @@ def on_a_roomy_host(work: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (proc / "inotify" / "max_user_watches").write_text("524288\n")
     (proc / "inotify" / "max_user_instances").write_text("1024\n")
     (proc / "meminfo").write_text("MemTotal: 25000000 kB\nMemAvailable: 20000000 kB\n")
-    roomy = doctor.HostPaths(meminfo=proc / "meminfo", inotify_dir=proc / "inotify")
+    roomy = host.HostPaths(meminfo=proc / "meminfo", inotify_dir=proc / "inotify")
     monkeypatch.setattr(doctor, "HostPaths", lambda: roomy)
-    monkeypatch.setattr(doctor, "MIN_FREE_DISK", 0)
+    monkeypatch.setattr(host, "MIN_FREE_DISK", 0)
     return in_checkout(work)
 
 

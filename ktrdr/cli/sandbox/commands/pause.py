@@ -51,10 +51,10 @@ def pause(name: str | None, pause_all: bool, as_json: bool) -> None:
 
 def _running() -> list[Entry]:
     """Registered instances of this home with running containers (one engine query)."""
-    from ktrdr.cli.sandbox import compose, registry
+    from ktrdr.cli.sandbox import engine, registry
 
     try:
-        by_instance = compose.containers_by_instance()
+        by_instance = engine.containers_by_instance()
     except SandboxError as e:
         raise SandboxError(f"cannot tell which instances run: {e}") from None
     return [

@@ -1,0 +1,162 @@
+"""Doctor's check of the Docker resources, sorted by their owner labels: this home's of a
+registered instance (never orphans; a duplicated network is reported), this home's whose
+instance is gone (orphans, removed with --fix), a lost registration (reported), and another
+home's or unlabelled ones (reported, never touched)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from ktrdr.cli.sandbox import compose, ownership
+from ktrdr.cli.sandbox.doctor_checks import retry_once
+from ktrdr.cli.sandbox.doctor_report import DoctorReport, Problem
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.home import home_id
+from ktrdr.cli.sandbox.instance import read_env
+from ktrdr.cli.sandbox.ownership import Resource
+from ktrdr.cli.sandbox.registry import Entry
+from ktrdr.envfile import SANDBOX_ENV_FILENAME
+
+ORPHAN_GRACE_S = 60.0
+
+
+@dataclass
+class _InstanceResources:
+    owner: str
+    instance_id: str
+    items: list[Resource] = field(default_factory=list)
+
+    def names(self) -> str:
+        return ", ".join(f"{i.kind} {i.name}" for i in self.items)
+
+
+def _unregistered_root(group: _InstanceResources) -> Path | None:
+    """The checkout of an instance of this home that the registry lost: its containers'
+    compose directory or its resources' checkout label still holds a `.env.sandbox` naming it.
+    Its volumes hold the user's data: reported, never removed."""
+    for item in group.items:
+        for where in (item.working_dir, item.checkout):
+            if not where:
+                continue
+            try:
+                values = read_env(Path(where) / SANDBOX_ENV_FILENAME)
+            except SandboxError:
+                continue
+            if values.get("KTRDR_INSTANCE_ID") == group.instance_id and values.get(
+                "KTRDR_OWNER", group.owner
+            ) in (group.owner, ""):
+                return Path(where)
+    return None
+
+
+def check_docker_resources(
+    report: DoctorReport,
+    entries: dict[str, Entry],
+    *,
+    fix: bool,
+    now: Callable[[], float] = time.time,
+) -> None:
+    """Sort every ktrdr-labelled resource on the engine by owner. Only this home's resources
+    whose instance is gone are orphans (removed with --fix); another home's are reported as
+    belonging to it and resources without an owner label as legacy, neither ever touched."""
+    mine = home_id()
+    groups: dict[tuple[str, str], _InstanceResources] = {}
+    for item in ownership.instance_resources():
+        key = (item.owner, item.instance_id)
+        groups.setdefault(key, _InstanceResources(*key)).items.append(item)
+    others: dict[str, list[_InstanceResources]] = {}
+    for (owner, instance_id), group in sorted(groups.items()):
+        if owner != mine:
+            others.setdefault(owner, []).append(group)
+        elif instance_id in entries:
+            _check_duplicate_networks(report, group)
+        else:
+            _check_orphan(report, group, fix=fix, now=now)
+    for owner, owned in others.items():
+        _report_not_ours(report, owner, owned)
+
+
+def _check_duplicate_networks(report: DoctorReport, group: _InstanceResources) -> None:
+    counts: dict[str, int] = {}
+    for item in group.items:
+        if item.kind == "network":
+            counts[item.name] = counts.get(item.name, 0) + 1
+    for name, count in sorted(counts.items()):
+        if count > 1:
+            report.problems.append(
+                Problem(
+                    "duplicate-network",
+                    group.instance_id,
+                    f"network {name} exists {count} times (two starts at once); "
+                    f"`ktrdr sandbox up {group.instance_id}` repairs it (volumes kept)",
+                )
+            )
+
+
+def _check_orphan(
+    report: DoctorReport, group: _InstanceResources, *, fix: bool, now: Callable[[], float]
+) -> None:
+    root = _unregistered_root(group)
+    if root is not None:
+        report.problems.append(
+            Problem(
+                "unregistered",
+                group.instance_id,
+                f"this home's instance at {root} is not in the registry (its resources are "
+                "kept): run `ktrdr sandbox init` there",
+                severity="warning",
+            )
+        )
+        return
+    if not any(i.kind == "container" for i in group.items):
+        ages = [ownership.created_at(i.kind, i.name) for i in group.items]
+        if any(a is None or now() - a < ORPHAN_GRACE_S for a in ages):
+            return  # may be an `up`/`destroy` in flight; look again later
+    problem = Problem(
+        "orphan",
+        group.instance_id,
+        f"this home's instance is gone (not registered, no checkout): {group.names()}",
+        fixable=True,
+    )
+    report.problems.append(problem)
+    if not fix:
+        return
+    try:
+        retry_once(partial(compose.down, group.instance_id, None, volumes=True))
+        left = ownership.leftovers(group.instance_id)
+    except SandboxError as e:
+        problem.detail += f"; fix failed: {e}"
+        return
+    if left:
+        problem.detail += f"; still present: {', '.join(left)}"
+    else:
+        problem.fixed = f"removed {len(group.items)} resource(s) by owner and instance label"
+
+
+def _report_not_ours(report: DoctorReport, owner: str, groups: list[_InstanceResources]) -> None:
+    """Another home's resources (or unlabelled legacy ones): one line per owner, left alone."""
+    count = sum(len(g.items) for g in groups)
+    ids = ", ".join(sorted({g.instance_id for g in groups}))
+    if owner:
+        home = next((i.owner_home for g in groups for i in g.items if i.owner_home), "")
+        subject = f"KTRDR_HOME {home}" if home else f"home {owner}"
+        detail = (
+            f"{count} resource(s) of instance(s) {ids} belong to {subject}; "
+            "not this home's: never touched"
+        )
+        report.problems.append(Problem("other-home", subject, detail, severity="info"))
+        return
+    report.problems.append(
+        Problem(
+            "legacy",
+            "no owner label",
+            f"{count} resource(s) of instance(s) {ids} carry no owner label (made before owner "
+            "labels): never touched; if they are yours, `docker compose -p <project> down` "
+            "removes them",
+            severity="info",
+        )
+    )

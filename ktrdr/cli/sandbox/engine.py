@@ -1,0 +1,365 @@
+"""Every question asked of the Docker engine directly (not through `docker compose`): the
+engine check, the labels, and the state of an instance's containers by label.
+
+Uses the docker CLI through proc.run (not the docker SDK) so `ktrdr sandbox list` stays fast.
+
+Ownership: the engine is shared by every KTRDR_HOME, checkout and test run on the machine.
+Every query here that feeds a removal or a count filters on this home's `ktrdr.owner` label and
+the instance's `ktrdr.instance` label together (`owned_filters`), so nothing of another home is
+ever counted, stopped or removed; resources without an owner label are left alone. What the
+labels say about who owns what is in ownership.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ktrdr.cli.sandbox import proc
+from ktrdr.cli.sandbox.errors import DockerUnavailableError, SandboxError
+from ktrdr.cli.sandbox.home import home_id
+
+# The labels docker-compose.sandbox.yml (x-labels) puts on every container, volume and network.
+INSTANCE_LABEL = "ktrdr.instance"
+OWNER_LABEL = "ktrdr.owner"
+OWNER_HOME_LABEL = "ktrdr.owner-home"
+CHECKOUT_LABEL = "ktrdr.checkout"
+SLOT_LABEL = "ktrdr.slot"
+TEST_LABEL = "ktrdr.test"
+# The labels compose itself adds.
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+WORKING_DIR_LABEL = "com.docker.compose.project.working_dir"
+
+QUERY_TIMEOUT = 30.0
+# `list`/`status`: a hung engine says "unknown" within 5 s (with the start-up of the CLI and
+# of `docker` itself) instead of hanging.
+LIST_TIMEOUT = 4.0
+
+
+def label_format(key: str) -> str:
+    """The `--format` placeholder of one label's value ("" when absent)."""
+    return '{{.Label "' + key + '"}}'
+
+
+# One line per container, tab-separated: a label value may contain commas, so `{{.Labels}}` is
+# not parseable; `{{.Label "x"}}` is.
+_PS_FORMAT = "\t".join(
+    (
+        "{{.ID}}",
+        "{{.Names}}",
+        "{{.State}}",
+        "{{.Status}}",
+        label_format(INSTANCE_LABEL),
+        label_format(SERVICE_LABEL),
+        "{{.Ports}}",
+    )
+)
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    name: str
+    service: str
+    state: str
+    health: str | None
+    instance_id: str
+    exit_code: int | None
+    restart_count: int
+    image_id: str | None
+    ports: list[int] = field(default_factory=list)
+    started_at: str | None = None  # RFC 3339 from `docker inspect` (None from `docker ps`)
+
+    @property
+    def healthy(self) -> bool:
+        """Running, and healthy when the image or compose file defines a healthcheck."""
+        return self.state == "running" and self.health in (None, "healthy")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "service": self.service,
+            "state": self.state,
+            "health": self.health,
+            "exit_code": self.exit_code,
+            "restart_count": self.restart_count,
+            "image_id": self.image_id,
+            "ports": list(self.ports),
+            "started_at": self.started_at,
+        }
+
+
+# --- the engine check ----------------------------------------------------------------------
+
+
+def engine_host() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def cli_installed() -> bool:
+    return shutil.which("docker") is not None
+
+
+def engine_reachable() -> bool:
+    """True when the docker CLI exists and the daemon answers; fast and never raises."""
+    if not cli_installed():
+        return False
+    try:
+        result = proc.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            timeout=5,
+            check=False,
+        )
+    except SandboxError:
+        return False
+    return result.returncode == 0 and bool(result.stdout.strip())
+
+
+def compose_plugin_works() -> bool:
+    """Whether `docker compose version` succeeds (Compose v2); SandboxError when it hangs."""
+    result = proc.run(["docker", "compose", "version", "--short"], timeout=15, check=False)
+    return result.returncode == 0
+
+
+@functools.cache
+def _engine_checked() -> bool:
+    if not cli_installed():
+        raise DockerUnavailableError(
+            "Docker is not installed: install Docker Engine (`make docker` on Debian/Ubuntu) "
+            "and retry"
+        )
+    if not engine_reachable():
+        raise DockerUnavailableError(
+            f"Docker engine not reachable at {engine_host()}: start Docker and retry"
+        )
+    try:
+        works = compose_plugin_works()
+    except SandboxError as e:
+        raise DockerUnavailableError(f"Docker Compose v2 check failed: {e}") from e
+    if not works:
+        raise DockerUnavailableError(
+            "Docker Compose v2 is missing (`docker compose version` failed): install the "
+            "compose plugin (`make docker`) and retry"
+        )
+    return True
+
+
+def ensure_engine() -> None:
+    """Raise DockerUnavailableError with one actionable line unless engine + Compose v2 work."""
+    _engine_checked()
+
+
+def engine_socket_exists() -> bool:
+    """Whether an engine may be listening here even though the CLI cannot ask it: a local
+    socket file, or a remote DOCKER_HOST (which may well hold containers)."""
+    host = engine_host()
+    if host.startswith("unix://"):
+        return os.path.exists(host[len("unix://") :])
+    return True
+
+
+def docker_root_dir() -> Path | None:
+    """Where the engine keeps images and volumes (`docker info`), when it says and it exists."""
+    result = proc.run(["docker", "info", "--format", "{{.DockerRootDir}}"], timeout=15, check=False)
+    root = result.stdout.strip()
+    if result.returncode == 0 and root and Path(root).exists():
+        return Path(root)
+    return None
+
+
+# --- this home's resources by label --------------------------------------------------------
+
+
+def owned_filters(instance_id: str | None = None) -> list[str]:
+    """Docker `--filter`s matching this home's resources (of one instance when given); docker
+    ANDs label filters, so both must match."""
+    filters = ["--filter", f"label={OWNER_LABEL}={home_id()}"]
+    if instance_id is not None:
+        filters += ["--filter", f"label={INSTANCE_LABEL}={instance_id}"]
+    return filters
+
+
+def owned_ids(list_argv: list[str], instance_id: str) -> list[str]:
+    """What `list_argv` (e.g. `docker volume ls -q`) prints for the instance's own resources."""
+    result = proc.run(
+        [*list_argv, *owned_filters(instance_id)], timeout=QUERY_TIMEOUT, what=list_argv[1] + " ls"
+    )
+    return list(dict.fromkeys(line for line in result.stdout.split() if line))
+
+
+# --- container states ----------------------------------------------------------------------
+
+
+def ps(instance_id: str, root: Path | None = None) -> list[ContainerState]:
+    """Every container of the instance owned by this home, in any state (one-off `run`
+    containers excluded), with health, exit code, restart count and image id from `docker
+    inspect`. `root` is unused: the query goes by label so it works when the compose file is
+    gone."""
+    del root
+    ensure_engine()
+    listed = proc.run(
+        ["docker", "ps", "-a", "-q", "--no-trunc", *owned_filters(instance_id)],
+        timeout=QUERY_TIMEOUT,
+        what="docker ps",
+    )
+    ids = listed.stdout.split()
+    if not ids:
+        return []
+    return _inspect_containers(ids)
+
+
+def _inspect_containers(ids: list[str]) -> list[ContainerState]:
+    inspected = proc.run(
+        ["docker", "inspect", "--type", "container", *ids],
+        timeout=QUERY_TIMEOUT,
+        check=False,
+        what="docker inspect",
+    )
+    # A container removed between the two calls makes inspect exit 1 but still print the rest.
+    try:
+        raw = json.loads(inspected.stdout or "[]")
+    except json.JSONDecodeError as e:
+        raise SandboxError(f"docker inspect returned unreadable output: {e}") from e
+    states = [_state_from_inspect(item) for item in raw]
+    return sorted((s for s in states if s is not None), key=lambda s: (s.service, s.name))
+
+
+def _state_from_inspect(item: Mapping[str, Any]) -> ContainerState | None:
+    config = item.get("Config") or {}
+    labels = config.get("Labels") or {}
+    if labels.get(ONEOFF_LABEL, "False") == "True":
+        return None
+    state = item.get("State") or {}
+    health = (state.get("Health") or {}).get("Status")
+    status = str(state.get("Status") or "unknown")
+    # A restarting container's ExitCode is the code of the crash that triggered the restart.
+    exit_code = state.get("ExitCode") if status in ("exited", "dead", "restarting") else None
+    return ContainerState(
+        name=str(item.get("Name", "")).lstrip("/"),
+        service=str(labels.get(SERVICE_LABEL, "")),
+        state=status,
+        health=str(health) if health else None,
+        instance_id=str(labels.get(INSTANCE_LABEL, "")),
+        exit_code=int(exit_code) if exit_code is not None else None,
+        restart_count=int(item.get("RestartCount") or 0),
+        image_id=str(item.get("Image")) if item.get("Image") else None,
+        ports=_inspect_ports(item),
+        started_at=str(state.get("StartedAt")) if state.get("StartedAt") else None,
+    )
+
+
+def _inspect_ports(item: Mapping[str, Any]) -> list[int]:
+    network = (item.get("NetworkSettings") or {}).get("Ports") or {}
+    bindings = network or (item.get("HostConfig") or {}).get("PortBindings") or {}
+    ports: set[int] = set()
+    for binds in bindings.values():
+        for bind in binds or []:
+            host_port = str(bind.get("HostPort") or "")
+            if host_port.isdigit():
+                ports.add(int(host_port))
+    return sorted(ports)
+
+
+def containers_by_instance() -> dict[str, list[ContainerState]]:
+    """This home's containers grouped by instance id: ONE `docker ps` call (for `list`).
+    Exit codes come from the status text; restart counts and image ids are not known here.
+    No engine pre-check: `list` must stay fast, and a failing `docker ps` says the same. A
+    missing CLI or an engine that does not answer within LIST_TIMEOUT raises
+    DockerUnavailableError: the state is unknown, never "no containers"."""
+    argv = ["docker", "ps", "-a", *owned_filters(), "--format", _PS_FORMAT]
+    try:
+        result = proc.run(argv, timeout=LIST_TIMEOUT, what="docker ps")
+    except proc.CommandFailedError as e:
+        raise DockerUnavailableError(
+            f"Docker engine not reachable at {engine_host()}: start Docker and retry "
+            f"({proc.stderr_tail(e.result.stderr, 1)})"
+        ) from e
+    except SandboxError as e:  # no docker CLI, or the engine did not answer in time
+        what = (
+            f"it did not answer within {LIST_TIMEOUT:g}s" if "did not finish" in str(e) else str(e)
+        )
+        raise DockerUnavailableError(
+            f"Docker engine at {engine_host()} cannot be asked: {what}"
+        ) from e
+    grouped: dict[str, list[ContainerState]] = {}
+    for line in result.stdout.splitlines():
+        container = _state_from_ps_line(line)
+        if container is not None:
+            grouped.setdefault(container.instance_id, []).append(container)
+    return grouped
+
+
+def _state_from_ps_line(line: str) -> ContainerState | None:
+    parts = line.split("\t")
+    if len(parts) < 7:
+        return None
+    _, name, state, status, instance_id, service, ports_text = parts[:7]
+    return ContainerState(
+        name=name,
+        service=service,
+        state=state,
+        health=_health_from_status(status),
+        instance_id=instance_id,
+        exit_code=_exit_code_from_status(status),
+        restart_count=0,
+        image_id=None,
+        ports=_ports_from_text(ports_text),
+    )
+
+
+def _health_from_status(status: str) -> str | None:
+    if "(healthy)" in status:
+        return "healthy"
+    if "(unhealthy)" in status:
+        return "unhealthy"
+    if "(health: starting)" in status:
+        return "starting"
+    return None
+
+
+def _exit_code_from_status(status: str) -> int | None:
+    if not status.startswith("Exited ("):
+        return None
+    code = status[len("Exited (") :].split(")", 1)[0]
+    return int(code) if code.lstrip("-").isdigit() else None
+
+
+def _ports_from_text(text: str) -> list[int]:
+    """Host ports from `127.0.0.1:8001->8000/tcp, [::]:5433->5432/tcp`."""
+    ports: set[int] = set()
+    for part in text.split(","):
+        host, arrow, _ = part.strip().partition("->")
+        if not arrow:
+            continue
+        port = host.rsplit(":", 1)[-1]
+        if "-" in port:  # a published range: 5010-5013
+            low, _, high = port.partition("-")
+            if low.isdigit() and high.isdigit():
+                ports.update(range(int(low), int(high) + 1))
+        elif port.isdigit():
+            ports.add(int(port))
+    return sorted(ports)
+
+
+def pause(instance_id: str) -> list[str]:
+    """Freeze the instance's running containers (cgroup freezer: no CPU, memory and state
+    kept). Returns the names frozen now."""
+    running = [c.name for c in ps(instance_id) if c.state == "running"]
+    if running:
+        proc.run(["docker", "pause", *running], timeout=60, what="docker pause")
+    return running
+
+
+def unpause(instance_id: str) -> list[str]:
+    """Thaw the instance's paused containers (compose cannot recreate a frozen one)."""
+    paused = [c.name for c in ps(instance_id) if c.state == "paused"]
+    if paused:
+        proc.run(["docker", "unpause", *paused], timeout=60, what="docker unpause")
+    return paused

@@ -1,0 +1,301 @@
+"""Who owns what on the shared engine, read from the labels: this home's resources of one
+instance (what is left of it, removing them), another owner's resources in a compose project
+(refused), duplicated networks, and the slot-claim markers of machine_slots.
+
+Every removal here goes by this home's owner label AND the instance label (engine.owned_filters):
+another home's or an unlabelled resource is reported, never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from ktrdr.cli.sandbox import machine_slots, proc
+from ktrdr.cli.sandbox.engine import (
+    CHECKOUT_LABEL,
+    INSTANCE_LABEL,
+    LIST_TIMEOUT,
+    OWNER_HOME_LABEL,
+    OWNER_LABEL,
+    PROJECT_LABEL,
+    QUERY_TIMEOUT,
+    SLOT_LABEL,
+    TEST_LABEL,
+    WORKING_DIR_LABEL,
+    ensure_engine,
+    label_format,
+    owned_filters,
+    owned_ids,
+)
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.home import HOME_ID_FILE, home_id, ktrdr_home
+from ktrdr.cli.sandbox.instance import project_name
+
+# --- one instance's resources ---------------------------------------------------------------
+
+
+def remove_by_label(instance_id: str, *, volumes: bool) -> bool:
+    """Remove labelled containers, networks (and volumes); True when nothing is left."""
+    containers = owned_ids(["docker", "ps", "-a", "-q"], instance_id)
+    if containers:
+        proc.run(["docker", "rm", "-f", "-v", *containers], timeout=120, what="docker rm")
+    networks = owned_ids(["docker", "network", "ls", "-q"], instance_id)
+    if networks:
+        proc.run(["docker", "network", "rm", *networks], timeout=60, what="docker network rm")
+    if volumes:
+        vols = owned_ids(["docker", "volume", "ls", "-q"], instance_id)
+        if vols:
+            proc.run(["docker", "volume", "rm", "-f", *vols], timeout=60, what="docker volume rm")
+    left = leftovers(instance_id)
+    return not left or (not volumes and all(item.startswith("volume ") for item in left))
+
+
+def leftovers(instance_id: str) -> list[str]:
+    """Containers, volumes and networks still labelled for the instance; [] when clean."""
+    ensure_engine()
+    left: list[str] = []
+    queries = (
+        ("container", ["docker", "ps", "-a", "--format", "{{.Names}}"]),
+        ("volume", ["docker", "volume", "ls", "--format", "{{.Name}}"]),
+        ("network", ["docker", "network", "ls", "--format", "{{.Name}}"]),
+    )
+    for kind, argv in queries:
+        for name in owned_ids(argv, instance_id):
+            left.append(f"{kind} {name}")
+    return left
+
+
+def own_volumes(instance_id: str) -> list[str] | None:
+    """This home's volumes labelled for `instance_id` (one quick query); None when the engine
+    cannot be asked."""
+    argv = ["docker", "volume", "ls", *owned_filters(instance_id), "--format", "{{.Name}}"]
+    try:
+        listed = proc.run(argv, timeout=LIST_TIMEOUT, check=False, what="docker volume ls")
+    except SandboxError:
+        return None
+    return listed.stdout.split() if listed.returncode == 0 else None
+
+
+def created_at(kind: str, name: str) -> float | None:
+    """When a volume or network was made (epoch seconds); None when the engine does not say."""
+    result = proc.run(
+        ["docker", kind, "inspect", "--format", "{{json .CreatedAt}}", name],
+        timeout=30,
+        check=False,
+    )
+    try:
+        text = str(json.loads(result.stdout.strip() or "null") or "")
+        if kind == "network":  # 2026-11-27T05:50:11.123456789Z: trim to microseconds
+            head, _, frac = text.partition(".")
+            text = f"{head}.{frac[:6]}+00:00" if frac else text.replace("Z", "+00:00")
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except (ValueError, json.JSONDecodeError):
+        return None
+
+
+# --- every resource with its owner labels ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A container, volume or network with its owner labels ("" when absent)."""
+
+    kind: str
+    name: str
+    instance_id: str
+    owner: str
+    owner_home: str
+    checkout: str
+    project: str
+    test: str = "0"
+    working_dir: str = ""
+    resource_id: str = ""
+
+    def owner_description(self) -> str:
+        if not self.owner:
+            return "no owner label (made before owner labels, or by hand)"
+        where = f"KTRDR_HOME {self.owner_home}" if self.owner_home else f"home {self.owner}"
+        return where + (f", checkout {self.checkout}" if self.checkout else "")
+
+
+_RESOURCE_LABELS = (
+    INSTANCE_LABEL,
+    OWNER_LABEL,
+    OWNER_HOME_LABEL,
+    CHECKOUT_LABEL,
+    PROJECT_LABEL,
+    TEST_LABEL,
+)
+
+
+def resources(filters: list[str], *, timeout: float = QUERY_TIMEOUT) -> list[Resource]:
+    """Containers, volumes and networks matching docker `--filter`s, with their labels (three
+    queries). Raises SandboxError when the engine cannot be asked."""
+    labels = "\t".join(label_format(key) for key in _RESOURCE_LABELS)
+    queries = (
+        ("container", ["docker", "ps", "-a"], "{{.Names}}\t{{.ID}}\t", WORKING_DIR_LABEL),
+        ("volume", ["docker", "volume", "ls"], "{{.Name}}\t{{.Name}}\t", ""),
+        ("network", ["docker", "network", "ls"], "{{.Name}}\t{{.ID}}\t", ""),
+    )
+    found: list[Resource] = []
+    for kind, argv, head, tail in queries:
+        fmt = head + labels + ("\t" + label_format(tail) if tail else "")
+        listed = proc.run(
+            [*argv, *filters, "--format", fmt], timeout=timeout, what=f"docker {kind} ls"
+        )
+        for line in listed.stdout.splitlines():
+            parts = [*line.split("\t"), *[""] * 10]
+            name, resource_id, instance_id, owner, home, checkout, project, test = parts[:8]
+            found.append(
+                Resource(
+                    kind,
+                    name,
+                    instance_id,
+                    owner,
+                    home,
+                    checkout,
+                    project,
+                    test or "0",
+                    working_dir=parts[8] if tail else "",
+                    resource_id=resource_id,
+                )
+            )
+    return found
+
+
+def instance_resources() -> list[Resource]:
+    """Every resource on the engine carrying an instance label, whoever owns it (doctor)."""
+    return resources(["--filter", f"label={INSTANCE_LABEL}"])
+
+
+def foreign_in_project(project: str, *, checkout: Path) -> list[Resource]:
+    """Resources of compose project `project` that this instance does not own: another home's
+    (owner label differs), another checkout's, or unlabelled ones. Compose would adopt and
+    recreate them, so `up`, `down` and `destroy` refuse to touch such a project."""
+    mine = home_id()
+    here = str(checkout.resolve())
+    foreign: list[Resource] = []
+    for item in resources(["--filter", f"label={PROJECT_LABEL}={project}"]):
+        if item.owner != mine:
+            foreign.append(item)
+        elif item.checkout and str(Path(item.checkout).resolve()) != here:
+            foreign.append(item)
+    return foreign
+
+
+def refuse_foreign(instance_id: str, project: str, *, checkout: Path, action: str) -> None:
+    """One line naming the owner when compose project `project` holds anything not ours."""
+    foreign = foreign_in_project(project, checkout=checkout)
+    if not foreign:
+        return
+    first = foreign[0]
+    more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+    raise SandboxError(
+        f"cannot {action} {instance_id}: compose project {project} on this engine holds "
+        f"{first.kind} {first.name}{more} owned by {first.owner_description()}, not by this "
+        "instance; nothing was changed: use that owner's KTRDR_HOME, or remove its resources "
+        "there first"
+    )
+
+
+def duplicate_networks(instance_id: str) -> dict[str, list[str]]:
+    """Network name -> ids, for names this instance's networks hold more than once (two
+    concurrent `compose up`s can each create `<project>_default`)."""
+    by_name: dict[str, list[str]] = {}
+    for item in resources(owned_filters(instance_id)):
+        if item.kind == "network":
+            by_name.setdefault(item.name, []).append(item.resource_id)
+    return {name: ids for name, ids in by_name.items() if len(ids) > 1}
+
+
+def repair_duplicate_networks(instance_id: str) -> list[str]:
+    """Remove the instance's containers (volumes kept, so no data is lost) and every copy of a
+    duplicated network, so the next `compose up` makes exactly one. Returns what was done."""
+    duplicates = duplicate_networks(instance_id)
+    if not duplicates:
+        return []
+    containers = owned_ids(["docker", "ps", "-a", "-q"], instance_id)
+    if containers:
+        proc.run(["docker", "rm", "-f", *containers], timeout=120, what="docker rm")
+    ids = [network_id for group in duplicates.values() for network_id in group]
+    proc.run(["docker", "network", "rm", *ids], timeout=60, what="docker network rm")
+    return [f"network {name} existed {len(group)} times" for name, group in duplicates.items()]
+
+
+# --- slot-claim markers (see machine_slots) -------------------------------------------------
+
+
+def slots_of_other_homes() -> dict[int, str]:
+    """Slot -> who holds it, for slots whose volumes on this engine belong to another home that
+    still exists (a stopped or never started stack holds no port, but it will want its slot's
+    ports on `up`; machine_slots explains the claim marker). Empty
+    when the engine cannot be asked quickly: the port probe still guards running stacks."""
+    fields = (INSTANCE_LABEL, OWNER_LABEL, OWNER_HOME_LABEL, SLOT_LABEL)
+    argv = ["docker", "volume", "ls", "--filter", f"label={OWNER_LABEL}", "--format"]
+    argv.append("\t".join(label_format(key) for key in fields))
+    try:
+        listed = proc.run(argv, timeout=LIST_TIMEOUT, check=False, what="docker volume ls")
+    except SandboxError:
+        return {}
+    mine = home_id()
+    held: dict[int, str] = {}
+    for line in listed.stdout.splitlines() if listed.returncode == 0 else []:
+        instance_id, owner, owner_home, slot = [*line.split("\t"), "", "", ""][:4]
+        if owner and owner != mine and slot.isdigit() and _home_exists(owner, owner_home):
+            held.setdefault(
+                int(slot), f"instance {instance_id} of KTRDR_HOME {owner_home or owner}"
+            )
+    return held
+
+
+def mark_slot(instance_id: str, slot: int, *, replace: bool = False) -> bool:
+    """Make the instance's slot-claim marker (see machine_slots); `replace` first removes one
+    an earlier claim left (init may move an instance to another slot). False when the engine
+    could not be asked: the claim then lives only in this home's registry."""
+    owner = home_id()
+    labels = {
+        OWNER_LABEL: owner,
+        OWNER_HOME_LABEL: str(ktrdr_home()),
+        INSTANCE_LABEL: instance_id,
+        SLOT_LABEL: str(slot),
+        TEST_LABEL: os.environ.get("KTRDR_TEST", "0"),
+    }
+    name = machine_slots.marker_name(project_name(instance_id, owner))
+    label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+    try:
+        if replace:  # a marker of an earlier slot must not keep that slot busy
+            proc.run(["docker", "volume", "rm", "-f", name], timeout=LIST_TIMEOUT, check=False)
+        made = proc.run(
+            ["docker", "volume", "create", *label_args, name], timeout=LIST_TIMEOUT, check=False
+        )
+    except SandboxError:  # no docker CLI, or the engine hangs
+        return False
+    return made.returncode == 0
+
+
+def unmark_slot(instance_id: str) -> None:
+    """Remove the slot-claim marker of a create that is undone (best effort: doctor reports
+    a marker left behind as an orphan)."""
+    name = machine_slots.marker_name(project_name(instance_id, home_id()))
+    try:
+        proc.run(["docker", "volume", "rm", "-f", name], timeout=LIST_TIMEOUT, check=False)
+    except SandboxError:
+        pass
+
+
+def _home_exists(owner: str, owner_home: str) -> bool:
+    """Whether the home that labelled a resource is still there. Leftovers of a deleted home
+    (a killed test run's temp KTRDR_HOME) hold no port and nobody can start them again, so
+    they must not block a slot forever; doctor lists them."""
+    if not owner_home:
+        return True
+    try:
+        return (Path(owner_home) / HOME_ID_FILE).read_text().strip() == owner
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:  # another user's home we may not read: assume it is alive
+        return True
