@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ktrdr.cli import settings
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -27,9 +29,11 @@ def console(*, stderr: bool = False) -> Console:
 
     stream = sys.stderr if stderr else sys.stdout
     # Piped output (agents, grep) is not wrapped at 80 columns; a terminal keeps its own width.
-    width = None if stream.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH
+    width = None if stream.isatty() or settings.is_set("COLUMNS") else PIPED_WIDTH
     # highlight=False: user data (names, paths) must print exactly as given.
-    return Console(stderr=stderr, highlight=False, no_color="NO_COLOR" in os.environ, width=width)
+    return Console(
+        stderr=stderr, highlight=False, no_color=settings.is_set("NO_COLOR"), width=width
+    )
 
 
 def escape(text: object) -> str:
@@ -64,8 +68,9 @@ def print_table(
 
 def output_width() -> int:
     """COLUMNS, else the width of whichever of stdout/stderr is a terminal, else PIPED_WIDTH."""
-    if os.environ.get("COLUMNS", "").isdigit():
-        return int(os.environ["COLUMNS"])
+    columns = settings.get("COLUMNS")
+    if columns.isdigit():
+        return int(columns)
     for stream in (sys.stdout, sys.stderr):
         try:
             return os.get_terminal_size(stream.fileno()).columns

@@ -65,6 +65,11 @@ def get(name: str, default: str = "") -> str:
     return os.environ.get(name) or default
 
 
+def values(*names: str) -> dict[str, str]:
+    """The set ones of `names`, as a mapping (for code that takes an injectable environment)."""
+    return {name: get(name) for name in names if get(name)}
+
+
 def is_set(name: str) -> bool:
     return bool(get(name))
 

@@ -7,13 +7,13 @@ nearest `.env.sandbox` (current directory or a parent) > http://localhost:8000.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ktrdr.cli import settings
 from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards, read_env_file
 from ktrdr.errors import ExitCode, KtrdrError
 
@@ -91,7 +91,7 @@ def resolve_target(
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> ApiTarget:
-    environ = os.environ if environ is None else environ
+    environ = settings.values("KTRDR_API_URL", "KTRDR_API_PORT") if environ is None else environ
     if url_flag:
         return ApiTarget(validate_url(url_flag, origin="--url"), "flag --url")
     if port_flag is not None:

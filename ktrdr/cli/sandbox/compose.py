@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ktrdr.cli import settings
 from ktrdr.cli.sandbox import proc
 from ktrdr.cli.sandbox.engine import QUERY_TIMEOUT, ensure_engine, unpause
 from ktrdr.cli.sandbox.errors import SandboxError
@@ -37,7 +38,7 @@ def images_mode(env: Mapping[str, str]) -> str:
 
 def images_mismatch(env: Mapping[str, str]) -> str | None:
     """A warning when the shell exports another KTRDR_IMAGES than the instance uses."""
-    wanted = os.environ.get("KTRDR_IMAGES", "").strip()
+    wanted = settings.get("KTRDR_IMAGES").strip()
     used = images_mode(env)
     if not wanted or wanted == used:
         return None

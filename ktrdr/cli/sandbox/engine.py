@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ktrdr.cli import settings
 from ktrdr.cli.sandbox import proc
 from ktrdr.cli.sandbox.errors import DockerUnavailableError, SandboxError
 from ktrdr.cli.sandbox.home import home_id
@@ -100,7 +101,7 @@ class ContainerState:
 
 
 def engine_host() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    return settings.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
 def cli_installed() -> bool:

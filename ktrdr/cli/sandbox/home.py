@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ktrdr.cli import settings
+
 
 def ktrdr_home() -> Path:
     """$KTRDR_HOME (with `~` expanded), or ~/.ktrdr; always an absolute path.
@@ -15,7 +17,7 @@ def ktrdr_home() -> Path:
     move with the directory a command runs in (and differ again in a child process started with
     another cwd), so `list` in one checkout would not see an instance created from another.
     """
-    configured = os.environ.get("KTRDR_HOME")
+    configured = settings.get("KTRDR_HOME")
     if not configured:
         return Path.home() / ".ktrdr"
     home = Path(configured).expanduser()

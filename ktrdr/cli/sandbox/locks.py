@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ktrdr.cli import settings
 from ktrdr.cli.sandbox.atomic import write_atomic
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import ktrdr_home
-from ktrdr.cli.sandbox.settings import seconds_from_env
 
 DEFAULT_WAIT_SECONDS = 1800.0  # longer than any up (gate 300 s + a build) takes
 NOTIFY_EVERY_SECONDS = 5.0
@@ -28,7 +28,7 @@ def _lock_dir() -> Path:
 
 
 def wait_limit() -> float:
-    return seconds_from_env("KTRDR_INSTANCE_LOCK_TIMEOUT", DEFAULT_WAIT_SECONDS)
+    return settings.seconds("KTRDR_INSTANCE_LOCK_TIMEOUT", DEFAULT_WAIT_SECONDS)
 
 
 def holder(instance_id: str) -> str:

@@ -18,12 +18,12 @@ running stacks), and a temp directory this user cannot write means no machine-wi
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ktrdr.cli import settings
 from ktrdr.cli.sandbox.errors import SandboxError
 
 LOCK_NAME = "ktrdr-sandbox-slots.lock"
@@ -32,7 +32,7 @@ LOCK_TIMEOUT = 120.0  # held for a port probe and one registry write: seconds, n
 
 
 def lock_path() -> Path:
-    return Path(os.environ.get("KTRDR_SLOTS_LOCK") or Path(tempfile.gettempdir()) / LOCK_NAME)
+    return Path(settings.get("KTRDR_SLOTS_LOCK") or Path(tempfile.gettempdir()) / LOCK_NAME)
 
 
 @contextmanager

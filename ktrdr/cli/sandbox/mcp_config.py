@@ -3,12 +3,12 @@ absolute path, the pin, and this KTRDR_HOME."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from ktrdr.cli import settings
 from ktrdr.cli.sandbox.errors import SandboxError
 
 
@@ -19,8 +19,8 @@ def client_config(pinned_id: str | None, *, cwd: Path) -> dict[str, Any]:
 
     args = ["sandbox", "mcp", *(["--instance", pinned_id] if pinned_id else ["--all-instances"])]
     env = {"KTRDR_HOME": str(ktrdr_home().absolute())}
-    if os.environ.get("KTRDR_IMAGES"):
-        env["KTRDR_IMAGES"] = os.environ["KTRDR_IMAGES"]
+    if settings.is_set("KTRDR_IMAGES"):
+        env["KTRDR_IMAGES"] = settings.get("KTRDR_IMAGES")
     entry: dict[str, Any] = {"command": str(ktrdr_executable()), "args": args, "env": env}
     if pinned_id is None:
         entry["cwd"] = str(cwd.absolute())  # sandbox_create makes worktrees of this checkout

@@ -3,10 +3,10 @@ returns that command's `--json` data as an Outcome."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ktrdr.cli import settings
 from ktrdr.cli.sandbox.mcp_scope import Scope
 from ktrdr.cli.sandbox.mcp_spec import Outcome, Progress
 from ktrdr.errors import ExitCode, KtrdrError
@@ -40,7 +40,7 @@ def on_create(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome
         slot=args.get("slot"),
         branch=args.get("branch"),
         base=args.get("base"),
-        images=os.environ.get("KTRDR_IMAGES"),
+        images=settings.get("KTRDR_IMAGES") or None,
     )
     return Outcome(result.to_json())
 

@@ -9,11 +9,11 @@ another home's or an unlabelled resource is reported, never touched.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from ktrdr.cli import settings
 from ktrdr.cli.sandbox import machine_slots, proc
 from ktrdr.cli.sandbox.engine import (
     CHECKOUT_LABEL,
@@ -262,7 +262,7 @@ def mark_slot(instance_id: str, slot: int, *, replace: bool = False) -> bool:
         OWNER_HOME_LABEL: str(ktrdr_home()),
         INSTANCE_LABEL: instance_id,
         SLOT_LABEL: str(slot),
-        TEST_LABEL: os.environ.get("KTRDR_TEST", "0"),
+        TEST_LABEL: settings.get("KTRDR_TEST", "0"),
     }
     name = machine_slots.marker_name(project_name(instance_id, owner))
     label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]

@@ -237,9 +237,9 @@ def _write(path: Path, entries: dict[str, Entry]) -> None:
 
 
 def lock_timeout() -> float:
-    from ktrdr.cli.sandbox.settings import seconds_from_env
+    from ktrdr.cli import settings
 
-    return seconds_from_env("KTRDR_REGISTRY_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
+    return settings.seconds("KTRDR_REGISTRY_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
 
 
 @contextmanager

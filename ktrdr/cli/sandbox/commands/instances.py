@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from ktrdr.cli import settings
 from ktrdr.cli.output import info
 from ktrdr.cli.sandbox.commands.render import (
     render_created,
@@ -57,7 +57,7 @@ def create_command(
         slot=slot,
         branch=branch,
         base=base,
-        images=os.environ.get("KTRDR_IMAGES"),
+        images=settings.get("KTRDR_IMAGES") or None,
     )
     render_created(result, as_json=as_json)
 
@@ -69,7 +69,7 @@ def init_command(slot: int | None, as_json: bool) -> None:
     """Make this clone (or worktree) an instance. Slot 0 (main ports) only via --slot 0."""
     from ktrdr.cli.sandbox.instances import init_instance
 
-    result = init_instance(cwd=Path.cwd(), slot=slot, images=os.environ.get("KTRDR_IMAGES"))
+    result = init_instance(cwd=Path.cwd(), slot=slot, images=settings.get("KTRDR_IMAGES") or None)
     render_created(result, as_json=as_json)
 
 
