@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import engine, ownership, registry
+from ktrdr.cli.sandbox.create import create_instance
 from ktrdr.cli.sandbox.home import home_id
-from ktrdr.cli.sandbox.instances import create_instance
 
 pytestmark = pytest.mark.docker
 

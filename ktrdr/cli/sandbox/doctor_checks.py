@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ktrdr.cli.sandbox import instances
+from ktrdr.cli.sandbox import claims, prune
 from ktrdr.cli.sandbox.doctor_report import DoctorReport, Problem
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import home_id, ktrdr_home
@@ -39,7 +39,7 @@ def check_dead_claims(report: DoctorReport, entries: dict[str, Entry], *, fix: b
         report.problems.append(problems[entry.instance_id])
     if not fix or not problems:
         return
-    for instance_id, done in instances.reap_dead_claims_by_id().items():
+    for instance_id, done in claims.reap_dead_claims_by_id().items():
         problem = problems.get(instance_id)
         if problem is not None:
             undone = "; ".join(done) or "nothing to undo"
@@ -77,7 +77,7 @@ def check_stale(
     if not fix or not stale:
         return
     try:
-        results = retry_once(lambda: instances.prune(dry_run=False))
+        results = retry_once(lambda: prune.prune(dry_run=False))
     except SandboxError as e:
         for item in report.problems:
             if item.subject in stale and item.fixed is None:
@@ -94,7 +94,7 @@ def check_stale(
             _record_pruned_claim(report, pruned)
 
 
-def _record_pruned_claim(report: DoctorReport, pruned: instances.PrunedEntry) -> None:
+def _record_pruned_claim(report: DoctorReport, pruned: prune.PrunedEntry) -> None:
     """A dead claim (reported by check_dead_claims) that prune dropped, or kept."""
     claims = [p for p in report.problems if p.subject == pruned.entry.instance_id]
     problem = next((p for p in claims if p.kind == "dead-claim"), None)
@@ -107,7 +107,7 @@ def _record_pruned_claim(report: DoctorReport, pruned: instances.PrunedEntry) ->
         problem.detail += f"; entry kept: {pruned.note}"
 
 
-def _record_pruned(problem: Problem, pruned: instances.PrunedEntry) -> None:
+def _record_pruned(problem: Problem, pruned: prune.PrunedEntry) -> None:
     if not pruned.removed:
         problem.detail += f"; kept: {pruned.note}"
         return

@@ -1,28 +1,20 @@
 """The read-only view of instances behind `ktrdr sandbox list` and `status`: registry entries
-plus their Docker state from one query. Kept apart from instances.py so `list` imports only what
+plus their Docker state from one query. Kept apart from status.py so `list` imports only what
 it needs (it runs on every agent poll)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from ktrdr.cli.sandbox import registry
+from ktrdr.cli.sandbox import docker_access, registry
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.health import container_problems, docker_state
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.stack_file import load_or_fallback
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
-
-
-def engine_module() -> ModuleType:
-    """The engine module, imported lazily (it is only needed when Docker is involved)."""
-    from ktrdr.cli.sandbox import engine
-
-    return engine
 
 
 def stale_reason(entry: Entry) -> str | None:
@@ -45,7 +37,7 @@ def containers_snapshot() -> dict[str, list[Any]] | None:
 def containers_snapshot_and_why() -> tuple[dict[str, list[Any]] | None, str | None]:
     """(snapshot, None), or (None, why the engine could not be asked)."""
     try:  # no separate engine ping: an unreachable engine raises DockerUnavailableError
-        grouped: dict[str, list[Any]] = engine_module().containers_by_instance()
+        grouped: dict[str, list[Any]] = docker_access.engine().containers_by_instance()
     except SandboxError as e:
         return None, str(e)
     return grouped, None

@@ -25,14 +25,14 @@ def on_list(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
 
 
 def on_status(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli.sandbox.instances import instance_status
+    from ktrdr.cli.sandbox.status import instance_status
 
     instance = scope.target(args.get("instance"))
     return Outcome(instance_status(instance.instance_id, cwd=instance.root).to_json())
 
 
 def on_create(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli.sandbox.instances import create_instance
+    from ktrdr.cli.sandbox.create import create_instance
 
     result = create_instance(
         name=args["name"],
@@ -104,7 +104,7 @@ def on_down(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
 
 def on_destroy(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
     from ktrdr.cli.sandbox import registry
-    from ktrdr.cli.sandbox.instances import destroy_many
+    from ktrdr.cli.sandbox.destroy import destroy_many
     from ktrdr.cli.sandbox.locate import Instance, from_entry
 
     everything = bool(args.get("all"))

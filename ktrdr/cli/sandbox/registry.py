@@ -7,7 +7,7 @@ corrupt file or an unknown version is an error naming the file; it is never rewr
 empty. Ports are not stored: they derive from the slot (ports.py).
 
 Entry states: `ready`; `creating` (a slot claimed by a running `create`, with its pid — see
-instances.py for the claim protocol); `destroying` (teardown started; the slot stays claimed
+claims.py for the claim protocol); `destroying` (teardown started; the slot stays claimed
 until the containers and volumes are confirmed gone).
 """
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ktrdr.cli.sandbox import compose, instances, listing
+from ktrdr.cli.sandbox import compose, docker_access
 from ktrdr.cli.sandbox.errors import DockerUnavailableError
 from tests.git_repos import git, make_repo
 
@@ -41,7 +41,7 @@ class Container:
 @dataclass
 class DockerStandIn:
     """Stands in for the Docker engine (ktrdr.cli.sandbox.engine, ownership and compose, as
-    instances.py and listing.py reach them) in unit tests, so they do not depend on whether an
+    docker_access.py hands them out) in unit tests, so they do not depend on whether an
     engine runs on this machine. Real-engine tests are marked docker."""
 
     reachable: bool = True
@@ -110,7 +110,6 @@ class DockerStandIn:
 @pytest.fixture
 def docker(monkeypatch: pytest.MonkeyPatch) -> DockerStandIn:
     stand_in = DockerStandIn()
-    for accessor in ("_engine", "_ownership", "_compose"):
-        monkeypatch.setattr(instances, accessor, lambda: stand_in)
-    monkeypatch.setattr(listing, "engine_module", lambda: stand_in)
+    for accessor in ("engine", "ownership", "compose"):
+        monkeypatch.setattr(docker_access, accessor, lambda: stand_in)
     return stand_in

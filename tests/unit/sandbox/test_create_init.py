@@ -12,10 +12,11 @@ from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import registry
+from ktrdr.cli.sandbox.create import create_instance
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import home_id
+from ktrdr.cli.sandbox.init_checkout import init_instance
 from ktrdr.cli.sandbox.instance import read_env
-from ktrdr.cli.sandbox.instances import create_instance, init_instance
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.worktree import list_worktrees

@@ -13,15 +13,13 @@ from click.testing import CliRunner
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import registry
 from ktrdr.cli.sandbox.commands.render import ago
+from ktrdr.cli.sandbox.create import create_instance
+from ktrdr.cli.sandbox.destroy import destroy_instance
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.instances import (
-    create_instance,
-    destroy_instance,
-    init_instance,
-    instance_status,
-)
+from ktrdr.cli.sandbox.init_checkout import init_instance
 from ktrdr.cli.sandbox.locate import find_entry, from_entry
 from ktrdr.cli.sandbox.registry import Entry
+from ktrdr.cli.sandbox.status import instance_status
 from tests.unit.sandbox.conftest import Container, DockerStandIn, git, make_repo
 
 

@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
+from ktrdr.cli.sandbox.create import create_instance
 from ktrdr.cli.sandbox.engine import ContainerState
 from ktrdr.cli.sandbox.gate_probes import DockerProbes
 from ktrdr.cli.sandbox.health import StackFacts, container_problems, docker_state, observe
-from ktrdr.cli.sandbox.instances import create_instance
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE, StackFile, fallback
 from tests.unit.fake_api_server import standin_api_server

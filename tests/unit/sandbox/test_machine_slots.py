@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from ktrdr.cli.sandbox import engine, machine_slots, ownership, registry
+from ktrdr.cli.sandbox.create import create_instance
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.instances import create_instance, init_instance
+from ktrdr.cli.sandbox.init_checkout import init_instance
 from ktrdr.cli.sandbox.locate import locate
 from tests.unit.sandbox.conftest import DockerStandIn
 

@@ -13,7 +13,9 @@ from click.testing import CliRunner
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import registry
 from ktrdr.cli.sandbox.commands.render import what_goes
+from ktrdr.cli.sandbox.create import create_instance
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.init_checkout import init_instance
 from ktrdr.cli.sandbox.instance import (
     max_name_length,
     new_settings,
@@ -23,7 +25,6 @@ from ktrdr.cli.sandbox.instance import (
     validate_create_name,
     write_env_file,
 )
-from ktrdr.cli.sandbox.instances import create_instance, init_instance
 from ktrdr.cli.sandbox.shared_data import shared_root
 from tests.unit.sandbox.conftest import make_repo
 
@@ -57,7 +58,7 @@ def _ctrl_c_right_after(monkeypatch: pytest.MonkeyPatch, target: str) -> None:
 def test_ctrl_c_just_after_registration_keeps_the_instance_and_reports_it(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _ctrl_c_right_after(monkeypatch, "ktrdr.cli.sandbox.instances._finish_claim")
+    _ctrl_c_right_after(monkeypatch, "ktrdr.cli.sandbox.claims.finish_claim")
     out = CliRunner().invoke(cli, ["sandbox", "create", "feat-a"])
     assert out.exit_code == 0, out.output
     assert "Instance: ktrdr--feat-a" in out.stdout

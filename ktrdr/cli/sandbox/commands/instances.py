@@ -49,7 +49,7 @@ def create_command(
     name: str, slot: int | None, branch: str | None, base: str | None, as_json: bool
 ) -> None:
     """Add a worktree ../<repo>--NAME on a new branch NAME with its own port slot."""
-    from ktrdr.cli.sandbox.instances import create_instance
+    from ktrdr.cli.sandbox.create import create_instance
 
     result = create_instance(
         name=name,
@@ -67,7 +67,7 @@ def create_command(
 @json_option
 def init_command(slot: int | None, as_json: bool) -> None:
     """Make this clone (or worktree) an instance. Slot 0 (main ports) only via --slot 0."""
-    from ktrdr.cli.sandbox.instances import init_instance
+    from ktrdr.cli.sandbox.init_checkout import init_instance
 
     result = init_instance(cwd=Path.cwd(), slot=slot, images=settings.get("KTRDR_IMAGES") or None)
     render_created(result, as_json=as_json)
@@ -90,7 +90,7 @@ def list_command(as_json: bool) -> None:
 @json_option
 def status_command(name: str | None, as_json: bool) -> None:
     """Slot, ports, URLs and container state of NAME or of the instance you are in."""
-    from ktrdr.cli.sandbox.instances import instance_status
+    from ktrdr.cli.sandbox.status import instance_status
 
     render_status(instance_status(name, cwd=Path.cwd()), as_json=as_json)
 
@@ -108,8 +108,8 @@ def destroy_command(
 
     For an `init`ed clone only its .env.sandbox and the entry are removed.
     """
+    from ktrdr.cli.sandbox.destroy import destroy_many
     from ktrdr.cli.sandbox.heartbeat import heartbeat
-    from ktrdr.cli.sandbox.instances import destroy_many
 
     targets = _destroy_targets(name, destroy_all=destroy_all)
     if not targets:
@@ -163,6 +163,6 @@ def _confirm(targets: list[Entry], *, yes: bool) -> None:
 @json_option
 def prune_command(dry_run: bool, as_json: bool) -> None:
     """Remove stale entries (path or .env.sandbox gone, unfinished creates) and their leftovers."""
-    from ktrdr.cli.sandbox.instances import prune
+    from ktrdr.cli.sandbox.prune import prune
 
     render_pruned(prune(dry_run=dry_run), dry_run=dry_run, as_json=as_json)

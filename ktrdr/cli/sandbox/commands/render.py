@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING, Any
 from ktrdr.cli.output import info, print_fields, print_json, print_table
 
 if TYPE_CHECKING:
-    from ktrdr.cli.sandbox.instances import CreateResult, DestroyResult, InstanceStatus, PrunedEntry
+    from ktrdr.cli.sandbox.create import CreateResult
+    from ktrdr.cli.sandbox.destroy import DestroyResult
     from ktrdr.cli.sandbox.listing import InstanceRow
+    from ktrdr.cli.sandbox.prune import PrunedEntry
     from ktrdr.cli.sandbox.registry import Entry
+    from ktrdr.cli.sandbox.status import InstanceStatus
 
 
 def render_created(result: CreateResult, *, as_json: bool) -> None:

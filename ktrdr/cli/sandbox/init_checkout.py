@@ -1,0 +1,167 @@
+"""`ktrdr sandbox init`: make the current checkout an instance (kind `clone`), keeping the
+slot its `.env.sandbox` names when it is re-registered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ktrdr.cli.sandbox import claims, docker_access, machine_slots, registry, worktree
+from ktrdr.cli.sandbox.allocation import Allocation, BusyPort, allocate
+from ktrdr.cli.sandbox.create import CreateResult
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.instance import (
+    instance_id_for,
+    new_settings,
+    read_env,
+    render_env,
+    write_env_file,
+)
+from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
+from ktrdr.cli.sandbox.registry import Entry
+from ktrdr.cli.sandbox.shared_data import shared_root
+from ktrdr.envfile import SANDBOX_ENV_FILENAME
+
+if TYPE_CHECKING:
+    pass
+
+
+def init_instance(*, cwd: Path, slot: int | None = None, images: str | None = None) -> CreateResult:
+    """Make the current clone or worktree an instance (kind clone). Slot 0 only when asked."""
+    from ktrdr.cli.sandbox.locks import instance_lock
+
+    top = worktree.toplevel(cwd)
+    instance_id = instance_id_for(top)
+    env_path = top / SANDBOX_ENV_FILENAME
+    refuse_other_owner(env_path)
+    with instance_lock(instance_id, command="ktrdr sandbox init"):
+        return _init_locked(top, instance_id, env_path, slot=slot, images=images)
+
+
+def refuse_other_owner(env_path: Path) -> None:
+    """An env file written by another KTRDR_HOME whose registry still holds this checkout is
+    that home's instance: re-registering it here would take it over (new owner, new project,
+    the old stack's ports)."""
+    import json
+
+    from ktrdr.cli.sandbox.home import home_id
+
+    if not env_path.is_file():
+        return
+    values = read_env(env_path)
+    owner, owner_home = values.get("KTRDR_OWNER", ""), values.get("KTRDR_OWNER_HOME", "")
+    if not owner or owner == home_id() or not owner_home:
+        return
+    try:
+        other = json.loads((Path(owner_home) / "sandbox" / "instances.json").read_text())
+        paths = {str(e.get("path")) for e in other.get("instances", {}).values()}
+    except (OSError, ValueError, AttributeError):
+        return  # that home is gone or unreadable: nobody else claims this checkout
+    if str(env_path.parent) in paths:
+        raise SandboxError(
+            f"{env_path.parent} is an instance of KTRDR_HOME {owner_home}: run sandbox commands "
+            f"for it with KTRDR_HOME={owner_home}, or destroy it there before `init` here"
+        )
+
+
+def _init_locked(
+    top: Path, instance_id: str, env_path: Path, *, slot: int | None, images: str | None
+) -> CreateResult:
+    branch = worktree.current_branch(top)
+    kept = _slot_to_keep(env_path, instance_id) if slot is None else None
+    with machine_slots.allocation_lock():
+        busy = claims.busy_slots([slot] if slot is not None else SANDBOX_SLOTS)
+        if kept is not None and kept.running:
+            busy = {**busy, kept.slot: []}  # its own containers hold those ports
+        with registry.transaction() as entries:
+            existing = entries.get(instance_id)
+            if existing is not None and not existing.is_dead_claim():
+                raise SandboxError(
+                    f"{top} is already registered as instance {instance_id} "
+                    f"(slot {existing.slot}); see `ktrdr sandbox status`"
+                )
+            same_path = [
+                e for e in entries.values() if e.path == str(top) and not e.is_dead_claim()
+            ]
+            if same_path:
+                raise SandboxError(f"{top} is already registered as {same_path[0].instance_id}")
+            entries.pop(instance_id, None)
+            allocation = _allocate_keeping(entries, instance_id, slot, kept, busy)
+            settings = new_settings(
+                instance_id=instance_id,
+                slot=allocation.slot,
+                shared_dir=shared_root(),
+                images=images,
+                existing=env_path,
+                checkout=top,
+            )
+            write_env_file(top, render_env(settings, command="ktrdr sandbox init"))
+            try:
+                worktree.ensure_excluded(top)
+            except BaseException:
+                env_path.unlink(missing_ok=True)
+                raise
+            entries[instance_id] = Entry(
+                instance_id=instance_id,
+                slot=allocation.slot,
+                path=str(top),
+                kind="clone",
+                branch=branch,
+                created_at=registry.now_iso(),
+                repo=str(top),
+            )
+        docker_access.ownership().mark_slot(instance_id, allocation.slot, replace=True)
+    return CreateResult(
+        instance_id=instance_id,
+        slot=allocation.slot,
+        path=top,
+        kind="clone",
+        branch=branch,
+        env_file=env_path,
+        skipped=allocation.skipped,
+    )
+
+
+@dataclass(frozen=True)
+class _KeptSlot:
+    slot: int
+    running: bool  # this instance's own containers hold the slot's ports
+
+
+def _slot_to_keep(env_path: Path, instance_id: str) -> _KeptSlot | None:
+    """Re-`init` of an instance whose entry was lost (registry deleted, other KTRDR_HOME): keep
+    the slot its `.env.sandbox` names, above all while its stack runs on those ports."""
+    if not env_path.is_file():
+        return None
+    values = read_env(env_path)
+    text = values.get("KTRDR_SLOT", "")
+    if values.get("KTRDR_INSTANCE_ID") != instance_id or not text.isdigit():
+        return None
+    if int(text) not in SANDBOX_SLOTS:
+        return None
+    try:
+        running = any(c.state == "running" for c in docker_access.engine().ps(instance_id))
+    except SandboxError:  # no engine: nothing runs
+        running = False
+    return _KeptSlot(int(text), running)
+
+
+def _allocate_keeping(
+    entries: dict[str, Entry],
+    instance_id: str,
+    slot: int | None,
+    kept: _KeptSlot | None,
+    busy: dict[int, list[BusyPort]],
+) -> Allocation:
+    if kept is not None:
+        holder = next((e for e in entries.values() if e.slot == kept.slot), None)
+        if holder is None and not busy.get(kept.slot):
+            return allocate(entries, instance_id=instance_id, requested=kept.slot, busy=busy)
+        if kept.running:
+            taken_by = holder.instance_id if holder else busy[kept.slot][0].describe()
+            raise SandboxError(
+                f"this instance's stack runs on slot {kept.slot}, now taken by {taken_by}: "
+                "`ktrdr sandbox down` here first, then `ktrdr sandbox init` takes a free slot"
+            )
+    return allocate(entries, instance_id=instance_id, requested=slot, busy=busy)

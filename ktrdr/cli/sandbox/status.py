@@ -1,0 +1,169 @@
+"""`ktrdr sandbox status`: identity, slot, containers and a fresh look at the API and workers
+of one instance (registered or not)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ktrdr.cli.sandbox.listing import (
+    containers_snapshot,
+    containers_snapshot_and_why,
+    entry_status,
+    short_lived,
+    stale_reason,
+)
+from ktrdr.cli.sandbox.locate import Instance, locate
+from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.registry import Entry
+
+if TYPE_CHECKING:
+    from ktrdr.cli.sandbox.gate_probes import GateProbes
+
+
+@dataclass
+class InstanceStatus:
+    instance_id: str
+    slot: int
+    path: Path
+    registered: bool
+    status: str
+    kind: str | None = None
+    branch: str | None = None
+    created_at: str | None = None
+    stale_reason: str | None = None
+    containers_total: int | None = None
+    containers_running: int | None = None
+    containers_healthy: int | None = None
+    reasons: list[str] = field(default_factory=list)  # why not `running`, observed just now
+    live: dict[str, Any] | None = None  # API, workers (health.observe), last gate
+
+    def to_json(self) -> dict[str, Any]:
+        ports = ports_for_slot(self.slot)
+        return {
+            "instance_id": self.instance_id,
+            "slot": self.slot,
+            "path": str(self.path),
+            "registered": self.registered,
+            "status": self.status,
+            "kind": self.kind,
+            "branch": self.branch,
+            "created_at": self.created_at,
+            "stale_reason": self.stale_reason,
+            "reasons": self.reasons,
+            "ports": ports.all_ports(),
+            "urls": ports.urls(),
+            "containers": {
+                "total": self.containers_total,
+                "running": self.containers_running,
+                "healthy": self.containers_healthy,
+            },
+            **(self.live or {}),
+        }
+
+
+def instance_status(
+    name: str | None, *, cwd: Path, probes: GateProbes | None = None
+) -> InstanceStatus:
+    """Identity, slot and Docker state of one instance (by name, or the one containing cwd).
+    An unregistered `.env.sandbox` still reports what the file says."""
+    instance = locate(name, cwd, name_hint="pass NAME, or see `ktrdr sandbox list`")
+    if instance.entry is None:
+        return _unregistered_status(instance)
+    entry = instance.entry
+    snapshot, engine_problem = containers_snapshot_and_why()
+    result = InstanceStatus(
+        instance_id=entry.instance_id,
+        slot=entry.slot,
+        path=entry.root,
+        registered=True,
+        status=entry_status(entry, snapshot),
+        kind=entry.kind,
+        branch=entry.branch,
+        created_at=entry.created_at,
+        stale_reason=stale_reason(entry),
+    )
+    if result.status == "unknown" and engine_problem:
+        result.reasons = [engine_problem]
+    if result.status in ("running", "starting", "degraded", "paused"):
+        _observe(result, entry, snapshot, probes)
+    else:
+        _count_containers(result, entry.root, snapshot)
+    if stale_reason(entry) is None:
+        from ktrdr.cli.sandbox.gate_report import last_gate, read_report
+
+        result.live = {**(result.live or {}), "last_gate": last_gate(read_report(entry.root))}
+    return result
+
+
+def _observe(
+    result: InstanceStatus,
+    entry: Entry,
+    snapshot: dict[str, list[Any]] | None,
+    probes: GateProbes | None,
+) -> None:
+    """The state from fresh probes of the API and each worker (health.observe); containers
+    whose service did not answer just now are not counted healthy, whatever Docker says."""
+    from ktrdr.cli.sandbox.engine import LIST_TIMEOUT
+    from ktrdr.cli.sandbox.gate_probes import DockerProbes
+    from ktrdr.cli.sandbox.health import StackFacts, observe
+    from ktrdr.cli.sandbox.stack_file import load_or_fallback
+
+    # No readable compose file: no workers expected, the API is judged alone.
+    stack = load_or_fallback(entry.root)
+    facts = StackFacts(entry.instance_id, ports_for_slot(entry.slot).api, stack)
+    containers = (snapshot or {}).get(entry.instance_id, [])
+    if probes is not None:
+        seen = observe(containers, facts, probes)
+    else:
+        real = DockerProbes(entry.instance_id, engine_timeout=LIST_TIMEOUT)
+        try:
+            seen = observe(containers, facts, real)
+        finally:
+            real.close()
+    result.status = seen.state
+    result.reasons = seen.reasons
+    result.live = {k: v for k, v in seen.to_json().items() if k not in ("status", "reasons")}
+    silent = set(seen.silent_workers) | (set() if seen.api_ok else {"backend"})
+    _count_containers(result, entry.root, snapshot, not_answering=silent)
+
+
+def _count_containers(
+    result: InstanceStatus,
+    root: Path,
+    snapshot: dict[str, list[Any]] | None,
+    *,
+    not_answering: set[str] | frozenset[str] = frozenset(),
+) -> None:
+    if snapshot is None:
+        return  # counts stay None: "Docker not reachable"
+    found = snapshot.get(result.instance_id, [])
+    not_counted = short_lived(root, found)
+    containers = [c for c in found if c.service not in not_counted]
+    result.containers_total = len(containers)
+    result.containers_running = sum(1 for c in containers if c.state == "running")
+    result.containers_healthy = sum(
+        1 for c in containers if c.healthy and c.service not in not_answering
+    )
+
+
+def _unregistered_status(instance: Instance) -> InstanceStatus:
+    values = instance.env
+    from ktrdr.cli.sandbox.home import home_id
+
+    owner, owner_home = values.get("KTRDR_OWNER", ""), values.get("KTRDR_OWNER_HOME", "")
+    reason = "not in the registry: run `ktrdr sandbox init` here"
+    if owner and owner != home_id():
+        # Its containers are that home's: this home neither counts nor touches them.
+        reason = f"belongs to KTRDR_HOME {owner_home or owner}: run with KTRDR_HOME set to it"
+    result = InstanceStatus(
+        instance_id=instance.instance_id,
+        slot=instance.slot,
+        path=instance.root,
+        registered=False,
+        status="unregistered",
+        stale_reason=reason,
+    )
+    _count_containers(result, instance.root, containers_snapshot())
+    return result
