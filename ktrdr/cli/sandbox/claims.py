@@ -13,7 +13,6 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ktrdr.cli.sandbox import docker_access, machine_slots, registry, worktree
 from ktrdr.cli.sandbox.allocation import BusyPort, SkippedSlot, allocate, probe_slots
@@ -21,9 +20,6 @@ from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, ports_for_slot
 from ktrdr.cli.sandbox.proc import run
 from ktrdr.cli.sandbox.registry import Entry
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass

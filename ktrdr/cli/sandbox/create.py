@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ktrdr.cli.sandbox import claims, registry, worktree
 from ktrdr.cli.sandbox.allocation import SkippedSlot
@@ -30,9 +30,6 @@ from ktrdr.cli.sandbox.interrupts import deferred_interrupt
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.shared_data import shared_root
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass
@@ -67,6 +64,17 @@ class CreateResult:
         }
 
 
+@dataclass(frozen=True)
+class _Target:
+    """Where a create will put the instance, checked before anything is made."""
+
+    top: Path  # the main checkout
+    path: Path
+    instance_id: str
+    branch: str | None  # an existing branch to check out, or None for a new branch NAME
+    base: str | None
+
+
 def create_instance(
     *,
     name: str,
@@ -79,6 +87,36 @@ def create_instance(
     """A new worktree `<parent>/<repo dir>--NAME` on branch NAME (or `branch`), slot, env file."""
     validate_create_name(name)
     notes = claims.reap_dead_claims()
+    target = _check_target(name, cwd, branch=branch, base=base)
+    claims.refuse_stale_volumes(target.instance_id)
+    images_mode = validate_images(images)
+    claim = claims.claim_slot(
+        instance_id=target.instance_id,
+        slot=slot,
+        path=target.path,
+        kind="worktree",
+        branch=branch or name,
+        name=name,
+        repo=target.top,
+    )
+    env_file, interrupted = _make_worktree(name, target, claim.slot, images_mode)
+    return CreateResult(
+        interrupted=interrupted,
+        instance_id=target.instance_id,
+        slot=claim.slot,
+        path=target.path,
+        kind="worktree",
+        branch=branch or name,
+        env_file=env_file,
+        new_branch=branch is None,
+        skipped=claim.skipped,
+        notes=notes,
+    )
+
+
+def _check_target(name: str, cwd: Path, *, branch: str | None, base: str | None) -> _Target:
+    """Refuse, before anything is made, what cannot work: a taken id or path, a branch that
+    exists (or does not), a base that is no commit."""
     if branch is not None and base is not None:
         raise SandboxError("--branch and --base exclude each other: --base only seeds a new branch")
     here = worktree.toplevel(cwd)
@@ -94,6 +132,15 @@ def create_instance(
     existing = entries.get(instance_id)
     if existing is not None:  # before the branch checks, whose hints would lead nowhere
         raise SandboxError(_exists_message(name, existing, top=top, entries=entries))
+    _check_branch(top, name, branch)
+    if base is not None:
+        worktree.check_commit(top, base)
+    if os.path.lexists(path):
+        raise SandboxError(f"{path} already exists: pick another name or remove it")
+    return _Target(top, path, instance_id, branch, base)
+
+
+def _check_branch(top: Path, name: str, branch: str | None) -> None:
     if branch is None:
         worktree.check_branch_name(top, name)
         if worktree.branch_exists(top, name):
@@ -105,64 +152,48 @@ def create_instance(
         raise SandboxError(f"branch {branch!r} does not exist: create it first or omit --branch")
     else:
         refuse_checked_out_branch(top, branch)
-    if base is not None:
-        worktree.check_commit(top, base)
-    if os.path.lexists(path):
-        raise SandboxError(f"{path} already exists: pick another name or remove it")
-    claims.refuse_stale_volumes(instance_id)
 
-    images_mode = validate_images(images)
-    claim = claims.claim_slot(
-        instance_id=instance_id,
-        slot=slot,
-        path=path,
-        kind="worktree",
-        branch=branch or name,
-        name=name,
-        repo=top,
-    )
+
+def _make_worktree(name: str, target: _Target, slot: int, images_mode: str) -> tuple[Path, bool]:
+    """Worktree, env file, exclude lines, then registration; undone on any failure before
+    registering. Returns the env file and whether a Ctrl-C arrived after registering."""
     settings = new_settings(
-        instance_id=instance_id,
-        slot=claim.slot,
+        instance_id=target.instance_id,
+        slot=slot,
         shared_dir=shared_root(),
         images=images_mode,
         existing=None,
-        checkout=path,
+        checkout=target.path,
     )
     try:
-        with worktree.repo_lock(top):
+        with worktree.repo_lock(target.top):
             worktree.add(
-                top, path, new_branch=None if branch else name, branch=branch, base=base or "HEAD"
+                target.top,
+                target.path,
+                new_branch=None if target.branch else name,
+                branch=target.branch,
+                base=target.base or "HEAD",
             )
-            env_file = write_env_file(path, render_env(settings, command="ktrdr sandbox create"))
-            worktree.ensure_excluded(top)
+            env_file = write_env_file(
+                target.path, render_env(settings, command="ktrdr sandbox create")
+            )
+            worktree.ensure_excluded(target.top)
         # Registering is the point of no return: a Ctrl-C from here on must neither roll back
         # a registered instance nor hide that it was made.
         with deferred_interrupt() as late:
-            claims.finish_claim(instance_id)
+            claims.finish_claim(target.instance_id)
     except BaseException as error:
-        # `path` and the new branch did not exist before (checked above), so whatever is
+        # The path and the new branch did not exist before (checked above), so whatever is
         # there now was made by this create, even when `git worktree add` failed halfway.
         _rollback_create(
             error,
-            top=top,
-            path=path,
-            new_branch=name if branch is None else None,
-            instance_id=instance_id,
+            top=target.top,
+            path=target.path,
+            new_branch=name if target.branch is None else None,
+            instance_id=target.instance_id,
         )
         raise
-    return CreateResult(
-        interrupted=late.interrupted,
-        instance_id=instance_id,
-        slot=claim.slot,
-        path=path,
-        kind="worktree",
-        branch=branch or name,
-        env_file=env_file,
-        new_branch=branch is None,
-        skipped=claim.skipped,
-        notes=notes,
-    )
+    return env_file, late.interrupted
 
 
 def check_name_fits(name: str, top: Path) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ktrdr.cli.sandbox import docker_access, registry, worktree
 from ktrdr.cli.sandbox.errors import SandboxError
@@ -22,9 +22,6 @@ from ktrdr.cli.sandbox.locate import Instance
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 from ktrdr.errors import Interrupted
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass

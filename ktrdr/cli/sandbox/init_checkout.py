@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ktrdr.cli.sandbox import claims, docker_access, machine_slots, registry, worktree
 from ktrdr.cli.sandbox.allocation import Allocation, BusyPort, allocate
@@ -22,9 +21,6 @@ from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.shared_data import shared_root
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
-
-if TYPE_CHECKING:
-    pass
 
 
 def init_instance(*, cwd: Path, slot: int | None = None, images: str | None = None) -> CreateResult:
@@ -75,33 +71,10 @@ def _init_locked(
         if kept is not None and kept.running:
             busy = {**busy, kept.slot: []}  # its own containers hold those ports
         with registry.transaction() as entries:
-            existing = entries.get(instance_id)
-            if existing is not None and not existing.is_dead_claim():
-                raise SandboxError(
-                    f"{top} is already registered as instance {instance_id} "
-                    f"(slot {existing.slot}); see `ktrdr sandbox status`"
-                )
-            same_path = [
-                e for e in entries.values() if e.path == str(top) and not e.is_dead_claim()
-            ]
-            if same_path:
-                raise SandboxError(f"{top} is already registered as {same_path[0].instance_id}")
+            _refuse_registered(entries, top, instance_id)
             entries.pop(instance_id, None)
             allocation = _allocate_keeping(entries, instance_id, slot, kept, busy)
-            settings = new_settings(
-                instance_id=instance_id,
-                slot=allocation.slot,
-                shared_dir=shared_root(),
-                images=images,
-                existing=env_path,
-                checkout=top,
-            )
-            write_env_file(top, render_env(settings, command="ktrdr sandbox init"))
-            try:
-                worktree.ensure_excluded(top)
-            except BaseException:
-                env_path.unlink(missing_ok=True)
-                raise
+            _write_env(top, env_path, instance_id, allocation.slot, images)
             entries[instance_id] = Entry(
                 instance_id=instance_id,
                 slot=allocation.slot,
@@ -121,6 +94,36 @@ def _init_locked(
         env_file=env_path,
         skipped=allocation.skipped,
     )
+
+
+def _refuse_registered(entries: dict[str, Entry], top: Path, instance_id: str) -> None:
+    existing = entries.get(instance_id)
+    if existing is not None and not existing.is_dead_claim():
+        raise SandboxError(
+            f"{top} is already registered as instance {instance_id} "
+            f"(slot {existing.slot}); see `ktrdr sandbox status`"
+        )
+    same_path = [e for e in entries.values() if e.path == str(top) and not e.is_dead_claim()]
+    if same_path:
+        raise SandboxError(f"{top} is already registered as {same_path[0].instance_id}")
+
+
+def _write_env(top: Path, env_path: Path, instance_id: str, slot: int, images: str | None) -> None:
+    """The env file (secrets kept from an earlier one) and the exclude lines, or neither."""
+    settings = new_settings(
+        instance_id=instance_id,
+        slot=slot,
+        shared_dir=shared_root(),
+        images=images,
+        existing=env_path,
+        checkout=top,
+    )
+    write_env_file(top, render_env(settings, command="ktrdr sandbox init"))
+    try:
+        worktree.ensure_excluded(top)
+    except BaseException:
+        env_path.unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)

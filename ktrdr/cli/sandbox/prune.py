@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ktrdr.cli.sandbox import registry, worktree
 from ktrdr.cli.sandbox.destroy import teardown_containers
@@ -15,9 +15,6 @@ from ktrdr.cli.sandbox.listing import (
 from ktrdr.cli.sandbox.locate import from_entry
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass
