@@ -8,17 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ktrdr.cli.sandbox import compose, engine, host, ownership, stack_file
+from ktrdr.cli.sandbox import compose, engine, host, ownership, preflight, stack_file
 from ktrdr.cli.sandbox.errors import GateFailedError, SandboxError
 from ktrdr.cli.sandbox.gate import run_gate
 from ktrdr.cli.sandbox.gate_checks import CheckResult, GateSpec
 from ktrdr.cli.sandbox.gate_probes import DockerProbes
 from ktrdr.cli.sandbox.gate_report import GateReport, timestamp, write_report
-from ktrdr.cli.sandbox.home import home_id, ktrdr_home
-from ktrdr.cli.sandbox.instance import project_name
 from ktrdr.cli.sandbox.locate import Instance
 from ktrdr.cli.sandbox.locks import instance_lock
-from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -49,112 +46,6 @@ class UpResult:
         )
 
 
-def validate(instance: Instance) -> None:
-    """The env file must agree with itself, the registry and the port map before starting."""
-    from ktrdr.cli.sandbox import registry
-
-    env_path = instance.require_env().env_path
-    check_owner(instance)
-    expected_project = project_name(instance.instance_id, instance.env["KTRDR_OWNER"])
-    if instance.project != expected_project:
-        raise SandboxError(
-            f"{env_path}: COMPOSE_PROJECT_NAME={instance.project} is not this instance's project "
-            f"({expected_project}); run `ktrdr sandbox doctor --fix`"
-        )
-    for key, expected in instance.ports.env_variables().items():
-        found = instance.env.get(key)
-        if found != expected:
-            raise SandboxError(
-                f"{env_path}: {key}={found or '(missing)'} does not match slot {instance.slot} "
-                f"(expected {expected}); run `ktrdr sandbox doctor --fix`"
-            )
-    entry = registry.load().get(instance.instance_id)
-    if entry is None:
-        raise SandboxError(
-            f"instance {instance.instance_id} is not registered: run `ktrdr sandbox init` in "
-            f"{instance.root}"
-        )
-    if entry.slot != instance.slot:
-        raise SandboxError(
-            f"instance {instance.instance_id}: {env_path} says slot {instance.slot} but the "
-            f"registry says slot {entry.slot}; run `ktrdr sandbox doctor --fix`"
-        )
-    if Path(entry.path).resolve() != instance.root.resolve():
-        raise SandboxError(
-            f"instance {instance.instance_id} is registered at {entry.path}, not "
-            f"{instance.root}; run `ktrdr sandbox doctor` to reconcile"
-        )
-    if entry.state == "destroying":
-        raise SandboxError(
-            f"instance {instance.instance_id} is being destroyed (or a destroy was interrupted): "
-            f"`ktrdr sandbox destroy {instance.instance_id}` finishes it"
-        )
-    if entry.state != "ready":
-        raise SandboxError(
-            f"instance {instance.instance_id} is {entry.state}: wait for that to finish, or "
-            "run `ktrdr sandbox doctor --fix` if it was interrupted"
-        )
-    if not (instance.root / stack_file.COMPOSE_FILE).is_file():
-        raise SandboxError(
-            f"{instance.root / stack_file.COMPOSE_FILE} is missing: this checkout has no stack "
-            "definition; update the branch from main"
-        )
-
-
-def check_owner(instance: Instance) -> None:
-    """Refuse an instance that another KTRDR_HOME owns: its registry, slot and containers are
-    that home's, and acting on them from here is how one home took over another's stack."""
-    owner = instance.require_env().env.get("KTRDR_OWNER", "")
-    if owner == home_id():
-        return
-    where = instance.env.get("KTRDR_OWNER_HOME") or f"the home with id {owner}"
-    raise SandboxError(
-        f"instance {instance.instance_id} at {instance.root} belongs to KTRDR_HOME {where}, not "
-        f"to {ktrdr_home()}: run this with KTRDR_HOME={where}, or create your own instance "
-        "with `ktrdr sandbox create NAME`"
-    )
-
-
-def preflight_ports(instance: Instance, own_ports: set[int]) -> None:
-    """Refuse before starting anything when a port of the slot is held by anything other than
-    this instance's own containers."""
-    from ktrdr.cli.sandbox import allocation
-
-    busy = allocation.busy_ports(instance.slot, ignore_ports=own_ports)
-    if not busy:
-        return
-    free = free_slot_hint(instance.slot)
-    raise SandboxError(
-        f"cannot start {instance.instance_id}: slot {instance.slot} {busy[0].describe()}"
-        f"{' (and ' + str(len(busy) - 1) + ' more)' if len(busy) > 1 else ''}, not by this "
-        f"instance; stop that process, or move the instance to a free slot{free}"
-    )
-
-
-def free_slot_hint(current: int) -> str:
-    from ktrdr.cli.sandbox import allocation, registry
-
-    taken = {e.slot for e in registry.load().values()}
-    for slot in SANDBOX_SLOTS:
-        if slot != current and slot not in taken:
-            if not allocation.busy_ports(slot, with_owners=False):
-                return (
-                    f" (slot {slot} is free: `ktrdr sandbox destroy`, then "
-                    f"`ktrdr sandbox create NAME --slot {slot}`)"
-                )
-    return ""
-
-
-def shared_data_warning(instance: Instance) -> str | None:
-    shared = Path(instance.env["KTRDR_SHARED_DIR"])
-    if (shared / "data").is_dir():
-        return None
-    return (
-        f"shared data dir {shared} is missing: create it with `ktrdr sandbox init-shared` "
-        "(backtests and training read their data from it)"
-    )
-
-
 def gate_spec(instance: Instance, *, timeout: float, build: bool = False) -> GateSpec:
     stack = stack_file.load(instance.root)
     return GateSpec(
@@ -181,36 +72,12 @@ def up(
     containers start; compose is stopped when the gate fails first. With a gate the report is
     always written to `.sandbox/gate-report.json`. Holds the instance lock throughout: a second
     `up` waits for this one, then finds the stack running and re-runs the gate."""
-    validate(instance)  # before waiting: a wrong instance is refused at once
+    preflight.validate(instance)  # before waiting: a wrong instance is refused at once
     with instance_lock(instance.instance_id, command="ktrdr sandbox up", on_wait=notify):
-        validate(instance)  # again: a destroy may have run while we waited
+        preflight.validate(instance)  # again: a destroy may have run while we waited
         return _up_locked(
             instance, timeout=timeout, build=build, gate=gate, notify=notify, on_update=on_update
         )
-
-
-def prepare_start(instance: Instance, notify: Callable[[str], None]) -> set[int]:
-    """Before compose starts anything: refuse a project that holds another owner's resources,
-    repair duplicated networks, thaw paused containers. Returns the host ports the instance's
-    own containers publish (in any state: paused, restarting or exited ones are still its
-    own), which the port preflight must not call foreign."""
-    engine.ensure_engine()
-    ownership.refuse_foreign(
-        instance.instance_id, instance.project, checkout=instance.root, action="start"
-    )
-    holder = ownership.slots_of_other_homes().get(instance.slot)
-    if holder is not None:  # its create ran while this home could not see the engine
-        raise SandboxError(
-            f"slot {instance.slot} of {instance.instance_id} is claimed by {holder}: "
-            "destroy this instance and create it again (it gets a free slot), or destroy "
-            "that one with its KTRDR_HOME"
-        )
-    for repaired in ownership.repair_duplicate_networks(instance.instance_id):
-        notify(f"Repaired: {repaired} (containers recreated, volumes kept)")
-    thawed = engine.unpause(instance.instance_id)
-    if thawed:
-        notify(f"Resumed paused containers: {', '.join(thawed)}")
-    return {p for c in engine.ps(instance.instance_id) for p in c.ports}
 
 
 def _up_locked(
@@ -222,11 +89,11 @@ def _up_locked(
     notify: Callable[[str], None],
     on_update: Callable[[list[CheckResult]], None] | None,
 ) -> UpResult:
-    own_ports = prepare_start(instance, notify)
-    preflight_ports(instance, own_ports)
+    own_ports = preflight.prepare_start(instance, notify)
+    preflight.preflight_ports(instance, own_ports)
     result = UpResult(instance, None, None)
     warnings = (
-        shared_data_warning(instance),
+        preflight.shared_data_warning(instance),
         host.memory_warning(),
         compose.images_mismatch(instance.env),
     )
@@ -312,7 +179,7 @@ def interrupted_report(
 
 def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> None:
     """Stop and remove the containers and network; keep volumes (data survives)."""
-    check_owner(instance)
+    preflight.check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox down", on_wait=notify):
         engine.ensure_engine()
         ownership.refuse_foreign(
@@ -324,7 +191,7 @@ def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: 
 def pause(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> list[str]:
     """Freeze every running container of the instance; returns their names ([] when it was
     already paused). Refused when nothing runs: there is nothing to keep ready."""
-    check_owner(instance)
+    preflight.check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox pause", on_wait=notify):
         engine.ensure_engine()
         ownership.refuse_foreign(
@@ -348,7 +215,7 @@ def resume(
 ) -> UpResult:
     """Thaw a paused instance and prove it works again: the gate on the running stack (no
     compose run, nothing recreated). The report is written like `up`'s."""
-    check_owner(instance)
+    preflight.check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox resume", on_wait=notify):
         engine.ensure_engine()
         ownership.refuse_foreign(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ktrdr.cli.sandbox import lifecycle
+from ktrdr.cli.sandbox import preflight
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.locate import Instance, locate
 from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards
@@ -70,5 +70,5 @@ def resolve_scope(*, instance: str | None, all_instances: bool, cwd: Path) -> Sc
             "--instance NAME (one instance), or --all-instances (every instance of this home)"
         )
     found = locate(instance, cwd)
-    lifecycle.check_owner(found)
+    preflight.check_owner(found)
     return Scope(cwd=cwd, pinned_id=found.instance_id, pinned_root=found.root.resolve())

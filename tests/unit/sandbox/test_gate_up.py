@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import compose, engine, host, lifecycle, registry, stack_file
+from ktrdr.cli.sandbox import compose, engine, host, lifecycle, preflight, registry, stack_file
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import EnvSettings, render_env, write_env_file
 from ktrdr.cli.sandbox.locate import locate
@@ -112,27 +112,27 @@ def test_an_unknown_name_lists_the_registered_instances(instance_dir: Path) -> N
 
 
 def test_a_valid_registered_instance_passes_validation(instance_dir: Path) -> None:
-    lifecycle.validate(locate(None, instance_dir))
+    preflight.validate(locate(None, instance_dir))
 
 
 def test_a_port_line_that_drifted_from_the_slot_is_refused(instance_dir: Path) -> None:
     rewrite_env(instance_dir, "KTRDR_API_PORT", "8000")
     with pytest.raises(SandboxError, match="KTRDR_API_PORT=8000 does not match slot 7"):
-        lifecycle.validate(locate(None, instance_dir))
+        preflight.validate(locate(None, instance_dir))
 
 
 def test_an_unregistered_instance_is_told_to_run_init(instance_dir: Path) -> None:
     with registry.transaction() as entries:
         del entries[INSTANCE_ID]
     with pytest.raises(SandboxError, match="is not registered: run `ktrdr sandbox init`"):
-        lifecycle.validate(locate(None, instance_dir))
+        preflight.validate(locate(None, instance_dir))
 
 
 def test_a_slot_that_disagrees_with_the_registry_is_refused(instance_dir: Path) -> None:
     with registry.transaction() as entries:
         entries[INSTANCE_ID].slot = 3
     with pytest.raises(SandboxError, match="says slot 7 but the registry says slot 3"):
-        lifecycle.validate(locate(None, instance_dir))
+        preflight.validate(locate(None, instance_dir))
 
 
 def test_an_env_file_missing_required_keys_is_named(instance_dir: Path) -> None:
@@ -146,7 +146,7 @@ def test_a_foreign_socket_on_a_slot_port_is_refused_naming_the_port_and_a_free_s
 ) -> None:
     instance = locate(None, instance_dir)
     with pytest.raises(SandboxError) as raised:
-        lifecycle.preflight_ports(instance, set())
+        preflight.preflight_ports(instance, set())
     message = str(raised.value)
     assert message.startswith(f"cannot start {INSTANCE_ID}: slot 7 port 8007 (api)")
     assert "not by this instance" in message
@@ -157,17 +157,17 @@ def test_ports_published_by_the_instances_own_containers_are_not_a_conflict(
     instance_dir: Path, foreign_listener: socket.socket
 ) -> None:
     instance = locate(None, instance_dir)
-    lifecycle.preflight_ports(instance, {ports_for_slot(SLOT).api})
+    preflight.preflight_ports(instance, {ports_for_slot(SLOT).api})
 
 
 def test_missing_shared_data_gives_a_warning_with_the_command_to_fix_it(
     instance_dir: Path, isolated_ktrdr_home: Path
 ) -> None:
     instance = locate(None, instance_dir)
-    warning = lifecycle.shared_data_warning(instance)
+    warning = preflight.shared_data_warning(instance)
     assert warning is not None and "ktrdr sandbox init-shared" in warning
     (isolated_ktrdr_home / "shared" / "data").mkdir(parents=True)
-    assert lifecycle.shared_data_warning(instance) is None
+    assert preflight.shared_data_warning(instance) is None
 
 
 def test_up_with_the_docker_daemon_down_prints_one_line_and_exits_1(
@@ -260,7 +260,7 @@ def test_an_instance_of_another_home_is_refused_naming_that_home(
 def test_a_project_name_that_is_not_the_instances_own_is_refused(instance_dir: Path) -> None:
     rewrite_env(instance_dir, "COMPOSE_PROJECT_NAME", INSTANCE_ID)  # the pre-owner form
     with pytest.raises(SandboxError, match=r"is not this instance's project .*doctor --fix"):
-        lifecycle.validate(locate(None, instance_dir))
+        preflight.validate(locate(None, instance_dir))
 
 
 class _StartedStackStandIn:
@@ -295,8 +295,8 @@ def test_an_instance_destroyed_under_the_gate_gets_no_report_directory_recreated
         )  # fmt: skip
 
     # No engine here: the start-up steps that need one stand aside.
-    monkeypatch.setattr(lifecycle, "prepare_start", lambda instance, notify: set())
-    monkeypatch.setattr(lifecycle, "preflight_ports", lambda instance, own: None)
+    monkeypatch.setattr(preflight, "prepare_start", lambda instance, notify: set())
+    monkeypatch.setattr(preflight, "preflight_ports", lambda instance, own: None)
     monkeypatch.setattr(compose, "start", lambda *a, **k: _StartedStackStandIn())
     monkeypatch.setattr(lifecycle, "run_gate", gate_while_destroy_removes_the_worktree)
     instance = locate(None, instance_dir)

@@ -163,7 +163,7 @@ def test_up_refuses_a_slot_another_home_claims(repo: Path, monkeypatch: pytest.M
     """A create that ran while the engine was down has no marker; if another home took the
     slot meanwhile, `up` says so instead of colliding on ports. The engine calls before that
     check are stand-ins (no engine in unit tests)."""
-    from ktrdr.cli.sandbox import lifecycle
+    from ktrdr.cli.sandbox import preflight
 
     result = create_instance(name="feat-a", cwd=repo)
     instance = locate(None, result.path)
@@ -172,4 +172,4 @@ def test_up_refuses_a_slot_another_home_claims(repo: Path, monkeypatch: pytest.M
     monkeypatch.setattr(ownership, "refuse_foreign", lambda *args, **kwargs: None)
     monkeypatch.setattr(ownership, "slots_of_other_homes", lambda: {result.slot: holder})
     with pytest.raises(SandboxError, match="claimed by instance ktrdr--x"):
-        lifecycle.prepare_start(instance, notify=lambda line: None)
+        preflight.prepare_start(instance, notify=lambda line: None)
