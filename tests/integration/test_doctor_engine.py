@@ -108,7 +108,7 @@ def test_doctor_keeps_an_unregistered_instance_of_this_home_whose_checkout_exist
     root = tmp_path / "elsewhere"
     root.mkdir()
     settings = new_settings(
-        instance_id=instance_id, slot=9, shared_dir=shared_root(), images=None, existing=None
+        instance_id=instance_id, slot=9, shared_dir=shared_root(), images=None, previous=None
     )
     write_env_file(root, render_env(settings, command="test"))
     stopped_container(

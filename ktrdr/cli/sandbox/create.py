@@ -162,7 +162,7 @@ def _make_worktree(name: str, target: _Target, slot: int, images_mode: str) -> t
         slot=slot,
         shared_dir=shared_root(),
         images=images_mode,
-        existing=None,
+        previous=None,
         checkout=target.path,
     )
     try:

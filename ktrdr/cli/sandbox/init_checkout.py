@@ -3,6 +3,7 @@ slot its `.env.sandbox` names when it is re-registered."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +31,13 @@ def init_instance(*, cwd: Path, slot: int | None = None, images: str | None = No
     top = worktree.toplevel(cwd)
     instance_id = instance_id_for(top)
     env_path = top / SANDBOX_ENV_FILENAME
-    refuse_other_owner(env_path)
+    previous = read_env(env_path) if env_path.is_file() else {}
+    refuse_other_owner(top, previous)
     with instance_lock(instance_id, command="ktrdr sandbox init"):
-        return _init_locked(top, instance_id, env_path, slot=slot, images=images)
+        return _init_locked(top, instance_id, previous, slot=slot, images=images)
 
 
-def refuse_other_owner(env_path: Path) -> None:
+def refuse_other_owner(top: Path, values: Mapping[str, str]) -> None:
     """An env file written by another KTRDR_HOME whose registry still holds this checkout is
     that home's instance: re-registering it here would take it over (new owner, new project,
     the old stack's ports)."""
@@ -43,9 +45,6 @@ def refuse_other_owner(env_path: Path) -> None:
 
     from ktrdr.cli.sandbox.home import home_id
 
-    if not env_path.is_file():
-        return
-    values = read_env(env_path)
     owner, owner_home = values.get("KTRDR_OWNER", ""), values.get("KTRDR_OWNER_HOME", "")
     if not owner or owner == home_id() or not owner_home:
         return
@@ -54,18 +53,24 @@ def refuse_other_owner(env_path: Path) -> None:
         paths = {str(e.get("path")) for e in other.get("instances", {}).values()}
     except (OSError, ValueError, AttributeError):
         return  # that home is gone or unreadable: nobody else claims this checkout
-    if str(env_path.parent) in paths:
+    if str(top) in paths:
         raise SandboxError(
-            f"{env_path.parent} is an instance of KTRDR_HOME {owner_home}: run sandbox commands "
+            f"{top} is an instance of KTRDR_HOME {owner_home}: run sandbox commands "
             f"for it with KTRDR_HOME={owner_home}, or destroy it there before `init` here"
         )
 
 
 def _init_locked(
-    top: Path, instance_id: str, env_path: Path, *, slot: int | None, images: str | None
+    top: Path,
+    instance_id: str,
+    previous: Mapping[str, str],
+    *,
+    slot: int | None,
+    images: str | None,
 ) -> CreateResult:
+    env_path = top / SANDBOX_ENV_FILENAME
     branch = worktree.current_branch(top)
-    kept = _slot_to_keep(env_path, instance_id) if slot is None else None
+    kept = _slot_to_keep(previous, instance_id) if slot is None else None
     with machine_slots.allocation_lock():
         busy = claims.busy_slots([slot] if slot is not None else SANDBOX_SLOTS)
         if kept is not None and kept.running:
@@ -74,7 +79,7 @@ def _init_locked(
             _refuse_registered(entries, top, instance_id)
             entries.pop(instance_id, None)
             allocation = _allocate_keeping(entries, instance_id, slot, kept, busy)
-            _write_env(top, env_path, instance_id, allocation.slot, images)
+            _write_env(top, previous, instance_id, allocation.slot, images)
             entries[instance_id] = Entry(
                 instance_id=instance_id,
                 slot=allocation.slot,
@@ -108,17 +113,19 @@ def _refuse_registered(entries: dict[str, Entry], top: Path, instance_id: str) -
         raise SandboxError(f"{top} is already registered as {same_path[0].instance_id}")
 
 
-def _write_env(top: Path, env_path: Path, instance_id: str, slot: int, images: str | None) -> None:
+def _write_env(
+    top: Path, previous: Mapping[str, str], instance_id: str, slot: int, images: str | None
+) -> None:
     """The env file (secrets kept from an earlier one) and the exclude lines, or neither."""
     settings = new_settings(
         instance_id=instance_id,
         slot=slot,
         shared_dir=shared_root(),
         images=images,
-        existing=env_path,
+        previous=previous,
         checkout=top,
     )
-    write_env_file(top, render_env(settings, command="ktrdr sandbox init"))
+    env_path = write_env_file(top, render_env(settings, command="ktrdr sandbox init"))
     try:
         worktree.ensure_excluded(top)
     except BaseException:
@@ -132,12 +139,9 @@ class _KeptSlot:
     running: bool  # this instance's own containers hold the slot's ports
 
 
-def _slot_to_keep(env_path: Path, instance_id: str) -> _KeptSlot | None:
+def _slot_to_keep(values: Mapping[str, str], instance_id: str) -> _KeptSlot | None:
     """Re-`init` of an instance whose entry was lost (registry deleted, other KTRDR_HOME): keep
     the slot its `.env.sandbox` names, above all while its stack runs on those ports."""
-    if not env_path.is_file():
-        return None
-    values = read_env(env_path)
     text = values.get("KTRDR_SLOT", "")
     if values.get("KTRDR_INSTANCE_ID") != instance_id or not text.isdigit():
         return None

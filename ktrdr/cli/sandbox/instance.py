@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,13 +122,13 @@ def new_settings(
     slot: int,
     shared_dir: Path,
     images: str | None,
-    existing: Path | None,
+    previous: Mapping[str, str] | None,
     checkout: Path | None = None,
 ) -> EnvSettings:
-    """Settings for a new env file; secrets are reused from `existing` (a PostgreSQL volume only
-    reads its password on first init), otherwise generated."""
+    """Settings for a new env file; secrets are reused from the `previous` env file's values
+    (a PostgreSQL volume only reads its password on first init), otherwise generated."""
     mode = validate_images(images)
-    old = read_env(existing) if existing is not None and existing.is_file() else {}
+    old = previous or {}
     if old.get("KTRDR_INSTANCE_ID") != instance_id:
         old = {}
     return EnvSettings(

@@ -4,8 +4,9 @@ An instance is a directory with a `.env.sandbox` at its root, usually also regis
 home's registry. `locate` reads the env file once; every command then works from the returned
 object instead of reading the file again.
 
-- With a NAME: the registry entry whose id, create NAME, directory name or path matches
-  (a unique slug suffix is enough); its directory may be gone (destroy still works on it).
+- With a NAME: the instance at that path (`../ktrdr--a`), else the registry entry whose id,
+  create NAME or directory name matches (a unique slug suffix is enough); its directory may be
+  gone (destroy still works on it).
 - Without: the nearest `.env.sandbox` at or above `cwd`, registered or not.
 """
 
@@ -91,8 +92,10 @@ class Instance:
 def locate(name: str | None, cwd: Path, *, name_hint: str = DEFAULT_NAME_HINT) -> Instance:
     """The instance named `name`, else the one containing `cwd`. `name_hint` says how the
     calling command takes a name, for the error when `cwd` is not inside an instance."""
+    if name and os.sep in name and (cwd / name / SANDBOX_ENV_FILENAME).is_file():
+        return at_root((cwd / name).resolve())  # a path to the instance, e.g. ../ktrdr--a
     if name:
-        return from_entry(find_entry(name, cwd=cwd))
+        return from_entry(find_entry(name))
     root = find_instance_root(cwd)
     if root is None:
         raise SandboxError(
@@ -124,18 +127,11 @@ def from_entry(entry: Entry) -> Instance:
     return Instance(entry.instance_id, slot, entry.root, env, entry)
 
 
-def find_entry(name: str, *, cwd: Path) -> Entry:
-    """A registry entry by full id, create NAME, directory name, path or unique slug suffix."""
+def find_entry(name: str) -> Entry:
+    """A registry entry by full id, create NAME, directory name or unique slug suffix."""
     entries = registry.load()
     if name in entries:
         return entries[name]
-    if os.sep in name and (cwd / name).is_dir():  # a path to the instance, e.g. ../ktrdr--a
-        root = (cwd / name).resolve()
-        env_path = root / SANDBOX_ENV_FILENAME
-        env_id = read_env(env_path).get("KTRDR_INSTANCE_ID", "") if env_path.is_file() else ""
-        found = _entry_for(entries, root, env_id)
-        if found is not None:
-            return found
     slug = slugify(name)
     matches = [
         e

@@ -17,7 +17,7 @@ from ktrdr.cli.sandbox.create import create_instance
 from ktrdr.cli.sandbox.destroy import destroy_instance
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.init_checkout import init_instance
-from ktrdr.cli.sandbox.locate import find_entry, from_entry
+from ktrdr.cli.sandbox.locate import from_entry, locate
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.status import instance_status
 from tests.unit.sandbox.conftest import Container, DockerStandIn, git, make_repo
@@ -287,17 +287,17 @@ def test_destroy_from_inside_the_worktree_needs_no_name(
 
 def test_names_resolve_by_full_id_or_create_name(repo: Path) -> None:
     create_instance(name="feat-a", cwd=repo)
-    assert find_entry("ktrdr--feat-a", cwd=repo).instance_id == "ktrdr--feat-a"
-    assert find_entry("feat-a", cwd=repo).instance_id == "ktrdr--feat-a"
+    assert locate("ktrdr--feat-a", repo).instance_id == "ktrdr--feat-a"
+    assert locate("feat-a", repo).instance_id == "ktrdr--feat-a"
     with pytest.raises(SandboxError, match="no instance named 'nope'"):
-        find_entry("nope", cwd=repo)
+        locate("nope", repo)
 
 
 def test_names_also_resolve_by_directory_name_or_path(repo: Path) -> None:
     create_instance(name="Feat-B", cwd=repo)  # id ktrdr--feat-b, directory ktrdr--Feat-B
-    assert find_entry("ktrdr--Feat-B", cwd=repo).instance_id == "ktrdr--feat-b"
-    assert find_entry("../ktrdr--Feat-B", cwd=repo).instance_id == "ktrdr--feat-b"
-    assert find_entry("feat-b", cwd=repo).instance_id == "ktrdr--feat-b"
+    assert locate("ktrdr--Feat-B", repo).instance_id == "ktrdr--feat-b"
+    assert locate("../ktrdr--Feat-B", repo).instance_id == "ktrdr--feat-b"
+    assert locate("feat-b", repo).instance_id == "ktrdr--feat-b"
 
 
 def test_a_create_name_shared_by_two_repos_is_ambiguous(tmp_path: Path) -> None:
@@ -306,7 +306,7 @@ def test_a_create_name_shared_by_two_repos_is_ambiguous(tmp_path: Path) -> None:
     create_instance(name="feat-a", cwd=one)
     create_instance(name="feat-a", cwd=two)
     with pytest.raises(SandboxError, match="ambiguous: it matches one--feat-a, two--feat-a"):
-        find_entry("feat-a", cwd=tmp_path)
+        locate("feat-a", tmp_path)
 
 
 # --- list and status -------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def write_env(root: Path, instance_id: str, slot: int) -> Path:
         slot=slot,
         shared_dir=shared_root(),
         images=None,
-        existing=None,
+        previous=None,
         checkout=root,
     )
     return write_env_file(root, render_env(settings, command="test"))

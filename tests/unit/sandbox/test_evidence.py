@@ -24,7 +24,7 @@ from ktrdr.cli.sandbox.shared_data import shared_root
 @pytest.fixture
 def instance(repo: Path) -> Path:
     settings = new_settings(
-        instance_id=repo.name, slot=6, shared_dir=shared_root(), images=None, existing=None
+        instance_id=repo.name, slot=6, shared_dir=shared_root(), images=None, previous=None
     )
     write_env_file(repo, render_env(settings, command="test"))
     (repo / ".sandbox").mkdir()

@@ -90,7 +90,7 @@ def test_env_file_has_every_contract_key_derived_from_the_slot(tmp_path: Path) -
         slot=2,
         shared_dir=tmp_path / "shared",
         images=None,
-        existing=None,
+        previous=None,
     )
     path = write_env_file(tmp_path, render_env(settings, command="ktrdr sandbox create"))
     values = read_env(path)
@@ -114,18 +114,22 @@ def test_env_file_has_every_contract_key_derived_from_the_slot(tmp_path: Path) -
 
 def test_offline_images_mode_is_recorded_and_unknown_modes_are_refused(tmp_path: Path) -> None:
     settings = new_settings(
-        instance_id="x", slot=1, shared_dir=tmp_path, images="offline", existing=None
+        instance_id="x", slot=1, shared_dir=tmp_path, images="offline", previous=None
     )
     assert "KTRDR_IMAGES=offline\n" in render_env(settings, command="t")
     with pytest.raises(SandboxError, match="invalid KTRDR_IMAGES"):
-        new_settings(instance_id="x", slot=1, shared_dir=tmp_path, images="bogus", existing=None)
+        new_settings(instance_id="x", slot=1, shared_dir=tmp_path, images="bogus", previous=None)
 
 
 def test_secrets_are_reused_from_an_existing_file_of_the_same_instance(tmp_path: Path) -> None:
-    first = new_settings(instance_id="a", slot=1, shared_dir=tmp_path, images=None, existing=None)
+    first = new_settings(instance_id="a", slot=1, shared_dir=tmp_path, images=None, previous=None)
     path = write_env_file(tmp_path, render_env(first, command="t"))
-    again = new_settings(instance_id="a", slot=3, shared_dir=tmp_path, images=None, existing=path)
-    other = new_settings(instance_id="b", slot=3, shared_dir=tmp_path, images=None, existing=path)
+    again = new_settings(
+        instance_id="a", slot=3, shared_dir=tmp_path, images=None, previous=read_env(path)
+    )
+    other = new_settings(
+        instance_id="b", slot=3, shared_dir=tmp_path, images=None, previous=read_env(path)
+    )
     assert again.db_password == first.db_password
     assert other.db_password != first.db_password
 

@@ -91,7 +91,7 @@ def test_ctrl_c_before_registration_still_rolls_back(
 
 def _env_instance(repo: Path) -> None:
     settings = new_settings(
-        instance_id=repo.name, slot=6, shared_dir=shared_root(), images=None, existing=None
+        instance_id=repo.name, slot=6, shared_dir=shared_root(), images=None, previous=None
     )
     write_env_file(repo, render_env(settings, command="test"))
 
