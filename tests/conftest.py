@@ -18,4 +18,4 @@ def isolated_ktrdr_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "ktrdr-home"
     monkeypatch.setenv("KTRDR_HOME", str(home))
-    yield home
+    return home

@@ -74,10 +74,9 @@ class BackendLink:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if not self.registered.is_set():
-                if not self.register_once():
-                    self._stop.wait(self.settings.register_retry_s)
-                    continue
+            if not self.registered.is_set() and not self.register_once():
+                self._stop.wait(self.settings.register_retry_s)
+                continue
             self._stop.wait(self.settings.heartbeat_interval_s)
             if not self._stop.is_set():
                 self.heartbeat_once()

@@ -60,7 +60,8 @@ def test_ps_and_containers_by_instance_see_the_labelled_container(labelled_resou
     instance = labelled_resources
     (state,) = engine.ps(instance)
     assert (state.service, state.state, state.instance_id) == ("sleeper", "running", instance)
-    assert state.image_id and state.image_id.startswith("sha256:")
+    assert state.image_id
+    assert state.image_id.startswith("sha256:")
     assert len(state.ports) == 1
     grouped = engine.containers_by_instance()
     assert [c.name for c in grouped[instance]] == [f"{instance}-sleeper-1"]
@@ -97,7 +98,8 @@ def test_a_starting_stack_reports_compose_errors_as_one_line(tmp_path: Path) -> 
     stack.wait(60)
     assert stack.done()
     error = stack.error()
-    assert error is not None and error.startswith("starting instance ktrdr-test-x failed (exit")
+    assert error is not None
+    assert error.startswith("starting instance ktrdr-test-x failed (exit")
     assert "MISSING_PORT is not set" in error
     stack.cancel()  # a finished start is left alone
 
@@ -129,7 +131,8 @@ def test_cancelling_a_starting_stack_stops_compose(tmp_path: Path) -> None:
         assert not stack.done()
         started = time.monotonic()
         stack.cancel()
-        assert stack.done() and time.monotonic() - started < 15
+        assert stack.done()
+        assert time.monotonic() - started < 15
     finally:
         compose.down(project, None, volumes=True)
     assert ownership.leftovers(project) == []

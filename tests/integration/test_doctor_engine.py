@@ -77,12 +77,14 @@ def test_doctor_fix_removes_this_homes_resources_whose_instance_is_gone(
     stopped_container(instance_id, home_id())
     report = run_doctor(fix=False, host=quiet_host(tmp_path))
     orphan = next(p for p in report.problems if p.subject == instance_id)
-    assert orphan.kind == "orphan" and f"container {instance_id}-db" in orphan.detail
+    assert orphan.kind == "orphan"
+    assert f"container {instance_id}-db" in orphan.detail
     assert exists(instance_id, kind="volume")
 
     fixed = run_doctor(fix=True, host=quiet_host(tmp_path))
     assert next(p for p in fixed.problems if p.subject == instance_id).fixed
-    assert not exists(instance_id) and not exists(instance_id, kind="volume")
+    assert not exists(instance_id)
+    assert not exists(instance_id, kind="volume")
 
 
 @pytest.mark.parametrize("owner", [OTHER_HOME, None], ids=["another-home", "no-owner-label"])
@@ -95,11 +97,13 @@ def test_doctor_fix_reports_but_never_removes_what_this_home_does_not_own(
     report = run_doctor(fix=True, host=quiet_host(tmp_path))
     notes = [p for p in report.problems if instance_id in p.detail]
     assert [p.kind for p in notes] == ["other-home" if owner else "legacy"]
-    assert notes[0].severity == "info" and notes[0].fixed is None
+    assert notes[0].severity == "info"
+    assert notes[0].fixed is None
     if owner:
         assert "/elsewhere/h" in notes[0].subject
     assert report.healthy
-    assert exists(instance_id) and exists(instance_id, kind="volume")
+    assert exists(instance_id)
+    assert exists(instance_id, kind="volume")
 
 
 def test_doctor_keeps_an_unregistered_instance_of_this_home_whose_checkout_exists(
@@ -116,8 +120,10 @@ def test_doctor_keeps_an_unregistered_instance_of_this_home_whose_checkout_exist
     )
     report = run_doctor(fix=True, host=quiet_host(tmp_path))
     problem = next(p for p in report.problems if p.subject == instance_id)
-    assert problem.kind == "unregistered" and problem.severity == "warning"
-    assert exists(instance_id) and exists(instance_id, kind="volume")
+    assert problem.kind == "unregistered"
+    assert problem.severity == "warning"
+    assert exists(instance_id)
+    assert exists(instance_id, kind="volume")
 
 
 def test_cli_doctor_fix_on_a_clean_home_exits_0_beside_another_homes_stack(

@@ -172,7 +172,8 @@ def test_create_up_test_e2e_evidence_destroy(workspace: Workspace) -> None:
     print(f"make test-e2e: {time.monotonic() - started:.1f}s", file=sys.stderr)
     assert e2e.returncode == 0, f"{e2e.stdout}\n{e2e.stderr}"
     junit = instance / ".sandbox" / "test-results" / "e2e-junit.xml"
-    assert 'failures="0"' in junit.read_text() and 'errors="0"' in junit.read_text()
+    assert 'failures="0"' in junit.read_text()
+    assert 'errors="0"' in junit.read_text()
     assert "Jaeger stand-in" in e2e.stdout  # skipped with its reason printed (offline images)
 
     evidence = json.loads(workspace.ktrdr("sandbox", "evidence", "--json", cwd=instance)["stdout"])
@@ -255,7 +256,8 @@ def test_sigkill_during_create_and_up_then_doctor_fix_leaves_nothing_orphaned(
     process = workspace.popen("sandbox", "up", cwd=instance)
     deadline = time.monotonic() + UP_TIMEOUT
     while not any(item.startswith("container") for item in labelled(instance.name)):
-        assert time.monotonic() < deadline and process.poll() is None, workspace.last_log()
+        assert time.monotonic() < deadline, workspace.last_log()
+        assert process.poll() is None, workspace.last_log()
         time.sleep(0.5)
     time.sleep(rng.uniform(0.0, 3.0))
     process.send_signal(signal.SIGKILL)

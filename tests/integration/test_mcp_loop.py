@@ -152,20 +152,24 @@ def test_two_pinned_agents_run_the_whole_loop_at_the_same_time(agent_env: dict[s
     for name, record in records.items():
         instance_id = created[name]["instance_id"]
         up = record["up"]
-        assert up["result"] == "passed" and up["instance_id"] == instance_id
+        assert up["result"] == "passed"
+        assert up["instance_id"] == instance_id
         done = [line for line in record["up_progress"] if line[:1] in "✓✗"]
         assert len(done) == len(up["checks"]), record["up_progress"]  # one per gate check
         for check in up["checks"]:
             assert any(check["title"] in line for line in done), (check, done)
         assert record["health"]["instance_id"] == instance_id  # the pinned slot's API
         e2e = record["e2e"]
-        assert e2e["passed"] and e2e["failing"] == [] and e2e["tests"] >= 5, e2e
+        assert e2e["passed"], e2e
+        assert e2e["failing"] == [], e2e
+        assert e2e["tests"] >= 5, e2e
         assert any("passed" in line for line in record["e2e_progress"])
         with tarfile.open(record["evidence"]["path"]) as tar:
             names = {member.name.split("/", 1)[1] for member in tar.getmembers()}
         assert {"gate-report.json", "test-results/e2e-junit.xml", "logs/backend.log"} <= names
         (destroyed,) = record["destroy"]["destroyed"]
-        assert destroyed["instance_id"] == instance_id and destroyed["slot_released"]
+        assert destroyed["instance_id"] == instance_id
+        assert destroyed["slot_released"]
         assert not Path(created[name]["path"]).exists()
         assert leftovers(f"ktrdr.instance={instance_id}") == {
             "container": [],

@@ -200,7 +200,8 @@ def test_two_homes_same_name_do_not_touch_each_other(
 
     before = containers(owner_a, "ktrdr--feat")
     volumes_before = volumes(owner_a, "ktrdr--feat")
-    assert before and all(c["status"] in ("running", "exited") for c in before.values()), before
+    assert before, before
+    assert all(c["status"] in ("running", "exited") for c in before.values()), before
     assert any(name.endswith("_db-data") for name in volumes_before), volumes_before
 
     instance_b = create(b, "feat")
@@ -222,7 +223,8 @@ def test_two_homes_same_name_do_not_touch_each_other(
         output = refused.stdout + refused.stderr
         assert refused.returncode != 0, f"`{command}` from B's home was not refused:\n{output}"
         errors = error_lines(refused)
-        assert len(errors) == 1 and str(home_of(a)) in errors[0], output
+        assert len(errors) == 1, output
+        assert str(home_of(a)) in errors[0], output
         assert "Traceback" not in output, output
         assert containers(owner_a, "ktrdr--feat") == before, f"after `{command}` from B"
 
@@ -234,7 +236,8 @@ def test_two_homes_same_name_do_not_touch_each_other(
 
     assert containers(owner_a, "ktrdr--feat") == before  # not recreated, not restarted
     assert volumes(owner_a, "ktrdr--feat") == volumes_before
-    assert set(a.registry()) == {"ktrdr--feat"} and instance_a.is_dir()
+    assert set(a.registry()) == {"ktrdr--feat"}
+    assert instance_a.is_dir()
     with a.connect_db(instance_a) as conn:
         rows = conn.execute("SELECT token FROM ownership_probe").fetchall()
     assert rows == [(token,)]
@@ -301,7 +304,8 @@ def test_destroy_without_docker_on_path_refuses_and_changes_nothing(
     project = env_of(instance)["COMPOSE_PROJECT_NAME"]
     before = containers(owner, instance.name)
     volumes_before = volumes(owner, instance.name)
-    assert before and volumes_before
+    assert before
+    assert volumes_before
 
     bin_dir = tmp_path / "bin-without-docker"
     bin_dir.mkdir()
@@ -310,7 +314,8 @@ def test_destroy_without_docker_on_path_refuses_and_changes_nothing(
         assert found is not None, tool
         (bin_dir / tool).symlink_to(found)
     assert shutil.which("docker", path=str(bin_dir)) is None
-    assert Path("/var/run/docker.sock").exists() and not os.environ.get("DOCKER_HOST")
+    assert Path("/var/run/docker.sock").exists()
+    assert not os.environ.get("DOCKER_HOST")
     no_docker = Workspace(space.repo, home_of(space))
     no_docker.env["PATH"] = str(bin_dir)
 
@@ -319,7 +324,8 @@ def test_destroy_without_docker_on_path_refuses_and_changes_nothing(
     assert refused.returncode != 0, output
     assert "Traceback" not in output, output
     errors = error_lines(refused)
-    assert len(errors) == 1 and "docker" in errors[0], output
+    assert len(errors) == 1, output
+    assert "docker" in errors[0], output
     assert [line for line in refused.stderr.splitlines() if line.strip()] == errors, output
 
     after = containers(owner, instance.name)
@@ -328,8 +334,10 @@ def test_destroy_without_docker_on_path_refuses_and_changes_nothing(
     assert any(c["status"] == "running" for c in after.values())
     assert volumes(owner, instance.name) == volumes_before
     entry = space.registry().get(instance.name)
-    assert entry is not None and entry["state"] == "ready", entry
-    assert (instance / ".git").exists() and (instance / SANDBOX_ENV_FILENAME).is_file()
+    assert entry is not None, entry
+    assert entry["state"] == "ready", entry
+    assert (instance / ".git").exists()
+    assert (instance / SANDBOX_ENV_FILENAME).is_file()
     worktrees = space.run("git", "worktree", "list", "--porcelain").stdout
     assert f"worktree {instance}\n" in worktrees, worktrees
 
@@ -376,7 +384,8 @@ def test_two_homes_creating_before_any_up_get_different_slots(
     a, b = new_workspace("a"), new_workspace("b")
     instance_a = create(a, "feat")
     marker = owned(owner_of(a), "ktrdr--feat")
-    assert len(marker) == 1 and marker[0].startswith("volume "), marker
+    assert len(marker) == 1, marker
+    assert marker[0].startswith("volume "), marker
     instance_b = create(b, "feat")
     slot_a, slot_b = env_of(instance_a)["KTRDR_SLOT"], env_of(instance_b)["KTRDR_SLOT"]
     assert slot_a != slot_b, f"both homes took slot {slot_a}"

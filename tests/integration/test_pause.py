@@ -59,7 +59,8 @@ def test_pause_freezes_and_resume_passes_the_gate_with_workers_alive(
     operation_id = json.loads(started["stdout"])["operation_id"]
 
     paused = json.loads(workspace.ktrdr("sandbox", "pause", "--json", cwd=instance)["stdout"])
-    assert paused["instance_id"] == instance.name and len(paused["paused"]) >= 8, paused
+    assert paused["instance_id"] == instance.name, paused
+    assert len(paused["paused"]) >= 8, paused
     status = json.loads(workspace.ktrdr("sandbox", "status", "--json", cwd=instance)["stdout"])
     assert status["status"] == "paused", status
     listed = json.loads(workspace.ktrdr("sandbox", "list", "--json")["stdout"])
@@ -82,7 +83,8 @@ def test_pause_freezes_and_resume_passes_the_gate_with_workers_alive(
     workers = json.loads(
         workspace.ktrdr("-p", str(api_port), "workers", "list", "--json")["stdout"]
     )
-    assert workers and all(w["status"] in ("idle", "busy") for w in workers), workers
+    assert workers, workers
+    assert all(w["status"] in ("idle", "busy") for w in workers), workers
     deadline = time.monotonic() + 120
     while True:  # it may have finished before the freeze or after: never failed by it
         shown = workspace.ktrdr("-p", str(api_port), "operations", "show", operation_id, "--json")

@@ -156,7 +156,8 @@ def test_a_foreign_socket_on_a_slot_port_makes_up_refuse_before_any_container_ex
     assert "Startability Gate" not in out
     # Nothing of the stack was made; only create's slot claim marker is there.
     left = ownership.leftovers(instance_id)
-    assert len(left) == 1 and left[0].endswith(machine_slots.MARKER_SUFFIX), left
+    assert len(left) == 1, left
+    assert left[0].endswith(machine_slots.MARKER_SUFFIX), left
     project.ktrdr("sandbox", "destroy", "--yes", cwd=instance, check=True)
 
 
@@ -249,13 +250,15 @@ def test_a_worker_whose_command_exits_fails_the_gate_fast_naming_it_with_its_log
     print(f"worker crash detected after {elapsed:.1f}s")
     assert code == ExitCode.GATE_FAILED, f"stdout:\n{out}\nstderr:\n{err}"
     assert "Startability Gate: FAILED" in out
-    assert "worker" in out and "exited with code 3" in out
+    assert "worker" in out
+    assert "exited with code 3" in out
     assert "worker refuses to start" in out  # the failing service's log tail
     assert "Containers:" in out
     assert elapsed < timeout / 2, f"took {elapsed:.0f}s: the gate waited instead of failing fast"
     report = json.loads((instance / ".sandbox" / "gate-report.json").read_text())
     assert report["result"] == "failed"
-    assert report["failing_service"].endswith(tuple("12")) and "worker" in report["failing_service"]
+    assert report["failing_service"].endswith(tuple("12"))
+    assert "worker" in report["failing_service"]
     project.ktrdr("sandbox", "destroy", "--yes", "--force", cwd=instance, check=True)
     assert ownership.leftovers(project.created[-1]) == []
 
@@ -269,7 +272,8 @@ def test_ctrl_c_during_up_records_an_interrupted_gate_and_a_new_up_passes(
     process = project.up(instance)
     deadline = time.monotonic() + UP_TIMEOUT
     while not engine.ps(instance_id, instance):
-        assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, process.communicate()
+        assert process.poll() is None, process.communicate()
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process
     code, _, err = finish(process)

@@ -62,7 +62,8 @@ def test_workers_list_table(api: tuple[str, StandinApiState]) -> None:
     url, _ = api
     result = CliRunner().invoke(cli, ["-u", url, "workers", "list"])
     assert result.exit_code == 0
-    assert "WORKER" in result.stdout and "backtest-1" in result.stdout
+    assert "WORKER" in result.stdout
+    assert "backtest-1" in result.stdout
 
 
 def test_operations_list_and_show(api: tuple[str, StandinApiState]) -> None:
@@ -79,7 +80,8 @@ def test_missing_operation_shows_status_and_server_message(
     url, _ = api
     result = CliRunner().invoke(cli, ["-u", url, "operations", "show", "nope"])
     assert result.exit_code == 1
-    assert "HTTP 404" in result.stderr and "operation not found" in result.stderr
+    assert "HTTP 404" in result.stderr
+    assert "operation not found" in result.stderr
     assert "Traceback" not in result.output
 
 
@@ -150,7 +152,8 @@ def test_bad_port_flag_exits_2(bad: str) -> None:
 def test_bad_url_flag_is_a_usage_error_not_a_traceback(bad: str, expected: str) -> None:
     result = CliRunner().invoke(cli, ["-u", bad, "config", "show"])
     assert result.exit_code == 2
-    assert expected in result.stderr and "--url" in result.stderr
+    assert expected in result.stderr
+    assert "--url" in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
@@ -164,8 +167,10 @@ def test_bad_env_value_exits_2_with_one_error_line(
     result = CliRunner().invoke(cli, ["config", "show"])
     assert result.exit_code == 2
     # The command line is fine, so no `Usage:` header: just the error and what to do.
-    assert result.stderr.startswith("Error: ") and len(result.stderr.splitlines()) == 1
-    assert f"env {name}" in result.stderr and "fix or unset it" in result.stderr
+    assert result.stderr.startswith("Error: ")
+    assert len(result.stderr.splitlines()) == 1
+    assert f"env {name}" in result.stderr
+    assert "fix or unset it" in result.stderr
 
 
 def test_bad_env_file_port_exits_2_with_one_error_line(
@@ -176,7 +181,8 @@ def test_bad_env_file_port_exits_2_with_one_error_line(
     result = CliRunner().invoke(cli, ["config", "show"])
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: invalid port '80x7' from ")
-    assert ".env.sandbox" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert ".env.sandbox" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_env_file_quotes_and_comment_are_read_like_compose(
@@ -196,13 +202,15 @@ def test_non_utf8_env_file_is_one_line_with_a_next_step(
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["config", "show"])
     assert result.exit_code == 1
-    assert len(result.stderr.splitlines()) == 1 and "re-save it as UTF-8" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert "re-save it as UTF-8" in result.stderr
 
 
 def test_config_show_reports_url_flag_over_port_flag() -> None:
     result = CliRunner().invoke(cli, ["-u", "http://127.0.0.1:9", "-p", "8002", "config", "show"])
     assert result.exit_code == 0
-    assert "http://127.0.0.1:9" in result.stdout and "flag --url" in result.stdout
+    assert "http://127.0.0.1:9" in result.stdout
+    assert "flag --url" in result.stdout
 
 
 def test_config_show_names_the_env_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

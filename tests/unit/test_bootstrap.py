@@ -28,7 +28,8 @@ def test_bootstrap_hands_over_to_make_with_a_python_of_at_least_3_11() -> None:
     result = run_bootstrap("help")
     assert result.returncode == 0, result.stderr
     assert "bootstrap: make help (Python: Python 3." in result.stderr
-    assert "demo" in result.stdout and "test" in result.stdout
+    assert "demo" in result.stdout
+    assert "test" in result.stdout
 
 
 def test_bootstrap_without_a_target_prints_its_usage() -> None:

@@ -61,9 +61,11 @@ def test_the_root_turns_every_ctrl_c_into_its_words_and_exit_130(
 ) -> None:
     result = CliRunner().invoke(_root(failure), ["work", "now"])
     assert result.exit_code == ExitCode.INTERRUPTED == 130
-    assert result.stderr == stderr and result.stdout == ""
+    assert result.stderr == stderr
+    assert result.stdout == ""
 
 
 def test_the_root_ends_an_error_with_its_own_exit_code() -> None:
     result = CliRunner().invoke(_root(GateFailedError("gate failed")), ["work"])
-    assert result.exit_code == 3 and result.stderr == "Error: gate failed\n"
+    assert result.exit_code == 3
+    assert result.stderr == "Error: gate failed\n"

@@ -42,7 +42,8 @@ def test_a_failed_credit_keeps_the_gap_for_the_next_check() -> None:
     with pytest.raises(ConnectionError):
         watch.check()
     clock.now += 1.0
-    assert watch.check() == 21.0 and credited == [21.0]
+    assert watch.check() == 21.0
+    assert credited == [21.0]
 
 
 def test_restart_forgets_the_start_up_time() -> None:
@@ -50,4 +51,5 @@ def test_restart_forgets_the_start_up_time() -> None:
     watch = FreezeWatch(credited.append, threshold_s=6.0, clock=clock)
     clock.now += 60.0  # migrations, imports: not a freeze
     watch.restart()
-    assert watch.check() == 0.0 and credited == []
+    assert watch.check() == 0.0
+    assert credited == []

@@ -81,4 +81,7 @@ def test_list_on_a_terminal_renders_a_rich_table(isolated_ktrdr_home: Path) -> N
     text = output.decode()
     assert process.returncode == 0, process.stderr
     assert "\x1b[1m" in text  # the bold header only rich draws
-    assert "INSTANCE" in text and "w1" in text and "w2" in text and "stale" in text
+    assert "INSTANCE" in text
+    assert "w1" in text
+    assert "w2" in text
+    assert "stale" in text

@@ -14,6 +14,7 @@ Clock, sleep and probes are injectable; `gate_probes.DockerProbes` is the real i
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -111,10 +112,10 @@ class _Gate:
             self.startup.ready_at = elapsed
             self.board.observed.clear()
             return
-        try:  # compose gave up: name the container that crashed, when one did
+        # Compose gave up: name the container that crashed, when one did (a failed probe keeps
+        # the last snapshot).
+        with contextlib.suppress(Exception):
             self.containers.last = self.probes.containers()
-        except Exception:  # keep the last snapshot
-            pass
         crash = find_crash(
             self.containers.last, baseline_restarts={}, one_shot=self.spec.one_shot_services
         )

@@ -7,6 +7,7 @@ when its process dies, so a killed command never leaves it held. Beside it the h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -94,7 +95,5 @@ def instance_lock(
 
 def _write_holder(path: Path, command: str) -> None:
     holder_text = json.dumps({"pid": os.getpid(), "command": command, "since": time.time()})
-    try:
+    with contextlib.suppress(OSError):  # only a courtesy to waiters: the lock itself is held
         write_atomic(path, holder_text, mode=None)
-    except OSError:
-        pass  # only a courtesy to waiters: the lock itself is held

@@ -10,6 +10,7 @@ claimed for a rerun).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import sys
@@ -197,12 +198,13 @@ def _progress_sink(ctx: ServerRequestContext[Any]) -> Callable[[str], None]:
 
     def send(message: str) -> None:
         count[0] += 1
-        try:
+        # The client may have gone away; the call still finishes (or is interrupted).
+        with contextlib.suppress(
+            RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError
+        ):
             anyio.from_thread.run(
                 ctx.session.report_progress, float(count[0]), None, message, token=token
             )
-        except (RuntimeError, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # the client went away; the call still finishes (or is interrupted)
 
     return send
 

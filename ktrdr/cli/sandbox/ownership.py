@@ -8,6 +8,7 @@ another home's or an unlabelled resource is reported, never touched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -180,9 +181,8 @@ def foreign_in_project(project: str, *, checkout: Path) -> list[Resource]:
     here = str(checkout.resolve())
     foreign: list[Resource] = []
     for item in resources(["--filter", f"label={PROJECT_LABEL}={project}"]):
-        if item.owner != mine:
-            foreign.append(item)
-        elif item.checkout and str(Path(item.checkout).resolve()) != here:
+        elsewhere = bool(item.checkout) and str(Path(item.checkout).resolve()) != here
+        if item.owner != mine or elsewhere:
             foreign.append(item)
     return foreign
 
@@ -281,10 +281,8 @@ def unmark_slot(instance_id: str) -> None:
     """Remove the slot-claim marker of a create that is undone (best effort: doctor reports
     a marker left behind as an orphan)."""
     name = machine_slots.marker_name(project_name(instance_id, home_id()))
-    try:
+    with contextlib.suppress(SandboxError):
         proc.run(["docker", "volume", "rm", "-f", name], timeout=LIST_TIMEOUT, check=False)
-    except SandboxError:
-        pass
 
 
 def _home_exists(owner: str, owner_home: str) -> bool:

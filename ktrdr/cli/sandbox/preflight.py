@@ -105,12 +105,13 @@ def free_slot_hint(current: int) -> str:
 
     taken = {e.slot for e in registry.load().values()}
     for slot in SANDBOX_SLOTS:
-        if slot != current and slot not in taken:
-            if not allocation.busy_ports(slot, with_owners=False):
-                return (
-                    f" (slot {slot} is free: `ktrdr sandbox destroy`, then "
-                    f"`ktrdr sandbox create NAME --slot {slot}`)"
-                )
+        if slot == current or slot in taken:
+            continue
+        if not allocation.busy_ports(slot, with_owners=False):
+            return (
+                f" (slot {slot} is free: `ktrdr sandbox destroy`, then "
+                f"`ktrdr sandbox create NAME --slot {slot}`)"
+            )
     return ""
 
 

@@ -131,7 +131,8 @@ def test_an_operation_waits_pending_until_a_worker_of_its_type_registers(
     assert created["status"] == "pending"
     assert created["operation_type"] == "backtest"
     assert created["params"] == {"symbol": "AAPL"}
-    assert created["worker_id"] is None and created["created_at"]
+    assert created["worker_id"] is None
+    assert created["created_at"]
 
     register(api, "backtest-worker-1", recording_worker.endpoint)
 

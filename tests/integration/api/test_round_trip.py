@@ -147,7 +147,8 @@ def test_worker_health_and_job_type_checks(stack: tuple[httpx.Client, list[Any]]
         metrics = worker.get("/metrics").text
 
     assert health["worker_id"] == "backtest-worker-1"
-    assert health["status"] == "ok" and health["registered"] is True
+    assert health["status"] == "ok"
+    assert health["registered"] is True
     assert wrong.status_code == 400
     assert "this is a backtest worker" in wrong.json()["detail"]
     assert 'ktrdr_http_requests_total{method="GET",route="/health",status="200"}' in metrics

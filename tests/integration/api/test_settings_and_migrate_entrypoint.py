@@ -22,8 +22,10 @@ def test_database_url_wins_over_the_separate_variables() -> None:
 def test_separate_variables_default_to_the_compose_db_service() -> None:
     conninfo = conninfo_from_env({"KTRDR_DB_PASSWORD": "s3cret"})
 
-    assert "host=db" in conninfo and "port=5432" in conninfo
-    assert "dbname=ktrdr" in conninfo and "user=ktrdr" in conninfo
+    assert "host=db" in conninfo
+    assert "port=5432" in conninfo
+    assert "dbname=ktrdr" in conninfo
+    assert "user=ktrdr" in conninfo
     assert "password=s3cret" in conninfo
 
 

@@ -57,7 +57,8 @@ def test_lowest_free_slot_is_taken_when_nothing_is_registered(free_slot: int) ->
 def test_registered_slots_are_skipped_without_a_note() -> None:
     entries = {f"i{s}": _entry(f"i{s}", s) for s in (1, 2, 3)}
     result = allocate(entries, instance_id="x", requested=None, probe=lambda port: False)
-    assert result.slot == 4 and result.skipped == []
+    assert result.slot == 4
+    assert result.skipped == []
 
 
 def test_a_port_held_by_a_plain_socket_makes_its_slot_skipped_with_a_note(
@@ -111,8 +112,10 @@ def test_all_slots_taken_lists_instances_and_suggests_destroy_or_prune() -> None
         allocate(entries, instance_id="x", requested=None, probe=lambda port: False)
     message = str(caught.value)
     assert message.startswith("no free slot in 1..10")
-    assert "inst-1 (slot 1)" in message and "inst-10 (slot 10)" in message
-    assert "destroy" in message and "prune" in message
+    assert "inst-1 (slot 1)" in message
+    assert "inst-10 (slot 10)" in message
+    assert "destroy" in message
+    assert "prune" in message
 
 
 def test_busy_ports_make_the_no_free_slot_error_name_them() -> None:

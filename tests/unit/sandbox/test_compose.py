@@ -67,7 +67,8 @@ def test_a_shell_images_mode_that_differs_from_the_instance_is_named_with_the_wa
     monkeypatch.setenv("KTRDR_IMAGES", "offline")
     warning = compose.images_mismatch({"KTRDR_IMAGES": "upstream"})
     assert warning is not None
-    assert "uses upstream" in warning and "KTRDR_IMAGES=offline ktrdr sandbox init" in warning
+    assert "uses upstream" in warning
+    assert "KTRDR_IMAGES=offline ktrdr sandbox init" in warning
     assert compose.images_mismatch({"KTRDR_IMAGES": "offline"}) is None
     monkeypatch.delenv("KTRDR_IMAGES")
     assert compose.images_mismatch({"KTRDR_IMAGES": "upstream"}) is None

@@ -63,7 +63,8 @@ def test_thirty_concurrent_creates_claim_each_free_slot_exactly_once(
     assert len(slots) == len(set(slots)), slots  # never the same slot twice
     assert set(stable) <= set(slots) <= set(free) | set(free_at_end), (slots, free, free_at_end)
     if free == free_at_end == list(SANDBOX_SLOTS):
-        assert slots == list(SANDBOX_SLOTS) and len(failed) == 20
+        assert slots == list(SANDBOX_SLOTS)
+        assert len(failed) == 20
     assert len(failed) == PROCESSES - len(slots)
     assert all(err.startswith("Error: no free slot in 1..10") for err in failed), failed[:3]
     assert all("Traceback" not in err for err in failed)

@@ -37,27 +37,32 @@ def _branches(repo: Path) -> list[str]:
 def test_create_adds_a_worktree_next_to_the_repo_on_a_new_branch(repo: Path) -> None:
     result = create_instance(name="feat-a", cwd=repo)
     path = repo.parent / "ktrdr--feat-a"
-    assert result.path == path and path.is_dir()
-    assert result.instance_id == "ktrdr--feat-a" and result.slot == 1
+    assert result.path == path
+    assert path.is_dir()
+    assert result.instance_id == "ktrdr--feat-a"
+    assert result.slot == 1
     assert git(path, "rev-parse", "--abbrev-ref", "HEAD").strip() == "feat-a"
     assert path in [w.path for w in list_worktrees(repo)]
     values = read_env(path / ".env.sandbox")
     assert values["KTRDR_INSTANCE_ID"] == "ktrdr--feat-a"
     # The readable id plus this home's id: unique on the engine, not only in this registry.
     assert values["COMPOSE_PROJECT_NAME"] == f"ktrdr--feat-a-{home_id()}"
-    assert values["KTRDR_OWNER"] == home_id() and values["KTRDR_CHECKOUT"] == str(path)
+    assert values["KTRDR_OWNER"] == home_id()
+    assert values["KTRDR_CHECKOUT"] == str(path)
     assert values["KTRDR_API_PORT"] == "8001"
     assert stat.S_IMODE((path / ".env.sandbox").stat().st_mode) == 0o600
     entry = registry.load()["ktrdr--feat-a"]
     assert (entry.slot, entry.kind, entry.branch, entry.state) == (1, "worktree", "feat-a", "ready")
-    assert entry.pid is None and entry.path == str(path)
+    assert entry.pid is None
+    assert entry.path == str(path)
 
 
 def test_env_file_and_evidence_dir_are_excluded_from_git_once(repo: Path) -> None:
     create_instance(name="feat-a", cwd=repo)
     create_instance(name="feat-b", cwd=repo)
     exclude = (repo / ".git" / "info" / "exclude").read_text().splitlines()
-    assert exclude.count("/.env.sandbox") == 1 and exclude.count("/.sandbox/") == 1
+    assert exclude.count("/.env.sandbox") == 1
+    assert exclude.count("/.sandbox/") == 1
     assert git(repo.parent / "ktrdr--feat-a", "status", "--porcelain") == ""
 
 
@@ -67,7 +72,8 @@ def test_two_creates_get_slots_one_and_two_and_ports_8001_8002(repo: Path) -> No
     out = runner.invoke(cli, ["sandbox", "create", "feat-b", "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
-    assert data["slot"] == 2 and data["urls"]["api"] == "http://localhost:8002"
+    assert data["slot"] == 2
+    assert data["urls"]["api"] == "http://localhost:8002"
     listed = json.loads(runner.invoke(cli, ["sandbox", "list", "--json"]).stdout)
     assert [(r["instance_id"], r["slot"], r["api_port"]) for r in listed] == [
         ("ktrdr--feat-a", 1, 8001),
@@ -115,7 +121,8 @@ def test_a_base_that_is_not_a_commit_is_refused_before_git_runs(repo: Path, base
     with pytest.raises(SandboxError, match=r"--base .* is not a commit of .*: pass a branch"):
         create_instance(name="based", cwd=repo, base=base)
     assert not (repo.parent / "ktrdr--based").exists()
-    assert "based" not in _branches(repo) and registry.load() == {}
+    assert "based" not in _branches(repo)
+    assert registry.load() == {}
 
 
 def test_create_with_an_existing_branch_checks_it_out(repo: Path) -> None:
@@ -288,7 +295,8 @@ def test_hostile_names_are_refused_and_never_escape_or_reach_a_shell(repo: Path,
     assert "Traceback" not in out.output
     after = sorted(p.name for p in work.parent.rglob("*") if ".git" not in p.parts)
     assert after == before
-    assert not (Path.home() / "pwned").exists() and not (repo / "pwned").exists()
+    assert not (Path.home() / "pwned").exists()
+    assert not (repo / "pwned").exists()
     assert registry.load() == {}
 
 
@@ -299,7 +307,8 @@ def test_a_markup_like_name_prints_literally(repo: Path) -> None:
 
 def test_an_uppercase_name_is_slugged_into_the_instance_id(repo: Path) -> None:
     result = create_instance(name="Feat-A", cwd=repo)
-    assert result.path.name == "ktrdr--Feat-A" and result.instance_id == "ktrdr--feat-a"
+    assert result.path.name == "ktrdr--Feat-A"
+    assert result.instance_id == "ktrdr--feat-a"
     with pytest.raises(SandboxError):
         create_instance(name="feat-a", cwd=repo)  # same id: refused, nothing half-made
     assert not (repo.parent / "ktrdr--feat-a").exists()
@@ -361,8 +370,10 @@ def test_python_dash_m_entry_point_works(repo: Path, isolated_ktrdr_home: Path) 
 
 def test_create_refuses_slot_0_which_belongs_to_the_main_dev_environment(repo: Path) -> None:
     out = CliRunner().invoke(cli, ["sandbox", "create", "feat-z", "--slot", "0"])
-    assert out.exit_code == 2 and "1<=x<=10" in out.stderr
-    assert registry.load() == {} and not (repo.parent / "ktrdr--feat-z").exists()
+    assert out.exit_code == 2
+    assert "1<=x<=10" in out.stderr
+    assert registry.load() == {}
+    assert not (repo.parent / "ktrdr--feat-z").exists()
 
 
 def test_creating_an_existing_instance_again_names_it_and_where_it_is(repo: Path) -> None:
@@ -441,7 +452,8 @@ def test_create_refuses_a_name_whose_earlier_volumes_are_still_on_the_engine(
     docker.leftover["ktrdr--feat-a"] = ["volume ktrdr--feat-a-0123abcd_db-data"]
     with pytest.raises(SandboxError, match="volumes of an earlier instance ktrdr--feat-a"):
         create_instance(name="feat-a", cwd=repo)
-    assert registry.load() == {} and not (repo.parent / "ktrdr--feat-a").exists()
+    assert registry.load() == {}
+    assert not (repo.parent / "ktrdr--feat-a").exists()
 
 
 def test_create_on_a_branch_checked_out_elsewhere_says_where_and_what_to_do(repo: Path) -> None:
@@ -449,8 +461,10 @@ def test_create_on_a_branch_checked_out_elsewhere_says_where_and_what_to_do(repo
     with pytest.raises(SandboxError) as refused:
         create_instance(name="feat-a", cwd=repo, branch=branch)
     message = str(refused.value)
-    assert f"already checked out in {repo}" in message and f"--base {branch}" in message
-    assert registry.load() == {} and not (repo.parent / "ktrdr--feat-a").exists()
+    assert f"already checked out in {repo}" in message
+    assert f"--base {branch}" in message
+    assert registry.load() == {}
+    assert not (repo.parent / "ktrdr--feat-a").exists()
     # What the message suggests works.
     result = create_instance(name="feat-a", cwd=repo, base=branch)
     assert result.branch == "feat-a"

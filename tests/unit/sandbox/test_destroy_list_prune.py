@@ -45,7 +45,8 @@ def test_destroy_removes_containers_worktree_and_entry_and_keeps_the_branch(
     assert docker.downs == [("ktrdr--feat-a", created.path, True)]
     assert not created.path.exists()
     assert "feat-a" in git(repo, "branch", "--format=%(refname:short)").split()
-    assert "branch feat-a kept" in out.stderr and "slot 1 is free" in out.stderr
+    assert "branch feat-a kept" in out.stderr
+    assert "slot 1 is free" in out.stderr
     assert "ktrdr--feat-a: removing containers, volumes and files" in out.stderr
     assert registry.load() == {}
     assert create_instance(name="feat-c", cwd=repo).slot == 1
@@ -76,7 +77,8 @@ def test_destroy_refuses_a_dirty_worktree_without_force(repo: Path, docker: Dock
     out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
     assert out.exit_code == 1
     assert "uncommitted or untracked changes (wip.txt)" in out.stderr
-    assert "--force" in out.stderr and "removing" not in out.stderr
+    assert "--force" in out.stderr
+    assert "removing" not in out.stderr
     assert (created.path / "wip.txt").exists()
     assert docker.downs == []  # refused before anything was torn down
     assert registry.load()["ktrdr--feat-a"].state == "ready"
@@ -136,7 +138,8 @@ def test_an_interrupted_destroy_still_protects_files_added_since(
     out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
 
     assert out.exit_code == 1
-    assert "(wip.txt)" in out.stderr and "--force" in out.stderr
+    assert "(wip.txt)" in out.stderr
+    assert "--force" in out.stderr
     assert (created.path / "wip.txt").exists()
 
 
@@ -157,7 +160,8 @@ def test_ctrl_c_during_destroy_says_how_to_finish_and_the_rerun_does(
     assert registry.load()["ktrdr--feat-a"].state == "destroying"
     again = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
     assert again.exit_code == 0, again.output
-    assert not created.path.exists() and registry.load() == {}
+    assert not created.path.exists()
+    assert registry.load() == {}
 
 
 def test_a_second_destroy_while_one_runs_is_refused_naming_the_process(
@@ -175,7 +179,8 @@ def test_a_second_destroy_while_one_runs_is_refused_naming_the_process(
         out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
         assert out.exit_code == 1
         assert f"is being destroyed by process {other.pid}; wait for it" in out.stderr
-        assert created.path.exists() and docker.downs == []
+        assert created.path.exists()
+        assert docker.downs == []
     finally:
         other.kill()
         other.wait()
@@ -189,7 +194,8 @@ def test_destroy_never_deletes_an_inited_clone(repo: Path, docker: DockerStandIn
     (repo / "unpushed.txt").write_text("precious")
     out = CliRunner().invoke(cli, ["sandbox", "destroy", "--yes"])
     assert out.exit_code == 0, out.output
-    assert (repo / ".git").is_dir() and (repo / "README.md").exists()
+    assert (repo / ".git").is_dir()
+    assert (repo / "README.md").exists()
     assert (repo / "unpushed.txt").read_text() == "precious"
     assert not (repo / ".env.sandbox").exists()
     assert registry.load() == {}
@@ -227,9 +233,11 @@ def test_destroy_changes_nothing_when_the_engine_cannot_be_asked(
     created = create_instance(name="feat-a", cwd=repo)
     out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
     assert out.exit_code == 1
-    assert "cannot destroy ktrdr--feat-a" in out.stderr and "nothing was changed" in out.stderr
+    assert "cannot destroy ktrdr--feat-a" in out.stderr
+    assert "nothing was changed" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
-    assert created.path.is_dir() and registry.load()["ktrdr--feat-a"].state == "ready"
+    assert created.path.is_dir()
+    assert registry.load()["ktrdr--feat-a"].state == "ready"
     assert docker.downs == []
     assert create_instance(name="feat-b", cwd=repo).slot == 2
     # Docker back: destroy goes through and frees the slot.
@@ -330,7 +338,8 @@ def test_list_says_unknown_without_an_engine(repo: Path, docker: DockerStandIn) 
     docker.reachable = False
     out = CliRunner().invoke(cli, ["sandbox", "list"])
     assert out.exit_code == 0
-    assert "unknown" in out.stdout and "ktrdr--a" in out.stdout
+    assert "unknown" in out.stdout
+    assert "ktrdr--a" in out.stdout
 
 
 def test_list_is_read_only_and_says_stale(repo: Path, docker: DockerStandIn) -> None:
@@ -354,12 +363,14 @@ def test_list_table_has_the_documented_columns(repo: Path, docker: DockerStandIn
     out = CliRunner().invoke(cli, ["sandbox", "list"])
     header = out.stdout.splitlines()[0].split()
     assert header == ["INSTANCE", "SLOT", "STATUS", "API", "PORT", "CREATED", "PATH"]
-    assert "just now" in out.stdout and "8001" in out.stdout
+    assert "just now" in out.stdout
+    assert "8001" in out.stdout
 
 
 def test_list_with_no_instances_says_how_to_create_one(docker: DockerStandIn) -> None:
     out = CliRunner().invoke(cli, ["sandbox", "list"])
-    assert out.exit_code == 0 and out.stdout == ""
+    assert out.exit_code == 0
+    assert out.stdout == ""
     assert "ktrdr sandbox create NAME" in out.stderr
     assert docker.queries == 0
 
@@ -398,12 +409,14 @@ def test_status_from_inside_an_instance_shows_slot_ports_and_urls(
     # db still starting, and no API of this instance answers on 8002: degraded, saying why.
     assert (data["instance_id"], data["slot"], data["status"]) == ("ktrdr--feat-b", 2, "degraded")
     assert "db health: starting" in data["reasons"]
-    assert data["ports"]["api"] == 8002 and data["ports"]["db"] == 5434
+    assert data["ports"]["api"] == 8002
+    assert data["ports"]["db"] == 5434
     assert data["urls"]["grafana"] == "http://localhost:3002"
     # The backend is not counted healthy: its API did not answer for this instance just now.
     assert data["containers"] == {"total": 2, "running": 2, "healthy": 0}
     text = CliRunner().invoke(cli, ["sandbox", "status", "feat-b"])
-    assert "0/2 healthy" in text.stdout and "http://localhost:8002" in text.stdout
+    assert "0/2 healthy" in text.stdout
+    assert "http://localhost:8002" in text.stdout
 
 
 def test_status_outside_any_instance_explains_what_to_do(tmp_path: Path) -> None:
@@ -437,7 +450,8 @@ def test_prune_dry_run_lists_stale_entries_and_changes_nothing(
     before = registry.registry_path().read_bytes()
     out = CliRunner().invoke(cli, ["sandbox", "prune", "--dry-run"])
     assert out.exit_code == 0
-    assert "ktrdr--a" in out.stdout and "would remove" in out.stdout
+    assert "ktrdr--a" in out.stdout
+    assert "would remove" in out.stdout
     assert "ktrdr--b" not in out.stdout
     assert registry.registry_path().read_bytes() == before
     assert docker.downs == []
@@ -481,7 +495,8 @@ def test_prune_says_how_to_delete_the_worktree_it_keeps(repo: Path, docker: Dock
     # The advice works (git wants --force here, and says so, since notes.txt is untracked).
     git(repo, "worktree", "remove", "--force", str(b.path))
     git(repo, "branch", "-d", "b")
-    assert not b.path.exists() and git(repo, "branch", "--list", "b") == ""
+    assert not b.path.exists()
+    assert git(repo, "branch", "--list", "b") == ""
 
 
 def test_prune_json_note_names_the_kept_worktree(repo: Path, docker: DockerStandIn) -> None:
@@ -508,7 +523,8 @@ def test_prune_keeps_stale_entries_while_docker_cannot_confirm(
 def test_prune_with_nothing_stale_says_so(repo: Path, docker: DockerStandIn) -> None:
     create_instance(name="a", cwd=repo)
     out = CliRunner().invoke(cli, ["sandbox", "prune"])
-    assert out.exit_code == 0 and "nothing to prune" in out.stderr
+    assert out.exit_code == 0
+    assert "nothing to prune" in out.stderr
 
 
 @pytest.mark.parametrize(

@@ -111,7 +111,9 @@ def test_doctor_fix_removes_the_worktree_branch_and_claim_of_a_killed_create(
     entry = interrupted_create(repo, "feat-a")
     report = run_doctor(fix=True, host=quiet_host(tmp_path))
     dead = next(p for p in report.problems if p.kind == "dead-claim")
-    assert dead.fixed and "worktree" in dead.fixed and "slot 9 freed" in dead.fixed
+    assert dead.fixed
+    assert "worktree" in dead.fixed
+    assert "slot 9 freed" in dead.fixed
     assert not Path(entry.path).exists()
     assert registry.load() == {}
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
@@ -211,7 +213,8 @@ def test_doctor_fix_gives_an_env_file_from_before_owner_labels_this_homes_owner(
     register(Entry(repo.name, 5, str(repo), "clone", "main", registry.now_iso()))
     report = run_doctor(fix=True, host=quiet_host(tmp_path))
     drift = next(p for p in report.problems if p.kind == "env-drift")
-    assert drift.fixed and "KTRDR_OWNER" in drift.fixed
+    assert drift.fixed
+    assert "KTRDR_OWNER" in drift.fixed
     assert read_env(env_path)["COMPOSE_PROJECT_NAME"] == f"{repo.name}-{home_id()}"
 
 
@@ -224,7 +227,8 @@ def test_doctor_fix_never_rewrites_an_env_file_another_home_owns(
     register(Entry(repo.name, 5, str(repo), "clone", "main", registry.now_iso()))
     report = run_doctor(fix=True, host=quiet_host(tmp_path))
     problem = next(p for p in report.problems if p.subject == repo.name)
-    assert problem.kind == "other-home" and problem.fixed is None
+    assert problem.kind == "other-home"
+    assert problem.fixed is None
     assert "KTRDR_HOME /elsewhere/h" in problem.detail
     assert env_path.read_bytes() == before
 
@@ -246,9 +250,12 @@ def test_two_entries_in_one_slot_are_an_error_and_fix_leaves_their_env_files_alo
     assert conflict.detail == (
         "slot 3 is held by ktrdr and other: destroy one of them (or fix the registry)"
     )
-    assert conflict.severity == "error" and conflict.fixed is None and not report.healthy
+    assert conflict.severity == "error"
+    assert conflict.fixed is None
+    assert not report.healthy
     drift = next(p for p in report.problems if p.kind == "env-drift")
-    assert drift.subject == other.name and drift.fixed is None
+    assert drift.subject == other.name
+    assert drift.fixed is None
     assert "not rewritten while slot 3 is shared" in drift.detail
     assert other_env.read_bytes() == other_before
 
@@ -272,7 +279,8 @@ def test_doctor_fix_counts_the_instances_left_after_it_drops_stale_ones(
 
     report = run_doctor(fix=True, host=quiet_host(tmp_path))
     assert next(p for p in report.problems if p.kind == "stale-entry").fixed
-    assert report.instances_checked == 1 and list(registry.load()) == [repo.name]
+    assert report.instances_checked == 1
+    assert list(registry.load()) == [repo.name]
     result = CliRunner().invoke(cli, ["sandbox", "doctor"])
     # No engine in unit tests: the summary says Docker was not checked rather than claiming it.
     assert "(1 instance(s), host checked; not checked: Docker resources (no engine))" in (
@@ -286,7 +294,8 @@ def test_doctor_reports_a_corrupt_registry_and_leaves_it_untouched(tmp_path: Pat
     path.write_bytes(b"{not json")
     report = run_doctor(fix=True, host=quiet_host(tmp_path))
     problem = next(p for p in report.problems if p.kind == "registry")
-    assert "corrupt" in problem.detail and problem.fixed is None
+    assert "corrupt" in problem.detail
+    assert problem.fixed is None
     assert path.read_bytes() == b"{not json"
 
 
@@ -295,7 +304,8 @@ def test_low_inotify_limit_is_a_warning_and_fix_raises_it(tmp_path: Path) -> Non
     (host.inotify_dir / "max_user_watches").write_text("8192\n")
     report = run_doctor(fix=False, host=host)
     warning = next(p for p in report.problems if p.subject == "inotify max_user_watches")
-    assert warning.severity == "warning" and "8192" in warning.detail
+    assert warning.severity == "warning"
+    assert "8192" in warning.detail
     run_doctor(fix=True, host=host)
     assert (host.inotify_dir / "max_user_watches").read_text().strip() == "524288"
 
@@ -322,7 +332,8 @@ def test_an_unreachable_engine_is_an_error(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such-docker.sock")
     report = run_doctor(fix=False, host=quiet_host(tmp_path))
     problem = next(p for p in report.problems if p.kind == "host" and "docker" in p.subject)
-    assert problem.severity == "error" and not report.healthy
+    assert problem.severity == "error"
+    assert not report.healthy
 
 
 def test_cli_doctor_json_lists_problems_and_exits_1(repo: Path) -> None:
@@ -340,7 +351,8 @@ def test_cli_doctor_json_lists_problems_and_exits_1(repo: Path) -> None:
 def test_remove_empty_tree_removes_only_directories_without_files(tmp_path: Path) -> None:
     empty = tmp_path / "ktrdr--gone"
     (empty / "ktrdr" / "api").mkdir(parents=True)
-    assert remove_empty_tree(empty) and not empty.exists()
+    assert remove_empty_tree(empty)
+    assert not empty.exists()
     kept = tmp_path / "ktrdr--kept"
     (kept / "a").mkdir(parents=True)
     (kept / "b").mkdir()
@@ -357,8 +369,10 @@ def test_an_unfinished_destroy_is_reported_with_the_command_to_finish_it(
     register(entry)
     report = run_doctor(fix=True, host=quiet_host(tmp_path))
     problem = next(p for p in report.problems if p.kind == "destroy-unfinished")
-    assert f"ktrdr sandbox destroy {repo.name}" in problem.detail and problem.fixed is None
-    assert (repo / ".env.sandbox").is_file() and repo.name in registry.load()
+    assert f"ktrdr sandbox destroy {repo.name}" in problem.detail
+    assert problem.fixed is None
+    assert (repo / ".env.sandbox").is_file()
+    assert repo.name in registry.load()
 
 
 def test_the_summary_line_names_remaining_warnings_instead_of_calling_them_healthy() -> None:
@@ -376,7 +390,8 @@ def test_the_summary_offers_fix_only_for_what_fix_repairs() -> None:
     report.problems.append(Problem("registry", "/x/instances.json", "corrupt"))
     line = report.summary_line()
     assert "--fix" not in line
-    assert "not checked: registry (unreadable)" in line and "0 instance(s)" not in line
+    assert "not checked: registry (unreadable)" in line
+    assert "0 instance(s)" not in line
 
 
 def test_the_summary_does_not_claim_docker_was_checked_without_an_engine() -> None:
@@ -410,7 +425,8 @@ def test_doctor_table_fits_the_width_and_json_keeps_the_full_text(
     monkeypatch.setenv("COLUMNS", "100")
     out = CliRunner().invoke(cli, ["sandbox", "doctor"])
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("SEVERITY") and any("stale-entry" in line for line in lines)
+    assert lines[0].startswith("SEVERITY")
+    assert any("stale-entry" in line for line in lines)
     assert max(len(line) for line in lines) <= 100
     assert any(line.rstrip().endswith("…") for line in lines)  # cut, and visibly so
     assert "`ktrdr sandbox doctor --json` has them" in out.stderr

@@ -40,9 +40,12 @@ def test_ps_lines_give_state_health_exit_code_and_host_ports() -> None:
     assert state.instance_id == "ktrdr--a"
     assert state.ports == [5010, 5011, 8001]
     exited = engine._state_from_ps_line("id\tn\texited\tExited (3) 2 seconds ago\ta\tw\t")
-    assert exited is not None and exited.exit_code == 3 and exited.health is None
+    assert exited is not None
+    assert exited.exit_code == 3
+    assert exited.health is None
     starting = engine._state_from_ps_line("i\tn\trunning\tUp 1s (health: starting)\ta\tdb\t")
-    assert starting is not None and starting.health == "starting"
+    assert starting is not None
+    assert starting.health == "starting"
     assert engine._state_from_ps_line("garbage") is None
 
 

@@ -64,9 +64,11 @@ def test_evidence_bundles_gate_report_results_git_state_and_redacted_env(
     assert len(files["git-head.txt"].strip()) == 40
     assert b"README.md" in files["git-diff-stat.txt"]
     env = files["env.sandbox.redacted"].decode()
-    assert "KTRDR_DB_PASSWORD=***" in env and "KTRDR_API_PORT=8006" in env
+    assert "KTRDR_DB_PASSWORD=***" in env
+    assert "KTRDR_API_PORT=8006" in env
     manifest = json.loads(files["manifest.json"])
-    assert manifest["instance_id"] == instance.name and manifest["slot"] == "6"
+    assert manifest["instance_id"] == instance.name
+    assert manifest["slot"] == "6"
 
 
 def test_evidence_with_the_engine_down_is_partial_and_says_what_is_missing(
@@ -95,7 +97,8 @@ def test_evidence_writes_to_the_given_output_path(
     target = tmp_path / "out" / "bundle.tar.gz"
     target.parent.mkdir()  # --output never creates directories (test_messages)
     result = collect_evidence(start=instance, output=target)
-    assert result.path == target and target.is_file()
+    assert result.path == target
+    assert target.is_file()
     assert not list(target.parent.glob(".evidence.*"))  # no temp file left behind
 
 
@@ -119,7 +122,8 @@ def test_evidence_never_replaces_a_device_fifo_or_symlink(
     result = CliRunner().invoke(cli, ["sandbox", "evidence", "--output", str(target)])
 
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: --output ") and "refusing to replace" in result.stderr
+    assert result.stderr.startswith("Error: --output ")
+    assert "refusing to replace" in result.stderr
     after = os.lstat(target)
     assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
     assert (tmp_path / "kept.txt").read_text() == "keep me"
@@ -166,7 +170,8 @@ def test_cli_evidence_json_prints_path_and_size(instance: Path, engine_down: Non
     result = CliRunner().invoke(cli, ["sandbox", "evidence", "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert Path(payload["path"]).is_file() and payload["size_bytes"] > 0
+    assert Path(payload["path"]).is_file()
+    assert payload["size_bytes"] > 0
 
 
 def test_cli_evidence_text_names_the_file_and_the_missing_parts(
@@ -174,7 +179,8 @@ def test_cli_evidence_text_names_the_file_and_the_missing_parts(
 ) -> None:
     result = CliRunner().invoke(cli, ["sandbox", "evidence"])
     assert result.exit_code == 0
-    assert "Evidence:" in result.stdout and ".tar.gz" in result.stdout
+    assert "Evidence:" in result.stdout
+    assert ".tar.gz" in result.stdout
     assert "missing: compose ps and service logs" in result.stderr
 
 
@@ -193,11 +199,13 @@ def test_test_e2e_outside_an_instance_says_how_to_make_one(tmp_path: Path, monke
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["sandbox", "test-e2e"])
     assert result.exit_code == 1
-    assert "no .env.sandbox" in result.stderr and "ktrdr sandbox create" in result.stderr
+    assert "no .env.sandbox" in result.stderr
+    assert "ktrdr sandbox create" in result.stderr
 
 
 def test_bundles_collected_in_the_same_second_never_replace_each_other(
     instance: Path, engine_down: None
 ) -> None:
     paths = {collect_evidence(start=instance).path for _ in range(3)}
-    assert len(paths) == 3 and all(path.is_file() for path in paths)
+    assert len(paths) == 3
+    assert all(path.is_file() for path in paths)

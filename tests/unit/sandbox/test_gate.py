@@ -192,7 +192,8 @@ def test_gate_passes_when_every_check_is_ready_and_records_when_each_became_read
     assert timings["observability"] == pytest.approx(3.0)
     workers = next(c for c in report.checks if c.key == "workers")
     assert workers.detail == "2 backtest, 2 training"
-    assert report.failure is None and report.log_tail == []
+    assert report.failure is None
+    assert report.log_tail == []
     assert [c.detail for c in report.checks if c.key != "workers"] == ["", "", ""]
 
 
@@ -230,7 +231,8 @@ def test_a_backend_whose_log_ends_in_a_python_error_fails_long_before_its_deadli
     backend = next(c for c in report.checks if c.key == "backend")
     assert backend.status == "failed"
     assert backend.detail == "backend is not starting: its log ends in SyntaxError: invalid syntax"
-    assert report.duration_s is not None and report.duration_s < 20
+    assert report.duration_s is not None
+    assert report.duration_s < 20
     assert "SyntaxError: invalid syntax" in report.log_tail
 
 
@@ -341,14 +343,16 @@ def test_gate_ignores_the_migration_service_exiting_zero_but_not_exiting_non_zer
     )
     failed = [container("migrate", state="exited", health=None, exit_code=1)]
     crash = find_crash(failed, baseline_restarts={}, one_shot=frozenset({"migrate"}))
-    assert crash is not None and crash.service == "migrate"
+    assert crash is not None
+    assert crash.service == "migrate"
     assert crash.reason == "migrate exited with code 1"
 
 
 def test_a_long_running_service_exiting_zero_is_a_crash() -> None:
     stopped = [container("backend", state="exited", health=None, exit_code=0)]
     crash = find_crash(stopped, baseline_restarts={}, one_shot=frozenset({"migrate"}))
-    assert crash is not None and crash.service == "backend"
+    assert crash is not None
+    assert crash.service == "backend"
 
 
 def test_a_restarting_container_is_a_crash_loop_even_on_the_first_look() -> None:
@@ -433,7 +437,8 @@ def test_unreachable_workers_do_not_count_as_registered() -> None:
     passed, detail, fatal = workers_verdict(
         HttpAnswer(200, workers), {"backtest": 2, "training": 2}
     )
-    assert not passed and not fatal
+    assert not passed
+    assert not fatal
     assert detail == (
         "1 backtest, 2 training registered of 2 backtest, 2 training "
         "(1 more registered but unreachable: no heartbeat)"
@@ -627,7 +632,8 @@ def test_when_compose_fails_without_a_crash_its_error_is_the_reason() -> None:
     startup = FakeStartup(clock, done_at=0.5, error="image ktrdr-app:dev not found")
     report = run_starting(probes, clock, startup)
     assert report.failure == "image ktrdr-app:dev not found"
-    assert report.failing_check is None and report.failing_service is None
+    assert report.failing_check is None
+    assert report.failing_service is None
     assert report.log_tail == []
     assert all(c.status != "failed" for c in report.checks)
 
@@ -691,7 +697,8 @@ def test_real_http_probe_parses_json_and_reports_refused_connections() -> None:
         with standin_api_server() as (url, _state):
             answer = probes.http_get(f"{url}/api/v1/health")
             port = int(url.rsplit(":", 1)[1])
-        assert answer.status == 200 and answer.body["instance_id"] == INSTANCE
+        assert answer.status == 200
+        assert answer.body["instance_id"] == INSTANCE
         with pytest.raises(ProbeError):
             probes.http_get(f"http://127.0.0.1:{port}/api/v1/health")  # server now closed
     finally:
@@ -786,7 +793,8 @@ def test_containers_removed_under_the_gate_are_reported_as_such_not_as_a_crash()
     assert report.failure is not None
     assert "containers were removed while the gate ran" in report.failure
     assert "destroyed or taken down from outside" in report.failure
-    assert report.failing_service is None and report.log_tail == []
+    assert report.failing_service is None
+    assert report.log_tail == []
 
 
 def test_a_service_exiting_0_on_its_own_is_still_reported_as_its_exit() -> None:
@@ -806,4 +814,5 @@ def test_a_service_exiting_0_on_its_own_is_still_reported_as_its_exit() -> None:
     probes = ScriptedProbes(clock, containers=containers, ready_at={"workers": 1e9})
     report = run(probes, clock)
     assert report.failure == "jaeger exited with code 0"
-    assert report.failing_service == "jaeger" and report.log_tail == ["line 1", "line 2"]
+    assert report.failing_service == "jaeger"
+    assert report.log_tail == ["line 1", "line 2"]

@@ -214,7 +214,8 @@ def test_long_details_are_cut_in_progress_lines() -> None:
     waiting = checks("pending")
     waiting[0].detail = "x" * 500
     line = progress_line(waiting, 7.0)
-    assert line.startswith("… 7s: waiting for Database ready (") and len(line) < 140
+    assert line.startswith("… 7s: waiting for Database ready (")
+    assert len(line) < 140
 
 
 def test_a_progress_line_stays_one_line_however_long() -> None:

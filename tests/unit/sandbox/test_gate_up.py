@@ -93,7 +93,8 @@ def test_up_outside_an_instance_says_to_run_create_or_init(
     result = CliRunner().invoke(cli, ["sandbox", "up"])
     assert result.exit_code == 1
     assert "no .env.sandbox in" in result.stderr
-    assert "ktrdr sandbox create NAME" in result.stderr and "ktrdr sandbox init" in result.stderr
+    assert "ktrdr sandbox create NAME" in result.stderr
+    assert "ktrdr sandbox init" in result.stderr
     assert "Traceback" not in result.output
 
 
@@ -150,7 +151,8 @@ def test_a_foreign_socket_on_a_slot_port_is_refused_naming_the_port_and_a_free_s
     message = str(raised.value)
     assert message.startswith(f"cannot start {INSTANCE_ID}: slot 7 port 8007 (api)")
     assert "not by this instance" in message
-    assert "is free" in message and "--slot" in message
+    assert "is free" in message
+    assert "--slot" in message
 
 
 def test_ports_published_by_the_instances_own_containers_are_not_a_conflict(
@@ -165,7 +167,8 @@ def test_missing_shared_data_gives_a_warning_with_the_command_to_fix_it(
 ) -> None:
     instance = locate(None, instance_dir)
     warning = preflight.shared_data_warning(instance)
-    assert warning is not None and "ktrdr sandbox init-shared" in warning
+    assert warning is not None
+    assert "ktrdr sandbox init-shared" in warning
     (isolated_ktrdr_home / "shared" / "data").mkdir(parents=True)
     assert preflight.shared_data_warning(instance) is None
 
@@ -192,7 +195,8 @@ def test_ctrl_c_during_up_leaves_a_hint_and_exits_130(
     monkeypatch.setattr(lifecycle, "up", interrupted_up)
     result = CliRunner().invoke(cli, ["sandbox", "up"])
     assert result.exit_code == 130
-    assert "ktrdr sandbox up" in result.stderr and "ktrdr sandbox destroy" in result.stderr
+    assert "ktrdr sandbox up" in result.stderr
+    assert "ktrdr sandbox destroy" in result.stderr
 
 
 def test_ctrl_c_while_following_logs_stops_quietly(
@@ -204,7 +208,8 @@ def test_ctrl_c_while_following_logs_stops_quietly(
     monkeypatch.setattr(lifecycle, "logs", interrupted_logs)
     result = CliRunner().invoke(cli, ["sandbox", "logs", "-f"])
     assert result.exit_code == 130
-    assert result.stderr == "" and "Interrupted" not in result.output
+    assert result.stderr == ""
+    assert "Interrupted" not in result.output
 
 
 def test_logs_of_an_unknown_service_lists_the_services(instance_dir: Path) -> None:
@@ -301,7 +306,8 @@ def test_an_instance_destroyed_under_the_gate_gets_no_report_directory_recreated
     monkeypatch.setattr(lifecycle, "run_gate", gate_while_destroy_removes_the_worktree)
     instance = locate(None, instance_dir)
     result = lifecycle.up(instance, timeout=60)
-    assert result.report is not None and result.report_file is None
+    assert result.report is not None
+    assert result.report_file is None
     assert result.report.failure is not None
     assert f"{instance_dir} is gone (destroyed meanwhile)" in result.report.failure
     assert not instance_dir.exists()  # the report did not recreate the worktree
@@ -359,4 +365,5 @@ def test_a_failed_gate_is_an_mcp_tool_error_with_the_same_exit_code(
     outcome = run_tool(scope, "sandbox_up", {}, lambda line: None)
     structured = tool_result(outcome).structured_content
     assert structured is not None
-    assert structured["exit_code"] == 3 and structured["result"]["result"] == "failed"
+    assert structured["exit_code"] == 3
+    assert structured["result"]["result"] == "failed"

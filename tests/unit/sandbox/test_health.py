@@ -89,14 +89,16 @@ def test_everything_answering_is_running_with_no_reasons() -> None:
         containers = [state("backend"), state("backtest-worker-1", ports=[worker_port])]
         seen = observe(containers, facts(api_port), real)
     assert (seen.state, seen.reasons) == ("running", [])
-    assert seen.api_responding is True and seen.workers == {"backtest": 1}
+    assert seen.api_responding is True
+    assert seen.workers == {"backtest": 1}
 
 
 def test_a_dead_api_is_degraded_although_docker_still_says_healthy() -> None:
     with stack() as (_, worker_port, _), probes() as real:
         containers = [state("backend"), state("backtest-worker-1", ports=[worker_port])]
         seen = observe(containers, facts(closed_port()), real)
-    assert seen.state == "degraded" and seen.api_responding is False
+    assert seen.state == "degraded"
+    assert seen.api_responding is False
     assert seen.reasons[0].startswith("API not responding")
     assert seen.workers is None  # the registry could not be asked
 
@@ -107,7 +109,8 @@ def test_a_stopped_worker_still_registered_is_not_counted() -> None:
         containers = [state("backend"), state("backtest-worker-1", ports=[silent])]
         seen = observe(containers, facts(api_port), real)
     assert seen.state == "degraded"
-    assert seen.silent_workers == ["backtest-worker-1"] and seen.workers == {}
+    assert seen.silent_workers == ["backtest-worker-1"]
+    assert seen.workers == {}
     assert "backtest-worker-1 not answering its /health" in seen.reasons
     assert "workers registered: 0 of 1 backtest" in seen.reasons
 
@@ -117,7 +120,8 @@ def test_an_api_answering_for_another_instance_is_degraded() -> None:
         api.health["instance_id"] = "someone-else"  # type: ignore[attr-defined]
         containers = [state("backend"), state("backtest-worker-1", ports=[worker_port])]
         seen = observe(containers, facts(api_port), real)
-    assert seen.state == "degraded" and "someone-else" in seen.reasons[0]
+    assert seen.state == "degraded"
+    assert "someone-else" in seen.reasons[0]
 
 
 @pytest.mark.parametrize(
@@ -174,12 +178,15 @@ def test_status_verdict_agrees_with_a_dead_api_below_it(
     monkeypatch.chdir(created.path)
     out = CliRunner().invoke(cli, ["sandbox", "status"])
     assert out.exit_code == 0, out.output
-    assert "Status:" in out.stdout and "degraded (API not responding" in out.stdout
+    assert "Status:" in out.stdout
+    assert "degraded (API not responding" in out.stdout
     assert "1/2 healthy, 2 running" in out.stdout  # the backend no longer counts as healthy
     assert "not responding" in out.stdout.split("API:", 1)[1].splitlines()[0]
     data = json.loads(CliRunner().invoke(cli, ["sandbox", "status", "--json"]).stdout)
-    assert data["status"] == "degraded" and data["api_responding"] is False
-    assert data["containers"]["healthy"] == 1 and data["reasons"][0].startswith("API")
+    assert data["status"] == "degraded"
+    assert data["api_responding"] is False
+    assert data["containers"]["healthy"] == 1
+    assert data["reasons"][0].startswith("API")
 
 
 SEEDED_STACK = """
@@ -226,8 +233,10 @@ def test_status_of_a_stopped_instance_probes_nothing_and_says_stopped(
     created = create_instance(name="feat-a", cwd=repo)
     monkeypatch.chdir(created.path)
     data = json.loads(CliRunner().invoke(cli, ["sandbox", "status", "--json"]).stdout)
-    assert data["status"] == "stopped" and data["reasons"] == []
-    assert "api_responding" not in data and data["last_gate"] is None
+    assert data["status"] == "stopped"
+    assert data["reasons"] == []
+    assert "api_responding" not in data
+    assert data["last_gate"] is None
 
 
 def _slot_with_a_silent_api() -> int:
@@ -263,11 +272,13 @@ def test_a_hung_engine_makes_list_and_status_say_unknown_and_why(
         elapsed = time.monotonic() - started
     finally:
         hung.close()
-    assert listed.exit_code == 0 and "unknown" in listed.stdout
+    assert listed.exit_code == 0
+    assert "unknown" in listed.stdout
     assert "note: STATUS unknown: Docker engine at unix://" in listed.stderr
     assert "did not answer within" in listed.stderr
     data = json.loads(status.stdout)
-    assert data["status"] == "unknown" and "did not answer within" in data["reasons"][0]
+    assert data["status"] == "unknown"
+    assert "did not answer within" in data["reasons"][0]
     assert elapsed < 30  # generous: both commands gave up instead of waiting on the engine
 
 

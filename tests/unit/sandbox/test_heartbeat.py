@@ -15,8 +15,10 @@ def test_a_long_step_says_what_it_is_doing_until_it_ends() -> None:
             time.sleep(0.01)
     count = len(said)
     time.sleep(0.2)
-    assert count >= 2 and len(said) == count  # nothing after the block ended
-    assert said[0].startswith("… stopping ktrdr--a (") and said[0].endswith("s)")
+    assert count >= 2
+    assert len(said) == count
+    assert said[0].startswith("… stopping ktrdr--a (")
+    assert said[0].endswith("s)")
 
 
 def test_a_quick_step_says_nothing_extra() -> None:

@@ -47,9 +47,11 @@ def holder(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
 def test_a_second_writer_refuses_naming_the_holder_when_it_may_not_wait(
     holder: subprocess.Popen[bytes],
 ) -> None:
-    with pytest.raises(SandboxError) as error:
-        with instance_lock("ktrdr--feat", command="ktrdr sandbox down", wait=0):
-            pytest.fail("the lock was taken twice")
+    with (
+        pytest.raises(SandboxError) as error,
+        instance_lock("ktrdr--feat", command="ktrdr sandbox down", wait=0),
+    ):
+        pytest.fail("the lock was taken twice")
     message = str(error.value)
     assert f"process {holder.pid} (`ktrdr sandbox up`" in message
     assert message.startswith("instance ktrdr--feat is busy")
@@ -67,7 +69,8 @@ def test_a_waiter_says_for_whom_it_waits_then_gets_the_lock_when_the_holder_dies
 
     with instance_lock("ktrdr--feat", command="ktrdr sandbox up", on_wait=notify, wait=60):
         pass
-    assert told and f"process {holder.pid}" in told[0]
+    assert told
+    assert f"process {holder.pid}" in told[0]
     assert told[0].startswith("waiting for instance ktrdr--feat:")
 
 

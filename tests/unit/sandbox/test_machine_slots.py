@@ -45,7 +45,8 @@ def test_a_failed_create_removes_its_marker(
     monkeypatch.setattr("ktrdr.cli.sandbox.worktree.add", failing_add)
     with pytest.raises(SandboxError, match="injected"):
         create_instance(name="feat-a", cwd=repo)
-    assert docker.slot_marks == {} and registry.load() == {}
+    assert docker.slot_marks == {}
+    assert registry.load() == {}
 
 
 def test_reaping_a_killed_create_removes_its_marker(repo: Path, docker: DockerStandIn) -> None:
@@ -88,7 +89,8 @@ def test_the_allocation_lock_excludes_another_process(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert child.stdout is not None and child.stdout.readline().strip() == "held"
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "held"
     started = time.monotonic()
     with machine_slots.allocation_lock():
         waited = time.monotonic() - started
@@ -133,7 +135,8 @@ def test_the_allocation_lock_times_out_with_one_clear_line(
     finally:
         holder_done.set()
         thread.join()
-    assert "slot allocation lock" in child.stdout and "retry" in child.stdout, child.stderr
+    assert "slot allocation lock" in child.stdout, child.stderr
+    assert "retry" in child.stdout, child.stderr
 
 
 def test_an_unwritable_lock_file_does_not_stop_allocation(

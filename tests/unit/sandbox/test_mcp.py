@@ -73,10 +73,12 @@ async def session(*args: str, cwd: Path) -> AsyncIterator[ClientSession]:
         command=str(KTRDR), args=["sandbox", "mcp", *args], env=dict(os.environ), cwd=str(cwd)
     )
     with open(os.devnull, "w") as quiet:  # the server's stderr (cancel notes) is not checked
-        async with stdio_client(params, errlog=quiet) as (read, write):
-            async with ClientSession(read, write) as client:
-                await client.initialize()
-                yield client
+        async with (
+            stdio_client(params, errlog=quiet) as (read, write),
+            ClientSession(read, write) as client,
+        ):
+            await client.initialize()
+            yield client
 
 
 def drive(args: list[str], cwd: Path, steps: Callable[[ClientSession], Awaitable[Any]]) -> Any:
@@ -90,7 +92,8 @@ def drive(args: list[str], cwd: Path, steps: Callable[[ClientSession], Awaitable
 def error_of(result: Any) -> tuple[str, int]:
     assert result.is_error, result
     text = result.content[0].text
-    assert text.startswith("Error: ") and "\n" not in text
+    assert text.startswith("Error: ")
+    assert "\n" not in text
     assert result.structured_content["error"] == text.removeprefix("Error: ")
     return result.structured_content["error"], result.structured_content["exit_code"]
 
@@ -108,7 +111,8 @@ def test_without_a_pin_or_all_instances_the_server_refuses_in_one_line(checkout:
     result = ktrdr("sandbox", "mcp", cwd=checkout)
     assert result.returncode == 1
     assert result.stderr.startswith("Error: no instance to pin the MCP server to")
-    assert "--all-instances" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert "--all-instances" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_instance_and_all_instances_together_are_a_usage_error(checkout: Path) -> None:
@@ -131,7 +135,8 @@ def test_print_config_inside_an_instance_pins_it_with_this_home(
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
     entry = config["mcpServers"][f"ktrdr-{created['instance_id']}"]
-    assert Path(entry["command"]).is_absolute() and Path(entry["command"]).name == "ktrdr"
+    assert Path(entry["command"]).is_absolute()
+    assert Path(entry["command"]).name == "ktrdr"
     assert entry["args"] == ["sandbox", "mcp", "--instance", created["instance_id"]]
     assert entry["env"]["KTRDR_HOME"] == str(isolated_ktrdr_home)
 
@@ -161,7 +166,8 @@ def test_an_unpinned_server_offers_every_tool_with_closed_input_and_object_outpu
     for tool in tools.values():
         assert tool.input_schema["type"] == "object"
         assert tool.input_schema["additionalProperties"] is False
-        assert tool.output_schema is not None and tool.output_schema["type"] == "object"
+        assert tool.output_schema is not None
+        assert tool.output_schema["type"] == "object"
         assert tool.description
     assert "instance" in tools["sandbox_status"].input_schema["required"]
     assert "all" in tools["sandbox_destroy"].input_schema["properties"]
@@ -200,13 +206,15 @@ def test_create_list_status_and_evidence_results_equal_the_cli_json(checkout: Pa
         assert json.loads(result.content[0].text) == result.structured_content
     created = results["created"].structured_content
     path = Path(created["path"])
-    assert (path / ".env.sandbox").is_file() and created["instance_id"] == "ktrdr--feat"
+    assert (path / ".env.sandbox").is_file()
+    assert created["instance_id"] == "ktrdr--feat"
     cli_list = json.loads(ktrdr("sandbox", "list", "--json", cwd=checkout).stdout)
     assert results["list"].structured_content == {"instances": cli_list}
     cli_status = json.loads(ktrdr("sandbox", "status", "feat", "--json", cwd=checkout).stdout)
     assert results["status"].structured_content == cli_status
     evidence = results["evidence"].structured_content
-    assert Path(evidence["path"]).is_file() and "manifest.json" in evidence["files"]
+    assert Path(evidence["path"]).is_file()
+    assert "manifest.json" in evidence["files"]
     assert evidence["instance_id"] == "ktrdr--feat"
 
 
@@ -337,7 +345,8 @@ def test_a_pinned_server_started_by_name_from_elsewhere_acts_on_that_instance(
 ) -> None:
     create("feat", checkout)
     result = drive(["--instance", "feat"], checkout, lambda c: c.call_tool("sandbox_status", {}))
-    assert not result.is_error and result.structured_content["instance_id"] == "ktrdr--feat"
+    assert not result.is_error
+    assert result.structured_content["instance_id"] == "ktrdr--feat"
 
 
 def test_a_pinned_server_reads_only_its_own_resources(checkout: Path) -> None:
@@ -379,7 +388,8 @@ def test_tools_of_a_pinned_server_fail_clearly_once_its_instance_is_gone(checkou
         return await client.call_tool("sandbox_status", {})
 
     message, code = error_of(drive([], root, steps))
-    assert "pinned instance ktrdr--feat is gone" in message and code == 1
+    assert "pinned instance ktrdr--feat is gone" in message
+    assert code == 1
 
 
 # --- API tools on the pinned instance's port --------------------------------------------------
@@ -419,7 +429,8 @@ def test_api_tools_talk_to_the_pinned_slot_port_with_progress_and_cli_json(check
     assert api.posted == [
         {"operation_type": "backtest", "params": {"symbol": "AAPL", "timeframe": "1d"}}
     ]
-    assert progress and all(line.startswith("operation op-2: running") for line in progress)
+    assert progress
+    assert all(line.startswith("operation op-2: running") for line in progress)
 
 
 def test_a_failed_operation_is_a_tool_error_carrying_the_operation(checkout: Path) -> None:
@@ -434,7 +445,8 @@ def test_a_failed_operation_is_a_tool_error_carrying_the_operation(checkout: Pat
             ),
         )
     message, code = error_of(result)
-    assert message.startswith("operation op-2 failed: no data for ZZZ") and code == 1
+    assert message.startswith("operation op-2 failed: no data for ZZZ")
+    assert code == 1
     assert result.structured_content["result"]["status"] == "failed"
 
 
@@ -498,4 +510,5 @@ def test_junit_summary_counts_outcomes_and_names_the_failing_tests(tmp_path: Pat
         },
     ]
     missing = junit_summary(tmp_path / "absent.xml")
-    assert missing["tests"] == 0 and str(missing["junit"]).startswith("missing")
+    assert missing["tests"] == 0
+    assert str(missing["junit"]).startswith("missing")

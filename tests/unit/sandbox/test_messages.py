@@ -64,7 +64,8 @@ def test_ctrl_c_just_after_registration_keeps_the_instance_and_reports_it(
     assert "Instance: ktrdr--feat-a" in out.stdout
     assert "interrupted after instance ktrdr--feat-a was complete; it was kept" in out.stderr
     entry = registry.load()["ktrdr--feat-a"]
-    assert entry.state == "ready" and Path(entry.path).is_dir()
+    assert entry.state == "ready"
+    assert Path(entry.path).is_dir()
     assert (Path(entry.path) / ".env.sandbox").is_file()
 
 
@@ -74,7 +75,8 @@ def test_ctrl_c_while_printing_the_result_still_prints_it_all(
     _ctrl_c_right_after(monkeypatch, "ktrdr.cli.sandbox.commands.render.print_fields")
     out = CliRunner().invoke(cli, ["sandbox", "create", "feat-a"])
     assert out.exit_code == 0, out.output
-    assert "next: cd" in out.stderr and "it was kept" in out.stderr
+    assert "next: cd" in out.stderr
+    assert "it was kept" in out.stderr
 
 
 def test_ctrl_c_before_registration_still_rolls_back(
@@ -83,7 +85,8 @@ def test_ctrl_c_before_registration_still_rolls_back(
     _ctrl_c_right_after(monkeypatch, "ktrdr.cli.sandbox.worktree.ensure_excluded")
     out = CliRunner().invoke(cli, ["sandbox", "create", "feat-a"])
     assert out.exit_code == 130
-    assert registry.load() == {} and not (repo.parent / "ktrdr--feat-a").exists()
+    assert registry.load() == {}
+    assert not (repo.parent / "ktrdr--feat-a").exists()
 
 
 # --- evidence --output ---------------------------------------------------------------------
@@ -196,13 +199,15 @@ def test_logs_outside_an_instance_suggests_its_own_option(tmp_path: Path) -> Non
     os.chdir(tmp_path)
     out = CliRunner().invoke(cli, ["sandbox", "logs"])
     assert out.exit_code == 1
-    assert "pass --instance NAME" in out.stderr and "pass an instance NAME" not in out.stderr
+    assert "pass --instance NAME" in out.stderr
+    assert "pass an instance NAME" not in out.stderr
 
 
 def test_up_outside_an_instance_still_suggests_a_name(tmp_path: Path) -> None:
     os.chdir(tmp_path)
     out = CliRunner().invoke(cli, ["sandbox", "up"])
-    assert out.exit_code == 1 and "pass an instance NAME" in out.stderr
+    assert out.exit_code == 1
+    assert "pass an instance NAME" in out.stderr
 
 
 def test_a_registry_with_an_unterminated_string_says_at_once(tmp_path: Path) -> None:
@@ -212,7 +217,8 @@ def test_a_registry_with_an_unterminated_string_says_at_once(tmp_path: Path) -> 
     with pytest.raises(SandboxError) as caught:
         registry.load()
     message = str(caught.value)
-    assert "Unterminated string starting at line 2" in message and "at at" not in message
+    assert "Unterminated string starting at line 2" in message
+    assert "at at" not in message
 
 
 def test_create_restores_the_ctrl_c_handler(repo: Path) -> None:

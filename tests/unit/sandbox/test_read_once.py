@@ -34,7 +34,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
 
     monkeypatch.setattr(Path, "read_text", counting_read_text)
     monkeypatch.setattr(stack_file, "_cache", {})
-    yield counts
+    return counts
 
 
 @pytest.fixture(autouse=True)

@@ -248,7 +248,8 @@ def test_create_killed_while_reaping_a_dead_claim_leaves_nothing_orphaned(
     # Taken over by the killed reaper (so its pid, dead again: the next create reaps it); the
     # reaper had not claimed its own slot yet.
     entry = entries[first.name]
-    assert entry["state"] == "creating" and entry["pid"] == reaper_pid != first_pid
+    assert entry["state"] == "creating"
+    assert entry["pid"] == reaper_pid != first_pid
     assert workspace.path_of("second").name not in entries
     assert not workspace.path_of("second").exists()
     assert "second" not in branches(workspace.repo)

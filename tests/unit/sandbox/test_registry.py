@@ -109,7 +109,8 @@ def test_corrupt_registry_is_a_clear_error_and_the_file_is_untouched(content: by
     path.write_bytes(content)
     with pytest.raises(SandboxError) as caught:
         registry.load()
-    assert str(path) in str(caught.value) and "corrupt" in str(caught.value)
+    assert str(path) in str(caught.value)
+    assert "corrupt" in str(caught.value)
     with pytest.raises(SandboxError), registry.transaction() as entries:
         entries["x"] = _entry("x")
     assert path.read_bytes() == content
@@ -223,9 +224,11 @@ def test_an_unusable_lock_file_is_one_error_line_naming_it(repo: Path) -> None:
 def test_a_file_where_the_sandbox_dir_belongs_is_a_clear_error(isolated_ktrdr_home: Path) -> None:
     isolated_ktrdr_home.mkdir()
     (isolated_ktrdr_home / "sandbox").write_text("not a directory\n")
-    with pytest.raises(SandboxError, match=r"cannot create .*/sandbox: File exists; check"):
-        with registry.transaction():
-            pass
+    with (
+        pytest.raises(SandboxError, match=r"cannot create .*/sandbox: File exists; check"),
+        registry.transaction(),
+    ):
+        pass
 
 
 def test_an_oserror_inside_a_transaction_is_not_blamed_on_the_lock() -> None:
@@ -269,19 +272,26 @@ def test_a_held_lock_times_out_with_a_clear_error(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("KTRDR_REGISTRY_LOCK_TIMEOUT", "0.2")
     path = registry.registry_path()
     path.parent.mkdir(parents=True)
-    with FileLock(str(path) + ".lock"):
-        with pytest.raises(SandboxError, match=r"registry lock .* still held after 0.2s"):
-            with registry.transaction():
-                pass
+    with (
+        FileLock(str(path) + ".lock"),
+        pytest.raises(SandboxError, match=r"registry lock .* still held after 0.2s"),
+        registry.transaction(),
+    ):
+        pass
 
 
 def test_an_exception_inside_a_transaction_writes_nothing() -> None:
     with registry.transaction() as entries:
         entries["ktrdr--a"] = _entry()
     before = registry.registry_path().read_bytes()
-    with pytest.raises(RuntimeError), registry.transaction() as entries:
-        entries["ktrdr--b"] = _entry("ktrdr--b", 2)
-        raise RuntimeError("boom")
+
+    def write_then_fail() -> None:
+        with registry.transaction() as entries:
+            entries["ktrdr--b"] = _entry("ktrdr--b", 2)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        write_then_fail()
     assert registry.registry_path().read_bytes() == before
 
 

@@ -29,12 +29,14 @@ def test_init_shared_creates_three_dirs_and_installs_the_packaged_sample() -> No
     result = init_shared()
     root = shared_root()
     assert sorted(result.created_dirs) == ["data", "models", "strategies"]
-    assert SAMPLE_FILES <= set(result.installed)
+    assert set(result.installed) >= SAMPLE_FILES
     header = (root / "data" / "AAPL_1d.csv").read_text().splitlines()[0]
     assert header == "date,open,high,low,close,volume"
     assert (root / "models").is_dir()
     status = shared_status()
-    assert status.missing_dirs == [] and status.data_files >= 3 and status.strategy_files >= 1
+    assert status.missing_dirs == []
+    assert status.data_files >= 3
+    assert status.strategy_files >= 1
 
 
 def test_init_shared_twice_changes_nothing_the_second_time() -> None:
@@ -42,8 +44,9 @@ def test_init_shared_twice_changes_nothing_the_second_time() -> None:
     before = {p: p.stat().st_mtime_ns for p in shared_root().rglob("*") if p.is_file()}
     again = init_shared()
     after = {p: p.stat().st_mtime_ns for p in shared_root().rglob("*") if p.is_file()}
-    assert again.installed == [] and again.created_dirs == []
-    assert SAMPLE_FILES <= set(again.unchanged)
+    assert again.installed == []
+    assert again.created_dirs == []
+    assert set(again.unchanged) >= SAMPLE_FILES
     assert before == after
 
 
@@ -62,7 +65,8 @@ def test_init_shared_with_force_replaces_a_differing_file() -> None:
     strategy.write_text("name: mine\n")
     result = init_shared(force=True)
     assert result.overwritten == ["strategies/ma_crossover.yaml"]
-    assert "ma_crossover" in strategy.read_text() and "mine" not in strategy.read_text()
+    assert "ma_crossover" in strategy.read_text()
+    assert "mine" not in strategy.read_text()
 
 
 def test_init_shared_never_touches_user_files_it_does_not_ship() -> None:
@@ -72,7 +76,8 @@ def test_init_shared_never_touches_user_files_it_does_not_ship() -> None:
     model = shared_root() / "models" / "x.json"
     model.write_text("{}")
     init_shared(force=True)
-    assert own.read_text() == "date,open,high,low,close,volume\n" and model.read_text() == "{}"
+    assert own.read_text() == "date,open,high,low,close,volume\n"
+    assert model.read_text() == "{}"
 
 
 def make_structured_dir(base: Path) -> Path:
@@ -149,7 +154,8 @@ def test_cli_init_shared_prints_summary_and_json() -> None:
     second = runner.invoke(cli, ["sandbox", "init-shared", "--json"])
     assert second.exit_code == 0
     payload = json.loads(second.stdout)
-    assert payload["installed"] == [] and "data/AAPL_1d.csv" in payload["unchanged"]
+    assert payload["installed"] == []
+    assert "data/AAPL_1d.csv" in payload["unchanged"]
 
 
 def test_cli_init_shared_names_skipped_files_on_stderr() -> None:
@@ -171,7 +177,8 @@ def test_cli_from_that_is_not_a_folder_is_one_line_and_exit_1(tmp_path: Path, ki
         cli, ["sandbox", "init-shared", "--from", raw], catch_exceptions=False
     )
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: --from ") and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("Error: --from ")
+    assert result.stderr.count("\n") == 1
     assert not (shared_root() / "data" / "afile.csv").exists()
 
 
@@ -192,6 +199,7 @@ def test_symlinked_files_are_followed_and_broken_links_reported(
 
     assert result.installed == ["data/BIG_1d.csv"]
     installed = shared_root() / "data" / "BIG_1d.csv"
-    assert not installed.is_symlink() and installed.read_text().startswith("date,")
+    assert not installed.is_symlink()
+    assert installed.read_text().startswith("date,")
     assert result.broken_links == ["GONE_1d.csv" if layout == "flat" else "data/GONE_1d.csv"]
     assert result.ignored == []

@@ -96,7 +96,8 @@ def test_the_file_is_parsed_once_until_it_changes(
     path = root / stack_file.COMPOSE_FILE
     os.utime(path, ns=(1, 1))  # a version no other test made
     first = stack_file.load(root)
-    assert stack_file.load(root) is first and stack_file.load(root / ".") is first
+    assert stack_file.load(root) is first
+    assert stack_file.load(root / ".") is first
     assert len(parses) == 1
     path.write_text(COMPOSE_TEXT.replace("replicas: 2", "replicas: 3"))
     assert stack_file.load(root).expected_workers == {"backtest": 2, "training": 3}
