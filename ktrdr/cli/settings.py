@@ -53,7 +53,7 @@ VARIABLES = (
     ),
     Variable("KTRDR_TEST", "0", "`1` labels every resource `ktrdr.test=1` (set by the test suite)"),
     Variable("NO_COLOR", "", "set: no colours in tables and gate progress"),
-    Variable("COLUMNS", "", "table width when output is not a terminal (default 120)"),
+    Variable("COLUMNS", "", "table width when output is not a terminal (default 240)"),
 )
 _KNOWN = frozenset(v.name for v in VARIABLES)
 

@@ -44,8 +44,8 @@ def images_mismatch(env: Mapping[str, str]) -> str | None:
         return None
     return (
         f"KTRDR_IMAGES={wanted} is exported, but this instance uses {used} images (its "
-        f".env.sandbox); to switch, run `KTRDR_IMAGES={wanted} ktrdr sandbox init` in the "
-        "instance (data and slot are kept)"
+        f".env.sandbox decides); to switch, set KTRDR_IMAGES={wanted} in its .env.sandbox and "
+        "run `ktrdr sandbox up` again (volumes are kept)"
     )
 
 

@@ -127,10 +127,11 @@ def new_settings(
 ) -> EnvSettings:
     """Settings for a new env file; secrets are reused from the `previous` env file's values
     (a PostgreSQL volume only reads its password on first init), otherwise generated."""
-    mode = validate_images(images)
     old = previous or {}
     if old.get("KTRDR_INSTANCE_ID") != instance_id:
         old = {}
+    # A re-init keeps the instance's image set unless the shell names one.
+    mode = validate_images(images or old.get("KTRDR_IMAGES"))
     return EnvSettings(
         instance_id=instance_id,
         slot=slot,

@@ -1,4 +1,5 @@
-"""One writer per instance: an exclusive lock around `up`, `down`, `destroy` and `init`.
+"""One writer per instance: an exclusive lock around `up`, `down`, `pause`, `resume`, `destroy`
+and `init`.
 
 The lock is a `filelock` on `$KTRDR_HOME/sandbox/locks/<instance id>.lock`; the kernel drops it
 when its process dies, so a killed command never leaves it held. Beside it the holder writes

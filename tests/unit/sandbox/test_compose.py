@@ -68,7 +68,7 @@ def test_a_shell_images_mode_that_differs_from_the_instance_is_named_with_the_wa
     warning = compose.images_mismatch({"KTRDR_IMAGES": "upstream"})
     assert warning is not None
     assert "uses upstream" in warning
-    assert "KTRDR_IMAGES=offline ktrdr sandbox init" in warning
+    assert "set KTRDR_IMAGES=offline in its .env.sandbox" in warning
     assert compose.images_mismatch({"KTRDR_IMAGES": "offline"}) is None
     monkeypatch.delenv("KTRDR_IMAGES")
     assert compose.images_mismatch({"KTRDR_IMAGES": "upstream"}) is None

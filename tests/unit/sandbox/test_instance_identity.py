@@ -135,6 +135,18 @@ def test_secrets_are_reused_from_an_existing_file_of_the_same_instance(tmp_path:
     assert other.db_password != first.db_password
 
 
+def test_a_re_init_keeps_the_image_set_unless_the_shell_names_one(tmp_path: Path) -> None:
+    offline = {"KTRDR_INSTANCE_ID": "a", "KTRDR_IMAGES": "offline"}
+    kept = new_settings(instance_id="a", slot=1, shared_dir=tmp_path, images=None, previous=offline)
+    named = new_settings(
+        instance_id="a", slot=1, shared_dir=tmp_path, images="upstream", previous=offline
+    )
+    other = new_settings(
+        instance_id="b", slot=1, shared_dir=tmp_path, images=None, previous=offline
+    )
+    assert (kept.images, named.images, other.images) == ("offline", "upstream", "upstream")
+
+
 def test_instance_root_is_found_from_a_subdirectory(tmp_path: Path) -> None:
     (tmp_path / ".env.sandbox").write_text("KTRDR_SLOT=1\n")
     deep = tmp_path / "a" / "b"
