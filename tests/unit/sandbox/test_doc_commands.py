@@ -24,12 +24,12 @@ def doc_command_lines(text: str) -> list[str]:
     for line in text.splitlines():
         if line.startswith("$ ktrdr "):
             lines.append(line[2:])
-        elif line.startswith("### ") and "`ktrdr sandbox " in line:
+        elif line.startswith(("### ", "#### ")) and "`ktrdr sandbox " in line:
             # "### `ktrdr sandbox up [NAME] …` / `down` / `logs`": the rest are siblings.
             spans = CODE_SPAN.findall(line)
             first = next(i for i, span in enumerate(spans) if span.startswith("ktrdr "))
             lines += [s if s.startswith("ktrdr ") else f"ktrdr sandbox {s}" for s in spans[first:]]
-        elif line.startswith("| `") and _in_section(text, line, "## Instance commands"):
+        elif line.startswith("| `") and _in_section(text, line, "### Instance commands"):
             first_cell = line.split("|")[1]
             lines += [f"ktrdr sandbox {s}" for s in CODE_SPAN.findall(first_cell)]
         else:
@@ -38,8 +38,12 @@ def doc_command_lines(text: str) -> list[str]:
 
 
 def _in_section(text: str, line: str, heading: str) -> bool:
-    start = text.index(heading)
-    end = text.index("\n## ", start + len(heading))
+    """Whether `line` is in the section under the heading line `heading` (up to the next
+    heading of the same or a higher level)."""
+    start = text.index(f"\n{heading}\n")
+    level = heading.split(" ", 1)[0]
+    ends = [text.find(f"\n{'#' * n} ", start + len(heading) + 2) for n in range(2, len(level) + 1)]
+    end = min((e for e in ends if e != -1), default=len(text))
     return line in text[start:end]
 
 
