@@ -20,7 +20,7 @@ def show(state: CliState, as_json: bool) -> None:
     """Show the resolved API URL and where it came from."""
     target = state.target()
     if as_json:
-        print_json(target.as_dict())
+        print_json(target.to_json())
         return
     source = f"{target.source} {target.env_file}" if target.env_file else target.source
     print_fields([("API URL", target.url), ("Source", source)])

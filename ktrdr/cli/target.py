@@ -32,7 +32,7 @@ class ApiTarget:
     source: str  # "flag --url", "flag --port", "env KTRDR_API_URL", ..., "default"
     env_file: Path | None = None
 
-    def as_dict(self) -> dict[str, str | None]:
+    def to_json(self) -> dict[str, str | None]:
         return {
             "api_url": self.url,
             "source": self.source,

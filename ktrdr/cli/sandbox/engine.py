@@ -83,7 +83,7 @@ class ContainerState:
         """Running, and healthy when the image or compose file defines a healthcheck."""
         return self.state == "running" and self.health in (None, "healthy")
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "service": self.service,

@@ -186,7 +186,7 @@ def _add_docker_state(bundle: _Bundle, context: Instance) -> None:
     for container in containers:
         lines = container_logs.container_logs(container.name, tail=LOG_TAIL)
         bundle.add_text(f"logs/{container.service or container.name}.log", "\n".join(lines))
-    bundle.add_text("containers.json", json.dumps([c.as_dict() for c in containers], indent=2))
+    bundle.add_text("containers.json", json.dumps([c.to_json() for c in containers], indent=2))
 
 
 def _add_test_results(bundle: _Bundle, context: Instance) -> None:

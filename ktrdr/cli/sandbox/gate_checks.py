@@ -65,7 +65,7 @@ class CheckResult:
     duration_s: float | None = None
     attempts: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "check": self.key,
             "title": self.title,

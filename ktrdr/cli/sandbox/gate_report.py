@@ -45,7 +45,7 @@ class GateReport:
     def passed(self) -> bool:
         return self.result == "passed"
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "instance_id": self.instance_id,
             "slot": self.slot,
@@ -57,8 +57,8 @@ class GateReport:
             "failure": self.failure,
             "failing_check": self.failing_check,
             "failing_service": self.failing_service,
-            "checks": [c.as_dict() for c in self.checks],
-            "containers": [c.as_dict() for c in self.containers],
+            "checks": [c.to_json() for c in self.checks],
+            "containers": [c.to_json() for c in self.containers],
             "images": {c.service: c.image_id for c in self.containers if c.service},
             "log_tail": list(self.log_tail),
             "engine_view": list(self.engine_view),
@@ -76,7 +76,7 @@ def write_report(root: Path, report: GateReport) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{REPORT_FILE}.{os.getpid()}.tmp")
     with tmp.open("w", encoding="utf-8") as f:
-        f.write(json.dumps(report.as_dict(), indent=2) + "\n")
+        f.write(json.dumps(report.to_json(), indent=2) + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -35,7 +35,7 @@ class UpResult:
                 "slot": self.instance.slot,
                 "result": "skipped",
             }
-        return self.report.as_dict()
+        return self.report.to_json()
 
     def failure(self) -> GateFailedError | None:
         """The error `up` ends with when the gate failed (after the report was shown)."""

@@ -61,7 +61,7 @@ def test_inspect_output_gives_restart_count_image_and_published_ports() -> None:
     }
     state = engine._state_from_inspect(item)
     assert state is not None
-    assert state.as_dict() == {
+    assert state.to_json() == {
         "name": "ktrdr--a-db-1",
         "service": "db",
         "state": "exited",

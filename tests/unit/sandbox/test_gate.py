@@ -252,7 +252,7 @@ def test_python_error_at_end_needs_a_traceback_and_a_final_exception_line() -> N
 
 def test_gate_report_carries_image_ids_container_states_and_urls() -> None:
     clock = FakeClock()
-    report = run(ScriptedProbes(clock), clock).as_dict()
+    report = run(ScriptedProbes(clock), clock).to_json()
     assert report["result"] == "passed"
     assert report["images"]["backend"] == "sha256:backend"
     assert {c["service"] for c in report["containers"]} >= {"db", "backend", "migrate"}
@@ -677,7 +677,7 @@ def test_report_is_written_as_json_under_dot_sandbox_and_read_back(tmp_path: Pat
     path = write_report(tmp_path, report)
     assert path == tmp_path / ".sandbox" / "gate-report.json"
     assert json.loads(path.read_text())["result"] == "passed"
-    assert read_report(tmp_path) == report.as_dict()
+    assert read_report(tmp_path) == report.to_json()
     assert not list((tmp_path / ".sandbox").glob(".*tmp"))
 
 
@@ -771,7 +771,7 @@ def test_a_service_that_logged_nothing_gets_the_engine_s_view() -> None:
     assert report.engine_view == [
         f"state exited, exit code 1, OOM-killed no ({INSTANCE}-migrate-1)"
     ]
-    assert report.as_dict()["engine_view"] == report.engine_view
+    assert report.to_json()["engine_view"] == report.engine_view
 
 
 def test_containers_removed_under_the_gate_are_reported_as_such_not_as_a_crash() -> None:
