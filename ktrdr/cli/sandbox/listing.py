@@ -113,3 +113,16 @@ def list_instances_and_engine() -> Listing:
         )
         rows.append(InstanceRow(entry, status, reasons))
     return Listing(rows, why)
+
+
+def running_entries() -> list[Entry]:
+    """Registered instances of this home with running containers (one engine query)."""
+    try:
+        by_instance = docker_access.engine().containers_by_instance()
+    except SandboxError as e:
+        raise SandboxError(f"cannot tell which instances run: {e}") from None
+    return [
+        entry
+        for entry in registry.load().values()
+        if any(c.state == "running" for c in by_instance.get(entry.instance_id, []))
+    ]

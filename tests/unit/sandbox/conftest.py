@@ -113,3 +113,19 @@ def docker(monkeypatch: pytest.MonkeyPatch) -> DockerStandIn:
     for accessor in ("engine", "ownership", "compose"):
         monkeypatch.setattr(docker_access, accessor, lambda: stand_in)
     return stand_in
+
+
+class StartedStackStandIn:
+    """Stands in for compose.StartingStack: there is no engine in unit tests."""
+
+    def done(self) -> bool:
+        return True
+
+    def error(self) -> str | None:
+        return None
+
+    def wait(self) -> None:
+        pass
+
+    def cancel(self) -> None:
+        pass

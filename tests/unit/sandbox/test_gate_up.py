@@ -17,6 +17,7 @@ from ktrdr.cli.sandbox.instance import EnvSettings, render_env, write_env_file
 from ktrdr.cli.sandbox.locate import locate
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.errors import ExitCode
+from tests.unit.sandbox.conftest import StartedStackStandIn
 
 SLOT = 7
 INSTANCE_ID = "ktrdr--feat-a"
@@ -268,22 +269,6 @@ def test_a_project_name_that_is_not_the_instances_own_is_refused(instance_dir: P
         preflight.validate(locate(None, instance_dir))
 
 
-class _StartedStackStandIn:
-    """Stands in for compose.StartingStack: there is no engine in unit tests."""
-
-    def done(self) -> bool:
-        return True
-
-    def error(self) -> str | None:
-        return None
-
-    def wait(self) -> None:
-        pass
-
-    def cancel(self) -> None:
-        pass
-
-
 def test_an_instance_destroyed_under_the_gate_gets_no_report_directory_recreated(
     instance_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -302,7 +287,7 @@ def test_an_instance_destroyed_under_the_gate_gets_no_report_directory_recreated
     # No engine here: the start-up steps that need one stand aside.
     monkeypatch.setattr(preflight, "prepare_start", lambda instance, notify: set())
     monkeypatch.setattr(preflight, "preflight_ports", lambda instance, own: None)
-    monkeypatch.setattr(compose, "start", lambda *a, **k: _StartedStackStandIn())
+    monkeypatch.setattr(compose, "start", lambda *a, **k: StartedStackStandIn())
     monkeypatch.setattr(lifecycle, "run_gate", gate_while_destroy_removes_the_worktree)
     instance = locate(None, instance_dir)
     result = lifecycle.up(instance, timeout=60)

@@ -15,7 +15,7 @@ from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import compose, lifecycle, preflight, stack_file
 from ktrdr.cli.sandbox.create import create_instance
 from ktrdr.cli.sandbox.gate_report import GateReport
-from tests.unit.sandbox.conftest import DockerStandIn
+from tests.unit.sandbox.conftest import DockerStandIn, StartedStackStandIn
 
 WATCHED = (".env.sandbox", stack_file.COMPOSE_FILE)
 
@@ -122,26 +122,10 @@ def test_up_reads_the_env_file_and_the_compose_file_once(
     # No engine in unit tests: the steps that need one stand aside.
     monkeypatch.setattr(preflight, "prepare_start", lambda instance, notify: set())
     monkeypatch.setattr(preflight, "preflight_ports", lambda instance, own: None)
-    monkeypatch.setattr(compose, "start", lambda *a, **k: _StartedStackStandIn())
+    monkeypatch.setattr(compose, "start", lambda *a, **k: StartedStackStandIn())
     monkeypatch.setattr(lifecycle, "run_gate", passing_gate)
     result = _run("up", "--json")
     assert result.exit_code == 0, result.output
     assert reads[".env.sandbox"] == 1
     assert reads[stack_file.COMPOSE_FILE] == 1
     _assert_at_most_once(reads)
-
-
-class _StartedStackStandIn:
-    """Stands in for compose.StartingStack: there is no engine in unit tests."""
-
-    def done(self) -> bool:
-        return True
-
-    def error(self) -> str | None:
-        return None
-
-    def wait(self) -> None:
-        pass
-
-    def cancel(self) -> None:
-        pass

@@ -10,6 +10,7 @@ import click
 
 from ktrdr.cli import settings
 from ktrdr.cli.output import info
+from ktrdr.cli.sandbox.commands import options
 from ktrdr.cli.sandbox.commands.render import (
     render_created,
     render_destroyed,
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from ktrdr.cli.sandbox.locate import Instance
     from ktrdr.cli.sandbox.registry import Entry
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+json_option = options.json_flag()
 slot_option = click.option(
     "--slot",
     type=click.IntRange(MAIN_SLOT, LAST_SLOT),

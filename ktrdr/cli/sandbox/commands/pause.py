@@ -8,28 +8,29 @@ from typing import TYPE_CHECKING
 import click
 
 from ktrdr.cli.output import info, print_json
-from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.commands import options
 
 if TYPE_CHECKING:
-    from ktrdr.cli.sandbox.registry import Entry
+    pass
 
 
 @click.command()
 @click.argument("name", required=False)
 @click.option("--all", "pause_all", is_flag=True, help="Pause every running instance of this home.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was paused as JSON.")
+@options.json_flag("Print what was paused as JSON.")
 def pause(name: str | None, pause_all: bool, as_json: bool) -> None:
     """Freeze the instance's containers: no CPU, memory and state kept, ports stay its own.
 
     `ktrdr sandbox resume` (or `up`) thaws it and re-runs the Startability Gate.
     """
     from ktrdr.cli.sandbox import lifecycle
+    from ktrdr.cli.sandbox.listing import running_entries
     from ktrdr.cli.sandbox.locate import from_entry, locate
 
     if pause_all and name:
         raise click.UsageError("pass NAME or --all, not both")
     if pause_all:
-        targets = [from_entry(entry) for entry in _running()]
+        targets = [from_entry(entry) for entry in running_entries()]
     else:
         targets = [locate(name, Path.cwd())]
     results = []
@@ -49,31 +50,10 @@ def pause(name: str | None, pause_all: bool, as_json: bool) -> None:
         print_json(results if pause_all else results[0])
 
 
-def _running() -> list[Entry]:
-    """Registered instances of this home with running containers (one engine query)."""
-    from ktrdr.cli.sandbox import engine, registry
-
-    try:
-        by_instance = engine.containers_by_instance()
-    except SandboxError as e:
-        raise SandboxError(f"cannot tell which instances run: {e}") from None
-    return [
-        entry
-        for entry in registry.load().values()
-        if any(c.state == "running" for c in by_instance.get(entry.instance_id, []))
-    ]
-
-
 @click.command()
 @click.argument("name", required=False)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=120,
-    show_default=True,
-    help="Seconds the Startability Gate waits for the thawed stack.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON.")
+@options.gate_timeout(120, "the thawed stack")
+@options.json_flag("Print the gate report as JSON.")
 def resume(name: str | None, timeout: float, as_json: bool) -> None:
     """Thaw a paused instance and re-run the Startability Gate (exit code 3 when it fails)."""
     from ktrdr.cli.sandbox import lifecycle

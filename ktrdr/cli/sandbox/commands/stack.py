@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ktrdr.cli.output import info
+from ktrdr.cli.sandbox.commands import options
 from ktrdr.errors import ExitCode, Interrupted
 
 INTERRUPT_HINT = (
@@ -17,16 +18,10 @@ INTERRUPT_HINT = (
 
 @click.command()
 @click.argument("name", required=False)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=300,
-    show_default=True,
-    help="Seconds the Startability Gate waits for the stack.",
-)
+@options.gate_timeout(300, "the stack")
 @click.option("--build", is_flag=True, help="Rebuild the app image before starting.")
 @click.option("--no-gate", is_flag=True, help="Start the containers without running the gate.")
-@click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON.")
+@options.json_flag("Print the gate report as JSON.")
 def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bool) -> None:
     """Start the instance's stack and prove it works (the Startability Gate).
 
