@@ -171,4 +171,9 @@ def _slot(env: Mapping[str, str], root: Path, entry: Entry | None) -> int:
             f"{root / SANDBOX_ENV_FILENAME}: KTRDR_SLOT={text!r} is not a number; "
             "run `ktrdr sandbox doctor --fix`"
         ) from e
-    return ports_for_slot(slot).slot  # validates the range
+    try:
+        return ports_for_slot(slot).slot  # validates the range
+    except SandboxError as e:
+        raise SandboxError(
+            f"{root / SANDBOX_ENV_FILENAME}: {e}; run `ktrdr sandbox doctor --fix`"
+        ) from e

@@ -60,7 +60,7 @@ def resume(name: str | None, timeout: float, as_json: bool) -> None:
     from ktrdr.cli.sandbox.commands.gate_render import GateRenderer, show_gate_result
     from ktrdr.cli.sandbox.locate import locate
 
-    instance = locate(name, Path.cwd())
+    instance = locate(name, Path.cwd()).require_env()  # refused before "Starting"
     info(f"Resuming instance: {instance.instance_id} (slot {instance.slot})")
     with GateRenderer() as renderer:
         result = lifecycle.resume(

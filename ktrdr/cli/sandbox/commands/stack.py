@@ -32,7 +32,7 @@ def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bo
     from ktrdr.cli.sandbox.commands.gate_render import GateRenderer, show_gate_result
     from ktrdr.cli.sandbox.locate import locate
 
-    instance = locate(name, Path.cwd())
+    instance = locate(name, Path.cwd()).require_env()  # refused before "Starting"
     info(f"Starting instance: {instance.instance_id} (slot {instance.slot})")
     try:
         with GateRenderer() as renderer:
