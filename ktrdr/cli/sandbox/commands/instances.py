@@ -10,7 +10,7 @@ import click
 
 from ktrdr.cli import settings
 from ktrdr.cli.output import info
-from ktrdr.cli.sandbox.commands import options
+from ktrdr.cli.sandbox.commands.options import json_flag
 from ktrdr.cli.sandbox.commands.render import (
     render_created,
     render_destroyed,
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ktrdr.cli.sandbox.locate import Instance
     from ktrdr.cli.sandbox.registry import Entry
 
-json_option = options.json_flag()
+json_option = json_flag()
 slot_option = click.option(
     "--slot",
     type=click.IntRange(MAIN_SLOT, LAST_SLOT),

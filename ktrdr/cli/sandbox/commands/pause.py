@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ktrdr.cli.output import info, print_json
-from ktrdr.cli.sandbox.commands import options
+from ktrdr.cli.sandbox.commands.options import gate_timeout, json_flag
 
 if TYPE_CHECKING:
     pass
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 @click.command()
 @click.argument("name", required=False)
 @click.option("--all", "pause_all", is_flag=True, help="Pause every running instance of this home.")
-@options.json_flag("Print what was paused as JSON.")
+@json_flag("Print what was paused as JSON.")
 def pause(name: str | None, pause_all: bool, as_json: bool) -> None:
     """Freeze the instance's containers: no CPU, memory and state kept, ports stay its own.
 
@@ -52,8 +52,8 @@ def pause(name: str | None, pause_all: bool, as_json: bool) -> None:
 
 @click.command()
 @click.argument("name", required=False)
-@options.gate_timeout(120, "the thawed stack")
-@options.json_flag("Print the gate report as JSON.")
+@gate_timeout(120, "the thawed stack")
+@json_flag("Print the gate report as JSON.")
 def resume(name: str | None, timeout: float, as_json: bool) -> None:
     """Thaw a paused instance and re-run the Startability Gate (exit code 3 when it fails)."""
     from ktrdr.cli.sandbox import lifecycle

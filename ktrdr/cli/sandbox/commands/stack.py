@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ktrdr.cli.output import info
-from ktrdr.cli.sandbox.commands import options
+from ktrdr.cli.sandbox.commands.options import gate_timeout, json_flag
 from ktrdr.errors import ExitCode, Interrupted
 
 INTERRUPT_HINT = (
@@ -18,10 +18,10 @@ INTERRUPT_HINT = (
 
 @click.command()
 @click.argument("name", required=False)
-@options.gate_timeout(300, "the stack")
+@gate_timeout(300, "the stack")
 @click.option("--build", is_flag=True, help="Rebuild the app image before starting.")
 @click.option("--no-gate", is_flag=True, help="Start the containers without running the gate.")
-@options.json_flag("Print the gate report as JSON.")
+@json_flag("Print the gate report as JSON.")
 def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bool) -> None:
     """Start the instance's stack and prove it works (the Startability Gate).
 
