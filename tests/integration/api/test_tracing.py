@@ -70,3 +70,24 @@ def test_an_absent_trace_collector_neither_breaks_nor_slows_requests(
     assert statuses == [200] * 20
     assert served < 5
     assert total < 10
+
+
+def test_the_otlp_exporter_is_imported_only_when_spans_leave(
+    migrated_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It brings requests and protobuf (~5 MiB): an idle server exports nothing."""
+    collector = OtlpCollector()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+    app = create_app(ApiSettings(conninfo=migrated_database))
+    provider, exporter = app.state.tracer_provider, app.state.span_exporter
+
+    with serve(app) as url:
+        httpx.get(f"{url}/api/v1/health")  # a poll: not traced
+        provider.force_flush()
+        assert not exporter.loaded
+        httpx.get(f"{url}/api/v1/workers")
+        provider.force_flush()
+        assert exporter.loaded
+    collector.server.shutdown()
+
+    assert b"/api/v1/workers" in b"".join(collector.bodies)
