@@ -3,9 +3,8 @@ the process when a `.py` file of the source changes.
 
 `uvicorn --reload` keeps a supervisor process (and multiprocessing's resource tracker) beside
 every server, ~20 MiB of an idle container's ~75, and the supervisor polls for changes 20 times
-a second; uvicorn's own main loop wakes 10 times a second to see whether it should stop. Here
-one process serves: a thread blocks on inotify (ktrdr/api/watch.py), and the main loop wakes
-once a second (the Date header) or when told to stop.
+a second; uvicorn's own main loop wakes 10 times a second. Here one process serves: a thread
+blocks on inotify (ktrdr/api/watch.py), and the main loop sleeps until told to stop.
 
 On a change the server shuts down as on SIGTERM (lifespan shutdown; a running job finishes),
 then the process execs itself: same PID, same command line, a fresh interpreter on the new
@@ -25,11 +24,14 @@ import signal
 import socket
 import sys
 import threading
+import time
+from email.utils import formatdate
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
 import uvicorn
+from uvicorn.server import ServerState
 
 from ktrdr.api.observability import quiet_polled_requests
 from ktrdr.api.watch import SourceWatcher
@@ -41,22 +43,30 @@ LISTEN_FD_ENV = "KTRDR_LISTEN_FD"
 # connection instead of opening one per request; clients close theirs first (heartbeats: 30 s).
 KEEP_ALIVE_S = 65
 STARTUP_FAILURE = 3  # uvicorn's exit code when the app cannot start
+# Signals and `request_exit` wake the main loop at once; this is only a backstop for anything
+# else that sets `should_exit`.
+EXIT_CHECK_S = 30.0
 
 
 class QuietServer(uvicorn.Server):
-    """uvicorn's server, waking once a second instead of ten times, and at once when asked to
-    stop (a signal, `request_exit` from another thread)."""
+    """uvicorn's server without its timer: uvicorn's main loop wakes ten times a second, to see
+    whether it should stop and to refresh the Date header. Here the loop sleeps until told to
+    stop (a signal, `request_exit` from another thread), and the Date header is made when a
+    response asks for it."""
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
+        self.server_state = _DateOnDemand(config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
 
     async def main_loop(self) -> None:
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
-        while not await self.on_tick(0):  # tick 0 refreshes the Date header, then checks exit
+        # Tick 1, not 0: the headers need no refresh; what remains are uvicorn's exit checks.
+        while not await self.on_tick(1):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                await asyncio.wait_for(self._wake.wait(), timeout=EXIT_CHECK_S)
+            self._wake.clear()
 
     def request_exit(self) -> None:
         """Stop serving (graceful, as on SIGTERM); callable from any thread."""
@@ -76,6 +86,31 @@ class QuietServer(uvicorn.Server):
         if loop is not None and wake is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to wake
                 loop.call_soon_threadsafe(wake.set)
+
+
+class _DateOnDemand(ServerState):
+    """uvicorn's default response headers, with the Date made when a response reads them (once
+    per second at most) instead of by a timer."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        self._config = config
+        self._second = -1
+        self._headers: list[tuple[bytes, bytes]] = []
+        super().__init__()
+
+    @property  # an attribute in ServerState, computed here
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        now = time.time()
+        if int(now) != self._second:
+            date = [(b"date", formatdate(now, usegmt=True).encode())]
+            extra: list[tuple[bytes, bytes]] = self._config.encoded_headers
+            self._headers = (date if self._config.date_header else []) + extra
+            self._second = int(now)
+        return self._headers
+
+    @default_headers.setter
+    def default_headers(self, value: list[tuple[bytes, bytes]]) -> None:
+        pass  # ServerState.__init__ and uvicorn's tick assign it; it is computed here
 
 
 def serve(
@@ -113,9 +148,12 @@ def serve(
     except (Exception, SystemExit) as e:
         if watcher is None:
             raise
+        # The log must end in the exception, as with `uvicorn --reload`: that is how the gate
+        # and `status` tell a service stuck on a broken edit (ktrdr/cli/sandbox/gate_checks.py).
         if not isinstance(e, SystemExit):  # uvicorn logged its own reason before exiting
-            log.exception("%s did not start", target)
-        log.error("fix the source: it restarts on the next change under %s", reload_dir)
+            log.exception(
+                "%s did not start; the next change under %s restarts it", target, reload_dir
+            )
         _wait_for_change(watcher)
         _reexec(sock, watcher)
     if watcher is not None and watcher.changed.is_set() and not server.stopped_by_signal:
@@ -152,13 +190,19 @@ def _listening_socket(host: str, port: int, *, keep_across_exec: bool) -> socket
 
 
 def _wait_for_change(watcher: SourceWatcher) -> None:
-    # PID 1 of a container ignores a SIGTERM it has no handler for: `docker stop` would wait.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    _exit_on_sigterm()
     watcher.wait()
+
+
+def _exit_on_sigterm() -> None:
+    """Outside uvicorn's own handling: PID 1 of a container ignores a SIGTERM it has no
+    handler for, and `docker stop` would wait its 10 s."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
 def _reexec(sock: socket.socket, watcher: SourceWatcher) -> NoReturn:
     """Replace this process with a fresh run of the same command line, keeping the socket."""
+    _exit_on_sigterm()
     _join_running_threads()
     log.info("%s changed: reloading", ", ".join(watcher.changes) or "the source")
     os.environ[LISTEN_FD_ENV] = str(sock.fileno())

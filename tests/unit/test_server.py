@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import httpx
@@ -178,7 +179,10 @@ def test_source_that_does_not_load_waits_for_the_next_edit(
     wait_for(
         lambda: "did not start" in server.log.read_text(), timeout=10, what="the load error logged"
     )
+    time.sleep(0.3)
     assert server.process.poll() is None
+    # The log ends in the exception: the gate and `status` recognise a stuck service by that.
+    assert server.log.read_text().strip().splitlines()[-1].startswith("SyntaxError: ")
     server.write_app("3")
 
     server.serves("3", timeout=10)
@@ -201,8 +205,8 @@ def test_sigterm_stops_it_promptly(served: Callable[..., Served], broken: bool) 
 
 
 @linux_only
-def test_an_idle_server_wakes_about_once_a_second(served: Callable[..., Served]) -> None:
-    """uvicorn's own main loop wakes ten times a second; this one once (the Date header)."""
+def test_an_idle_server_does_not_wake_up(served: Callable[..., Served]) -> None:
+    """uvicorn's own main loop wakes ten times a second; this one sleeps until told to stop."""
     server = served()
     server.serves("1", timeout=30)
     time.sleep(0.5)
@@ -210,7 +214,20 @@ def test_an_idle_server_wakes_about_once_a_second(served: Callable[..., Served])
     before = server.main_thread_switches()
     time.sleep(2)
 
-    assert server.main_thread_switches() - before <= 6
+    assert server.main_thread_switches() - before <= 1
+
+
+@linux_only
+def test_responses_carry_a_current_date_header(served: Callable[..., Served]) -> None:
+    server = served()
+    server.serves("1", timeout=30)
+
+    first = httpx.get(server.url).headers["date"]
+    time.sleep(1.1)
+    second = httpx.get(server.url).headers["date"]
+
+    assert first != second
+    assert abs(parsedate_to_datetime(second).timestamp() - time.time()) < 2
 
 
 def test_without_reload_source_that_does_not_load_exits_with_an_error(
