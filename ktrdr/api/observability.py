@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from typing import Any
 
-from fastapi import FastAPI, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.applications import Starlette
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Polled every few seconds by every worker, by Prometheus and by the gate: spans and access log
@@ -39,7 +41,7 @@ def quiet_polled_requests() -> None:
         logger.addFilter(_PolledRequestsFilter())
 
 
-def instrument_http_metrics(app: FastAPI, registry: CollectorRegistry) -> None:
+def instrument_http_metrics(app: Starlette, registry: CollectorRegistry) -> None:
     """Count requests and time them by route template, method and status code."""
     requests = Counter(
         "ktrdr_http_requests_total",
@@ -90,13 +92,12 @@ def metrics_response(registry: CollectorRegistry) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def setup_tracing(app: FastAPI, *, service_name: str) -> Any | None:
+def setup_tracing(app: Starlette, *, service_name: str) -> Any | None:
     """Instrument the app and export spans over OTLP HTTP; returns the provider (to shut down)
     or None when no endpoint is configured."""
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if not endpoint or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return None
-    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -112,11 +113,26 @@ def setup_tracing(app: FastAPI, *, service_name: str) -> Any | None:
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         # Global, so spans made outside requests (dispatch) are exported too; set once.
         trace.set_tracer_provider(provider)
-    FastAPIInstrumentor.instrument_app(
-        app, tracer_provider=provider, excluded_urls=EXCLUDED_FROM_TRACES
-    )
+    _instrument(app, provider)
     app.state.tracer_provider, app.state.span_exporter = provider, exporter
     return provider
+
+
+def _instrument(app: Starlette, provider: Any) -> None:
+    fastapi = sys.modules.get("fastapi")
+    if fastapi is not None and isinstance(app, fastapi.FastAPI):  # the backend
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=provider, excluded_urls=EXCLUDED_FROM_TRACES
+        )
+        return
+    # The workers (plain Starlette): spans named "METHOD /path", fine for paths without ids.
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    app.add_middleware(
+        OpenTelemetryMiddleware, tracer_provider=provider, excluded_urls=EXCLUDED_FROM_TRACES
+    )
 
 
 def shutdown_tracing(provider: Any | None) -> None:
