@@ -58,6 +58,10 @@ class Store:
         self.freeze = FreezeWatch(self._credit_unobserved_time, threshold_s=freeze_threshold_s)
         self.pool = ConnectionPool(
             conninfo,
+            # Autocommit: a single statement is its own transaction, without the BEGIN and
+            # COMMIT round trips (a heartbeat is 2 round trips, not 4); several statements
+            # that must hold together run in `conn.transaction()`.
+            kwargs={"autocommit": True},
             min_size=1,
             max_size=4,
             open=False,
@@ -265,25 +269,22 @@ class Store:
     def fail_orphaned_operations(self) -> int:
         """Fail running operations whose worker stopped heartbeating; free those workers."""
         self.freeze.check()
-        with self.pool.connection() as conn, conn.transaction():
-            lost = _fetch(
-                conn,
-                "UPDATE operations o SET status = 'failed', finished_at = now(),"
-                " error = 'worker ' || o.worker_id || ' stopped sending heartbeats'"
-                " FROM workers w WHERE w.worker_id = o.worker_id AND o.status = 'running'"
-                " AND w.current_operation_id = o.operation_id"
-                " AND (w.last_heartbeat IS NULL"
-                "      OR w.last_heartbeat < now() - make_interval(secs => %s))"
-                " RETURNING o.worker_id",
-                (self.heartbeat_timeout_s,),
-            )
-            if lost:
-                conn.execute(
-                    "UPDATE workers SET status = 'idle', current_operation_id = NULL"
-                    " WHERE worker_id = ANY(%s)",
-                    ([row["worker_id"] for row in lost],),
-                )
-            return len(lost)
+        # One statement (so one transaction): runs every dispatch round, usually finding none.
+        rows = self._query(
+            "WITH lost AS ("
+            " UPDATE operations o SET status = 'failed', finished_at = now(),"
+            " error = 'worker ' || o.worker_id || ' stopped sending heartbeats'"
+            " FROM workers w WHERE w.worker_id = o.worker_id AND o.status = 'running'"
+            " AND w.current_operation_id = o.operation_id"
+            " AND (w.last_heartbeat IS NULL"
+            "      OR w.last_heartbeat < now() - make_interval(secs => %(timeout)s))"
+            " RETURNING o.worker_id),"
+            " freed AS (UPDATE workers SET status = 'idle', current_operation_id = NULL"
+            " WHERE worker_id IN (SELECT worker_id FROM lost))"
+            " SELECT count(*) AS n FROM lost",
+            {"timeout": self.heartbeat_timeout_s},
+        )
+        return int(rows[0]["n"])
 
     def counts(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(operations by type/status, workers by type/status) for /metrics."""

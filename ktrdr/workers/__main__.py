@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
+import ktrdr
 from ktrdr.workers import WORKER_TYPES
 from ktrdr.workers.settings import WORKER_PORT
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
+    from ktrdr.api.server import serve
 
     parser = argparse.ArgumentParser(prog="python -m ktrdr.workers")
     parser.add_argument("--type", choices=WORKER_TYPES, required=True)
@@ -18,18 +20,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=WORKER_PORT)
     parser.add_argument("--reload", action="store_true", help="restart when the source changes")
     args = parser.parse_args(argv)
-    # The env var, not an argument, so the process uvicorn restarts on reload sees it too.
-    os.environ["KTRDR_WORKER_TYPE"] = args.type
-    source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    uvicorn.run(
+    os.environ["KTRDR_WORKER_TYPE"] = args.type  # read by WorkerSettings.from_env
+    serve(
         "ktrdr.workers.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
-        reload=args.reload,
-        reload_dirs=[source] if args.reload else None,
+        reload_dir=Path(ktrdr.__file__).parent if args.reload else None,
         log_level=os.environ.get("KTRDR_LOG_LEVEL", "info"),
-        access_log=False,  # heartbeats and scrapes would drown the job logs
+        access_log=False,  # the job logs say what happened
     )
 
 

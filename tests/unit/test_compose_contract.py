@@ -332,3 +332,34 @@ def test_no_bind_mount_lets_the_engine_create_a_missing_host_path() -> None:
 
     assert len(binds) >= 10
     assert [b for b in binds if b[2] is not False] == []
+
+
+def test_the_python_services_serve_from_one_process_each_with_hot_reload() -> None:
+    """`uvicorn --reload` kept a supervisor and multiprocessing's resource tracker beside every
+    server (~20 MiB each) and polled for changes 20 times a second; ktrdr/api/server.py serves
+    and reloads in one process (tests/unit/test_server.py)."""
+    services = rendered(1)["services"]
+
+    assert services["backend"]["command"] == ["python", "-m", "ktrdr.api", "--reload"]
+    for name in WORKERS:
+        kind = services[name]["labels"]["ktrdr.worker-type"]
+        assert services[name]["command"] == [
+            "python", "-m", "ktrdr.workers", "--type", kind, "--reload"
+        ]  # fmt: skip
+    assert not [n for n, s in services.items() if "uvicorn" in " ".join(s.get("command") or [])]
+
+
+def test_database_and_prometheus_keep_their_idle_settings() -> None:
+    """Measured on an idle stack: the database's background processes at half the CPU with
+    these, Prometheus at about two thirds with one Go thread (docs/sandbox.md)."""
+    services = rendered(1)["services"]
+
+    db = services["db"]["command"]
+    settings = dict(db[i + 1].split("=", 1) for i, arg in enumerate(db) if arg == "-c")
+    assert {
+        "max_logical_replication_workers": "0",
+        "autovacuum_naptime": "300",
+        "bgwriter_delay": "10000",
+        "wal_writer_delay": "10000",
+    }.items() <= settings.items()
+    assert services["prometheus"]["environment"]["GOMAXPROCS"] == "1"

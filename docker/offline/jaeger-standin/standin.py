@@ -149,9 +149,11 @@ def main() -> None:
         ThreadingHTTPServer(("0.0.0.0", port), Handler) for port in (16686, 14269, 4318)
     ]
     servers.append(TCPServer(("0.0.0.0", 4317), Drain))
+    # No poll interval: the default wakes each server every 0.5 s to look for a shutdown()
+    # that is never called.
     for server in servers[1:]:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    servers[0].serve_forever()
+        threading.Thread(target=server.serve_forever, args=(None,), daemon=True).start()
+    servers[0].serve_forever(poll_interval=None)
 
 
 if __name__ == "__main__":

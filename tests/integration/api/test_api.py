@@ -248,6 +248,12 @@ def test_an_operation_of_a_worker_that_stops_heartbeating_fails(
 
     failed = wait_until(status_is(api, op["operation_id"], "failed"))
     assert failed["error"] == "worker backtest-worker-1 stopped sending heartbeats"
+    with psycopg.connect(migrated_database) as conn:
+        freed = conn.execute(
+            "SELECT status, current_operation_id FROM workers WHERE worker_id = %s",
+            ("backtest-worker-1",),
+        ).fetchone()
+    assert freed == ("idle", None)  # in the same statement as the failure
 
 
 def test_a_worker_that_registers_again_fails_the_operation_it_was_running(

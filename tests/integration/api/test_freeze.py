@@ -23,8 +23,8 @@ DISPATCH_INTERVAL_S = 0.2  # a freeze is a silence over 0.2 + 5 s
 
 @pytest.fixture
 def backend(migrated_database: str) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Client]]:
-    """The backend as its container runs it (uvicorn ktrdr.api.app:app), in a process of its
-    own so that it can be stopped."""
+    """The backend as its container runs it (python -m ktrdr.api), in a process of its own so
+    that it can be stopped."""
     port = free_port()
     env = {
         **os.environ,
@@ -33,7 +33,7 @@ def backend(migrated_database: str) -> Iterator[tuple[subprocess.Popen[bytes], h
         "KTRDR_DISPATCH_INTERVAL_S": str(DISPATCH_INTERVAL_S),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "ktrdr.api.app:app", "--port", str(port)],
+        [sys.executable, "-m", "ktrdr.api", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

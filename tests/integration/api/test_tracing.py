@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from threading import Thread
 
 import httpx
@@ -9,6 +10,8 @@ import pytest
 
 from ktrdr.api.app import create_app
 from ktrdr.api.settings import ApiSettings
+from ktrdr.workers.app import create_app as create_worker_app
+from ktrdr.workers.settings import WorkerSettings
 from tests.integration.api.conftest import serve, wait_until
 
 
@@ -70,3 +73,52 @@ def test_an_absent_trace_collector_neither_breaks_nor_slows_requests(
     assert statuses == [200] * 20
     assert served < 5
     assert total < 10
+
+
+def test_the_otlp_exporter_is_imported_only_when_spans_leave(
+    migrated_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It brings requests and protobuf (~5 MiB): an idle server exports nothing."""
+    collector = OtlpCollector()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+    app = create_app(ApiSettings(conninfo=migrated_database))
+    provider, exporter = app.state.tracer_provider, app.state.span_exporter
+
+    with serve(app) as url:
+        httpx.get(f"{url}/api/v1/health")  # a poll: not traced
+        provider.force_flush()
+        assert not exporter.loaded
+        httpx.get(f"{url}/api/v1/workers")
+        provider.force_flush()
+        assert exporter.loaded
+    collector.server.shutdown()
+
+    assert b"/api/v1/workers" in b"".join(collector.bodies)
+
+
+def test_a_workers_requests_are_traced_and_its_polls_are_not(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    collector = OtlpCollector()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+    settings = WorkerSettings(
+        worker_type="backtest",
+        worker_id="backtest-worker-1",
+        endpoint="http://127.0.0.1:9",
+        api_url="http://127.0.0.1:9",
+        shared_root=tmp_path,
+    )
+    app = create_worker_app(settings, register=False)
+
+    with serve(app) as url:
+        httpx.get(f"{url}/health")
+        httpx.get(f"{url}/metrics")
+        refused = httpx.post(f"{url}/jobs", json={"operation_id": "op_1", "operation_type": "x"})
+        app.state.tracer_provider.force_flush()
+    collector.server.shutdown()
+
+    assert refused.status_code == 400
+    exported = b"".join(collector.bodies)
+    assert b"ktrdr-backtest-worker" in exported
+    assert b"POST /jobs" in exported
+    assert b"/health" not in exported and b"/metrics" not in exported

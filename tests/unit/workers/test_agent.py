@@ -1,0 +1,113 @@
+"""The worker's HTTP client to the backend (JsonPoster) against a real HTTP/1.1 server on
+127.0.0.1: one kept-alive connection, and a new one when the server closed it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from ktrdr.workers.agent import JsonPoster
+
+
+class BackendStandIn:
+    """Records (path, JSON body, connection number) per POST; answers 200, or 404 for paths
+    ending in /missing; can close every idle connection (as a server's keep-alive timeout does)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, Any, int]] = []
+        self.connections: list[socket.socket] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                stand_in.connections.append(self.connection)
+                self.number = len(stand_in.connections)
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.loads(raw) if raw else None
+                stand_in.requests.append((self.path, body, self.number))
+                status = 404 if self.path.endswith("/missing") else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close_idle_connections(self) -> None:
+        for conn in self.connections:
+            conn.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def backend() -> Iterator[BackendStandIn]:
+    stand_in = BackendStandIn()
+    yield stand_in
+    stand_in.close()
+
+
+def test_posts_json_under_the_base_path_over_one_kept_alive_connection(
+    backend: BackendStandIn,
+) -> None:
+    poster = JsonPoster(backend.url)
+
+    statuses = [
+        poster.post("/workers/register", {"worker_id": "w1"}),
+        poster.post("/workers/w1/heartbeat"),
+        poster.post("/workers/w1/heartbeat"),
+        poster.post("/workers/missing"),
+    ]
+    poster.close()
+
+    assert statuses == [200, 200, 200, 404]
+    assert backend.requests == [
+        ("/api/v1/workers/register", {"worker_id": "w1"}, 1),
+        ("/api/v1/workers/w1/heartbeat", None, 1),
+        ("/api/v1/workers/w1/heartbeat", None, 1),
+        ("/api/v1/workers/missing", None, 1),
+    ]
+
+
+def test_a_connection_the_server_closed_meanwhile_is_replaced_without_an_error(
+    backend: BackendStandIn,
+) -> None:
+    poster = JsonPoster(backend.url)
+    assert poster.post("/workers/w1/heartbeat") == 200
+
+    backend.close_idle_connections()
+
+    assert poster.post("/workers/w1/heartbeat") == 200
+    assert [number for _, _, number in backend.requests] == [1, 2]
+    poster.close()
+
+
+def test_no_server_raises_an_oserror_and_the_next_post_tries_again() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    poster = JsonPoster(f"http://127.0.0.1:{port}/api/v1", timeout=2)
+
+    with pytest.raises(OSError):
+        poster.post("/workers/w1/heartbeat")
+    with pytest.raises(OSError):
+        poster.post("/workers/w1/heartbeat")
