@@ -107,7 +107,7 @@ def test_no_server_raises_an_oserror_and_the_next_post_tries_again() -> None:
         port = sock.getsockname()[1]
     poster = JsonPoster(f"http://127.0.0.1:{port}/api/v1", timeout=2)
 
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         poster.post("/workers/w1/heartbeat")
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         poster.post("/workers/w1/heartbeat")
