@@ -35,15 +35,21 @@ def run() -> list[dict[str, object]]:
             if result.returncode != 0:
                 print(f"note: create b{index} failed: {result.stderr.strip()}", file=sys.stderr)
         instance_dir = tmp_path / "repo--b0"
-        baseline = _measure(
-            "python -c 'import click'", [sys.executable, "-c", "import click"], env, repo
-        )
-        samples = [
-            _measure("ktrdr --help", [KTRDR, "--help"], env, repo),
-            _measure("ktrdr sandbox list (10 instances)", [KTRDR, "sandbox", "list"], env, repo),
-            _measure("ktrdr sandbox status", [KTRDR, "sandbox", "status"], env, instance_dir),
-            _measure("ktrdr config show", [KTRDR, "config", "show"], env, instance_dir),
-        ]
+        try:
+            baseline = _measure(
+                "python -c 'import click'", [sys.executable, "-c", "import click"], env, repo
+            )
+            samples = [
+                _measure("ktrdr --help", [KTRDR, "--help"], env, repo),
+                _measure(
+                    "ktrdr sandbox list (10 instances)", [KTRDR, "sandbox", "list"], env, repo
+                ),
+                _measure("ktrdr sandbox status", [KTRDR, "sandbox", "status"], env, instance_dir),
+                _measure("ktrdr config show", [KTRDR, "config", "show"], env, instance_dir),
+            ]
+        finally:
+            # Each create left a slot-claim marker on the engine: the home is about to vanish.
+            timed_run([KTRDR, "sandbox", "destroy", "--all", "--yes", "--force"], env=env, cwd=repo)
     print(baseline.describe())
     rows: list[dict[str, object]] = [
         {
