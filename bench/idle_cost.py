@@ -255,7 +255,10 @@ def run(counts: Sequence[int] = COUNTS) -> list[dict[str, object]]:
         try:
             rows += _run_count(count, base, first=count == counts[0])
         except (RuntimeError, subprocess.CalledProcessError) as e:  # e.g. too few free slots
-            reason = (getattr(e, "stderr", None) or str(e)).strip().splitlines()[-1][:160]
+            output = getattr(e, "stderr", None) or str(e)
+            if isinstance(output, bytes):
+                output = output.decode(errors="replace")
+            reason = output.strip().splitlines()[-1][:160]
             print(f"{count} idle: not measured: {reason}")
             rows.append(
                 {
