@@ -9,13 +9,12 @@ from pathlib import Path
 
 MIB = 1024**2
 GIB = 1024**3
-# One idle stack takes about 450 MiB (docs/benchmarks.md: 438-500 MiB per stack, idle, for 1,
-# 5 and 10 stacks; about the same at its start-up peak). Below 1 GiB available the next stack
-# (~450 MiB) no longer fits with as much again to spare for the engine, a build and the page
-# cache, so `up` warns (it does not refuse). 2 GiB, doctor's earlier figure, warned on hosts
-# with room for two more stacks.
+# One idle stack takes about 230 MiB (docs/sandbox.md "What an idle instance costs"), more
+# while it starts or runs jobs. Below 1 GiB available the next stack no longer fits with room to
+# spare for the engine, a build and the page cache, so `up` warns (it does not refuse); doctor
+# says the same. 2 GiB, doctor's earlier figure, warned on hosts with room for several stacks.
 MIN_AVAILABLE_MEMORY = 1 * GIB
-STACK_MEMORY_MIB = 450
+STACK_MEMORY_MIB = 230
 MIN_FREE_DISK = 5 * GIB
 # name -> (warn below, raise to): hot reload in several instances needs many watches.
 INOTIFY_LIMITS = {"max_user_watches": (65536, 524288), "max_user_instances": (256, 1024)}

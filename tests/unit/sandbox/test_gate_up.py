@@ -233,7 +233,7 @@ def test_low_memory_is_a_warning_naming_what_to_do(tmp_path: Path) -> None:
     meminfo.write_text("MemTotal: 2000000 kB\nMemAvailable:  524288 kB\n")
     warning = host.memory_warning(meminfo)
     assert warning == (
-        "only 512 MiB of memory available (under 1 GiB; an idle stack takes about 450 MiB): "
+        "only 512 MiB of memory available (under 1 GiB; an idle stack takes about 230 MiB): "
         "another stack may not fit; stop an instance with `ktrdr sandbox down NAME` first"
     )
     meminfo.write_text("MemAvailable: 8000000 kB\n")
