@@ -101,6 +101,15 @@ class ContainerState:
 
 
 def engine_host() -> str:
+    """The selected engine, as messages name it (a context with its endpoint, or DOCKER_HOST)."""
+    from ktrdr.cli.sandbox import engine_context
+
+    context = engine_context.current()
+    if context:
+        try:
+            return f"Docker context {context!r} ({engine_context.endpoint(context)})"
+        except SandboxError:
+            return f"Docker context {context!r}"
     return settings.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
@@ -130,7 +139,8 @@ def compose_plugin_works() -> bool:
 
 
 @functools.cache
-def _engine_checked() -> bool:
+def _engine_checked(context: str | None) -> bool:
+    del context  # the cache key: each engine is checked once per command
     if not cli_installed():
         raise DockerUnavailableError(
             "Docker is not installed: install Docker Engine (`make docker` on Debian/Ubuntu) "
@@ -154,12 +164,18 @@ def _engine_checked() -> bool:
 
 def ensure_engine() -> None:
     """Raise DockerUnavailableError with one actionable line unless engine + Compose v2 work."""
-    _engine_checked()
+    from ktrdr.cli.sandbox import engine_context
+
+    _engine_checked(engine_context.current())
 
 
 def engine_socket_exists() -> bool:
     """Whether an engine may be listening here even though the CLI cannot ask it: a local
     socket file, or a remote DOCKER_HOST (which may well hold containers)."""
+    from ktrdr.cli.sandbox import engine_context
+
+    if engine_context.current():
+        return True  # a context names an engine that may well hold containers
     host = engine_host()
     if host.startswith("unix://"):
         return os.path.exists(host[len("unix://") :])
@@ -347,6 +363,15 @@ def _ports_from_text(text: str) -> list[int]:
         elif port.isdigit():
             ports.add(int(port))
     return sorted(ports)
+
+
+def published_ports() -> set[int]:
+    """Every host port the selected engine's containers publish, whoever owns them: on a remote
+    engine these are the ports a new slot must not use."""
+    result = proc.run(
+        ["docker", "ps", "--format", "{{.Ports}}"], timeout=QUERY_TIMEOUT, what="docker ps"
+    )
+    return {port for line in result.stdout.splitlines() for port in _ports_from_text(line)}
 
 
 def pause(instance_id: str) -> list[str]:

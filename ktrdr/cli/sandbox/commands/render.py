@@ -64,10 +64,11 @@ def render_list(rows: list[InstanceRow], *, as_json: bool) -> None:
         info("no instances: create one with `ktrdr sandbox create NAME`")
         return
     print_table(
-        ["INSTANCE", "SLOT", "STATUS", "API PORT", "CREATED", "PATH"],
+        ["INSTANCE", "ENGINE", "SLOT", "STATUS", "API PORT", "CREATED", "PATH"],
         [
             (
                 r.entry.instance_id,
+                r.engine,
                 r.entry.slot,
                 r.shown_status(),
                 r.to_json()["api_port"],
