@@ -27,7 +27,7 @@ from ktrdr.cli.sandbox.instance import (
     write_env_file,
 )
 from ktrdr.cli.sandbox.interrupts import deferred_interrupt
-from ktrdr.cli.sandbox.ports import SlotPorts, forward_ports, ports_for_slot
+from ktrdr.cli.sandbox.ports import SlotPorts, local_ports
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.shared_data import shared_root
 
@@ -50,9 +50,7 @@ class CreateResult:
     @property
     def ports(self) -> SlotPorts:
         """The ports this machine uses (a remote instance's forwarded ones)."""
-        if self.forward:
-            return forward_ports(self.forward, self.slot)
-        return ports_for_slot(self.slot)
+        return local_ports(self.slot, self.forward)
 
     def urls(self) -> dict[str, str]:
         return self.ports.urls()

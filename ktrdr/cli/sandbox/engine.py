@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ktrdr.cli import settings
-from ktrdr.cli.sandbox import proc
+from ktrdr.cli.sandbox import engine_context, proc
 from ktrdr.cli.sandbox.errors import DockerUnavailableError, SandboxError
 from ktrdr.cli.sandbox.home import home_id
 
@@ -102,15 +102,7 @@ class ContainerState:
 
 def engine_host() -> str:
     """The selected engine, as messages name it (a context with its endpoint, or DOCKER_HOST)."""
-    from ktrdr.cli.sandbox import engine_context
-
-    context = engine_context.current()
-    if context:
-        try:
-            return f"Docker context {context!r} ({engine_context.endpoint(context)})"
-        except SandboxError:
-            return f"Docker context {context!r}"
-    return settings.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return engine_context.describe() or settings.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
 def cli_installed() -> bool:
@@ -148,7 +140,7 @@ def _engine_checked(context: str | None) -> bool:
         )
     if not engine_reachable():
         raise DockerUnavailableError(
-            f"Docker engine not reachable at {engine_host()}: start Docker and retry"
+            f"Docker engine not reachable at {engine_host()}: {engine_context.retry_hint()}"
         )
     try:
         works = compose_plugin_works()
@@ -164,16 +156,12 @@ def _engine_checked(context: str | None) -> bool:
 
 def ensure_engine() -> None:
     """Raise DockerUnavailableError with one actionable line unless engine + Compose v2 work."""
-    from ktrdr.cli.sandbox import engine_context
-
     _engine_checked(engine_context.current())
 
 
 def engine_socket_exists() -> bool:
     """Whether an engine may be listening here even though the CLI cannot ask it: a local
     socket file, or a remote DOCKER_HOST (which may well hold containers)."""
-    from ktrdr.cli.sandbox import engine_context
-
     if engine_context.current():
         return True  # a context names an engine that may well hold containers
     host = engine_host()
@@ -295,7 +283,7 @@ def containers_by_instance() -> dict[str, list[ContainerState]]:
         result = proc.run(argv, timeout=LIST_TIMEOUT, what="docker ps")
     except proc.CommandFailedError as e:
         raise DockerUnavailableError(
-            f"Docker engine not reachable at {engine_host()}: start Docker and retry "
+            f"Docker engine not reachable at {engine_host()}: {engine_context.retry_hint()} "
             f"({proc.stderr_tail(e.result.stderr, 1)})"
         ) from e
     except SandboxError as e:  # no docker CLI, or the engine did not answer in time

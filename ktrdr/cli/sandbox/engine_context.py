@@ -57,6 +57,28 @@ def select(context: str | None) -> None:
     proc.docker_context.set(context or None)
 
 
+def describe() -> str | None:
+    """The selected context with its endpoint, as messages name it (None: the default)."""
+    context = current()
+    if not context:
+        return None
+    try:
+        return f"Docker context {context!r} ({endpoint(context)})"
+    except SandboxError:
+        return f"Docker context {context!r}"
+
+
+def retry_hint() -> str:
+    """What to do when the selected engine does not answer."""
+    context = current()
+    if context:
+        return (
+            f"the connection to it is down or it is stopped; check `docker --context {context} "
+            "info`, then retry (nothing was changed)"
+        )
+    return "start Docker and retry"
+
+
 def label(context: str | None) -> str:
     return context or DEFAULT_LABEL
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ktrdr.cli.sandbox import docker_access, engine_context, registry
+from ktrdr.cli.sandbox import docker_access, engine_context, ports, registry
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.health import container_problems, docker_state
-from ktrdr.cli.sandbox.ports import SlotPorts, forward_ports, ports_for_slot
+from ktrdr.cli.sandbox.ports import SlotPorts
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.stack_file import load_or_fallback
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
@@ -143,7 +143,7 @@ def list_instances_and_engine() -> Listing:
 
 def local_ports(entry: Entry) -> SlotPorts:
     """The ports this machine reaches the instance on (a remote one's forwarded ends)."""
-    return forward_ports(entry.forward, entry.slot) if entry.forward else ports_for_slot(entry.slot)
+    return ports.local_ports(entry.slot, entry.forward)
 
 
 def running_entries() -> list[Entry]:

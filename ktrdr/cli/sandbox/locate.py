@@ -20,7 +20,7 @@ from pathlib import Path
 from ktrdr.cli.sandbox import engine_context, registry
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import find_instance_root, read_env, slugify
-from ktrdr.cli.sandbox.ports import SlotPorts, forward_ports, ports_for_slot
+from ktrdr.cli.sandbox.ports import SlotPorts, local_ports, port_map, ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
@@ -55,8 +55,7 @@ class Instance:
     def ports(self) -> SlotPorts:
         """Where this machine reaches the stack: the slot's ports, or for a remote instance the
         local ends of its SSH forwards."""
-        index = self.forward_index
-        return forward_ports(index, self.slot) if index else self.engine_ports
+        return local_ports(self.slot, self.forward_index)
 
     @property
     def engine_ports(self) -> SlotPorts:
@@ -75,13 +74,10 @@ class Instance:
         """Whether the engine is reached over SSH (sources copied, ports forwarded)."""
         return self.forward_index is not None
 
-    def local_port(self, engine_port: int) -> int:
-        """The local port reaching `engine_port` of this instance (itself when not remote)."""
-        if not self.remote:
-            return engine_port
-        local = self.ports.all_ports()
-        by_engine = {port: local[name] for name, port in self.engine_ports.all_ports().items()}
-        return by_engine.get(engine_port, engine_port)
+    @property
+    def port_map(self) -> dict[int, int]:
+        """Engine port -> local port, for a remote instance ({} otherwise)."""
+        return port_map(self.engine_ports, self.ports)
 
     @property
     def project(self) -> str:

@@ -116,6 +116,20 @@ def forward_ports(index: int, slot: int) -> SlotPorts:
     return SlotPorts(slot=validate_slot(slot), **singles, worker_base=base + 10)
 
 
+def local_ports(slot: int, forward: int | None) -> SlotPorts:
+    """The ports this machine reaches an instance on: its slot's, or for a remote instance
+    (`forward` set) the local ends of its SSH forwards."""
+    return forward_ports(forward, slot) if forward else ports_for_slot(slot)
+
+
+def port_map(engine: SlotPorts, local: SlotPorts) -> dict[int, int]:
+    """Engine port -> the local port reaching it (empty when they are the same)."""
+    if engine == local:
+        return {}
+    ours = local.all_ports()
+    return {port: ours[name] for name, port in engine.all_ports().items()}
+
+
 def port_table_rows() -> list[tuple[str, str, str]]:
     """(service, env variable, formula) rows for docs and `--help`."""
     rows = [(key, var, f"{base}+N") for key, (var, base) in _SINGLE_PORTS.items()]

@@ -111,6 +111,7 @@ def render_status(status: InstanceStatus, *, as_json: bool) -> None:
             ("Path", status.path),
             ("Status", _status_text(status.status, status.stale_reason, status.reasons)),
             ("Slot", status.slot),
+            *_engine_fields(data),
             ("Branch", status.branch or "-"),
             ("Containers", counts),
             *_live_fields(data),
@@ -119,6 +120,16 @@ def render_status(status: InstanceStatus, *, as_json: bool) -> None:
             ("worker ports", f"{data['ports']['worker_0']}-{data['ports']['worker_9']}"),
         ]
     )
+
+
+def _engine_fields(data: dict[str, Any]) -> list[tuple[str, object]]:
+    """A remote instance's engine and SSH forwards (nothing for the default engine)."""
+    if data.get("engine", "local") == "local":
+        return []
+    fields: list[tuple[str, object]] = [("Engine", data["engine"])]
+    if "forwards" in data:
+        fields.append(("Forwards", data["forwards"]))
+    return fields
 
 
 def _live_fields(data: dict[str, Any]) -> list[tuple[str, object]]:
