@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ ONEOFF_LABEL = "com.docker.compose.oneoff"
 WORKING_DIR_LABEL = "com.docker.compose.project.working_dir"
 
 QUERY_TIMEOUT = 30.0
+PAUSE_ATTEMPTS = 3
+PAUSE_RETRY_DELAY = 0.5  # seconds, times the attempt number
 # `list`/`status`: a hung engine says "unknown" within 5 s (with the start-up of the CLI and
 # of `docker` itself) instead of hanging.
 LIST_TIMEOUT = 4.0
@@ -365,10 +368,22 @@ def published_ports() -> set[int]:
 def pause(instance_id: str) -> list[str]:
     """Freeze the instance's running containers (cgroup freezer: no CPU, memory and state
     kept). Returns the names frozen now."""
-    running = [c.name for c in ps(instance_id) if c.state == "running"]
-    if running:
-        proc.run(["docker", "pause", *running], timeout=60, what="docker pause")
-    return running
+    wanted = [c.name for c in ps(instance_id) if c.state == "running"]
+    still_running = wanted
+    for attempt in range(1, PAUSE_ATTEMPTS + 1):
+        if not still_running:
+            break
+        try:
+            proc.run(["docker", "pause", *still_running], timeout=60, what="docker pause")
+            break
+        except proc.CommandFailedError as e:
+            # The cgroup freezer gives up while a process is busy in the kernel (seen under
+            # load as "unable to freeze"); the containers it did freeze stay frozen.
+            if "freeze" not in e.result.stderr or attempt == PAUSE_ATTEMPTS:
+                raise
+        time.sleep(PAUSE_RETRY_DELAY * attempt)
+        still_running = [c.name for c in ps(instance_id) if c.state == "running"]
+    return wanted
 
 
 def unpause(instance_id: str) -> list[str]:
