@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build every image the stack needs from Debian packages and PyPI, no registry
-# (`make images-offline`). Each image carries a label with a hash of its build inputs (and of its
+# (`make images-offline`). `offline-images.sh remote-host` builds only the tests' second Docker host
+# (ktrdr-remote-host:dev, scripts/remote-engine.sh) and its Debian base. Each image carries a label with a hash of its build inputs (and of its
 # parent image); an image whose label matches is skipped, so a second run takes seconds.
 # Names: docker/images-offline.env. Build logs: $LOG_DIR/<image>.log.
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_IMAGE=ktrdr-offline/debian:bookworm
 PYTHON_BASE_IMAGE=ktrdr-offline/python-base:bookworm
 APP_IMAGE=ktrdr-app:dev
+REMOTE_HOST_IMAGE=ktrdr-remote-host:dev
 SUITE=bookworm
 LOG_DIR="${KTRDR_IMAGES_LOG_DIR:-/tmp/ktrdr-offline-images}"
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
@@ -163,6 +165,16 @@ build_offline() { # build_offline NAME DIR PARENT_ARG PARENT_IMAGE
 }
 
 T0=$(now)
+case "${1:-all}" in
+  all) ;;
+  remote-host)
+    build_debian_base
+    build_offline "$REMOTE_HOST_IMAGE" docker/offline/remote-host DEBIAN_IMAGE "$DEBIAN_IMAGE"
+    say "$REMOTE_HOST_IMAGE ready ($(since "$T0") total)"
+    exit 0
+    ;;
+  *) die "unknown argument '$1'; usage: offline-images.sh [remote-host]" ;;
+esac
 build_debian_base
 build_offline ktrdr-offline/postgres:15 docker/offline/postgres DEBIAN_IMAGE "$DEBIAN_IMAGE"
 build_offline "$PYTHON_BASE_IMAGE" docker/offline/python-base DEBIAN_IMAGE "$DEBIAN_IMAGE"
