@@ -52,10 +52,10 @@ def ssh_argv(
     pairs: Sequence[tuple[int, int]],
     *,
     log_file: Path,
-    ssh_program: str = "ssh",
+    ssh_command: Sequence[str] = ("ssh",),
 ) -> list[str]:
-    """`ssh -N -o … -E LOG -L 127.0.0.1:L:127.0.0.1:R … [-p PORT] [user@]host`."""
-    argv = [ssh_program, "-N"]
+    """`ssh -N -o … -E LOG -L 127.0.0.1:L:127.0.0.1:R … [-p PORT] -- [user@]host`."""
+    argv = [*ssh_command, "-N"]
     for option in SSH_OPTIONS:
         argv += ["-o", option]
     argv += ["-E", str(log_file)]
@@ -73,7 +73,7 @@ def start(
     pairs: Sequence[tuple[int, int]],
     directory: Path,
     *,
-    ssh_program: str = "ssh",
+    ssh_command: Sequence[str] = ("ssh",),
     timeout: float = READY_TIMEOUT,
 ) -> OwnedProcess:
     """Start the instance's forwarder (stopping a previous one first) and wait until every
@@ -81,10 +81,15 @@ def start(
     previous = owned_process.load(directory, KIND)
     if previous is not None:
         owned_process.stop(previous)
+    busy = [local for local, _ in pairs if not free(local)]
+    if busy:  # else "accepts connections" would be true of whoever holds the port
+        raise SandboxError(
+            f"cannot forward the ports of {instance_id}: local port(s) "
+            f"{', '.join(map(str, busy))} are in use; run `ktrdr sandbox up` again to pick others"
+        )
     directory.mkdir(parents=True, exist_ok=True)
-    argv = ssh_argv(
-        endpoint, pairs, log_file=owned_process.log_path(directory, KIND), ssh_program=ssh_program
-    )
+    log_file = owned_process.log_path(directory, KIND)
+    argv = ssh_argv(endpoint, pairs, log_file=log_file, ssh_command=ssh_command)
     where = f"{endpoint.user}@{endpoint.host}" if endpoint.user else endpoint.host
     return owned_process.launch(
         argv,

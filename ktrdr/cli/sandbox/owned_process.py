@@ -5,9 +5,11 @@ their record is gone (orphans).
 
 A record holds the pid, the kernel's start time of that pid (field 22 of /proc/PID/stat: a
 reused pid has another) and the program name. Every owned process also carries
-`KTRDR_OWNED_PROCESS=<its record path>` in its environment, inherited by its children (the
-`docker` CLI runs Compose as a child): that marker, read from /proc/PID/environ, proves
-ownership of a process even after its record is gone or its leader has died.
+`KTRDR_OWNED_PROCESS=<its record path>#<run id>` in its environment, inherited by everything it
+starts (the `docker` CLI runs Compose, which runs `ssh … docker system dial-stdio` per
+connection to an ssh:// engine, in process groups of their own): that marker, read from
+/proc/PID/environ, proves which run of which record a process belongs to, even after the
+record is gone or the leader has died, and no other process is ever signalled.
 
 Linux only (/proc); elsewhere nothing is found alive and nothing is signalled.
 """
@@ -41,23 +43,32 @@ class OwnedProcess:
     instance_id: str
     pid: int  # also the process group: each runs in its own session
     started: int  # /proc/PID/stat start time, clock ticks since boot
-    program: str  # basename of argv[0]
+    program: str  # basename of /proc/PID/cmdline's first word (a script shows its interpreter)
     argv: list[str]
     log_path: str
     details: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""  # the marker's suffix: tells this run from an earlier one of the record
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def marker(self) -> str:
+        return f"{record_path(Path(self.log_path).parent, self.kind)}#{self.run_id}"
+
 
 @dataclass(frozen=True)
 class Orphan:
-    """A process group carrying this home's marker that no live record accounts for."""
+    """Processes of one run (one marker) under this home's state root that no live record
+    accounts for."""
 
-    pgid: int
+    marker: str
     pids: list[int]
-    record_path: str
-    cmdline: str
+    cmdline: str  # of the first of them
+
+    @property
+    def record_path(self) -> str:
+        return self.marker.rpartition("#")[0]
 
 
 def state_root() -> Path:
@@ -94,9 +105,11 @@ def launch(
     process exits first, or `timeout` passes, it is stopped, its record removed, and
     SandboxError names `what` with the tail of its log."""
     directory.mkdir(parents=True, exist_ok=True)
-    log, record_file = log_path(directory, kind), record_path(directory, kind)
+    log = log_path(directory, kind)
     log.write_bytes(b"")  # this run's log only
-    child_env = {**(dict(env) if env is not None else dict(os.environ)), MARKER: str(record_file)}
+    run_id = os.urandom(6).hex()
+    marker = f"{record_path(directory, kind)}#{run_id}"
+    child_env = {**(dict(env) if env is not None else dict(os.environ)), MARKER: marker}
     child = proc.detach(argv, log_path=log, cwd=cwd, env=child_env)
     args = [str(a) for a in argv]
     record = OwnedProcess(
@@ -104,10 +117,11 @@ def launch(
         instance_id,
         child.pid,
         start_time(child.pid) or 0,
-        Path(args[0]).name,
+        Path((cmdline(child.pid) or args)[0]).name,  # as the kernel shows it (after exec)
         args,
         str(log),
         dict(details or {}),
+        run_id,
     )
     save(record)  # before waiting: a ktrdr killed now still leaves the process findable
     deadline = time.monotonic() + timeout
@@ -146,60 +160,73 @@ def alive(record: OwnedProcess) -> bool:
 
 
 def stop(record: OwnedProcess, *, grace: float = STOP_GRACE) -> bool:
-    """SIGTERM the record's process group, SIGKILL after `grace`; the record file is removed
-    (when it still names this process). Only processes that are the live recorded leader or
-    carry the record's marker are signalled. True when something was running."""
+    """SIGTERM the record's process group and every other process of its run, SIGKILL after
+    `grace`; the record file is removed when it still names this run. Only the live recorded
+    leader and processes carrying the run's marker are signalled. True when any was running."""
     running = _members(record)
-    if running:
-        _signal_group(record.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while _members(record) and time.monotonic() < deadline:
-            _reap(record.pid)
-            time.sleep(POLL)
-        if _members(record):
-            _signal_group(record.pid, signal.SIGKILL)
-        _reap(record.pid)
+    _terminate(record.marker, running, leader=record.pid if alive(record) else None, grace=grace)
     current = load(Path(record.log_path).parent, record.kind)
-    if current is not None and current.pid == record.pid:
+    if current is not None and current.run_id == record.run_id:
         record_path(Path(record.log_path).parent, record.kind).unlink(missing_ok=True)
     return bool(running)
 
 
 def orphans(root: Path, kind: str | None = None) -> list[Orphan]:
-    """Process groups whose marker points under `root` (of `kind` when given) that no live
-    record accounts for: the record is gone, unreadable, or names another process."""
-    groups: dict[int, list[int]] = {}
-    paths: dict[int, str] = {}
+    """Runs whose marker lies under `root` (of `kind` when given) with live processes that no
+    live record accounts for: the record is gone, unreadable, dead, or of another run."""
+    runs: dict[str, list[int]] = {}
     for pid, marker in _marked(root):
-        if kind is not None and Path(marker).name != f"{kind}.json":
-            continue
-        stat = _stat(pid)
-        if stat is None or stat[0] == "Z":
-            continue
-        pgid = int(stat[2])
-        groups.setdefault(pgid, []).append(pid)
-        paths[pgid] = marker
+        path = Path(marker.rpartition("#")[0])
+        if kind is None or path.name == f"{kind}.json":
+            runs.setdefault(marker, []).append(pid)
     found = []
-    for pgid, pids in sorted(groups.items()):
-        path = Path(paths[pgid])
+    for marker, pids in sorted(runs.items()):
+        path = Path(marker.rpartition("#")[0])
         record = load(path.parent, path.name.removesuffix(".json"))
-        if record is not None and record.pid == pgid and alive(record):
+        if record is not None and record.marker == marker and alive(record):
             continue
-        found.append(Orphan(pgid, sorted(pids), str(path), " ".join(cmdline(pgid) or [])))
+        found.append(Orphan(marker, sorted(pids), " ".join(cmdline(min(pids)) or [])))
     return found
 
 
 def stop_orphan(orphan: Orphan, *, grace: float = STOP_GRACE) -> None:
-    """Stop an orphan's group (still checked by marker, so a reused pgid is never hit)."""
-    marker = Path(orphan.record_path)
-    record = OwnedProcess("", "", orphan.pgid, -1, "", [], str(marker.parent / "orphan.log"))
-    if _members(record, marker=str(marker)):
-        _signal_group(orphan.pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while _members(record, marker=str(marker)) and time.monotonic() < deadline:
-            time.sleep(POLL)
-        if _members(record, marker=str(marker)):
-            _signal_group(orphan.pgid, signal.SIGKILL)
+    """Stop an orphan's processes (checked again by marker, so a reused pid is never hit)."""
+    pids = [pid for pid, marker in _marked(Path("/")) if marker == orphan.marker]
+    _terminate(orphan.marker, pids, leader=None, grace=grace)
+
+
+def _terminate(marker: str, pids: Sequence[int], *, leader: int | None, grace: float) -> None:
+    if not pids:
+        return
+    _send(marker, leader, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        for pid in pids:
+            _reap(pid)
+        if not _run_alive(marker, leader):
+            return
+        time.sleep(POLL)
+    _send(marker, leader, signal.SIGKILL)
+    for pid in pids:
+        _reap(pid)
+
+
+def _send(marker: str, leader: int | None, sig: signal.Signals) -> None:
+    """`sig` to the leader's group (when it is the live recorded leader) and to every live
+    process carrying `marker`."""
+    if leader is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(leader, sig)
+    for pid, found in _marked(Path(marker.rpartition("#")[0]).parent.parent):
+        if found == marker:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+def _run_alive(marker: str, leader: int | None) -> bool:
+    if leader is not None and _running(leader):
+        return True
+    return any(m == marker for _, m in _marked(Path(marker.rpartition("#")[0]).parent.parent))
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -220,6 +247,11 @@ def _stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     return text.rpartition(")")[2].split()
+
+
+def _running(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
 
 
 def start_time(pid: int) -> int | None:
@@ -248,34 +280,28 @@ def _environ_marker(pid: int) -> str | None:
 
 
 def _marked(root: Path) -> list[tuple[int, str]]:
-    """(pid, marker) of every readable process whose marker lies under `root`."""
+    """(pid, marker) of every live, readable process whose marker lies under `root`."""
     found = []
-    base = str(root.resolve()) + os.sep
+    base = str(root.resolve()).rstrip(os.sep) + os.sep
     with contextlib.suppress(OSError):
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
-            marker = _environ_marker(int(entry.name))
-            if marker is not None and os.path.realpath(marker).startswith(base):
-                found.append((int(entry.name), marker))
+            pid = int(entry.name)
+            marker = _environ_marker(pid)
+            if marker is None or not os.path.realpath(marker).startswith(base):
+                continue
+            if _running(pid):
+                found.append((pid, marker))
     return found
 
 
-def _members(record: OwnedProcess, *, marker: str | None = None) -> list[int]:
-    """Live pids of the record's group that are ours: the recorded leader, or any process of
-    the group carrying the record's marker."""
-    wanted = marker or str(record_path(Path(record.log_path).parent, record.kind))
-    members = [record.pid] if record.started >= 0 and alive(record) else []
-    for pid, found in _marked(Path(wanted).parent.parent):
-        stat = _stat(pid)
-        if found == wanted and stat is not None and stat[0] != "Z" and int(stat[2]) == record.pid:
-            members.append(pid)
+def _members(record: OwnedProcess) -> list[int]:
+    """Live pids of the record's run: the recorded leader, and every process with its marker."""
+    members = [record.pid] if alive(record) else []
+    root = Path(record.log_path).parent.parent
+    members += [pid for pid, marker in _marked(root) if marker == record.marker]
     return sorted(set(members))
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def _reap(pid: int) -> None:

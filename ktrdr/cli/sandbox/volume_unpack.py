@@ -34,7 +34,7 @@ def unpack(stream: IO[bytes], spec: dict[str, Any]) -> dict[str, int]:
         (root / key).mkdir(parents=True, exist_ok=True)
         if options.get("mode") == "clear":
             _empty(root / key)
-    counts = {"written": 0, "unchanged": 0, "skipped": 0, "removed": 0}
+    counts = {"written": 0, "unchanged": 0, "directories": 0, "skipped": 0, "removed": 0}
     seen: set[str] = set()
     with tarfile.open(fileobj=stream, mode="r|") as archive:
         for member in archive:
@@ -72,7 +72,7 @@ def _apply(archive: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> s
             target.unlink()
         target.mkdir(parents=True, exist_ok=True)
         os.chmod(target, 0o755)
-        return "unchanged"
+        return "directories"
     if target.is_dir() and not target.is_symlink():
         shutil.rmtree(target)
     try:
