@@ -22,7 +22,6 @@ from ktrdr.cli.sandbox.remote_stack import (
     WATCH_KIND,
     WATCH_READY_TIMEOUT,
     RemotePlan,
-    SyncedVolume,
 )
 from ktrdr.cli.sandbox.volume_push import PushReport
 
@@ -33,16 +32,16 @@ def push_sources(
     plan: RemotePlan, *, context: str | None, keys: Sequence[str] | None = None
 ) -> PushReport:
     """Mirror the checkout's bind sources (all, or `keys`) into the instance's volumes on the
-    engine, creating them with the instance's labels first; unchanged files are not
-    rewritten, files deleted here are deleted there."""
+    engine (created with the instance's labels when missing), in one helper container;
+    unchanged files are not rewritten, files deleted here are deleted there."""
     volumes = [v for v in plan.instance_volumes() if keys is None or v.key in keys]
-    _create_missing(plan, volumes, context=context)
     return volume_push.push(
         {v.key: v.source for v in volumes},
         {v.key: v.name for v in volumes},
         {v.key: {"mode": "mirror"} for v in volumes},
         image=plan.image,
         labels=plan.instance_labels,
+        volume_labels={v.key: plan.volume_labels(v.key) for v in volumes},
         context=context,
         what=f"copying the sources of {plan.project} to the engine",
     )
@@ -54,32 +53,28 @@ def push_shared(plan: RemotePlan, *, context: str | None, force: bool = False) -
     None when nothing needed copying. Read-only volumes are mirrored; a writable one (models)
     is merged into, so what the engine's workers wrote stays."""
     volumes = plan.shared_volumes()
+    labels = {v.key: plan.shared_labels() for v in volumes}
     if not volumes:
         return None
-    existing = volume_push.existing_volumes(
-        {OWNER_LABEL: plan.owner, SHARED_LABEL: "1"}, context=context
-    )
-    todo = volumes if force else [v for v in volumes if v.name not in existing]
-    present = [v for v in volumes if v.name in existing and v not in todo]
-    if present:
+    todo = volumes
+    if not force:
         done = volume_push.markers(
-            {v.key: v.name for v in present},
+            {v.key: v.name for v in volumes},
+            labels,
             image=plan.image,
             labels=plan.shared_labels(),
             context=context,
         )
-        todo += [v for v in present if not done[v.key]]
+        todo = [v for v in volumes if not done[v.key]]
     if not todo:
         return None
-    for volume in todo:
-        if volume.name not in existing:
-            volume_push.ensure_volume(volume.name, plan.shared_labels(), context=context)
     return volume_push.push(
         {v.key: v.source for v in todo},
         {v.key: v.name for v in todo},
         {v.key: {"mode": "mirror" if v.mirror else "merge", "marker": True} for v in todo},
         image=plan.image,
         labels=plan.shared_labels(),
+        volume_labels=labels,
         context=context,
         what=f"copying the shared data to the engine ({len(todo)} volume(s))",
     )
@@ -91,16 +86,15 @@ def prepare_e2e(plan: RemotePlan, *, context: str | None) -> PushReport:
     volumes = [v for v in plan.instance_volumes() if E2E_SERVICE in v.targets]
     if not volumes:
         raise SandboxError(f"the compose file has no {E2E_SERVICE} service mounting the checkout")
-    _create_missing(plan, volumes, context=context)
-    results = plan.results_volume
-    volume_push.ensure_volume(results, plan.volume_labels(E2E_RESULTS_KEY), context=context)
     modes = {v.key: {"mode": "mirror"} for v in volumes}
+    volume_labels = {v.key: plan.volume_labels(v.key) for v in volumes}
     return volume_push.push(
         {v.key: v.source for v in volumes},
-        {**{v.key: v.name for v in volumes}, E2E_RESULTS_KEY: results},
+        {**{v.key: v.name for v in volumes}, E2E_RESULTS_KEY: plan.results_volume},
         {**modes, E2E_RESULTS_KEY: {"mode": "clear"}},
         image=plan.image,
         labels=plan.instance_labels,
+        volume_labels={**volume_labels, E2E_RESULTS_KEY: plan.volume_labels(E2E_RESULTS_KEY)},
         context=context,
         what=f"copying the tests of {plan.project} to the engine",
     )
@@ -116,19 +110,16 @@ def pull_e2e_results(
         destination,
         image=plan.image,
         labels=plan.instance_labels,
+        volume_labels=plan.volume_labels(E2E_RESULTS_KEY),
         context=context,
     )
 
 
-def _create_missing(
-    plan: RemotePlan, volumes: Sequence[SyncedVolume], *, context: str | None
-) -> None:
-    existing = volume_push.existing_volumes(
-        {"com.docker.compose.project": plan.project}, context=context
+def shared_volumes_on_engine(plan: RemotePlan, *, context: str | None) -> set[str]:
+    """Names of this home's shared-data volumes on the engine (doctor, status)."""
+    return volume_push.existing_volumes(
+        {OWNER_LABEL: plan.owner, SHARED_LABEL: "1"}, context=context
     )
-    for volume in volumes:
-        if volume.name not in existing:
-            volume_push.ensure_volume(volume.name, plan.volume_labels(volume.key), context=context)
 
 
 # --- compose watch -----------------------------------------------------------------------------

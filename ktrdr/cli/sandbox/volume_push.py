@@ -102,12 +102,6 @@ def _info(name: str, stat: os.stat_result, *, directory: bool) -> tarfile.TarInf
     return info
 
 
-def ensure_volume(name: str, labels: Mapping[str, str], *, context: str | None) -> None:
-    """`docker volume create` with labels (no-op when it exists)."""
-    argv = ["docker", "volume", "create", *_label_args(labels), name]
-    proc.run(argv, env=docker_env(context), timeout=QUERY_TIMEOUT, what=f"creating volume {name}")
-
-
 def existing_volumes(filters: Mapping[str, str], *, context: str | None) -> set[str]:
     """Names of the volumes carrying all `filters` labels."""
     argv = ["docker", "volume", "ls", "--format", "{{.Name}}"]
@@ -124,14 +118,18 @@ def push(
     *,
     image: str,
     labels: Mapping[str, str],
+    volume_labels: Mapping[str, Mapping[str, str]],
     context: str | None,
     what: str,
 ) -> PushReport:
     """Stream `sources` (key -> local dir) into `volumes` (key -> volume name) in one helper
     container; `modes` per key as volume_unpack's SPEC. Keys without a source are only
-    prepared (e.g. `clear`)."""
+    prepared (e.g. `clear`). A missing volume is created by that run with its
+    `volume_labels[key]`; `labels` go on the helper container."""
     spec = {"root": MOUNT_ROOT, "keys": {key: dict(modes.get(key, {})) for key in volumes}}
-    argv = _helper_argv(volumes, image=image, labels=labels, read_only=False, interactive=True)
+    argv = _helper_argv(
+        volumes, volume_labels, image=image, labels=labels, read_only=False, interactive=True
+    )
     argv += ["--entrypoint", "python", image, "-c", _unpack_source(), json.dumps(spec)]
     counted: dict[str, int] = {}
 
@@ -155,11 +153,19 @@ def push(
 
 
 def markers(
-    volumes: Mapping[str, str], *, image: str, labels: Mapping[str, str], context: str | None
+    volumes: Mapping[str, str],
+    volume_labels: Mapping[str, Mapping[str, str]],
+    *,
+    image: str,
+    labels: Mapping[str, str],
+    context: str | None,
 ) -> dict[str, bool]:
-    """Which volumes hold a completed push (volume_unpack's marker), in one helper container."""
+    """Which volumes hold a completed push (volume_unpack's marker), in one helper container
+    (a missing volume is created, empty, with its labels: it then has no marker)."""
     spec = {"root": MOUNT_ROOT, "keys": {key: {} for key in volumes}}
-    argv = _helper_argv(volumes, image=image, labels=labels, read_only=True, interactive=False)
+    argv = _helper_argv(
+        volumes, volume_labels, image=image, labels=labels, read_only=True, interactive=False
+    )
     argv += ["--entrypoint", "python", image, "-c", _unpack_source(), "--check", json.dumps(spec)]
     result = proc.run(argv, env=docker_env(context), timeout=120, what="checking shared volumes")
     found = _summary(result.stdout)
@@ -167,12 +173,24 @@ def markers(
 
 
 def pull(
-    volume: str, destination: Path, *, image: str, labels: Mapping[str, str], context: str | None
+    volume: str,
+    destination: Path,
+    *,
+    image: str,
+    labels: Mapping[str, str],
+    volume_labels: Mapping[str, str],
+    context: str | None,
 ) -> dict[str, int]:
-    """Copy a volume's content to `destination` (made to hold exactly that content)."""
+    """Copy a volume's content to `destination` (made to hold exactly that content); a
+    missing volume is created, empty, with `volume_labels` (never left unlabelled)."""
     key = destination.name
     argv = _helper_argv(
-        {key: volume}, image=image, labels=labels, read_only=True, interactive=False
+        {key: volume},
+        {key: volume_labels},
+        image=image,
+        labels=labels,
+        read_only=True,
+        interactive=False,
     )
     argv += ["--entrypoint", "tar", image, "-c", "-C", MOUNT_ROOT, key]
     spec = {"root": str(destination.parent), "keys": {key: {"mode": "mirror"}}}
@@ -187,6 +205,7 @@ def pull(
 
 def _helper_argv(
     volumes: Mapping[str, str],
+    volume_labels: Mapping[str, Mapping[str, str]],
     *,
     image: str,
     labels: Mapping[str, str],
@@ -197,8 +216,22 @@ def _helper_argv(
     argv += ["-i"] if interactive else []
     argv += _label_args({**labels, ROLE_LABEL: "volume-push"})
     for key, name in volumes.items():
-        argv += ["-v", f"{name}:{MOUNT_ROOT}/{key}" + (":ro" if read_only else "")]
+        argv += ["--mount", mount_arg(name, f"{MOUNT_ROOT}/{key}", volume_labels.get(key, {}))]
+        argv[-1] += ",readonly" if read_only else ""
     return argv
+
+
+def mount_arg(name: str, target: str, labels: Mapping[str, str]) -> str:
+    """`--mount` value for a volume; the labels apply when this run creates it. CSV, as the
+    docker CLI parses it (a label value may hold a comma or a quote)."""
+    import csv
+    import io
+
+    fields = ["type=volume", f"src={name}", f"dst={target}"]
+    fields += [f"volume-label={key}={value}" for key, value in sorted(labels.items())]
+    line = io.StringIO()
+    csv.writer(line, lineterminator="").writerow(fields)
+    return line.getvalue()
 
 
 def _label_args(labels: Mapping[str, str]) -> list[str]:
