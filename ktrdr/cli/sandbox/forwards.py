@@ -133,8 +133,10 @@ def accepts(port: int, *, timeout: float = 0.5) -> bool:
 
 
 def free(port: int) -> bool:
-    """127.0.0.1:port can be bound now."""
+    """A listener could bind 127.0.0.1:port now. SO_REUSEADDR as ssh sets it: connections of
+    a forwarder just stopped (TIME_WAIT) do not make its port busy, another listener does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -158,7 +160,7 @@ def local_ports(instance_id: str, remote_ports: Sequence[int], root: Path) -> di
 
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / PORTS_LOCK), timeout=30):
-        mine = _recorded(root / instance_id)
+        mine = recorded_ports(root / instance_id)
         taken = slot_ports() | _others(root, instance_id)
         held = _held_by_own_forwarder(root / instance_id)
         chosen: dict[int, int] = {}
@@ -193,7 +195,9 @@ def _next_free(excluded: set[int]) -> int:
     )
 
 
-def _recorded(directory: Path) -> dict[int, int]:
+def recorded_ports(directory: Path) -> dict[int, int]:
+    """Remote port -> local port as last chosen for the instance ({} when none): what
+    `.env.sandbox` and `status` show while the instance is down, too."""
     try:
         data = json.loads((directory / PORTS_FILE).read_text(encoding="utf-8"))
         return {int(remote): int(str(local)) for remote, local in _items(data)}
@@ -211,7 +215,7 @@ def _others(root: Path, instance_id: str) -> set[int]:
     ports: set[int] = set()
     for directory in sorted(root.iterdir()) if root.is_dir() else []:
         if directory.is_dir() and directory.name != instance_id:
-            ports |= set(_recorded(directory).values())
+            ports |= set(recorded_ports(directory).values())
     return ports
 
 

@@ -229,6 +229,26 @@ def _run_alive(marker: str, leader: int | None) -> bool:
     return any(m == marker for _, m in _marked(Path(marker.rpartition("#")[0]).parent.parent))
 
 
+def stop_all(directory: Path, *, grace: float = STOP_GRACE) -> list[str]:
+    """Stop every recorded process of an instance's state dir (down, destroy); returns the
+    kinds that were running."""
+    stopped = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        record = load(directory, path.stem)
+        if record is not None and stop(record, grace=grace):
+            stopped.append(record.kind)
+    return stopped
+
+
+def remove_state(directory: Path) -> None:
+    """Destroy: stop what the instance still runs, then drop its state dir (records, logs,
+    recorded ports), so its local forward ports become free for other instances."""
+    import shutil
+
+    stop_all(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")

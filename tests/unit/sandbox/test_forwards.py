@@ -222,6 +222,7 @@ def test_local_ports_never_use_a_slot_port_and_are_recorded(root: Path) -> None:
     assert all(forwards.LOCAL_PORT_FIRST <= p <= forwards.LOCAL_PORT_LAST for p in chosen.values())
     recorded = json.loads((root / "inst" / forwards.PORTS_FILE).read_text())
     assert recorded == {str(r): local for r, local in chosen.items()}
+    assert forwards.recorded_ports(root / "inst") == chosen
 
 
 def test_an_instance_keeps_its_ports_across_calls_while_they_are_free(root: Path) -> None:
@@ -265,6 +266,20 @@ def test_a_port_held_by_the_instances_own_live_forwarder_is_kept(
     assert forwards.local_ports("inst", [remote_side_stand_in], root) == {
         remote_side_stand_in: local
     }
+
+
+def test_a_port_with_only_closed_connections_left_counts_as_free() -> None:
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the listener's side closes first: its port holds a TIME_WAIT
+        client.close()
+        assert not forwards.free(port)  # still listening
+    assert forwards.free(port)
 
 
 def test_forgetting_an_instance_frees_its_ports_for_others(root: Path) -> None:

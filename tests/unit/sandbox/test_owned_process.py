@@ -184,3 +184,25 @@ def test_the_child_gets_the_callers_environment_plus_the_marker(state: Path) -> 
     log = Path(record.log_path).read_text()
     assert f"sleeper-is-up {record.marker} given" in log
     owned_process.stop(record, grace=2)
+
+
+def test_stop_all_stops_every_kind_and_remove_state_drops_the_directory(state: Path) -> None:
+    watch = _launch(state)
+    log = owned_process.log_path(state / "inst", "forward")
+    forward = owned_process.launch(
+        SLEEPER,
+        kind="forward",
+        instance_id="inst",
+        directory=state / "inst",
+        ready=lambda: "sleeper-is-up" in (log.read_text() if log.exists() else ""),
+        timeout=10.0,
+        what="the second sleeper",
+    )
+    (state / "inst" / "ports.json").write_text('{"8003": 21000}\n')  # not a process record
+
+    assert owned_process.stop_all(state / "inst", grace=5) == ["forward", "watch"]
+    assert not owned_process.alive(watch)
+    assert not owned_process.alive(forward)
+    owned_process.remove_state(state / "inst")
+    assert not (state / "inst").exists()
+    assert owned_process.orphans(state) == []
