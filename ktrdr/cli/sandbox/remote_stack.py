@@ -67,6 +67,7 @@ class RemotePlan:
     volumes: list[SyncedVolume]
     watch_service: str | None
     override_path: Path
+    builder_service: str | None = None  # the service whose build section makes `image`
 
     def instance_volumes(self) -> list[SyncedVolume]:
         return [v for v in self.volumes if not v.shared]
@@ -135,15 +136,24 @@ def plan_for(root: Path, env: Mapping[str, str], config: Mapping[str, Any]) -> R
             found[source] = volume
             images[str(spec.get("image", ""))] = images.get(str(spec.get("image", "")), 0) + 1
     volumes = [_settled(v) for v in found.values()]
+    image = max(sorted(images), key=lambda i: images[i]) if images else ""
     return RemotePlan(
         root=root,
         project=project,
         owner=owner,
-        image=max(sorted(images), key=lambda i: images[i]) if images else "",
+        image=image,
         instance_labels=labels,
         volumes=volumes,
         watch_service=_watch_service(volumes, config),
         override_path=root / OVERRIDE_FILE,
+        builder_service=next(
+            (
+                name
+                for name, spec in sorted(dict(config.get("services", {})).items())
+                if spec.get("build") and spec.get("image") == image
+            ),
+            None,
+        ),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ktrdr.cli.sandbox import owned_process, volume_push
+from ktrdr.cli.sandbox import owned_process, proc, volume_push
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.owned_process import Orphan, OwnedProcess
 from ktrdr.cli.sandbox.remote_stack import (
@@ -113,6 +113,40 @@ def pull_e2e_results(
         volume_labels=plan.volume_labels(E2E_RESULTS_KEY),
         context=context,
     )
+
+
+def catch_up(plan: RemotePlan, *, context: str | None) -> PushReport | None:
+    """Push the live sources again (only files that differ are written): after `compose up`
+    and `start_watch`, for edits made while no watch ran (during `up`, or while paused or
+    disconnected). None when nothing is live."""
+    keys = [v.key for v in plan.instance_volumes() if v.live]
+    return push_sources(plan, context=context, keys=keys) if keys else None
+
+
+def ensure_image(
+    plan: RemotePlan, compose_base: Sequence[str], *, env: Mapping[str, str], context: str | None
+) -> bool:
+    """The helper containers run the app image: build it on the engine (`compose build` of
+    the service that builds it) when the engine lacks it, before the first push. True when it
+    was built."""
+    inspect = ["docker", "image", "inspect", "--format", "{{.Id}}", plan.image]
+    found = proc.run(inspect, env=volume_push.docker_env(context), timeout=60, check=False)
+    if found.returncode == 0:
+        return False
+    if plan.builder_service is None:
+        raise SandboxError(
+            f"the engine has no image {plan.image} and no service of the compose file builds "
+            f"it: load it there (docker save | docker --context {context} load) and retry"
+        )
+    proc.run(
+        [*compose_base, "build", plan.builder_service],
+        cwd=plan.root,
+        env=env,
+        timeout=3600,
+        capture=False,
+        what=f"building {plan.image} on the engine",
+    )
+    return True
 
 
 def shared_volumes_on_engine(plan: RemotePlan, *, context: str | None) -> set[str]:

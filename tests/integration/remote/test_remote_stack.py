@@ -236,6 +236,45 @@ def test_a_killed_forwarder_is_seen_dead_and_a_new_one_serves_again(stack: Remot
     assert _api_ready(stack.api)
 
 
+def test_the_app_image_is_there_and_an_unchanged_tree_pushes_no_file(stack: RemoteStack) -> None:
+    context = stack.engine.context
+    assert not remote_sync.ensure_image(
+        stack.plan, stack.base, env=stack.compose_env, context=context
+    )
+
+    report = remote_sync.catch_up(stack.plan, context=context)
+
+    assert report is not None
+    assert report.written == 0
+    assert report.files > 50
+
+
+def test_an_edit_made_while_no_watch_ran_is_caught_up(stack: RemoteStack) -> None:
+    remote_sync.stop_watch(stack.state)
+    try:
+        version = _edit_version(stack)
+        remote_sync.catch_up(stack.plan, context=stack.engine.context)
+        wait_for(
+            lambda: httpx.get(f"{stack.api}/health", timeout=2).json()["version"] == version,
+            timeout=EDIT_SERVED_LIMIT,
+            what="the remote backend serving the edit pushed by catch_up",
+        )
+    finally:
+        remote_sync.start_watch(
+            stack.plan, stack.base, instance_id=stack.root.name, directory=stack.state,
+            env=stack.compose_env,
+        )  # fmt: skip
+
+
+def _edit_version(stack: RemoteStack) -> str:
+    init = stack.root / "ktrdr" / "__init__.py"
+    version = f"0.0.0+remote{uuid.uuid4().hex[:6]}"
+    init.write_text(
+        re.sub(r'__version__ = "[^"]*"', f'__version__ = "{version}"', init.read_text())
+    )
+    return version
+
+
 def test_an_edit_here_is_served_by_the_remote_backend(stack: RemoteStack) -> None:
     init = stack.root / "ktrdr" / "__init__.py"
     version = f"0.0.0+remote{uuid.uuid4().hex[:6]}"

@@ -146,6 +146,7 @@ def test_read_only_volumes_are_mirrored_and_the_writable_shared_one_merged(
     assert not by_key["shared-models"].mirror
     assert all(v.mirror for k, v in by_key.items() if k != "shared-models")
     assert plan.image == "ktrdr-app:dev"  # the helper containers run the app image (Python)
+    assert plan.builder_service == "migrate"  # its build section makes that image
 
 
 def test_the_e2e_results_volume_is_where_the_suite_writes_junit(
