@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from ktrdr.cli.sandbox.errors import SandboxError
 
@@ -100,7 +102,6 @@ def stream(
     code. For callers that cannot let a child write to their stdout (the MCP server speaks its
     protocol there). On KeyboardInterrupt the child gets SIGINT, as from a terminal's Ctrl-C,
     and is waited for so it can clean up (e.g. `compose run --rm` removes its container)."""
-    import threading
 
     args = [str(a) for a in argv]
     label = what or " ".join(args[:3])
@@ -195,3 +196,154 @@ def _die_with_parent() -> None:
     pr_set_pdeathsig = 1
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def detach(
+    argv: Sequence[object],
+    *,
+    log_path: Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start argv in its own session (it outlives ktrdr, and a terminal's Ctrl-C does not reach
+    it), stdout and stderr appended to `log_path`; for companion processes that ktrdr records
+    and stops later by pid (owned_process.py). Never through a shell."""
+    args = [str(a) for a in argv]
+    with open(log_path, "ab") as log:
+        try:
+            return subprocess.Popen(
+                args,
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except FileNotFoundError as e:
+            raise SandboxError(f"{args[0]} is not installed or not on PATH") from e
+
+
+def piped(
+    argv: Sequence[object],
+    *,
+    write: Callable[[IO[bytes]], None] | None = None,
+    read: Callable[[IO[bytes]], None] | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = 600,
+    what: str | None = None,
+) -> ProcResult:
+    """Run argv with a byte stream: `write` fills its stdin (then it is closed), `read`
+    consumes its stdout (e.g. a tar stream to or from a container; stdout is kept as text
+    without it). A non-zero exit, a child that stopped reading its input, or the timeout
+    (which kills it) raise like `run`; an exception in `read` is raised as it is."""
+    args = [str(a) for a in argv]
+    label = what or " ".join(args[:3])
+    try:
+        child = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.PIPE if write else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    except FileNotFoundError as e:
+        raise SandboxError(f"{label} failed: {args[0]} is not installed or not on PATH") from e
+    pump = _Pump(child, read)
+    timed_out, timer = _kill_after(child, timeout)
+    try:
+        broken = _feed(child, write)
+        child.wait()
+        pump.join()
+    finally:
+        timer.cancel()
+    if timed_out.is_set():
+        raise SandboxError(f"{label} did not finish within {timeout:g}s: {' '.join(args)}")
+    if pump.failure is not None:
+        raise pump.failure
+    result = ProcResult(args, child.returncode, pump.stdout, pump.stderr)
+    if result.returncode != 0 or broken:
+        raise CommandFailedError(
+            f"{label} failed (exit {result.returncode}): {stderr_tail(result.stderr)}", result
+        )
+    return result
+
+
+def _kill_after(
+    child: subprocess.Popen[bytes], timeout: float | None
+) -> tuple[threading.Event, threading.Timer]:
+    """A started timer that kills `child` after `timeout` (none: never) and sets the event."""
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        child.kill()
+
+    timer = threading.Timer(timeout or 0.0, expire)
+    timer.daemon = True
+    if timeout is not None:
+        timer.start()
+    return timed_out, timer
+
+
+class _Pump:
+    """Drains a child's stdout (into `read`, or kept) and stderr on two threads."""
+
+    def __init__(
+        self, child: subprocess.Popen[bytes], read: Callable[[IO[bytes]], None] | None
+    ) -> None:
+        assert child.stdout is not None  # PIPE
+        assert child.stderr is not None  # PIPE
+        self._out, self._err, self._read = child.stdout, child.stderr, read
+        self._chunks: dict[str, bytes] = {}
+        self.failure: BaseException | None = None
+        self._threads = [
+            threading.Thread(target=self._drain_out, daemon=True),
+            threading.Thread(target=self._drain_err, daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _drain_out(self) -> None:
+        try:
+            if self._read is None:
+                self._chunks["out"] = self._out.read()
+                return
+            self._read(self._out)
+            self._out.read()  # whatever the reader left, so the child never blocks
+        except BaseException as e:  # re-raised in the caller's thread
+            self.failure = e
+            with contextlib.suppress(OSError):
+                self._out.close()
+
+    def _drain_err(self) -> None:
+        self._chunks["err"] = self._err.read()
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+    @property
+    def stdout(self) -> str:
+        return self._chunks.get("out", b"").decode("utf-8", "replace")
+
+    @property
+    def stderr(self) -> str:
+        return self._chunks.get("err", b"").decode("utf-8", "replace")
+
+
+def _feed(child: subprocess.Popen[bytes], write: Callable[[IO[bytes]], None] | None) -> bool:
+    """Hand the child's stdin to `write`, then close it; True when the child stopped reading."""
+    if write is None or child.stdin is None:
+        return False
+    try:
+        write(child.stdin)
+        child.stdin.close()
+    except BrokenPipeError:
+        with contextlib.suppress(BrokenPipeError):
+            child.stdin.close()
+        return True
+    return False
