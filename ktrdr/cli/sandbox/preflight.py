@@ -89,10 +89,16 @@ def preflight_ports(instance: Instance, own_ports: set[int]) -> None:
     this instance's own containers."""
     from ktrdr.cli.sandbox import allocation
 
-    busy = allocation.busy_ports(instance.slot, ignore_ports=own_ports)
+    if instance.remote:  # the slot's ports are on the remote: ask what its engine publishes
+        published = engine.published_ports()
+        busy = allocation.busy_ports(
+            instance.slot, ignore_ports=own_ports, probe=published.__contains__, with_owners=False
+        )
+    else:
+        busy = allocation.busy_ports(instance.slot, ignore_ports=own_ports)
     if not busy:
         return
-    free = free_slot_hint(instance.slot)
+    free = "" if instance.remote else free_slot_hint(instance.slot)
     raise SandboxError(
         f"cannot start {instance.instance_id}: slot {instance.slot} {busy[0].describe()}"
         f"{' (and ' + str(len(busy) - 1) + ' more)' if len(busy) > 1 else ''}, not by this "
