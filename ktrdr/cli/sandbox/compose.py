@@ -18,7 +18,7 @@ from ktrdr.cli.sandbox import proc
 from ktrdr.cli.sandbox.engine import QUERY_TIMEOUT, ensure_engine, unpause
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.ownership import remove_by_label
-from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE
+from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE, override_args
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
 if TYPE_CHECKING:
@@ -59,8 +59,15 @@ def project_of(env: Mapping[str, str]) -> str:
     return project
 
 
-def compose_argv(root: Path, env: Mapping[str, str]) -> list[str]:
-    """`docker compose -p PROJECT --env-file .env.sandbox [--env-file offline] -f compose file`."""
+def is_remote(env: Mapping[str, str]) -> bool:
+    """A remote instance's env file names its block of local forward ports."""
+    return bool(env.get("KTRDR_FORWARD_INDEX"))
+
+
+def compose_argv(root: Path, env: Mapping[str, str], *, override: bool = True) -> list[str]:
+    """`docker compose -p PROJECT --env-file .env.sandbox [--env-file offline] -f compose file`,
+    plus a remote instance's override (volumes instead of bind mounts) unless `override` is
+    False (reading the binds it replaces)."""
     argv = [
         "docker",
         "compose",
@@ -71,15 +78,24 @@ def compose_argv(root: Path, env: Mapping[str, str]) -> list[str]:
     ]
     if images_mode(env) == "offline":
         argv += ["--env-file", str(root / OFFLINE_ENV_FILE)]
-    argv += ["-f", str(root / COMPOSE_FILE), "--project-directory", str(root)]
-    return argv
+    argv += ["-f", str(root / COMPOSE_FILE)]
+    if override and is_remote(env):
+        argv += override_args(root)
+    return [*argv, "--project-directory", str(root)]
 
 
 def compose_env(env: Mapping[str, str]) -> dict[str, str]:
     """The process environment for compose: the instance's own variables are dropped from it,
     because compose lets the shell override `--env-file` and an exported KTRDR_API_PORT would
-    otherwise point this instance at another slot's ports."""
-    return {k: v for k, v in os.environ.items() if k not in env}
+    otherwise point this instance at another slot's ports. A remote instance's stack publishes
+    its slot's ports on the remote (the env file holds the local ends of the forwards): those
+    are given here, where they beat the env file."""
+    clean = {k: v for k, v in os.environ.items() if k not in env}
+    if is_remote(env) and env.get("KTRDR_SLOT", "").isdigit():
+        from ktrdr.cli.sandbox.ports import ports_for_slot
+
+        clean.update(ports_for_slot(int(env["KTRDR_SLOT"])).env_variables())
+    return clean
 
 
 def _compose(

@@ -30,8 +30,8 @@ from typing import Any
 
 from ktrdr.cli.sandbox import proc
 from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.stack_file import REMOTE_OVERRIDE_FILE
 
-OVERRIDE_FILE = Path(".sandbox") / "compose.remote.yml"
 SHARED_LABEL = "ktrdr.shared-data"
 OWNER_LABEL = "ktrdr.owner"
 OWNER_HOME_LABEL = "ktrdr.owner-home"
@@ -99,7 +99,10 @@ def resolved_config(root: Path, env: Mapping[str, str]) -> dict[str, Any]:
     """`docker compose config --format json` of the instance with every profile (local)."""
     from ktrdr.cli.sandbox import compose
 
-    argv = [*compose.compose_argv(root, env), "--profile", "*", "config", "--format", "json"]
+    argv = [
+        *compose.compose_argv(root, env, override=False),
+        *("--profile", "*", "config", "--format", "json"),
+    ]
     result = proc.run(
         argv,
         cwd=root,
@@ -145,7 +148,7 @@ def plan_for(root: Path, env: Mapping[str, str], config: Mapping[str, Any]) -> R
         instance_labels=labels,
         volumes=volumes,
         watch_service=_watch_service(volumes, config),
-        override_path=root / OVERRIDE_FILE,
+        override_path=root / REMOTE_OVERRIDE_FILE,
         builder_service=next(
             (
                 name
@@ -167,12 +170,6 @@ def override_for(root: Path, env: Mapping[str, str]) -> RemotePlan:
     plan.override_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(plan.override_path, override_text(plan), mode=0o644)
     return plan
-
-
-def compose_file_args(root: Path) -> list[str]:
-    """`-f <override>` when the instance has one (append to compose.compose_argv)."""
-    path = root / OVERRIDE_FILE
-    return ["-f", str(path)] if path.is_file() else []
 
 
 def override_text(plan: RemotePlan) -> str:

@@ -19,6 +19,8 @@ from typing import Any
 from ktrdr.cli.sandbox.errors import SandboxError
 
 COMPOSE_FILE = "docker-compose.sandbox.yml"
+# A remote instance's override: its bind mounts as volumes (remote_stack.py writes it).
+REMOTE_OVERRIDE_FILE = Path(".sandbox") / "compose.remote.yml"
 WORKER_TYPE_LABEL = "ktrdr.worker-type"
 # What the checked-in compose file declares, for a caller that has no file to read (its
 # instance directory is gone): `migrate` runs once, `e2e-tests` only on demand.
@@ -58,6 +60,12 @@ class StackFile:
 
 
 _cache: dict[tuple[str, int, int], StackFile] = {}
+
+
+def override_args(root: Path) -> list[str]:
+    """`-f <override>` when the instance has a remote override (appended to the compose argv)."""
+    path = root / REMOTE_OVERRIDE_FILE
+    return ["-f", str(path)] if path.is_file() else []
 
 
 def load(root: Path) -> StackFile:

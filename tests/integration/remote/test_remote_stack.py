@@ -22,7 +22,15 @@ from typing import Any
 import httpx
 import pytest
 
-from ktrdr.cli.sandbox import compose, e2e, forwards, owned_process, remote_stack, remote_sync
+from ktrdr.cli.sandbox import (
+    compose,
+    e2e,
+    forwards,
+    owned_process,
+    remote_stack,
+    remote_sync,
+    stack_file,
+)
 from ktrdr.cli.sandbox.instance import EnvSettings, render_env
 from ktrdr.cli.sandbox.owned_process import OwnedProcess
 from ktrdr.cli.sandbox.ports import ports_for_slot
@@ -70,7 +78,7 @@ class RemoteStack:
     def base(self) -> list[str]:
         return [
             *compose.compose_argv(self.root, self.env),
-            *remote_stack.compose_file_args(self.root),
+            *stack_file.override_args(self.root),
         ]
 
     @property

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ktrdr.cli.sandbox import e2e, remote_stack
+from ktrdr.cli.sandbox import e2e, remote_stack, stack_file
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import EnvSettings, render_env
 from ktrdr.cli.sandbox.proc import run
@@ -52,7 +52,7 @@ def _merged(root: Path) -> dict[str, Any]:
     argv = [
         "docker", "compose", "-p", "p", "--env-file", str(root / ".env.sandbox"),
         "-f", str(root / "docker-compose.sandbox.yml"), "--project-directory", str(root),
-        *remote_stack.compose_file_args(root), "--profile", "*", "config", "--format", "json",
+        *stack_file.override_args(root), "--profile", "*", "config", "--format", "json",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KTRDR_", "COMPOSE_"))}
     return dict(json.loads(run(argv, env=env).stdout))
@@ -162,11 +162,11 @@ def test_the_e2e_results_volume_is_where_the_suite_writes_junit(
 
 
 def test_compose_file_args_name_the_override_only_when_it_exists(tmp_path: Path) -> None:
-    assert remote_stack.compose_file_args(tmp_path) == []
+    assert stack_file.override_args(tmp_path) == []
     (tmp_path / ".sandbox").mkdir()
     (tmp_path / ".sandbox" / "compose.remote.yml").write_text("services: {}\n")
 
-    assert remote_stack.compose_file_args(tmp_path) == [
+    assert stack_file.override_args(tmp_path) == [
         "-f",
         str(tmp_path / ".sandbox" / "compose.remote.yml"),
     ]
