@@ -145,6 +145,10 @@ def teardown_containers(instance: Instance) -> tuple[bool, str]:
         ownership.refuse_foreign(
             instance.instance_id, project, checkout=instance.root, action="destroy"
         )
+    if instance.remote:  # its watch would sync into containers being removed
+        from ktrdr.cli.sandbox import remote_instance
+
+        remote_instance.stop(instance)
     compose.down(instance.instance_id, instance, volumes=True)
     left: list[str] = ownership.leftovers(instance.instance_id)
     if left:
@@ -152,6 +156,10 @@ def teardown_containers(instance: Instance) -> tuple[bool, str]:
             f"still present after down: {', '.join(left[:5])}; slot {instance.slot} stays claimed; "
             f"remove them and rerun `ktrdr sandbox destroy {instance.instance_id}`"
         )
+    if instance.remote:
+        from ktrdr.cli.sandbox import remote_instance
+
+        remote_instance.forget(instance)
     return True, "containers, volumes and networks removed"
 
 

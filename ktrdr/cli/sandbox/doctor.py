@@ -74,6 +74,7 @@ def run_doctor(*, fix: bool, host: HostPaths | None = None) -> DoctorReport:
         if engine_ok:
             check_docker_resources(report, current, fix=fix)
         _check_other_engines(report, current, fix=fix)
+        _check_companions(report, fix=fix)
         report.instances_checked = len(current)
     _check_host(report, host or HostPaths(), fix=fix, engine=engine_ok)
     return report
@@ -112,6 +113,25 @@ def _check_other_engines(report: DoctorReport, entries: dict[str, Entry], *, fix
         with engine_context.use(context):
             if _engine_answers(report, context):
                 check_docker_resources(report, entries, fix=fix)
+
+
+def _check_companions(report: DoctorReport, *, fix: bool) -> None:
+    """SSH forwarders and compose watches of remote instances that no record accounts for (a
+    killed `up`, a lost state dir): they hold local ports, so they are stopped with --fix."""
+    from ktrdr.cli.sandbox import owned_process
+
+    for orphan in owned_process.orphans(owned_process.state_root()):
+        problem = Problem(
+            "process",
+            f"pid {', '.join(map(str, orphan.pids))}",
+            f"orphaned companion of a remote instance ({orphan.cmdline[:120]}): no live record "
+            f"{orphan.record_path} accounts for it",
+            fixable=True,
+        )
+        report.problems.append(problem)
+        if fix:
+            owned_process.stop_orphan(orphan)
+            problem.fixed = "stopped"
 
 
 def _engine_answers(report: DoctorReport, context: str) -> bool:

@@ -12,11 +12,15 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ktrdr.cli.sandbox import compose, engine, proc
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import find_instance_root
 from ktrdr.cli.sandbox.locate import Instance, at_root, locate
+
+if TYPE_CHECKING:
+    from ktrdr.cli.sandbox.remote_stack import RemotePlan
 
 E2E_SERVICE = "e2e-tests"
 E2E_TIMEOUT = 1800.0
@@ -88,7 +92,10 @@ def require_running(context: Instance) -> None:
 
 
 def e2e_argv(context: Instance, pytest_args: list[str]) -> list[str]:
+    """The one-off run; the results dir is bind-mounted, except on a remote engine, where the
+    override mounts a results volume that is pulled back afterwards."""
     results = (context.root / RESULTS_DIR).absolute()
+    mount = [] if compose.is_remote(context.env) else ["-v", f"{results}:{CONTAINER_RESULTS}"]
     pytest_argv = [
         "python",
         "-m",
@@ -109,8 +116,7 @@ def e2e_argv(context: Instance, pytest_args: list[str]) -> list[str]:
         "--rm",
         "--no-deps",
         "-T",
-        "-v",
-        f"{results}:{CONTAINER_RESULTS}",
+        *mount,
         E2E_SERVICE,
         *pytest_argv,
     ]
@@ -121,6 +127,7 @@ def run_e2e(
     start: Path,
     pytest_args: list[str] | None = None,
     on_line: Callable[[str], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> E2EResult:
     """Run the suite in the instance's network; returns pytest's exit code. Its output goes to
     the terminal, or line by line to `on_line` when given."""
@@ -130,14 +137,35 @@ def run_e2e(
     results.mkdir(parents=True, exist_ok=True)
     junit = results / JUNIT_NAME
     junit.unlink(missing_ok=True)  # never let evidence pick up a previous run's results
-    argv = e2e_argv(context, pytest_args or [])
+    remote_plan = _push_tests(context, notify or on_line or (lambda line: None))
+    code = _run_suite(context, e2e_argv(context, pytest_args or []), on_line)
+    if remote_plan is not None:
+        from ktrdr.cli.sandbox import remote_sync
+
+        remote_sync.pull_e2e_results(remote_plan, results, context=context.context)
+    return E2EResult(context.instance_id, code, junit)
+
+
+def _push_tests(context: Instance, notify: Callable[[str], None]) -> RemotePlan | None:
+    """A remote instance's tests (and sources, in case watch missed an edit) copied to the
+    engine; its plan, or None for a local instance (it bind-mounts them)."""
+    if not context.remote:
+        return None
+    from ktrdr.cli.sandbox import remote_instance, remote_sync
+
+    plan = remote_instance.plan(context)
+    report = remote_sync.prepare_e2e(plan, context=context.context)
+    notify(f"Copied the tests to the engine: {report.files} files, {report.written} written")
+    return plan
+
+
+def _run_suite(context: Instance, argv: list[str], on_line: Callable[[str], None] | None) -> int:
     env = compose.compose_env(context.env)
     what = f"E2E suite ({context.instance_id})"
     if on_line is not None:
-        code = proc.stream(
+        return proc.stream(
             argv, on_line=on_line, cwd=context.root, env=env, timeout=E2E_TIMEOUT, what=what
         )
-        return E2EResult(context.instance_id, code, junit)
     outcome = proc.run(
         argv,
         cwd=context.root,
@@ -147,7 +175,7 @@ def run_e2e(
         capture=False,
         what=what,
     )
-    return E2EResult(context.instance_id, outcome.returncode, junit)
+    return outcome.returncode
 
 
 def db_env_exports(*, start: Path) -> str:

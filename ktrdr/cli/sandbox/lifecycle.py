@@ -15,6 +15,7 @@ from ktrdr.cli.sandbox import (
     host,
     ownership,
     preflight,
+    remote_instance,
     stack_file,
 )
 from ktrdr.cli.sandbox.errors import GateFailedError, SandboxError
@@ -111,10 +112,15 @@ def _up_locked(
             result.warnings.append(warning)
             notify(f"Warning: {warning}")
     spec = gate_spec(instance, timeout=timeout, build=build)
+    remote_plan = remote_instance.prepare_up(instance, notify) if instance.remote else None
     if not gate:
         compose.up(instance, build=build)
+        if remote_plan is not None:
+            remote_instance.after_start(instance, remote_plan, notify)
         return result
     result.report = _start_under_gate(instance, spec, build=build, on_update=on_update)
+    if remote_plan is not None and result.report.passed:
+        remote_instance.after_start(instance, remote_plan, notify)
     if not instance.root.is_dir():
         # Destroyed under the gate: writing the report would recreate its directory.
         result.report.failure = (
@@ -195,6 +201,8 @@ def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: 
             instance.instance_id, instance.project, checkout=instance.root, action="stop"
         )
         compose.down(instance.instance_id, instance, volumes=False)
+        if instance.remote:
+            remote_instance.stop(instance)
 
 
 def pause(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> list[str]:
@@ -238,6 +246,8 @@ def resume(
             )
         if not engine.unpause(instance.instance_id):
             notify(f"Instance {instance.instance_id} was not paused; checking it anyway")
+        if instance.remote:
+            remote_instance.revive(instance, notify)
         probes = DockerProbes(instance.instance_id)
         try:
             report = run_gate(gate_spec(instance, timeout=timeout), probes, on_update=on_update)

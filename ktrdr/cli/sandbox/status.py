@@ -102,6 +102,10 @@ def instance_status(
         from ktrdr.cli.sandbox.gate_report import last_gate, read_report
 
         result.live = {**(result.live or {}), "last_gate": last_gate(read_report(entry.root))}
+    if instance.remote:
+        from ktrdr.cli.sandbox.remote_instance import companions
+
+        result.live = {**(result.live or {}), **companions(instance)}
     return result
 
 

@@ -29,6 +29,7 @@ def init_shared_command(source: str | None, force: bool, as_json: bool) -> None:
         # Path("") would silently mean the current directory.
         raise SandboxError("--from got an empty path: pass the folder to install from")
     result = init_shared(source=Path(source) if source is not None else None, force=force)
+    _push_to_remote_engines()
     if as_json:
         print_json(result.to_json())
         return
@@ -49,6 +50,16 @@ def init_shared_command(source: str | None, force: bool, as_json: bool) -> None:
         info(f"skipped {name}: a symlink whose target does not exist")
 
 
+def _push_to_remote_engines() -> None:
+    from ktrdr.cli.sandbox import registry
+
+    if any(entry.forward for entry in registry.load().values()):
+        from ktrdr.cli.sandbox.remote_instance import push_shared_everywhere
+
+        for failure in push_shared_everywhere(info):
+            info(f"Warning: {failure}")
+
+
 @click.command("test-e2e", context_settings={"ignore_unknown_options": True})
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 def test_e2e_command(pytest_args: tuple[str, ...]) -> None:
@@ -59,7 +70,7 @@ def test_e2e_command(pytest_args: tuple[str, ...]) -> None:
     """
     from ktrdr.cli.sandbox.e2e import run_e2e
 
-    result = run_e2e(start=Path.cwd(), pytest_args=list(pytest_args))
+    result = run_e2e(start=Path.cwd(), pytest_args=list(pytest_args), notify=info)
     info(
         f"E2E {'passed' if result.returncode == 0 else 'FAILED'} (exit {result.returncode}); "
         f"results: {result.junit_path}"

@@ -127,8 +127,9 @@ def _engine_fields(data: dict[str, Any]) -> list[tuple[str, object]]:
     if data.get("engine", "local") == "local":
         return []
     fields: list[tuple[str, object]] = [("Engine", data["engine"])]
-    if "forwards" in data:
-        fields.append(("Forwards", data["forwards"]))
+    for key in ("forwards", "watch"):
+        if key in data:
+            fields.append((key.capitalize(), data[key]))
     return fields
 
 
