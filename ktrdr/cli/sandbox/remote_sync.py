@@ -8,6 +8,7 @@ in sync while the instance is up (an owned process, like the SSH forwarder).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,10 +23,12 @@ from ktrdr.cli.sandbox.remote_stack import (
     WATCH_KIND,
     WATCH_READY_TIMEOUT,
     RemotePlan,
+    SyncedVolume,
 )
 from ktrdr.cli.sandbox.volume_push import PushReport
 
 WATCH_READY_TEXT = "Watch enabled"
+SHARED_RECORD = "shared-volumes.json"
 
 
 def push_sources(
@@ -49,35 +52,78 @@ def push_sources(
 
 def push_shared(plan: RemotePlan, *, context: str | None, force: bool = False) -> PushReport | None:
     """Copy the shared dir into this home's shared volumes on the engine when one is missing
-    or incomplete (a push cut short leaves no marker), or always with `force` (init-shared).
-    None when nothing needed copying. Read-only volumes are mirrored; a writable one (models)
-    is merged into, so what the engine's workers wrote stays."""
+    or incomplete, or always with `force` (init-shared). None when nothing needed copying.
+    Read-only volumes are mirrored; a writable one (models) is merged into, so what the
+    engine's workers wrote stays.
+
+    Complete pushes are recorded here (`$KTRDR_HOME/run/shared-volumes.json`: each volume's
+    creation time on that context), so an `up` that finds them as recorded asks the engine one
+    quick question; otherwise a helper container looks for the marker a completed push leaves
+    in each volume (a push cut short leaves none)."""
     volumes = plan.shared_volumes()
-    labels = {v.key: plan.shared_labels() for v in volumes}
-    if not volumes:
+    names = [v.name for v in volumes]
+    if not volumes or (not force and _recorded_complete(names, context=context)):
         return None
-    todo = volumes
-    if not force:
-        done = volume_push.markers(
-            {v.key: v.name for v in volumes},
-            labels,
+    labels = {v.key: plan.shared_labels() for v in volumes}
+    todo = volumes if force else _incomplete(plan, volumes, labels, context=context)
+    report = None
+    if todo:
+        report = volume_push.push(
+            {v.key: v.source for v in todo},
+            {v.key: v.name for v in todo},
+            {v.key: {"mode": "mirror" if v.mirror else "merge", "marker": True} for v in todo},
             image=plan.image,
             labels=plan.shared_labels(),
+            volume_labels=labels,
             context=context,
+            what=f"copying the shared data to the engine ({len(todo)} volume(s))",
         )
-        todo = [v for v in volumes if not done[v.key]]
-    if not todo:
-        return None
-    return volume_push.push(
-        {v.key: v.source for v in todo},
-        {v.key: v.name for v in todo},
-        {v.key: {"mode": "mirror" if v.mirror else "merge", "marker": True} for v in todo},
+    _record_complete(names, context=context)
+    return report
+
+
+def _incomplete(
+    plan: RemotePlan,
+    volumes: Sequence[SyncedVolume],
+    labels: Mapping[str, Mapping[str, str]],
+    *,
+    context: str | None,
+) -> list[SyncedVolume]:
+    done = volume_push.markers(
+        {v.key: v.name for v in volumes},
+        labels,
         image=plan.image,
         labels=plan.shared_labels(),
-        volume_labels=labels,
         context=context,
-        what=f"copying the shared data to the engine ({len(todo)} volume(s))",
     )
+    return [v for v in volumes if not done[v.key]]
+
+
+def _shared_record() -> Path:
+    return owned_process.state_root() / SHARED_RECORD
+
+
+def _recorded_complete(names: Sequence[str], *, context: str | None) -> bool:
+    try:
+        recorded = json.loads(_shared_record().read_text(encoding="utf-8")).get(context or "", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    created = volume_push.created_at(names, context=context)
+    return all(name in created and recorded.get(name) == created[name] for name in names)
+
+
+def _record_complete(names: Sequence[str], *, context: str | None) -> None:
+    from ktrdr.cli.sandbox.atomic import write_atomic
+
+    path = _shared_record()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data = data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        data = {}
+    data[context or ""] = volume_push.created_at(names, context=context)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def prepare_e2e(plan: RemotePlan, *, context: str | None) -> PushReport:

@@ -14,7 +14,7 @@ import json
 import os
 import tarfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -109,6 +109,16 @@ def existing_volumes(filters: Mapping[str, str], *, context: str | None) -> set[
         argv += ["--filter", f"label={key}={value}"]
     listed = proc.run(argv, env=docker_env(context), timeout=QUERY_TIMEOUT, what="docker volume ls")
     return set(listed.stdout.split())
+
+
+def created_at(names: Sequence[str], *, context: str | None) -> dict[str, str]:
+    """Volume name -> its creation time on the engine, for those of `names` that exist."""
+    argv = ["docker", "volume", "inspect", "--format", "{{.Name}}\t{{.CreatedAt}}", *names]
+    listed = proc.run(
+        argv, env=docker_env(context), timeout=QUERY_TIMEOUT, check=False, what="volume inspect"
+    )
+    pairs = (line.split("\t", 1) for line in listed.stdout.splitlines() if "\t" in line)
+    return {name: created for name, created in pairs}
 
 
 def push(

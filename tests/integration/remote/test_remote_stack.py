@@ -185,8 +185,8 @@ def test_the_api_answers_through_the_forwarder_with_this_instances_id(stack: Rem
     assert body["instance_id"] == stack.root.name
     assert body["database"] == "ok"
     assert forwards.alive(stack.forwarder)
-    assert forwards.orphans(owned_process.state_root()) == []
-    assert remote_sync.watch_orphans(owned_process.state_root()) == []
+    assert forwards.orphans(stack.state.parent) == []  # the home the stack was started in
+    assert remote_sync.watch_orphans(stack.state.parent) == []
 
 
 def test_the_shared_data_is_on_the_engine_once(stack: RemoteStack) -> None:
@@ -198,6 +198,37 @@ def test_the_shared_data_is_on_the_engine_once(stack: RemoteStack) -> None:
     ).stdout
     assert '"ktrdr.shared-data":"1"' in labels
     assert "ktrdr.instance" not in labels
+
+
+def test_shared_data_lost_on_the_engine_or_unrecorded_here_is_checked_and_pushed_again(
+    stack: RemoteStack,
+) -> None:
+    context = stack.engine.context
+    record = owned_process.state_root() / remote_sync.SHARED_RECORD  # this test's own home
+    record.unlink(missing_ok=True)
+
+    assert remote_sync.push_shared(stack.plan, context=context) is None  # markers say complete
+    assert record.is_file()
+    strategies = next(v for v in stack.plan.shared_volumes() if v.key == "shared-strategies")
+    stack.compose("stop", "-t", "1")  # a volume in use cannot be removed
+    try:
+        stack.engine.docker("rm", "-f", *_containers_of(stack), check=False)
+        stack.engine.docker("volume", "rm", strategies.name)
+
+        report = remote_sync.push_shared(stack.plan, context=context)
+    finally:
+        stack.compose("up", "-d", "--wait", timeout=UP_TIMEOUT)
+        wait_for(lambda: _api_ready(stack.api), timeout=120, what="the remote API back")
+
+    assert report is not None
+    assert report.volumes == [strategies.name]
+    listed = stack.compose("exec", "-T", "backend", "ls", "/shared/strategies").stdout.split()
+    assert listed == sorted(p.name for p in (REPO / "ktrdr/sample_data/strategies").glob("*.y*ml"))
+
+
+def _containers_of(stack: RemoteStack) -> list[str]:
+    label = f"label=com.docker.compose.project={stack.plan.project}"
+    return stack.engine.docker("ps", "-aq", "--filter", label).stdout.split()
 
 
 def test_e2e_tests_go_in_and_results_come_back(stack: RemoteStack) -> None:
