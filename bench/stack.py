@@ -26,16 +26,22 @@ def make_instances(tmp_path: Path, count: int) -> tuple[dict[str, str], list[Pat
     subprocess.run(
         [KTRDR, "sandbox", "init-shared"], env=env, cwd=repo, check=True, capture_output=True
     )
-    paths = []
-    for index in range(count):
-        subprocess.run(
-            [KTRDR, "sandbox", "create", f"p{index}"],
-            env=env,
-            cwd=repo,
-            check=True,
-            capture_output=True,
-        )
-        paths.append(tmp_path / f"ktrdr--p{index}")
+    paths: list[Path] = []
+    try:
+        for index in range(count):
+            subprocess.run(
+                [KTRDR, "sandbox", "create", f"p{index}"],
+                env=env,
+                cwd=repo,
+                check=True,
+                capture_output=True,
+            )
+            paths.append(tmp_path / f"ktrdr--p{index}")
+    except BaseException:
+        # A create that found no free slot (other stacks on the engine): the ones made so far
+        # hold slot markers on the shared engine, which outlive this temporary home.
+        destroy_all(env, paths)
+        raise
     return env, paths
 
 

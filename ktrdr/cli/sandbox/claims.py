@@ -11,13 +11,29 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ktrdr.cli.sandbox import docker_access, machine_slots, registry, worktree
-from ktrdr.cli.sandbox.allocation import BusyPort, SkippedSlot, allocate, probe_slots
+from ktrdr.cli.sandbox import docker_access, engine_context, machine_slots, registry, worktree
+from ktrdr.cli.sandbox.allocation import (
+    BusyPort,
+    SkippedSlot,
+    allocate,
+    busy_ports,
+    port_in_use,
+    probe_slots,
+)
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, ports_for_slot
+from ktrdr.cli.sandbox.ports import (
+    FORWARD_BASE,
+    FORWARD_BLOCK,
+    FORWARD_INDEXES,
+    MAIN_SLOT,
+    SANDBOX_SLOTS,
+    forward_ports,
+    ports_for_slot,
+)
 from ktrdr.cli.sandbox.proc import run
 from ktrdr.cli.sandbox.registry import Entry
 
@@ -26,6 +42,7 @@ from ktrdr.cli.sandbox.registry import Entry
 class Claim:
     slot: int
     skipped: list[SkippedSlot]
+    forward: int | None = None  # a remote instance's block of local forward ports
 
 
 def reap_dead_claims() -> list[str]:
@@ -66,8 +83,9 @@ def drop_claim(instance_id: str) -> None:
         dropped = entry is not None and entry.state == "creating" and entry.pid == os.getpid()
         if dropped:
             del entries[instance_id]
-    if dropped:
-        docker_access.ownership().unmark_slot(instance_id)
+    if dropped and entry is not None:
+        with engine_context.use(entry.context):
+            docker_access.ownership().unmark_slot(instance_id)
 
 
 def undo_interrupted_create(entry: Entry) -> list[str]:
@@ -120,10 +138,15 @@ def refuse_stale_volumes(instance_id: str) -> None:
         )
 
 
-def busy_slots(slots: list[int] | range) -> dict[int, list[BusyPort]]:
-    """Busy ports per slot (probed), plus the slots another home's stacks hold on this engine:
-    the registry is per home, the ports are per machine."""
-    busy = probe_slots(slots)
+def busy_slots(slots: list[int] | range, *, remote: bool = False) -> dict[int, list[BusyPort]]:
+    """Busy ports per slot (probed here, or on a remote engine what its containers publish),
+    plus the slots another home's stacks hold on the selected engine: the registry is per home,
+    the ports are per engine."""
+    if remote:
+        published = docker_access.engine().published_ports()
+        busy = {slot: busy_ports(slot, probe=published.__contains__) for slot in slots}
+    else:
+        busy = probe_slots(slots)
     for slot, holder in docker_access.ownership().slots_of_other_homes().items():
         if slot in busy and not busy[slot]:
             api = ports_for_slot(slot).api
@@ -140,9 +163,13 @@ def claim_slot(
     branch: str | None,
     name: str | None,
     repo: Path | None,
+    context: str | None = None,
 ) -> Claim:
-    with machine_slots.allocation_lock():
-        busy = busy_slots([slot] if slot is not None else SANDBOX_SLOTS)
+    """Take a slot on the engine of `context` (slots are per engine) and, for a remote engine,
+    a block of local forward ports; recorded as a `creating` entry plus a marker on the engine."""
+    remote = engine_context.is_remote(context)
+    with machine_slots.allocation_lock(), engine_context.use(context):
+        busy = busy_slots([slot] if slot is not None else SANDBOX_SLOTS, remote=remote)
         with registry.transaction() as entries:
             # Claims that died since reap_dead_claims() keep their slots until the next create
             # (or doctor) undoes them: dropping them here would forget their worktrees.
@@ -157,7 +184,9 @@ def claim_slot(
                 raise SandboxError(
                     f"{path} is already registered as instance {same_path[0].instance_id}"
                 )
-            allocation = allocate(entries, instance_id=instance_id, requested=slot, busy=busy)
+            same_engine = {k: e for k, e in entries.items() if e.context == context}
+            allocation = allocate(same_engine, instance_id=instance_id, requested=slot, busy=busy)
+            forward = free_forward_index(entries.values()) if remote else None
             entries[instance_id] = Entry(
                 instance_id=instance_id,
                 slot=allocation.slot,
@@ -169,9 +198,28 @@ def claim_slot(
                 pid=os.getpid(),
                 name=name,
                 repo=str(repo) if repo else None,
+                context=context,
+                forward=forward,
             )
         docker_access.ownership().mark_slot(instance_id, allocation.slot)
-    return Claim(allocation.slot, allocation.skipped)
+    return Claim(allocation.slot, allocation.skipped, forward)
+
+
+def free_forward_index(entries: Iterable[Entry]) -> int:
+    """The lowest block of local forward ports no entry of this home holds and no program on
+    this machine listens in (another home's forwards included)."""
+    taken = {e.forward for e in entries if e.forward}
+    for index in FORWARD_INDEXES:
+        if index in taken:
+            continue
+        local = forward_ports(index, MAIN_SLOT).all_ports().values()
+        if not any(port_in_use(port) for port in local):
+            return index
+    raise SandboxError(
+        "no free block of local ports for SSH forwards (ports "
+        f"{FORWARD_BASE}..{FORWARD_BASE + FORWARD_BLOCK * FORWARD_INDEXES.stop}): destroy "
+        "remote instances you no longer need"
+    )
 
 
 def finish_claim(instance_id: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ktrdr.cli.sandbox import claims, registry, worktree
+from ktrdr.cli.sandbox import claims, engine_context, registry, worktree
 from ktrdr.cli.sandbox.allocation import SkippedSlot
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import (
@@ -27,7 +27,7 @@ from ktrdr.cli.sandbox.instance import (
     write_env_file,
 )
 from ktrdr.cli.sandbox.interrupts import deferred_interrupt
-from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.ports import SlotPorts, local_ports
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.shared_data import shared_root
 
@@ -44,9 +44,16 @@ class CreateResult:
     skipped: list[SkippedSlot] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False  # Ctrl-C arrived after the instance was registered
+    context: str | None = None
+    forward: int | None = None
+
+    @property
+    def ports(self) -> SlotPorts:
+        """The ports this machine uses (a remote instance's forwarded ones)."""
+        return local_ports(self.slot, self.forward)
 
     def urls(self) -> dict[str, str]:
-        return ports_for_slot(self.slot).urls()
+        return self.ports.urls()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,7 +64,8 @@ class CreateResult:
             "branch": self.branch,
             "new_branch": self.new_branch,
             "env_file": str(self.env_file),
-            "ports": ports_for_slot(self.slot).all_ports(),
+            "engine": engine_context.label(self.context),
+            "ports": self.ports.all_ports(),
             "urls": self.urls(),
             "skipped_slots": [{"slot": s.slot, "reason": s.reason} for s in self.skipped],
             "notes": self.notes,
@@ -83,14 +91,20 @@ def create_instance(
     branch: str | None = None,
     base: str | None = None,
     images: str | None = None,
+    context: str | None = None,
 ) -> CreateResult:
-    """A new worktree `<parent>/<repo dir>--NAME` on branch NAME (or `branch`), slot, env file."""
+    """A new worktree `<parent>/<repo dir>--NAME` on branch NAME (or `branch`), slot, env file;
+    the stack will run on the engine of `context` (None: the default engine)."""
     validate_create_name(name)
+    if context:
+        engine_context.validate(context)
     notes = claims.reap_dead_claims()
     target = _check_target(name, cwd, branch=branch, base=base)
-    claims.refuse_stale_volumes(target.instance_id)
+    with engine_context.use(context):
+        claims.refuse_stale_volumes(target.instance_id)
     images_mode = validate_images(images)
     claim = claims.claim_slot(
+        context=context,
         instance_id=target.instance_id,
         slot=slot,
         path=target.path,
@@ -99,8 +113,10 @@ def create_instance(
         name=name,
         repo=target.top,
     )
-    env_file, interrupted = _make_worktree(name, target, claim.slot, images_mode)
+    env_file, interrupted = _make_worktree(name, target, claim, images_mode, context)
     return CreateResult(
+        context=context,
+        forward=claim.forward,
         interrupted=interrupted,
         instance_id=target.instance_id,
         slot=claim.slot,
@@ -154,16 +170,20 @@ def _check_branch(top: Path, name: str, branch: str | None) -> None:
         refuse_checked_out_branch(top, branch)
 
 
-def _make_worktree(name: str, target: _Target, slot: int, images_mode: str) -> tuple[Path, bool]:
+def _make_worktree(
+    name: str, target: _Target, claim: claims.Claim, images_mode: str, context: str | None
+) -> tuple[Path, bool]:
     """Worktree, env file, exclude lines, then registration; undone on any failure before
     registering. Returns the env file and whether a Ctrl-C arrived after registering."""
     settings = new_settings(
         instance_id=target.instance_id,
-        slot=slot,
+        slot=claim.slot,
         shared_dir=shared_root(),
         images=images_mode,
         previous=None,
         checkout=target.path,
+        context=context,
+        forward=claim.forward,
     )
     try:
         with worktree.repo_lock(target.top):

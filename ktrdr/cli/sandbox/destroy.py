@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ktrdr.cli.sandbox import docker_access, registry, worktree
+from ktrdr.cli.sandbox import docker_access, engine_context, registry, worktree
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import unused_evidence_path
 from ktrdr.cli.sandbox.locate import Instance
@@ -235,6 +235,7 @@ def destroy_many(
     batch = DestroyBatch()
     for instance in targets:
         try:
+            engine_context.select(instance.context)  # each instance on its own engine
             batch.results.append(
                 destroy_instance(
                     instance, force=force, on_start=partial(on_start, instance), on_wait=on_wait

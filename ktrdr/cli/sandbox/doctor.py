@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ktrdr.cli.sandbox import engine, registry
+from ktrdr.cli.sandbox import engine, engine_context, registry
 from ktrdr.cli.sandbox import host as host_facts
 from ktrdr.cli.sandbox.doctor_checks import (
     check_dead_claims,
@@ -51,6 +51,7 @@ from ktrdr.cli.sandbox.doctor_resources import check_docker_resources
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import ktrdr_home
 from ktrdr.cli.sandbox.host import HostPaths
+from ktrdr.cli.sandbox.registry import Entry
 
 
 def run_doctor(*, fix: bool, host: HostPaths | None = None) -> DoctorReport:
@@ -72,6 +73,7 @@ def run_doctor(*, fix: bool, host: HostPaths | None = None) -> DoctorReport:
         check_env_drift(report, current, fix=fix, shared_slots=shared)
         if engine_ok:
             check_docker_resources(report, current, fix=fix)
+        _check_other_engines(report, current, fix=fix)
         report.instances_checked = len(current)
     _check_host(report, host or HostPaths(), fix=fix, engine=engine_ok)
     return report
@@ -101,6 +103,34 @@ def _check_engine(report: DoctorReport) -> bool:
         )
         return False
     return True
+
+
+def _check_other_engines(report: DoctorReport, entries: dict[str, Entry], *, fix: bool) -> None:
+    """Each Docker context an instance lives on: reachable, and its labelled resources
+    reconciled like the default engine's (an orphan is of an instance registered nowhere)."""
+    for context in sorted({e.context for e in entries.values() if e.context}):
+        with engine_context.use(context):
+            if _engine_answers(report, context):
+                check_docker_resources(report, entries, fix=fix)
+
+
+def _engine_answers(report: DoctorReport, context: str) -> bool:
+    held = engine_context.label(context)
+    try:
+        where = engine.engine_host()
+        reachable = engine.engine_reachable()
+    except SandboxError as e:
+        where, reachable = str(e), False
+    if not reachable:
+        report.problems.append(
+            Problem(
+                "engine",
+                held,
+                f"{where} does not answer: its instances' state is unknown; check the "
+                f"connection (`docker --context {context} info`)",
+            )
+        )
+    return reachable
 
 
 # --- host ------------------------------------------------------------------------------------

@@ -16,13 +16,14 @@ import functools
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ktrdr.cli import settings
-from ktrdr.cli.sandbox import proc
+from ktrdr.cli.sandbox import engine_context, proc
 from ktrdr.cli.sandbox.errors import DockerUnavailableError, SandboxError
 from ktrdr.cli.sandbox.home import home_id
 
@@ -40,6 +41,8 @@ ONEOFF_LABEL = "com.docker.compose.oneoff"
 WORKING_DIR_LABEL = "com.docker.compose.project.working_dir"
 
 QUERY_TIMEOUT = 30.0
+PAUSE_ATTEMPTS = 3
+PAUSE_RETRY_DELAY = 0.5  # seconds, times the attempt number
 # `list`/`status`: a hung engine says "unknown" within 5 s (with the start-up of the CLI and
 # of `docker` itself) instead of hanging.
 LIST_TIMEOUT = 4.0
@@ -101,7 +104,8 @@ class ContainerState:
 
 
 def engine_host() -> str:
-    return settings.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    """The selected engine, as messages name it (a context with its endpoint, or DOCKER_HOST)."""
+    return engine_context.describe() or settings.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
 def cli_installed() -> bool:
@@ -130,7 +134,8 @@ def compose_plugin_works() -> bool:
 
 
 @functools.cache
-def _engine_checked() -> bool:
+def _engine_checked(context: str | None) -> bool:
+    del context  # the cache key: each engine is checked once per command
     if not cli_installed():
         raise DockerUnavailableError(
             "Docker is not installed: install Docker Engine (`make docker` on Debian/Ubuntu) "
@@ -138,7 +143,7 @@ def _engine_checked() -> bool:
         )
     if not engine_reachable():
         raise DockerUnavailableError(
-            f"Docker engine not reachable at {engine_host()}: start Docker and retry"
+            f"Docker engine not reachable at {engine_host()}: {engine_context.retry_hint()}"
         )
     try:
         works = compose_plugin_works()
@@ -154,12 +159,14 @@ def _engine_checked() -> bool:
 
 def ensure_engine() -> None:
     """Raise DockerUnavailableError with one actionable line unless engine + Compose v2 work."""
-    _engine_checked()
+    _engine_checked(engine_context.current())
 
 
 def engine_socket_exists() -> bool:
     """Whether an engine may be listening here even though the CLI cannot ask it: a local
     socket file, or a remote DOCKER_HOST (which may well hold containers)."""
+    if engine_context.current():
+        return True  # a context names an engine that may well hold containers
     host = engine_host()
     if host.startswith("unix://"):
         return os.path.exists(host[len("unix://") :])
@@ -279,7 +286,7 @@ def containers_by_instance() -> dict[str, list[ContainerState]]:
         result = proc.run(argv, timeout=LIST_TIMEOUT, what="docker ps")
     except proc.CommandFailedError as e:
         raise DockerUnavailableError(
-            f"Docker engine not reachable at {engine_host()}: start Docker and retry "
+            f"Docker engine not reachable at {engine_host()}: {engine_context.retry_hint()} "
             f"({proc.stderr_tail(e.result.stderr, 1)})"
         ) from e
     except SandboxError as e:  # no docker CLI, or the engine did not answer in time
@@ -349,13 +356,34 @@ def _ports_from_text(text: str) -> list[int]:
     return sorted(ports)
 
 
+def published_ports() -> set[int]:
+    """Every host port the selected engine's containers publish, whoever owns them: on a remote
+    engine these are the ports a new slot must not use."""
+    result = proc.run(
+        ["docker", "ps", "--format", "{{.Ports}}"], timeout=QUERY_TIMEOUT, what="docker ps"
+    )
+    return {port for line in result.stdout.splitlines() for port in _ports_from_text(line)}
+
+
 def pause(instance_id: str) -> list[str]:
     """Freeze the instance's running containers (cgroup freezer: no CPU, memory and state
     kept). Returns the names frozen now."""
-    running = [c.name for c in ps(instance_id) if c.state == "running"]
-    if running:
-        proc.run(["docker", "pause", *running], timeout=60, what="docker pause")
-    return running
+    wanted = [c.name for c in ps(instance_id) if c.state == "running"]
+    still_running = wanted
+    for attempt in range(1, PAUSE_ATTEMPTS + 1):
+        if not still_running:
+            break
+        try:
+            proc.run(["docker", "pause", *still_running], timeout=60, what="docker pause")
+            break
+        except proc.CommandFailedError as e:
+            # The cgroup freezer gives up while a process is busy in the kernel (seen under
+            # load as "unable to freeze"); the containers it did freeze stay frozen.
+            if "freeze" not in e.result.stderr or attempt == PAUSE_ATTEMPTS:
+                raise
+        time.sleep(PAUSE_RETRY_DELAY * attempt)
+        still_running = [c.name for c in ps(instance_id) if c.state == "running"]
+    return wanted
 
 
 def unpause(instance_id: str) -> list[str]:

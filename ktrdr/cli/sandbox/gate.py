@@ -150,7 +150,8 @@ class _Gate:
         return self.board.to_probe(key, self.startup.started)
 
     def _worker_ports(self) -> dict[str, int]:
-        return self.containers.worker_ports(self.spec.worker_services)
+        published = self.containers.worker_ports(self.spec.worker_services)
+        return {s: self.spec.port_map.get(port, port) for s, port in published.items()}
 
     def _urls(self) -> dict[str, str]:
         base = f"http://127.0.0.1:{self.spec.ports.api}/api/v1"

@@ -36,6 +36,8 @@ class GateSpec:
     ports: SlotPorts
     expected_workers: Mapping[str, int]
     worker_services: Mapping[str, str] = field(default_factory=dict)  # service -> type
+    # A remote instance's containers publish engine ports; this machine reaches them here.
+    port_map: Mapping[int, int] = field(default_factory=dict)
     one_shot_services: frozenset[str] = frozenset({"migrate"})
     db_service: str = "db"
     backend_service: str = "backend"

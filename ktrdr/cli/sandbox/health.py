@@ -102,6 +102,7 @@ class StackFacts:
     instance_id: str
     api_port: int
     stack: StackFile
+    port_map: Mapping[int, int] = field(default_factory=dict)  # engine -> local (remote)
 
 
 def observe(containers: Sequence[Any] | None, facts: StackFacts, probes: GateProbes) -> Observation:
@@ -118,7 +119,8 @@ def observe(containers: Sequence[Any] | None, facts: StackFacts, probes: GatePro
     urls = {"health": f"{base}/health", "workers": f"{base}/workers"}
     for c in services:
         if c.service in workers and c.state == "running" and c.ports:
-            urls[c.service] = f"http://127.0.0.1:{c.ports[0]}/health"
+            port = facts.port_map.get(c.ports[0], c.ports[0])
+            urls[c.service] = f"http://127.0.0.1:{port}/health"
     answers = _probe_all(probes, urls)
     seen = Observation(state)
     _judge_api(seen, answers["health"], facts.instance_id, reasons)

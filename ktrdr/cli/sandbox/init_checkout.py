@@ -7,7 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ktrdr.cli.sandbox import claims, docker_access, machine_slots, registry, worktree
+from ktrdr.cli.sandbox import (
+    claims,
+    docker_access,
+    engine_context,
+    machine_slots,
+    registry,
+    worktree,
+)
 from ktrdr.cli.sandbox.allocation import Allocation, BusyPort, allocate
 from ktrdr.cli.sandbox.create import CreateResult
 from ktrdr.cli.sandbox.errors import SandboxError
@@ -18,14 +25,17 @@ from ktrdr.cli.sandbox.instance import (
     render_env,
     write_env_file,
 )
-from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
+from ktrdr.cli.sandbox.ports import FORWARD_INDEXES, SANDBOX_SLOTS
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.shared_data import shared_root
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
 
-def init_instance(*, cwd: Path, slot: int | None = None, images: str | None = None) -> CreateResult:
-    """Make the current clone or worktree an instance (kind clone). Slot 0 only when asked."""
+def init_instance(
+    *, cwd: Path, slot: int | None = None, images: str | None = None, context: str | None = None
+) -> CreateResult:
+    """Make the current clone or worktree an instance (kind clone). Slot 0 only when asked. A
+    re-init keeps the engine its env file names unless `context` is given."""
     from ktrdr.cli.sandbox.locks import instance_lock
 
     top = worktree.toplevel(cwd)
@@ -33,8 +43,12 @@ def init_instance(*, cwd: Path, slot: int | None = None, images: str | None = No
     env_path = top / SANDBOX_ENV_FILENAME
     previous = read_env(env_path) if env_path.is_file() else {}
     refuse_other_owner(top, previous)
-    with instance_lock(instance_id, command="ktrdr sandbox init"):
-        return _init_locked(top, instance_id, previous, slot=slot, images=images)
+    if context is None and previous.get("KTRDR_INSTANCE_ID") == instance_id:
+        context = previous.get("KTRDR_DOCKER_CONTEXT") or None
+    if context:
+        engine_context.validate(context)
+    with instance_lock(instance_id, command="ktrdr sandbox init"), engine_context.use(context):
+        return _init_locked(top, instance_id, previous, slot=slot, images=images, context=context)
 
 
 def refuse_other_owner(top: Path, values: Mapping[str, str]) -> None:
@@ -67,19 +81,24 @@ def _init_locked(
     *,
     slot: int | None,
     images: str | None,
+    context: str | None,
 ) -> CreateResult:
     env_path = top / SANDBOX_ENV_FILENAME
     branch = worktree.current_branch(top)
-    kept = _slot_to_keep(previous, instance_id) if slot is None else None
+    remote = engine_context.is_remote(context)
+    same_engine = (previous.get("KTRDR_DOCKER_CONTEXT") or None) == context
+    kept = _slot_to_keep(previous, instance_id) if slot is None and same_engine else None
     with machine_slots.allocation_lock():
-        busy = claims.busy_slots([slot] if slot is not None else SANDBOX_SLOTS)
+        busy = claims.busy_slots([slot] if slot is not None else SANDBOX_SLOTS, remote=remote)
         if kept is not None and kept.running:
             busy = {**busy, kept.slot: []}  # its own containers hold those ports
         with registry.transaction() as entries:
             _refuse_registered(entries, top, instance_id)
             entries.pop(instance_id, None)
-            allocation = _allocate_keeping(entries, instance_id, slot, kept, busy)
-            _write_env(top, previous, instance_id, allocation.slot, images)
+            on_engine = {k: e for k, e in entries.items() if e.context == context}
+            allocation = _allocate_keeping(on_engine, instance_id, slot, kept, busy)
+            forward = _forward_to_keep(entries, previous) if remote else None
+            _write_env(top, previous, instance_id, allocation.slot, images, (context, forward))
             entries[instance_id] = Entry(
                 instance_id=instance_id,
                 slot=allocation.slot,
@@ -88,9 +107,13 @@ def _init_locked(
                 branch=branch,
                 created_at=registry.now_iso(),
                 repo=str(top),
+                context=context,
+                forward=forward,
             )
         docker_access.ownership().mark_slot(instance_id, allocation.slot, replace=True)
     return CreateResult(
+        context=context,
+        forward=forward,
         instance_id=instance_id,
         slot=allocation.slot,
         path=top,
@@ -114,9 +137,16 @@ def _refuse_registered(entries: dict[str, Entry], top: Path, instance_id: str) -
 
 
 def _write_env(
-    top: Path, previous: Mapping[str, str], instance_id: str, slot: int, images: str | None
+    top: Path,
+    previous: Mapping[str, str],
+    instance_id: str,
+    slot: int,
+    images: str | None,
+    engine: tuple[str | None, int | None],
 ) -> None:
-    """The env file (secrets kept from an earlier one) and the exclude lines, or neither."""
+    """The env file (secrets kept from an earlier one) and the exclude lines, or neither;
+    `engine` is the Docker context and forward block."""
+    context, forward = engine
     settings = new_settings(
         instance_id=instance_id,
         slot=slot,
@@ -124,6 +154,8 @@ def _write_env(
         images=images,
         previous=previous,
         checkout=top,
+        context=context,
+        forward=forward,
     )
     env_path = write_env_file(top, render_env(settings, command="ktrdr sandbox init"))
     try:
@@ -131,6 +163,15 @@ def _write_env(
     except BaseException:
         env_path.unlink(missing_ok=True)
         raise
+
+
+def _forward_to_keep(entries: Mapping[str, Entry], previous: Mapping[str, str]) -> int:
+    """A re-init keeps its block of forward ports (its URLs stay) unless another holds it."""
+    text = previous.get("KTRDR_FORWARD_INDEX", "")
+    taken = {e.forward for e in entries.values()}
+    if text.isdigit() and int(text) in FORWARD_INDEXES and int(text) not in taken:
+        return int(text)
+    return claims.free_forward_index(entries.values())
 
 
 @dataclass(frozen=True)

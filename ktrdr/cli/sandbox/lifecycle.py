@@ -8,7 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ktrdr.cli.sandbox import compose, engine, host, ownership, preflight, stack_file
+from ktrdr.cli.sandbox import (
+    compose,
+    engine,
+    engine_context,
+    host,
+    ownership,
+    preflight,
+    stack_file,
+)
 from ktrdr.cli.sandbox.errors import GateFailedError, SandboxError
 from ktrdr.cli.sandbox.gate import run_gate
 from ktrdr.cli.sandbox.gate_checks import CheckResult, GateSpec
@@ -51,6 +59,7 @@ def gate_spec(instance: Instance, *, timeout: float, build: bool = False) -> Gat
     return GateSpec(
         instance_id=instance.instance_id,
         ports=instance.ports,
+        port_map=instance.port_map,
         expected_workers=dict(stack.expected_workers),
         worker_services=dict(stack.worker_services),
         one_shot_services=stack.one_shot or stack_file.FALLBACK_ONE_SHOT,
@@ -191,6 +200,7 @@ def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: 
 def pause(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> list[str]:
     """Freeze every running container of the instance; returns their names ([] when it was
     already paused). Refused when nothing runs: there is nothing to keep ready."""
+    engine_context.select(instance.context)  # `pause --all` walks instances on several engines
     preflight.check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox pause", on_wait=notify):
         engine.ensure_engine()

@@ -4,14 +4,15 @@ it needs (it runs on every agent poll)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ktrdr.cli.sandbox import docker_access, registry
+from ktrdr.cli.sandbox import docker_access, engine_context, ports, registry
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.health import container_problems, docker_state
-from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.ports import SlotPorts
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.stack_file import load_or_fallback
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
@@ -41,6 +42,24 @@ def containers_snapshot_and_why() -> tuple[dict[str, list[Any]] | None, str | No
     except SandboxError as e:
         return None, str(e)
     return grouped, None
+
+
+def snapshots_by_engine(
+    contexts: Iterable[str | None],
+) -> dict[str | None, tuple[dict[str, list[Any]] | None, str | None]]:
+    """`containers_snapshot_and_why` of every engine, asked in parallel: one slow or lost remote
+    engine costs its own timeout once, and leaves the other engines' instances known."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(context: str | None) -> tuple[dict[str, list[Any]] | None, str | None]:
+        with engine_context.use(context):
+            return containers_snapshot_and_why()
+
+    wanted = list(dict.fromkeys(contexts))
+    if len(wanted) <= 1:
+        return {context: ask(context) for context in wanted}
+    with ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
+        return dict(zip(wanted, pool.map(ask, wanted), strict=True))
 
 
 def short_lived(root: Path, containers: list[Any]) -> frozenset[str]:
@@ -77,10 +96,15 @@ class InstanceRow:
         more = f" +{len(self.reasons) - 1}" if len(self.reasons) > 1 else ""
         return f"{self.status} ({self.reasons[0]}{more})"
 
+    @property
+    def engine(self) -> str:
+        return engine_context.label(self.entry.context)
+
     def to_json(self) -> dict[str, Any]:
-        ports = ports_for_slot(self.entry.slot)
+        ports = local_ports(self.entry)
         return {
             **self.entry.to_json(),
+            "engine": self.engine,
             "status": self.status,
             "reasons": self.reasons,
             "api_port": ports.api,
@@ -101,9 +125,10 @@ def list_instances() -> list[InstanceRow]:
 def list_instances_and_engine() -> Listing:
     """Every registered instance with its status. Read-only: never writes the registry."""
     entries = registry.load()
-    snapshot, why = containers_snapshot_and_why() if entries else (None, None)
+    by_engine = snapshots_by_engine(e.context for e in entries.values())
     rows = []
-    for entry in sorted(entries.values(), key=lambda e: (e.slot, e.instance_id)):
+    for entry in sorted(entries.values(), key=lambda e: (e.context or "", e.slot, e.instance_id)):
+        snapshot = by_engine[entry.context][0]
         status = entry_status(entry, snapshot)
         containers = (snapshot or {}).get(entry.instance_id, [])
         reasons = (
@@ -112,17 +137,27 @@ def list_instances_and_engine() -> Listing:
             else []
         )
         rows.append(InstanceRow(entry, status, reasons))
-    return Listing(rows, why)
+    problems = [why for _, why in by_engine.values() if why]
+    return Listing(rows, "; ".join(problems) or None)
+
+
+def local_ports(entry: Entry) -> SlotPorts:
+    """The ports this machine reaches the instance on (a remote one's forwarded ends)."""
+    return ports.local_ports(entry.slot, entry.forward)
 
 
 def running_entries() -> list[Entry]:
-    """Registered instances of this home with running containers (one engine query)."""
-    try:
-        by_instance = docker_access.engine().containers_by_instance()
-    except SandboxError as e:
-        raise SandboxError(f"cannot tell which instances run: {e}") from None
+    """Registered instances of this home with running containers (one query per engine)."""
+    entries = registry.load().values()
+    by_engine = snapshots_by_engine(e.context for e in entries)
+    problems = [why for _, why in by_engine.values() if why]
+    if problems:
+        raise SandboxError(f"cannot tell which instances run: {problems[0]}")
     return [
         entry
-        for entry in registry.load().values()
-        if any(c.state == "running" for c in by_instance.get(entry.instance_id, []))
+        for entry in entries
+        if any(
+            c.state == "running"
+            for c in (by_engine[entry.context][0] or {}).get(entry.instance_id, [])
+        )
     ]

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ktrdr.cli.sandbox import registry
+from ktrdr.cli.sandbox import engine_context, registry
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import find_instance_root, read_env, slugify
-from ktrdr.cli.sandbox.ports import SlotPorts, ports_for_slot
+from ktrdr.cli.sandbox.ports import SlotPorts, local_ports, port_map, ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
@@ -53,11 +53,43 @@ class Instance:
 
     @property
     def ports(self) -> SlotPorts:
+        """Where this machine reaches the stack: the slot's ports, or for a remote instance the
+        local ends of its SSH forwards."""
+        return local_ports(self.slot, self.forward_index)
+
+    @property
+    def engine_ports(self) -> SlotPorts:
+        """The ports the stack publishes on its engine's loopback."""
         return ports_for_slot(self.slot)
+
+    @property
+    def forward_index(self) -> int | None:
+        text = self.env.get("KTRDR_FORWARD_INDEX", "")
+        if text.isdigit():
+            return int(text)
+        return self.entry.forward if self.entry is not None and not text else None
+
+    @property
+    def remote(self) -> bool:
+        """Whether the engine is reached over SSH (sources copied, ports forwarded)."""
+        return self.forward_index is not None
+
+    @property
+    def port_map(self) -> dict[int, int]:
+        """Engine port -> local port, for a remote instance ({} otherwise)."""
+        return port_map(self.engine_ports, self.ports)
 
     @property
     def project(self) -> str:
         return self.env["COMPOSE_PROJECT_NAME"]
+
+    @property
+    def context(self) -> str | None:
+        """The Docker context the instance lives on (None: the default engine); the env file
+        decides, the registry entry stands in when the directory is gone."""
+        if "KTRDR_DOCKER_CONTEXT" in self.env:
+            return self.env["KTRDR_DOCKER_CONTEXT"] or None
+        return self.entry.context if self.entry is not None else None
 
     @property
     def registered(self) -> bool:
@@ -92,6 +124,12 @@ class Instance:
 def locate(name: str | None, cwd: Path, *, name_hint: str = DEFAULT_NAME_HINT) -> Instance:
     """The instance named `name`, else the one containing `cwd`. `name_hint` says how the
     calling command takes a name, for the error when `cwd` is not inside an instance."""
+    found = _locate(name, cwd, name_hint)
+    engine_context.select(found.context)  # a command acts on its instance's engine
+    return found
+
+
+def _locate(name: str | None, cwd: Path, name_hint: str) -> Instance:
     if name and os.sep in name and (cwd / name / SANDBOX_ENV_FILENAME).is_file():
         return at_root((cwd / name).resolve())  # a path to the instance, e.g. ../ktrdr--a
     if name:

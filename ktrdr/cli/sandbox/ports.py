@@ -94,6 +94,42 @@ def ports_for_slot(slot: int) -> SlotPorts:
     )
 
 
+# A remote instance publishes its slot's ports on the remote's loopback; this machine reaches
+# them through SSH forwards from a block of local ports per *forward index*, far above every
+# slot's range, so a forward never takes a local instance's port.
+FORWARD_BASE = 20000
+FORWARD_BLOCK = 20  # 5 single ports, then the 10 worker ports at +10
+FORWARD_INDEXES = range(1, 101)
+
+
+def forward_ports(index: int, slot: int) -> SlotPorts:
+    """The local ports forwarded to a remote instance on `slot`, from forward block `index`."""
+    from ktrdr.cli.sandbox.errors import SandboxError
+
+    if index not in FORWARD_INDEXES:
+        raise SandboxError(
+            f"invalid forward index {index}: expected {FORWARD_INDEXES.start}.."
+            f"{FORWARD_INDEXES.stop - 1}"
+        )
+    base = FORWARD_BASE + FORWARD_BLOCK * index
+    singles = {key: base + offset for offset, key in enumerate(_SINGLE_PORTS)}
+    return SlotPorts(slot=validate_slot(slot), **singles, worker_base=base + 10)
+
+
+def local_ports(slot: int, forward: int | None) -> SlotPorts:
+    """The ports this machine reaches an instance on: its slot's, or for a remote instance
+    (`forward` set) the local ends of its SSH forwards."""
+    return forward_ports(forward, slot) if forward else ports_for_slot(slot)
+
+
+def port_map(engine: SlotPorts, local: SlotPorts) -> dict[int, int]:
+    """Engine port -> the local port reaching it (empty when they are the same)."""
+    if engine == local:
+        return {}
+    ours = local.all_ports()
+    return {port: ours[name] for name, port in engine.all_ports().items()}
+
+
 def port_table_rows() -> list[tuple[str, str, str]]:
     """(service, env variable, formula) rows for docs and `--help`."""
     rows = [(key, var, f"{base}+N") for key, (var, base) in _SINGLE_PORTS.items()]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -15,6 +16,25 @@ from ktrdr.cli.sandbox.errors import SandboxError
 
 STDERR_TAIL_LINES = 15
 INTERRUPT_GRACE = 30.0  # seconds a child gets to clean up after SIGINT
+
+
+# The Docker context every `docker …` child of this command talks to (None: the docker CLI's own
+# default, DOCKER_HOST or the current context). Set through engine_context.use().
+docker_context: ContextVar[str | None] = ContextVar("docker_context", default=None)
+
+
+def child_env(args: Sequence[str], env: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The environment of a child: `env` as given, plus the selected Docker context for docker
+    itself (DOCKER_HOST dropped: it would override the context)."""
+    context = docker_context.get()
+    if context is None or not args or Path(args[0]).name != "docker":
+        return dict(env) if env is not None else None
+    import os
+
+    merged = dict(os.environ) if env is None else dict(env)
+    merged.pop("DOCKER_HOST", None)
+    merged["DOCKER_CONTEXT"] = context
+    return merged
 
 
 @dataclass(frozen=True)
@@ -50,7 +70,7 @@ def run(
         completed = subprocess.run(
             args,
             cwd=cwd,
-            env=dict(env) if env is not None else None,
+            env=child_env(args, env),
             timeout=timeout,
             text=True,
             capture_output=capture,
@@ -89,7 +109,7 @@ def stream(
         child = subprocess.Popen(
             args,
             cwd=cwd,
-            env=dict(env) if env is not None else None,
+            env=child_env(args, env),
             text=True,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -153,7 +173,7 @@ def spawn(
         return subprocess.Popen(
             args,
             cwd=cwd,
-            env=dict(env) if env is not None else None,
+            env=child_env(args, env),
             text=True,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

@@ -46,6 +46,8 @@ class Entry:
     pid: int | None = None  # the creating or destroying process, while in those states
     name: str | None = None  # the NAME given to `create`
     repo: str | None = None  # the checkout `create` ran in (to prune worktrees later)
+    context: str | None = None  # the Docker context it lives on (None: the default engine)
+    forward: int | None = None  # a remote instance's block of local forward ports (ports.py)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,12 +205,12 @@ def _check_optional_fields(value: dict[str, Any]) -> None:
             raise _Invalid(f"{name} must be one of {choices}, got {_shown(value[name])}")
     if not isinstance(value["created_at"], str):
         raise _Invalid(f"created_at must be a string, got {_shown(value['created_at'])}")
-    for name in ("branch", "name", "repo"):
+    for name in ("branch", "name", "repo", "context"):
         if value.get(name) is not None and not isinstance(value[name], str):
             raise _Invalid(f"{name} must be a string or null, got {_shown(value[name])}")
-    pid = value.get("pid")
-    if pid is not None and not _is_int(pid):
-        raise _Invalid(f"pid must be an integer or null, got {_shown(pid)}")
+    for name in ("pid", "forward"):
+        if value.get(name) is not None and not _is_int(value[name]):
+            raise _Invalid(f"{name} must be an integer or null, got {_shown(value[name])}")
 
 
 def _is_int(value: object) -> bool:

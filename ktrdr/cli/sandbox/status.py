@@ -7,15 +7,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ktrdr.cli.sandbox import engine_context
 from ktrdr.cli.sandbox.listing import (
     containers_snapshot,
     containers_snapshot_and_why,
     entry_status,
+    local_ports,
     short_lived,
     stale_reason,
 )
 from ktrdr.cli.sandbox.locate import Instance, locate
-from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.ports import local_ports as reached_ports
+from ktrdr.cli.sandbox.ports import port_map, ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
 
 if TYPE_CHECKING:
@@ -38,11 +41,14 @@ class InstanceStatus:
     containers_healthy: int | None = None
     reasons: list[str] = field(default_factory=list)  # why not `running`, observed just now
     live: dict[str, Any] | None = None  # API, workers (health.observe), last gate
+    context: str | None = None  # the Docker context (None: the default engine)
+    forward: int | None = None  # a remote instance's block of local forward ports
 
     def to_json(self) -> dict[str, Any]:
-        ports = ports_for_slot(self.slot)
+        ports = reached_ports(self.slot, self.forward)
         return {
             "instance_id": self.instance_id,
+            "engine": engine_context.label(self.context),
             "slot": self.slot,
             "path": str(self.path),
             "registered": self.registered,
@@ -83,6 +89,8 @@ def instance_status(
         branch=entry.branch,
         created_at=entry.created_at,
         stale_reason=stale_reason(entry),
+        context=instance.context,
+        forward=instance.forward_index,
     )
     if result.status == "unknown" and engine_problem:
         result.reasons = [engine_problem]
@@ -112,7 +120,10 @@ def _observe(
 
     # No readable compose file: no workers expected, the API is judged alone.
     stack = load_or_fallback(entry.root)
-    facts = StackFacts(entry.instance_id, ports_for_slot(entry.slot).api, stack)
+    local = local_ports(entry)
+    facts = StackFacts(
+        entry.instance_id, local.api, stack, port_map(ports_for_slot(entry.slot), local)
+    )
     containers = (snapshot or {}).get(entry.instance_id, [])
     if probes is not None:
         seen = observe(containers, facts, probes)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ktrdr.cli.sandbox import compose, docker_access
+from ktrdr.cli.sandbox import compose, docker_access, engine_context
 from ktrdr.cli.sandbox.errors import DockerUnavailableError
 from tests.git_repos import git, make_repo
 
@@ -52,6 +52,8 @@ class DockerStandIn:
     foreign_checks: list[str] = field(default_factory=list)
     other_homes_slots: dict[int, str] = field(default_factory=dict)
     slot_marks: dict[str, int] = field(default_factory=dict)
+    mark_engines: dict[str, str | None] = field(default_factory=dict)  # instance -> context
+    published: set[int] = field(default_factory=set)  # ports the engine's containers publish
 
     def engine_reachable(self) -> bool:
         return self.reachable
@@ -79,10 +81,14 @@ class DockerStandIn:
         if not self.reachable:
             return False
         self.slot_marks[instance_id] = slot
+        self.mark_engines[instance_id] = engine_context.current()
         return True
 
     def unmark_slot(self, instance_id: str) -> None:
         self.slot_marks.pop(instance_id, None)
+
+    def published_ports(self) -> set[int]:
+        return set(self.published)
 
     def engine_socket_exists(self) -> bool:
         return True  # an engine is on this (stand-in) machine: unknown is never "no containers"

@@ -362,7 +362,7 @@ def test_list_table_has_the_documented_columns(repo: Path, docker: DockerStandIn
     create_instance(name="a", cwd=repo)
     out = CliRunner().invoke(cli, ["sandbox", "list"])
     header = out.stdout.splitlines()[0].split()
-    assert header == ["INSTANCE", "SLOT", "STATUS", "API", "PORT", "CREATED", "PATH"]
+    assert header == ["INSTANCE", "ENGINE", "SLOT", "STATUS", "API", "PORT", "CREATED", "PATH"]
     assert "just now" in out.stdout
     assert "8001" in out.stdout
 

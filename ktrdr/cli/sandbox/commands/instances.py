@@ -39,15 +39,28 @@ create_slot_option = click.option(
     help="Take this sandbox slot (1-10) instead of the lowest free one.",
 )
 
+context_option = click.option(
+    "--context",
+    metavar="CTX",
+    help="Run the stack on this Docker context (e.g. ssh://USER@HOST, see `docker context ls`); "
+    "default: the docker CLI's default engine.",
+)
+
 
 @click.command("create")
 @click.argument("name")
 @create_slot_option
 @click.option("--branch", help="Check out this existing branch instead of creating NAME.")
 @click.option("--base", help="Start the new branch NAME from this ref (default HEAD).")
+@context_option
 @json_option
 def create_command(
-    name: str, slot: int | None, branch: str | None, base: str | None, as_json: bool
+    name: str,
+    slot: int | None,
+    branch: str | None,
+    base: str | None,
+    context: str | None,
+    as_json: bool,
 ) -> None:
     """Add a worktree ../<repo>--NAME on a new branch NAME with its own port slot."""
     from ktrdr.cli.sandbox.create import create_instance
@@ -59,18 +72,25 @@ def create_command(
         branch=branch,
         base=base,
         images=settings.get("KTRDR_IMAGES") or None,
+        context=context,
     )
     render_created(result, as_json=as_json)
 
 
 @click.command("init")
 @slot_option
+@context_option
 @json_option
-def init_command(slot: int | None, as_json: bool) -> None:
+def init_command(slot: int | None, context: str | None, as_json: bool) -> None:
     """Make this clone (or worktree) an instance. Slot 0 (main ports) only via --slot 0."""
     from ktrdr.cli.sandbox.init_checkout import init_instance
 
-    result = init_instance(cwd=Path.cwd(), slot=slot, images=settings.get("KTRDR_IMAGES") or None)
+    result = init_instance(
+        cwd=Path.cwd(),
+        slot=slot,
+        images=settings.get("KTRDR_IMAGES") or None,
+        context=context,
+    )
     render_created(result, as_json=as_json)
 
 

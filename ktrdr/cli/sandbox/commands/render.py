@@ -64,10 +64,11 @@ def render_list(rows: list[InstanceRow], *, as_json: bool) -> None:
         info("no instances: create one with `ktrdr sandbox create NAME`")
         return
     print_table(
-        ["INSTANCE", "SLOT", "STATUS", "API PORT", "CREATED", "PATH"],
+        ["INSTANCE", "ENGINE", "SLOT", "STATUS", "API PORT", "CREATED", "PATH"],
         [
             (
                 r.entry.instance_id,
+                r.engine,
                 r.entry.slot,
                 r.shown_status(),
                 r.to_json()["api_port"],
@@ -110,6 +111,7 @@ def render_status(status: InstanceStatus, *, as_json: bool) -> None:
             ("Path", status.path),
             ("Status", _status_text(status.status, status.stale_reason, status.reasons)),
             ("Slot", status.slot),
+            *_engine_fields(data),
             ("Branch", status.branch or "-"),
             ("Containers", counts),
             *_live_fields(data),
@@ -118,6 +120,16 @@ def render_status(status: InstanceStatus, *, as_json: bool) -> None:
             ("worker ports", f"{data['ports']['worker_0']}-{data['ports']['worker_9']}"),
         ]
     )
+
+
+def _engine_fields(data: dict[str, Any]) -> list[tuple[str, object]]:
+    """A remote instance's engine and SSH forwards (nothing for the default engine)."""
+    if data.get("engine", "local") == "local":
+        return []
+    fields: list[tuple[str, object]] = [("Engine", data["engine"])]
+    if "forwards" in data:
+        fields.append(("Forwards", data["forwards"]))
+    return fields
 
 
 def _live_fields(data: dict[str, Any]) -> list[tuple[str, object]]:

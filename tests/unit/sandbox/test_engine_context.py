@@ -1,0 +1,153 @@
+"""Instances on Docker contexts: which engine docker children talk to, how a context's SSH
+endpoint is read, and slots per engine at create. Contexts are real (`docker context create`
+in a private DOCKER_CONFIG: client-side files, no engine needed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ktrdr.cli.main import cli
+from ktrdr.cli.sandbox import engine_context, proc, registry
+from ktrdr.cli.sandbox.create import create_instance
+from ktrdr.cli.sandbox.engine_context import SshEndpoint
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.instance import read_env
+from ktrdr.cli.sandbox.locate import locate
+from ktrdr.cli.sandbox.ports import FORWARD_BASE, FORWARD_BLOCK, forward_ports, ports_for_slot
+from tests.unit.sandbox.conftest import DockerStandIn
+
+needs_docker_cli = pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI")
+
+
+@pytest.fixture
+def contexts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two contexts in a DOCKER_CONFIG of this test's own: `buildbox` over SSH, `sock` local."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    engine_context.endpoint.cache_clear()
+    for name, host in (("buildbox", "ssh://dev@buildbox.test:2222"), ("sock", "unix:///x.sock")):
+        proc.run(["docker", "context", "create", name, "--docker", f"host={host}"], timeout=30)
+    yield
+    engine_context.endpoint.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _every_port_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand-in probe: slot numbers must not depend on what runs on this machine."""
+    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    monkeypatch.setattr("ktrdr.cli.sandbox.claims.port_in_use", lambda port: False)
+
+
+def test_docker_children_get_the_selected_context_and_lose_docker_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///elsewhere.sock")
+    assert proc.child_env(["docker", "ps"], None) is None  # default engine: inherited as is
+    with engine_context.use("buildbox"):
+        env = proc.child_env(["docker", "ps"], {"A": "1", "DOCKER_HOST": "tcp://x"})
+        assert env == {"A": "1", "DOCKER_CONTEXT": "buildbox"}
+        inherited = proc.child_env(["/usr/bin/docker", "ps"], None)
+        assert inherited is not None
+        assert inherited["DOCKER_CONTEXT"] == "buildbox"
+        assert "DOCKER_HOST" not in inherited
+        assert proc.child_env(["git", "status"], {"A": "1"}) == {"A": "1"}
+    assert engine_context.current() is None
+
+
+@needs_docker_cli
+@pytest.mark.usefixtures("contexts")
+def test_a_real_docker_child_uses_the_context() -> None:
+    with engine_context.use("buildbox"):
+        shown = proc.run(["docker", "context", "show"], timeout=30)
+    assert shown.stdout.strip() == "buildbox"
+    assert proc.run(["docker", "context", "show"], timeout=30).stdout.strip() != "buildbox"
+    printed = proc.run(["env"], timeout=10).stdout
+    assert "DOCKER_CONTEXT=buildbox" not in printed  # only docker children get it
+
+
+@needs_docker_cli
+@pytest.mark.usefixtures("contexts")
+def test_ssh_endpoint_of_a_context() -> None:
+    assert engine_context.ssh_endpoint("buildbox") == SshEndpoint("buildbox.test", "dev", 2222)
+    assert engine_context.ssh_endpoint("sock") is None
+    assert engine_context.ssh_endpoint(None) is None
+    assert SshEndpoint("h", "u", 2).ssh_args() == ["-p", "2", "--", "u@h"]
+    with pytest.raises(SandboxError, match=r"context 'nope' does not exist.*docker context create"):
+        engine_context.ssh_endpoint("nope")
+
+
+def test_forward_ports_stay_clear_of_every_slot() -> None:
+    slot_ports = {p for slot in range(11) for p in ports_for_slot(slot).all_ports().values()}
+    for index in (1, 2, 100):
+        block = forward_ports(index, 3).all_ports().values()
+        assert not slot_ports & set(block)
+        base = FORWARD_BASE + FORWARD_BLOCK * index
+        assert set(block) <= set(range(base, base + FORWARD_BLOCK))
+    assert not set(forward_ports(1, 1).all_ports().values()) & set(
+        forward_ports(2, 1).all_ports().values()
+    )
+
+
+@needs_docker_cli
+@pytest.mark.usefixtures("contexts")
+def test_remote_instance_takes_its_engines_slot_1_beside_a_local_slot_1(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    local = create_instance(name="here", cwd=repo)
+    remote = create_instance(name="there", cwd=repo, context="buildbox")
+    assert (local.slot, remote.slot) == (1, 1)  # slots are per engine
+    assert remote.forward == 1
+    values = read_env(remote.path / ".env.sandbox")
+    assert values["KTRDR_DOCKER_CONTEXT"] == "buildbox"
+    assert values["KTRDR_FORWARD_INDEX"] == "1"
+    # The env file holds the local ends of the forwards: what the user and the tests use.
+    assert values["KTRDR_API_PORT"] == str(forward_ports(1, 1).api)
+    assert "KTRDR_DOCKER_CONTEXT" not in read_env(local.path / ".env.sandbox")
+    entry = registry.load()[remote.instance_id]
+    assert (entry.context, entry.forward) == ("buildbox", 1)
+    # The slot marker went to the engine the instance lives on.
+    assert docker.mark_engines == {local.instance_id: None, remote.instance_id: "buildbox"}
+    found = locate(remote.instance_id, repo)
+    assert (found.context, found.remote) == ("buildbox", True)
+    assert found.engine_ports.api == 8001
+    assert found.port_map[8001] == forward_ports(1, 1).api
+    assert engine_context.current() == "buildbox"  # locate selects the instance's engine
+
+
+@needs_docker_cli
+@pytest.mark.usefixtures("contexts")
+def test_a_slot_whose_ports_the_remote_engine_publishes_is_skipped(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    docker.published = {8001}  # something else on that engine publishes slot 1's API port
+    result = create_instance(name="there", cwd=repo, context="buildbox")
+    assert result.slot == 2
+    assert "port 8001" in result.skipped[0].reason
+
+
+@needs_docker_cli
+@pytest.mark.usefixtures("contexts")
+def test_list_shows_each_instances_engine(repo: Path, docker: DockerStandIn) -> None:
+    create_instance(name="here", cwd=repo)
+    create_instance(name="there", cwd=repo, context="buildbox")
+    out = CliRunner().invoke(cli, ["sandbox", "list"])
+    rows = {line.split()[0]: line.split()[1:5] for line in out.stdout.splitlines()[1:]}
+    assert rows["ktrdr--here"][:2] == ["local", "1"]
+    assert rows["ktrdr--there"][:2] == ["buildbox", "1"]
+    assert rows["ktrdr--there"][3] == str(forward_ports(1, 1).api)
+
+
+@needs_docker_cli
+@pytest.mark.usefixtures("contexts")
+def test_create_on_an_unknown_context_changes_nothing(repo: Path, docker: DockerStandIn) -> None:
+    out = CliRunner().invoke(cli, ["sandbox", "create", "x", "--context", "nope"])
+    assert out.exit_code == 1
+    assert "Docker context 'nope' does not exist" in out.output
+    assert "Traceback" not in out.output
+    assert registry.load() == {}
+    assert not (repo.parent / "ktrdr--x").exists()
+    assert os.listdir(repo.parent) == ["ktrdr"]
