@@ -3,7 +3,7 @@ sources at `up`, the home's shared data once per engine (and on `init-shared`), 
 before a run and its results back after it, and `docker compose watch` keeping the live source
 in sync while the instance is up (an owned process, like the SSH forwarder).
 
-`context`: the instance's Docker context (None: the docker CLI's default engine).
+Call them inside `engine_context.use(instance.context)`: every `docker` command goes there.
 """
 
 from __future__ import annotations
@@ -31,9 +31,7 @@ WATCH_READY_TEXT = "Watch enabled"
 SHARED_RECORD = "shared-volumes.json"
 
 
-def push_sources(
-    plan: RemotePlan, *, context: str | None, keys: Sequence[str] | None = None
-) -> PushReport:
+def push_sources(plan: RemotePlan, *, keys: Sequence[str] | None = None) -> PushReport:
     """Mirror the checkout's bind sources (all, or `keys`) into the instance's volumes on the
     engine (created with the instance's labels when missing), in one helper container;
     unchanged files are not rewritten, files deleted here are deleted there."""
@@ -45,12 +43,11 @@ def push_sources(
         image=plan.image,
         labels=plan.instance_labels,
         volume_labels={v.key: plan.volume_labels(v.key) for v in volumes},
-        context=context,
         what=f"copying the sources of {plan.project} to the engine",
     )
 
 
-def push_shared(plan: RemotePlan, *, context: str | None, force: bool = False) -> PushReport | None:
+def push_shared(plan: RemotePlan, *, force: bool = False) -> PushReport | None:
     """Copy the shared dir into this home's shared volumes on the engine when one is missing
     or incomplete, or always with `force` (init-shared). None when nothing needed copying.
     Read-only volumes are mirrored; a writable one (models) is merged into, so what the
@@ -62,10 +59,10 @@ def push_shared(plan: RemotePlan, *, context: str | None, force: bool = False) -
     in each volume (a push cut short leaves none)."""
     volumes = plan.shared_volumes()
     names = [v.name for v in volumes]
-    if not volumes or (not force and _recorded_complete(names, context=context)):
+    if not volumes or (not force and _recorded_complete(names)):
         return None
     labels = {v.key: plan.shared_labels() for v in volumes}
-    todo = volumes if force else _incomplete(plan, volumes, labels, context=context)
+    todo = volumes if force else _incomplete(plan, volumes, labels)
     report = None
     if todo:
         report = volume_push.push(
@@ -75,10 +72,9 @@ def push_shared(plan: RemotePlan, *, context: str | None, force: bool = False) -
             image=plan.image,
             labels=plan.shared_labels(),
             volume_labels=labels,
-            context=context,
             what=f"copying the shared data to the engine ({len(todo)} volume(s))",
         )
-    _record_complete(names, context=context)
+    _record_complete(names)
     return report
 
 
@@ -86,15 +82,12 @@ def _incomplete(
     plan: RemotePlan,
     volumes: Sequence[SyncedVolume],
     labels: Mapping[str, Mapping[str, str]],
-    *,
-    context: str | None,
 ) -> list[SyncedVolume]:
     done = volume_push.markers(
         {v.key: v.name for v in volumes},
         labels,
         image=plan.image,
         labels=plan.shared_labels(),
-        context=context,
     )
     return [v for v in volumes if not done[v.key]]
 
@@ -103,16 +96,22 @@ def _shared_record() -> Path:
     return owned_process.state_root() / SHARED_RECORD
 
 
-def _recorded_complete(names: Sequence[str], *, context: str | None) -> bool:
+def _engine_key() -> str:
+    from ktrdr.cli.sandbox import engine_context
+
+    return engine_context.current() or ""
+
+
+def _recorded_complete(names: Sequence[str]) -> bool:
     try:
-        recorded = json.loads(_shared_record().read_text(encoding="utf-8")).get(context or "", {})
+        recorded = json.loads(_shared_record().read_text(encoding="utf-8")).get(_engine_key(), {})
     except (OSError, ValueError, AttributeError):
         return False
-    created = volume_push.created_at(names, context=context)
+    created = volume_push.created_at(names)
     return all(name in created and recorded.get(name) == created[name] for name in names)
 
 
-def _record_complete(names: Sequence[str], *, context: str | None) -> None:
+def _record_complete(names: Sequence[str]) -> None:
     from ktrdr.cli.sandbox.atomic import write_atomic
 
     path = _shared_record()
@@ -121,12 +120,12 @@ def _record_complete(names: Sequence[str], *, context: str | None) -> None:
         data = data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         data = {}
-    data[context or ""] = volume_push.created_at(names, context=context)
+    data[_engine_key()] = volume_push.created_at(names)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def prepare_e2e(plan: RemotePlan, *, context: str | None) -> PushReport:
+def prepare_e2e(plan: RemotePlan) -> PushReport:
     """Before `test-e2e`: the checkout sources the E2E service mounts (tests, and the source
     again in case watch missed an edit) pushed, and its results volume emptied, in one go."""
     volumes = [v for v in plan.instance_volumes() if E2E_SERVICE in v.targets]
@@ -141,14 +140,11 @@ def prepare_e2e(plan: RemotePlan, *, context: str | None) -> PushReport:
         image=plan.image,
         labels=plan.instance_labels,
         volume_labels={**volume_labels, E2E_RESULTS_KEY: plan.volume_labels(E2E_RESULTS_KEY)},
-        context=context,
         what=f"copying the tests of {plan.project} to the engine",
     )
 
 
-def pull_e2e_results(
-    plan: RemotePlan, destination: Path, *, context: str | None
-) -> Mapping[str, int]:
+def pull_e2e_results(plan: RemotePlan, destination: Path) -> Mapping[str, int]:
     """After `test-e2e`: the results volume copied to `destination` (the instance's
     `.sandbox/test-results`), which then holds exactly what the run wrote."""
     return volume_push.pull(
@@ -157,32 +153,30 @@ def pull_e2e_results(
         image=plan.image,
         labels=plan.instance_labels,
         volume_labels=plan.volume_labels(E2E_RESULTS_KEY),
-        context=context,
     )
 
 
-def catch_up(plan: RemotePlan, *, context: str | None) -> PushReport | None:
+def catch_up(plan: RemotePlan) -> PushReport | None:
     """Push the live sources again (only files that differ are written): after `compose up`
     and `start_watch`, for edits made while no watch ran (during `up`, or while paused or
     disconnected). None when nothing is live."""
     keys = [v.key for v in plan.instance_volumes() if v.live]
-    return push_sources(plan, context=context, keys=keys) if keys else None
+    return push_sources(plan, keys=keys) if keys else None
 
 
-def ensure_image(
-    plan: RemotePlan, compose_base: Sequence[str], *, env: Mapping[str, str], context: str | None
-) -> bool:
+def ensure_image(plan: RemotePlan, compose_base: Sequence[str], *, env: Mapping[str, str]) -> bool:
     """The helper containers run the app image: build it on the engine (`compose build` of
     the service that builds it) when the engine lacks it, before the first push. True when it
     was built."""
     inspect = ["docker", "image", "inspect", "--format", "{{.Id}}", plan.image]
-    found = proc.run(inspect, env=volume_push.docker_env(context), timeout=60, check=False)
+    found = proc.run(inspect, timeout=60, check=False)
     if found.returncode == 0:
         return False
     if plan.builder_service is None:
         raise SandboxError(
             f"the engine has no image {plan.image} and no service of the compose file builds "
-            f"it: load it there (docker save | docker --context {context} load) and retry"
+            f"it: load it there (`docker save {plan.image} | docker --context CONTEXT load`) "
+            "and retry"
         )
     proc.run(
         [*compose_base, "build", plan.builder_service],
@@ -195,11 +189,9 @@ def ensure_image(
     return True
 
 
-def shared_volumes_on_engine(plan: RemotePlan, *, context: str | None) -> set[str]:
+def shared_volumes_on_engine(plan: RemotePlan) -> set[str]:
     """Names of this home's shared-data volumes on the engine (doctor, status)."""
-    return volume_push.existing_volumes(
-        {OWNER_LABEL: plan.owner, SHARED_LABEL: "1"}, context=context
-    )
+    return volume_push.existing_volumes({OWNER_LABEL: plan.owner, SHARED_LABEL: "1"})
 
 
 # --- compose watch -----------------------------------------------------------------------------
