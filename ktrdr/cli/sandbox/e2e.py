@@ -142,7 +142,7 @@ def run_e2e(
     if remote_plan is not None:
         from ktrdr.cli.sandbox import remote_sync
 
-        remote_sync.pull_e2e_results(remote_plan, results, context=context.context)
+        remote_sync.pull_e2e_results(remote_plan, results)
     return E2EResult(context.instance_id, code, junit)
 
 
@@ -154,7 +154,7 @@ def _push_tests(context: Instance, notify: Callable[[str], None]) -> RemotePlan 
     from ktrdr.cli.sandbox import remote_instance, remote_sync
 
     plan = remote_instance.plan(context)
-    report = remote_sync.prepare_e2e(plan, context=context.context)
+    report = remote_sync.prepare_e2e(plan)
     notify(f"Copied the tests to the engine: {report.files} files, {report.written} written")
     return plan
 

@@ -241,8 +241,7 @@ def stop_all(directory: Path, *, grace: float = STOP_GRACE) -> list[str]:
 
 
 def remove_state(directory: Path) -> None:
-    """Destroy: stop what the instance still runs, then drop its state dir (records, logs,
-    recorded ports), so its local forward ports become free for other instances."""
+    """Destroy: stop what the instance still runs, then drop its state dir (records, logs)."""
     import shutil
 
     stop_all(directory)

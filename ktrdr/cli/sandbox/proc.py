@@ -214,7 +214,7 @@ def detach(
             return subprocess.Popen(
                 args,
                 cwd=cwd,
-                env=dict(env) if env is not None else None,
+                env=child_env(args, env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -245,7 +245,7 @@ def piped(
         child = subprocess.Popen(
             args,
             cwd=cwd,
-            env=dict(env) if env is not None else None,
+            env=child_env(args, env),
             stdin=subprocess.PIPE if write else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -44,14 +44,13 @@ def plan(instance: Instance) -> RemotePlan:
 
 def prepare_up(instance: Instance, notify: Notify) -> RemotePlan:
     """Before `compose up`: everything the stack mounts is on the engine, and the forwards run."""
-    context = instance.context
     the_plan = plan(instance)
     base = compose.compose_argv(instance.root, instance.env)
     env = compose.compose_env(instance.env)
-    if remote_sync.ensure_image(the_plan, base, env=env, context=context):
-        notify(f"Built {the_plan.image} on {engine_context.label(context)}")
-    _said(notify, remote_sync.push_shared(the_plan, context=context), "shared data")
-    _said(notify, remote_sync.push_sources(the_plan, context=context), "sources")
+    if remote_sync.ensure_image(the_plan, base, env=env):
+        notify(f"Built {the_plan.image} on {engine_context.label(instance.context)}")
+    _said(notify, remote_sync.push_shared(the_plan), "shared data")
+    _said(notify, remote_sync.push_sources(the_plan), "sources")
     start_forwards(instance)
     return the_plan
 
@@ -68,7 +67,7 @@ def after_start(instance: Instance, the_plan: RemotePlan, notify: Notify) -> Non
     )
     if record is not None:
         notify(f"Hot reload: edits under {instance.root} sync to the engine (compose watch)")
-    _said(notify, remote_sync.catch_up(the_plan, context=instance.context), "later edits")
+    _said(notify, remote_sync.catch_up(the_plan), "later edits")
 
 
 def start_forwards(instance: Instance) -> None:
@@ -81,8 +80,7 @@ def start_forwards(instance: Instance) -> None:
             f"{instance.context!r} is not reached over SSH; re-create it with --context naming "
             "an ssh:// context"
         )
-    local = instance.ports.all_ports()
-    pairs = [(local[name], port) for name, port in instance.engine_ports.all_ports().items()]
+    pairs = forwards.pairs(instance.engine_ports, instance.ports)
     forwards.start(instance.instance_id, endpoint, pairs, state_dir(instance))
 
 
@@ -133,7 +131,7 @@ def push_shared_everywhere(notify: Notify) -> list[str]:
         try:
             with engine_context.use(context):
                 instance = from_entry(entry)
-                report = remote_sync.push_shared(plan(instance), context=context, force=True)
+                report = remote_sync.push_shared(plan(instance), force=True)
         except SandboxError as e:
             failures.append(f"shared data not copied to {where}: {e}")
             continue

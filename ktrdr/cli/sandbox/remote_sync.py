@@ -3,11 +3,12 @@ sources at `up`, the home's shared data once per engine (and on `init-shared`), 
 before a run and its results back after it, and `docker compose watch` keeping the live source
 in sync while the instance is up (an owned process, like the SSH forwarder).
 
-`context`: the instance's Docker context (None: the docker CLI's default engine).
+Call them inside `engine_context.use(instance.context)`: every `docker` command goes there.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,15 +23,15 @@ from ktrdr.cli.sandbox.remote_stack import (
     WATCH_KIND,
     WATCH_READY_TIMEOUT,
     RemotePlan,
+    SyncedVolume,
 )
 from ktrdr.cli.sandbox.volume_push import PushReport
 
 WATCH_READY_TEXT = "Watch enabled"
+SHARED_RECORD = "shared-volumes.json"
 
 
-def push_sources(
-    plan: RemotePlan, *, context: str | None, keys: Sequence[str] | None = None
-) -> PushReport:
+def push_sources(plan: RemotePlan, *, keys: Sequence[str] | None = None) -> PushReport:
     """Mirror the checkout's bind sources (all, or `keys`) into the instance's volumes on the
     engine (created with the instance's labels when missing), in one helper container;
     unchanged files are not rewritten, files deleted here are deleted there."""
@@ -42,45 +43,89 @@ def push_sources(
         image=plan.image,
         labels=plan.instance_labels,
         volume_labels={v.key: plan.volume_labels(v.key) for v in volumes},
-        context=context,
         what=f"copying the sources of {plan.project} to the engine",
     )
 
 
-def push_shared(plan: RemotePlan, *, context: str | None, force: bool = False) -> PushReport | None:
+def push_shared(plan: RemotePlan, *, force: bool = False) -> PushReport | None:
     """Copy the shared dir into this home's shared volumes on the engine when one is missing
-    or incomplete (a push cut short leaves no marker), or always with `force` (init-shared).
-    None when nothing needed copying. Read-only volumes are mirrored; a writable one (models)
-    is merged into, so what the engine's workers wrote stays."""
+    or incomplete, or always with `force` (init-shared). None when nothing needed copying.
+    Read-only volumes are mirrored; a writable one (models) is merged into, so what the
+    engine's workers wrote stays.
+
+    Complete pushes are recorded here (`$KTRDR_HOME/run/shared-volumes.json`: each volume's
+    creation time on that context), so an `up` that finds them as recorded asks the engine one
+    quick question; otherwise a helper container looks for the marker a completed push leaves
+    in each volume (a push cut short leaves none)."""
     volumes = plan.shared_volumes()
-    labels = {v.key: plan.shared_labels() for v in volumes}
-    if not volumes:
+    names = [v.name for v in volumes]
+    if not volumes or (not force and _recorded_complete(names)):
         return None
-    todo = volumes
-    if not force:
-        done = volume_push.markers(
-            {v.key: v.name for v in volumes},
-            labels,
+    labels = {v.key: plan.shared_labels() for v in volumes}
+    todo = volumes if force else _incomplete(plan, volumes, labels)
+    report = None
+    if todo:
+        report = volume_push.push(
+            {v.key: v.source for v in todo},
+            {v.key: v.name for v in todo},
+            {v.key: {"mode": "mirror" if v.mirror else "merge", "marker": True} for v in todo},
             image=plan.image,
             labels=plan.shared_labels(),
-            context=context,
+            volume_labels=labels,
+            what=f"copying the shared data to the engine ({len(todo)} volume(s))",
         )
-        todo = [v for v in volumes if not done[v.key]]
-    if not todo:
-        return None
-    return volume_push.push(
-        {v.key: v.source for v in todo},
-        {v.key: v.name for v in todo},
-        {v.key: {"mode": "mirror" if v.mirror else "merge", "marker": True} for v in todo},
+    _record_complete(names)
+    return report
+
+
+def _incomplete(
+    plan: RemotePlan,
+    volumes: Sequence[SyncedVolume],
+    labels: Mapping[str, Mapping[str, str]],
+) -> list[SyncedVolume]:
+    done = volume_push.markers(
+        {v.key: v.name for v in volumes},
+        labels,
         image=plan.image,
         labels=plan.shared_labels(),
-        volume_labels=labels,
-        context=context,
-        what=f"copying the shared data to the engine ({len(todo)} volume(s))",
     )
+    return [v for v in volumes if not done[v.key]]
 
 
-def prepare_e2e(plan: RemotePlan, *, context: str | None) -> PushReport:
+def _shared_record() -> Path:
+    return owned_process.state_root() / SHARED_RECORD
+
+
+def _engine_key() -> str:
+    from ktrdr.cli.sandbox import engine_context
+
+    return engine_context.current() or ""
+
+
+def _recorded_complete(names: Sequence[str]) -> bool:
+    try:
+        recorded = json.loads(_shared_record().read_text(encoding="utf-8")).get(_engine_key(), {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    created = volume_push.created_at(names)
+    return all(name in created and recorded.get(name) == created[name] for name in names)
+
+
+def _record_complete(names: Sequence[str]) -> None:
+    from ktrdr.cli.sandbox.atomic import write_atomic
+
+    path = _shared_record()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data = data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        data = {}
+    data[_engine_key()] = volume_push.created_at(names)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def prepare_e2e(plan: RemotePlan) -> PushReport:
     """Before `test-e2e`: the checkout sources the E2E service mounts (tests, and the source
     again in case watch missed an edit) pushed, and its results volume emptied, in one go."""
     volumes = [v for v in plan.instance_volumes() if E2E_SERVICE in v.targets]
@@ -95,14 +140,11 @@ def prepare_e2e(plan: RemotePlan, *, context: str | None) -> PushReport:
         image=plan.image,
         labels=plan.instance_labels,
         volume_labels={**volume_labels, E2E_RESULTS_KEY: plan.volume_labels(E2E_RESULTS_KEY)},
-        context=context,
         what=f"copying the tests of {plan.project} to the engine",
     )
 
 
-def pull_e2e_results(
-    plan: RemotePlan, destination: Path, *, context: str | None
-) -> Mapping[str, int]:
+def pull_e2e_results(plan: RemotePlan, destination: Path) -> Mapping[str, int]:
     """After `test-e2e`: the results volume copied to `destination` (the instance's
     `.sandbox/test-results`), which then holds exactly what the run wrote."""
     return volume_push.pull(
@@ -111,32 +153,30 @@ def pull_e2e_results(
         image=plan.image,
         labels=plan.instance_labels,
         volume_labels=plan.volume_labels(E2E_RESULTS_KEY),
-        context=context,
     )
 
 
-def catch_up(plan: RemotePlan, *, context: str | None) -> PushReport | None:
+def catch_up(plan: RemotePlan) -> PushReport | None:
     """Push the live sources again (only files that differ are written): after `compose up`
     and `start_watch`, for edits made while no watch ran (during `up`, or while paused or
     disconnected). None when nothing is live."""
     keys = [v.key for v in plan.instance_volumes() if v.live]
-    return push_sources(plan, context=context, keys=keys) if keys else None
+    return push_sources(plan, keys=keys) if keys else None
 
 
-def ensure_image(
-    plan: RemotePlan, compose_base: Sequence[str], *, env: Mapping[str, str], context: str | None
-) -> bool:
+def ensure_image(plan: RemotePlan, compose_base: Sequence[str], *, env: Mapping[str, str]) -> bool:
     """The helper containers run the app image: build it on the engine (`compose build` of
     the service that builds it) when the engine lacks it, before the first push. True when it
     was built."""
     inspect = ["docker", "image", "inspect", "--format", "{{.Id}}", plan.image]
-    found = proc.run(inspect, env=volume_push.docker_env(context), timeout=60, check=False)
+    found = proc.run(inspect, timeout=60, check=False)
     if found.returncode == 0:
         return False
     if plan.builder_service is None:
         raise SandboxError(
             f"the engine has no image {plan.image} and no service of the compose file builds "
-            f"it: load it there (docker save | docker --context {context} load) and retry"
+            f"it: load it there (`docker save {plan.image} | docker --context CONTEXT load`) "
+            "and retry"
         )
     proc.run(
         [*compose_base, "build", plan.builder_service],
@@ -149,11 +189,9 @@ def ensure_image(
     return True
 
 
-def shared_volumes_on_engine(plan: RemotePlan, *, context: str | None) -> set[str]:
+def shared_volumes_on_engine(plan: RemotePlan) -> set[str]:
     """Names of this home's shared-data volumes on the engine (doctor, status)."""
-    return volume_push.existing_volumes(
-        {OWNER_LABEL: plan.owner, SHARED_LABEL: "1"}, context=context
-    )
+    return volume_push.existing_volumes({OWNER_LABEL: plan.owner, SHARED_LABEL: "1"})
 
 
 # --- compose watch -----------------------------------------------------------------------------

@@ -4,8 +4,7 @@ here (`tarfile`, junk left out) piped into a short-lived helper container that u
 container is labelled (owner, and instance where the volumes are an instance's), so a run
 killed half-way is found and removed by label like the stack's own containers.
 
-`context` is a Docker context name (None: the docker CLI's default) put in the environment of
-each `docker` command, without DOCKER_HOST, which would otherwise win.
+Every `docker` command goes to the engine selected by engine_context.use() (the instance's).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import json
 import os
 import tarfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -51,15 +50,6 @@ class PushReport:
             "unchanged": self.unchanged,
             "removed": self.removed,
         }
-
-
-def docker_env(context: str | None) -> dict[str, str]:
-    """This process's environment for a `docker` command on `context` (None: unchanged)."""
-    env = dict(os.environ)
-    if context:
-        env.pop("DOCKER_HOST", None)
-        env["DOCKER_CONTEXT"] = context
-    return env
 
 
 def skipped(name: str, *, directory: bool) -> bool:
@@ -102,13 +92,21 @@ def _info(name: str, stat: os.stat_result, *, directory: bool) -> tarfile.TarInf
     return info
 
 
-def existing_volumes(filters: Mapping[str, str], *, context: str | None) -> set[str]:
+def existing_volumes(filters: Mapping[str, str]) -> set[str]:
     """Names of the volumes carrying all `filters` labels."""
     argv = ["docker", "volume", "ls", "--format", "{{.Name}}"]
     for key, value in filters.items():
         argv += ["--filter", f"label={key}={value}"]
-    listed = proc.run(argv, env=docker_env(context), timeout=QUERY_TIMEOUT, what="docker volume ls")
+    listed = proc.run(argv, timeout=QUERY_TIMEOUT, what="docker volume ls")
     return set(listed.stdout.split())
+
+
+def created_at(names: Sequence[str]) -> dict[str, str]:
+    """Volume name -> its creation time on the engine, for those of `names` that exist."""
+    argv = ["docker", "volume", "inspect", "--format", "{{.Name}}\t{{.CreatedAt}}", *names]
+    listed = proc.run(argv, timeout=QUERY_TIMEOUT, check=False, what="volume inspect")
+    pairs = (line.split("\t", 1) for line in listed.stdout.splitlines() if "\t" in line)
+    return {name: created for name, created in pairs}
 
 
 def push(
@@ -119,7 +117,6 @@ def push(
     image: str,
     labels: Mapping[str, str],
     volume_labels: Mapping[str, Mapping[str, str]],
-    context: str | None,
     what: str,
 ) -> PushReport:
     """Stream `sources` (key -> local dir) into `volumes` (key -> volume name) in one helper
@@ -137,9 +134,7 @@ def push(
         counted["files"], counted["bytes"] = write_tar(stdin, sources)
 
     started = time.monotonic()
-    result = proc.piped(
-        argv, write=produce, env=docker_env(context), timeout=PUSH_TIMEOUT, what=what
-    )
+    result = proc.piped(argv, write=produce, timeout=PUSH_TIMEOUT, what=what)
     summary = _summary(result.stdout)
     return PushReport(
         volumes=list(volumes.values()),
@@ -158,7 +153,6 @@ def markers(
     *,
     image: str,
     labels: Mapping[str, str],
-    context: str | None,
 ) -> dict[str, bool]:
     """Which volumes hold a completed push (volume_unpack's marker), in one helper container
     (a missing volume is created, empty, with its labels: it then has no marker)."""
@@ -167,7 +161,7 @@ def markers(
         volumes, volume_labels, image=image, labels=labels, read_only=True, interactive=False
     )
     argv += ["--entrypoint", "python", image, "-c", _unpack_source(), "--check", json.dumps(spec)]
-    result = proc.run(argv, env=docker_env(context), timeout=120, what="checking shared volumes")
+    result = proc.run(argv, timeout=120, what="checking shared volumes")
     found = _summary(result.stdout)
     return {key: bool(found.get(key)) for key in volumes}
 
@@ -179,7 +173,6 @@ def pull(
     image: str,
     labels: Mapping[str, str],
     volume_labels: Mapping[str, str],
-    context: str | None,
 ) -> dict[str, int]:
     """Copy a volume's content to `destination` (made to hold exactly that content); a
     missing volume is created, empty, with `volume_labels` (never left unlabelled)."""
@@ -199,7 +192,7 @@ def pull(
     def consume(stdout: IO[bytes]) -> None:
         counts.update(volume_unpack.unpack(stdout, spec))
 
-    proc.piped(argv, read=consume, env=docker_env(context), timeout=600, what=f"copying {volume}")
+    proc.piped(argv, read=consume, timeout=600, what=f"copying {volume}")
     return counts
 
 

@@ -25,6 +25,7 @@ import pytest
 from ktrdr.cli.sandbox import (
     compose,
     e2e,
+    engine_context,
     forwards,
     owned_process,
     remote_stack,
@@ -33,7 +34,7 @@ from ktrdr.cli.sandbox import (
 )
 from ktrdr.cli.sandbox.instance import EnvSettings, render_env
 from ktrdr.cli.sandbox.owned_process import OwnedProcess
-from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.ports import FORWARD_INDEXES, SlotPorts, forward_ports, ports_for_slot
 from ktrdr.cli.sandbox.proc import ProcResult, run
 from ktrdr.envfile import parse_env_text
 from tests.integration.remote.conftest import RemoteEngine
@@ -102,6 +103,21 @@ def _copy_project(root: Path, shared: Path) -> None:
     (shared / "models").mkdir()
 
 
+def _free_forward_block() -> SlotPorts:
+    """A block of local forward ports (ports.forward_ports) that is free here now."""
+    for index in reversed(FORWARD_INDEXES):
+        block = forward_ports(index, SLOT)
+        if all(forwards.free(port) for port in block.all_ports().values()):
+            return block
+    pytest.fail("no block of local forward ports is free")
+
+
+@pytest.fixture(autouse=True)
+def _on_the_remote_engine(remote_engine: RemoteEngine) -> Iterator[None]:
+    with engine_context.use(remote_engine.context):
+        yield
+
+
 def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -134,30 +150,26 @@ def stack(
     env = parse_env_text(text)
     plan = remote_stack.override_for(root, env)
     state = owned_process.state_dir(root.name)
-    stack = None
+    use = engine_context.use(remote_engine.context)
+    use.__enter__()  # the engine of every docker command here, until the teardown's end
     try:
         timings = {"shared": time.monotonic()}
-        remote_sync.push_shared(plan, context=remote_engine.context)
+        remote_sync.push_shared(plan)
         timings["sources"] = time.monotonic()
-        remote_sync.push_sources(plan, context=remote_engine.context)
+        remote_sync.push_sources(plan)
         timings["up"] = time.monotonic()
         partial = RemoteStack(root, env, plan, remote_engine, state, 0, None)  # type: ignore[arg-type]  # filled below
         partial.compose("up", "-d", "--wait", timeout=UP_TIMEOUT)
         timings["forward"] = time.monotonic()
-        remote_api = ports_for_slot(SLOT).api
-        local = forwards.local_ports(root.name, [remote_api], owned_process.state_root())
-        record = forwards.start(
-            root.name,
-            Endpoint(None, remote_engine.ssh_host, None),
-            [(local[remote_api], remote_api)],
-            state,
-        )
+        remote, local = ports_for_slot(SLOT), _free_forward_block()
+        endpoint = Endpoint(None, remote_engine.ssh_host, None)
+        record = forwards.start(root.name, endpoint, forwards.pairs(remote, local), state)
         timings["watch"] = time.monotonic()
         remote_sync.start_watch(
             plan, partial.base, instance_id=root.name, directory=state, env=partial.compose_env
         )
         timings["done"] = time.monotonic()
-        stack = RemoteStack(root, env, plan, remote_engine, state, local[remote_api], record)
+        stack = RemoteStack(root, env, plan, remote_engine, state, local.api, record)
         wait_for(
             lambda: _api_ready(stack.api), timeout=120, what="the remote API with its database"
         )
@@ -174,6 +186,7 @@ def stack(
         cleanup.compose("--profile", "*", "down", "-v", "--remove-orphans", "-t", "2", check=False)
         names = [v.name for v in plan.shared_volumes()]
         remote_engine.docker("volume", "rm", "-f", *names, check=False)
+        use.__exit__(None, None, None)
 
 
 def test_nothing_is_bind_mounted_from_this_machine(stack: RemoteStack) -> None:
@@ -193,12 +206,12 @@ def test_the_api_answers_through_the_forwarder_with_this_instances_id(stack: Rem
     assert body["instance_id"] == stack.root.name
     assert body["database"] == "ok"
     assert forwards.alive(stack.forwarder)
-    assert forwards.orphans(owned_process.state_root()) == []
-    assert remote_sync.watch_orphans(owned_process.state_root()) == []
+    assert forwards.orphans(stack.state.parent) == []  # the home the stack was started in
+    assert remote_sync.watch_orphans(stack.state.parent) == []
 
 
 def test_the_shared_data_is_on_the_engine_once(stack: RemoteStack) -> None:
-    assert remote_sync.push_shared(stack.plan, context=stack.engine.context) is None
+    assert remote_sync.push_shared(stack.plan) is None
     data = stack.compose("exec", "-T", "backend", "ls", "/shared/data").stdout.split()
     assert sorted(data) == sorted(p.name for p in (REPO / "ktrdr/sample_data/data").glob("*.csv"))
     labels = stack.engine.docker(
@@ -208,8 +221,38 @@ def test_the_shared_data_is_on_the_engine_once(stack: RemoteStack) -> None:
     assert "ktrdr.instance" not in labels
 
 
+def test_shared_data_lost_on_the_engine_or_unrecorded_here_is_checked_and_pushed_again(
+    stack: RemoteStack,
+) -> None:
+    record = owned_process.state_root() / remote_sync.SHARED_RECORD  # this test's own home
+    record.unlink(missing_ok=True)
+
+    assert remote_sync.push_shared(stack.plan) is None  # markers say complete
+    assert record.is_file()
+    strategies = next(v for v in stack.plan.shared_volumes() if v.key == "shared-strategies")
+    stack.compose("stop", "-t", "1")  # a volume in use cannot be removed
+    try:
+        stack.engine.docker("rm", "-f", *_containers_of(stack), check=False)
+        stack.engine.docker("volume", "rm", strategies.name)
+
+        report = remote_sync.push_shared(stack.plan)
+    finally:
+        stack.compose("up", "-d", "--wait", timeout=UP_TIMEOUT)
+        wait_for(lambda: _api_ready(stack.api), timeout=120, what="the remote API back")
+
+    assert report is not None
+    assert report.volumes == [strategies.name]
+    listed = stack.compose("exec", "-T", "backend", "ls", "/shared/strategies").stdout.split()
+    assert listed == sorted(p.name for p in (REPO / "ktrdr/sample_data/strategies").glob("*.y*ml"))
+
+
+def _containers_of(stack: RemoteStack) -> list[str]:
+    label = f"label=com.docker.compose.project={stack.plan.project}"
+    return stack.engine.docker("ps", "-aq", "--filter", label).stdout.split()
+
+
 def test_e2e_tests_go_in_and_results_come_back(stack: RemoteStack) -> None:
-    remote_sync.prepare_e2e(stack.plan, context=stack.engine.context)
+    remote_sync.prepare_e2e(stack.plan)
     argv = e2e.e2e_argv(_Instance(stack.root, stack.env), ["-k", "health"])
     cut = argv.index("-v")
     del argv[cut : cut + 2]  # on a remote engine the override mounts the results volume
@@ -217,7 +260,7 @@ def test_e2e_tests_go_in_and_results_come_back(stack: RemoteStack) -> None:
 
     result = run(argv, cwd=stack.root, env=stack.compose_env, timeout=600, check=False)
     destination = stack.root / e2e.RESULTS_DIR
-    remote_sync.pull_e2e_results(stack.plan, destination, context=stack.engine.context)
+    remote_sync.pull_e2e_results(stack.plan, destination)
 
     summary = e2e.junit_summary(destination / e2e.JUNIT_NAME)
     assert result.returncode == 0, result.stdout[-2000:]
@@ -235,9 +278,8 @@ def test_a_killed_forwarder_is_seen_dead_and_a_new_one_serves_again(stack: Remot
     os.kill(stack.forwarder.pid, 9)
     wait_for(lambda: not forwards.alive(stack.forwarder), timeout=10, what="the forwarder dead")
 
-    remote_api = ports_for_slot(SLOT).api
     endpoint = Endpoint(None, stack.engine.ssh_host, None)
-    pairs = [(stack.api_port, remote_api)]
+    pairs = [(int(local), int(remote)) for local, remote in stack.forwarder.details["pairs"]]
     record = forwards.start(stack.root.name, endpoint, pairs, stack.state)
     stack.forwarder = record
 
@@ -245,12 +287,9 @@ def test_a_killed_forwarder_is_seen_dead_and_a_new_one_serves_again(stack: Remot
 
 
 def test_the_app_image_is_there_and_an_unchanged_tree_pushes_no_file(stack: RemoteStack) -> None:
-    context = stack.engine.context
-    assert not remote_sync.ensure_image(
-        stack.plan, stack.base, env=stack.compose_env, context=context
-    )
+    assert not remote_sync.ensure_image(stack.plan, stack.base, env=stack.compose_env)
 
-    report = remote_sync.catch_up(stack.plan, context=context)
+    report = remote_sync.catch_up(stack.plan)
 
     assert report is not None
     assert report.written == 0
@@ -261,7 +300,7 @@ def test_an_edit_made_while_no_watch_ran_is_caught_up(stack: RemoteStack) -> Non
     remote_sync.stop_watch(stack.state)
     try:
         version = _edit_version(stack)
-        remote_sync.catch_up(stack.plan, context=stack.engine.context)
+        remote_sync.catch_up(stack.plan)
         wait_for(
             lambda: httpx.get(f"{stack.api}/health", timeout=2).json()["version"] == version,
             timeout=EDIT_SERVED_LIMIT,

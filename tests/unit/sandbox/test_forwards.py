@@ -5,7 +5,6 @@ exist, and the real ssh client where it fails), and the choice of local ports.""
 from __future__ import annotations
 
 import http.server
-import json
 import socket
 import sys
 import threading
@@ -18,7 +17,7 @@ import pytest
 
 from ktrdr.cli.sandbox import forwards, owned_process
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.ports import ALL_SLOTS, ports_for_slot
+from ktrdr.cli.sandbox.ports import ALL_SLOTS, forward_ports, ports_for_slot
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 STAND_IN = [sys.executable, str(Path(__file__).with_name("ssh_stand_in.py"))]
@@ -64,6 +63,12 @@ def remote_side_stand_in() -> Iterator[int]:
     server.server_close()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _busy_port() -> socket.socket:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -98,7 +103,7 @@ def test_ssh_argv_without_user_or_port_leaves_them_to_the_ssh_config(tmp_path: P
 def test_a_started_forwarder_relays_local_ports_and_is_recorded_until_stopped(
     root: Path, remote_side_stand_in: int
 ) -> None:
-    local = forwards.local_ports("inst", [remote_side_stand_in], root)[remote_side_stand_in]
+    local = _free_port()
 
     record = forwards.start(
         "inst",
@@ -124,7 +129,7 @@ def test_starting_again_replaces_the_previous_forwarder(
 ) -> None:
     pairs = [
         (
-            forwards.local_ports("inst", [remote_side_stand_in], root)[remote_side_stand_in],
+            _free_port(),
             remote_side_stand_in,
         )
     ]
@@ -165,7 +170,7 @@ def test_a_forwarder_that_cannot_bind_fails_with_its_own_words(root: Path, tmp_p
         forwards.start(
             "inst",
             Endpoint(None, "h", None),
-            [(forwards._next_free(set()), 1)],
+            [(_free_port(), 1)],
             root / "inst",
             ssh_command=[sys.executable, str(refusing)],
         )
@@ -178,7 +183,7 @@ def test_real_ssh_to_a_closed_port_fails_with_sshs_own_message(root: Path) -> No
         forwards.start(
             "inst",
             Endpoint(None, "127.0.0.1", port),
-            [(forwards._next_free(set()), 1)],
+            [(_free_port(), 1)],
             root / "inst",
         )
 
@@ -191,7 +196,7 @@ def test_a_forwarder_whose_record_was_lost_is_an_orphan(
 ) -> None:
     pairs = [
         (
-            forwards.local_ports("inst", [remote_side_stand_in], root)[remote_side_stand_in],
+            _free_port(),
             remote_side_stand_in,
         )
     ]
@@ -207,65 +212,20 @@ def test_a_forwarder_whose_record_was_lost_is_an_orphan(
     assert not forwards.alive(record)
 
 
-# --- local ports ------------------------------------------------------------------------------
+# --- which ports ---------------------------------------------------------------------------
 
 
-def test_local_ports_never_use_a_slot_port_and_are_recorded(root: Path) -> None:
-    remote = [8003, 5435, 3003, 16689, 9093]
+def test_pairs_forward_every_port_of_the_slot_to_its_local_end() -> None:
+    remote, local = ports_for_slot(3), forward_ports(7, 3)
 
-    chosen = forwards.local_ports("inst", remote, root)
+    found = forwards.pairs(remote, local)
 
+    assert (local.api, remote.api) in found
+    assert (local.db, remote.db) in found
+    assert (local.worker_base + 3, remote.worker_base + 3) in found
+    assert len(found) == len(remote.all_ports())
     slot_ports = {p for s in ALL_SLOTS for p in ports_for_slot(s).all_ports().values()}
-    assert set(chosen) == set(remote)
-    assert not set(chosen.values()) & slot_ports
-    assert len(set(chosen.values())) == len(remote)
-    assert all(forwards.LOCAL_PORT_FIRST <= p <= forwards.LOCAL_PORT_LAST for p in chosen.values())
-    recorded = json.loads((root / "inst" / forwards.PORTS_FILE).read_text())
-    assert recorded == {str(r): local for r, local in chosen.items()}
-    assert forwards.recorded_ports(root / "inst") == chosen
-
-
-def test_an_instance_keeps_its_ports_across_calls_while_they_are_free(root: Path) -> None:
-    first = forwards.local_ports("inst", [8003, 5435], root)
-
-    assert forwards.local_ports("inst", [8003, 5435], root) == first
-
-
-def test_two_instances_never_get_the_same_local_port(root: Path) -> None:
-    a = forwards.local_ports("a", [8003, 5435], root)
-    b = forwards.local_ports("b", [8003, 5435], root)
-
-    assert not set(a.values()) & set(b.values())
-    assert forwards.local_ports("a", [8003, 5435], root) == a  # b's record does not move a
-
-
-def test_a_recorded_port_that_is_busy_now_is_replaced(root: Path) -> None:
-    first = forwards.local_ports("inst", [8003], root)[8003]
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", first))
-        sock.listen(1)
-
-        again = forwards.local_ports("inst", [8003], root)[8003]
-
-    assert again != first
-    assert forwards.free(again) or again == first
-
-
-def test_a_port_held_by_the_instances_own_live_forwarder_is_kept(
-    root: Path, remote_side_stand_in: int
-) -> None:
-    local = forwards.local_ports("inst", [remote_side_stand_in], root)[remote_side_stand_in]
-    forwards.start(
-        "inst",
-        Endpoint(None, "h", None),
-        [(local, remote_side_stand_in)],
-        root / "inst",
-        ssh_command=STAND_IN,
-    )
-
-    assert forwards.local_ports("inst", [remote_side_stand_in], root) == {
-        remote_side_stand_in: local
-    }
+    assert not {lo for lo, _ in found} & slot_ports
 
 
 def test_a_port_with_only_closed_connections_left_counts_as_free() -> None:
@@ -280,10 +240,3 @@ def test_a_port_with_only_closed_connections_left_counts_as_free() -> None:
         client.close()
         assert not forwards.free(port)  # still listening
     assert forwards.free(port)
-
-
-def test_forgetting_an_instance_frees_its_ports_for_others(root: Path) -> None:
-    a = forwards.local_ports("a", [8003], root)[8003]
-    forwards.forget(root / "a")
-
-    assert forwards.local_ports("b", [8003], root)[8003] == a

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox import proc, volume_push, volume_unpack
+from ktrdr.cli.sandbox import engine_context, proc, volume_push, volume_unpack
 from ktrdr.cli.sandbox.errors import SandboxError
 
 
@@ -176,16 +176,27 @@ def test_the_helper_program_runs_as_the_container_runs_it(tmp_path: Path) -> Non
     assert json.loads(checked.stdout) == {"src": False}
 
 
-def test_docker_env_names_the_context_and_drops_docker_host(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("DOCKER_HOST", "tcp://elsewhere:2375")
+def test_the_helper_mount_is_csv_so_label_values_may_hold_commas() -> None:
+    arg = volume_push.mount_arg("proj_src", "/dst/src", {"ktrdr.checkout": "/a,b", "k": "v"})
 
-    env = volume_push.docker_env("buildbox")
+    assert arg == (
+        'type=volume,src=proj_src,dst=/dst/src,volume-label=k=v,"volume-label=ktrdr.checkout=/a,b"'
+    )
 
-    assert env["DOCKER_CONTEXT"] == "buildbox"
-    assert "DOCKER_HOST" not in env
-    assert volume_push.docker_env(None)["DOCKER_HOST"] == "tcp://elsewhere:2375"
+
+def test_piped_and_detach_give_docker_children_the_selected_context(tmp_path: Path) -> None:
+    """engine_context.use() reaches the tar streams and the companion processes too."""
+    fake = tmp_path / "docker"
+    fake.write_text('#!/bin/sh\necho "$DOCKER_CONTEXT ${DOCKER_HOST:-no-host}"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "DOCKER_HOST": "tcp://elsewhere:2375"}
+    with engine_context.use("buildbox"):
+        piped = proc.piped([str(fake)], env=env)
+        child = proc.detach([str(fake)], log_path=tmp_path / "log", env=env)
+        child.wait()
+
+    assert piped.stdout.strip() == "buildbox no-host"
+    assert (tmp_path / "log").read_text().strip() == "buildbox no-host"
 
 
 # --- proc.piped ---------------------------------------------------------------------------------
