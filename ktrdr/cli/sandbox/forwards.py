@@ -12,9 +12,9 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 from ktrdr.cli.sandbox import owned_process
+from ktrdr.cli.sandbox.engine_context import SshEndpoint
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.owned_process import Orphan, OwnedProcess
 from ktrdr.cli.sandbox.ports import SlotPorts
@@ -29,19 +29,8 @@ SSH_OPTIONS = (
 )
 
 
-class Endpoint(Protocol):
-    """What an ssh:// Docker context names (engine_context.SshEndpoint has these fields)."""
-
-    @property
-    def user(self) -> str | None: ...
-    @property
-    def host(self) -> str: ...
-    @property
-    def port(self) -> int | None: ...
-
-
 def ssh_argv(
-    endpoint: Endpoint,
+    endpoint: SshEndpoint,
     pairs: Sequence[tuple[int, int]],
     *,
     log_file: Path,
@@ -54,15 +43,12 @@ def ssh_argv(
     argv += ["-E", str(log_file)]
     for local, remote in pairs:
         argv += ["-L", f"127.0.0.1:{local}:127.0.0.1:{remote}"]
-    if endpoint.port:
-        argv += ["-p", str(endpoint.port)]
-    target = f"{endpoint.user}@{endpoint.host}" if endpoint.user else endpoint.host
-    return [*argv, "--", target]
+    return [*argv, *endpoint.ssh_args()]
 
 
 def start(
     instance_id: str,
-    endpoint: Endpoint,
+    endpoint: SshEndpoint,
     pairs: Sequence[tuple[int, int]],
     directory: Path,
     *,
@@ -84,7 +70,6 @@ def start(
     directory.mkdir(parents=True, exist_ok=True)
     log_file = owned_process.log_path(directory, KIND)
     argv = ssh_argv(endpoint, pairs, log_file=log_file, ssh_command=ssh_command)
-    where = f"{endpoint.user}@{endpoint.host}" if endpoint.user else endpoint.host
     return owned_process.launch(
         argv,
         kind=KIND,
@@ -92,7 +77,7 @@ def start(
         directory=directory,
         ready=lambda: all(accepts(local) for local, _ in pairs),
         timeout=timeout,
-        what=f"the SSH forwarder of {instance_id} to {where}",
+        what=f"the SSH forwarder of {instance_id} to {endpoint.destination}",
         details={"pairs": [[local, remote] for local, remote in pairs], "host": endpoint.host},
     )
 

@@ -182,8 +182,7 @@ def ensure_image(plan: RemotePlan, compose_base: Sequence[str], *, env: Mapping[
         [*compose_base, "build", plan.builder_service],
         cwd=plan.root,
         env=env,
-        timeout=3600,
-        capture=False,
+        timeout=3600,  # captured: the MCP server's stdout is its protocol; errors keep the tail
         what=f"building {plan.image} on the engine",
     )
     return True

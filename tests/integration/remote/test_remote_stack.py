@@ -32,6 +32,7 @@ from ktrdr.cli.sandbox import (
     remote_sync,
     stack_file,
 )
+from ktrdr.cli.sandbox.engine_context import SshEndpoint
 from ktrdr.cli.sandbox.instance import EnvSettings, render_env
 from ktrdr.cli.sandbox.owned_process import OwnedProcess
 from ktrdr.cli.sandbox.ports import FORWARD_INDEXES, SlotPorts, forward_ports, ports_for_slot
@@ -47,13 +48,6 @@ COPIED = ("ktrdr", "tests", "deploy", "docker", "docker-compose.sandbox.yml", "D
 SLOT = 3  # the remote host's own slot 3: its loopback, not ours
 UP_TIMEOUT = 600
 EDIT_SERVED_LIMIT = 10.0  # seconds; the goal is 5 (measured: ~2-3 s idle, ~4-6 s loaded)
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    user: str | None
-    host: str
-    port: int | None
 
 
 @dataclass
@@ -162,7 +156,7 @@ def stack(
         partial.compose("up", "-d", "--wait", timeout=UP_TIMEOUT)
         timings["forward"] = time.monotonic()
         remote, local = ports_for_slot(SLOT), _free_forward_block()
-        endpoint = Endpoint(None, remote_engine.ssh_host, None)
+        endpoint = SshEndpoint(remote_engine.ssh_host, None, None)
         record = forwards.start(root.name, endpoint, forwards.pairs(remote, local), state)
         timings["watch"] = time.monotonic()
         remote_sync.start_watch(
@@ -278,7 +272,7 @@ def test_a_killed_forwarder_is_seen_dead_and_a_new_one_serves_again(stack: Remot
     os.kill(stack.forwarder.pid, 9)
     wait_for(lambda: not forwards.alive(stack.forwarder), timeout=10, what="the forwarder dead")
 
-    endpoint = Endpoint(None, stack.engine.ssh_host, None)
+    endpoint = SshEndpoint(stack.engine.ssh_host, None, None)
     pairs = [(int(local), int(remote)) for local, remote in stack.forwarder.details["pairs"]]
     record = forwards.start(stack.root.name, endpoint, pairs, stack.state)
     stack.forwarder = record

@@ -9,25 +9,18 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from ktrdr.cli.sandbox import forwards, owned_process
+from ktrdr.cli.sandbox.engine_context import SshEndpoint
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.ports import ALL_SLOTS, forward_ports, ports_for_slot
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 STAND_IN = [sys.executable, str(Path(__file__).with_name("ssh_stand_in.py"))]
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    user: str | None
-    host: str
-    port: int | None
 
 
 @pytest.fixture
@@ -80,7 +73,9 @@ def test_ssh_argv_forwards_loopback_to_loopback_with_keepalives_and_no_prompts(
     tmp_path: Path,
 ) -> None:
     argv = forwards.ssh_argv(
-        Endpoint("dev", "buildbox", 2222), [(21000, 8003), (21001, 5435)], log_file=tmp_path / "l"
+        SshEndpoint("buildbox", "dev", 2222),
+        [(21000, 8003), (21001, 5435)],
+        log_file=tmp_path / "l",
     )
 
     assert argv[:2] == ["ssh", "-N"]
@@ -94,7 +89,7 @@ def test_ssh_argv_forwards_loopback_to_loopback_with_keepalives_and_no_prompts(
 
 
 def test_ssh_argv_without_user_or_port_leaves_them_to_the_ssh_config(tmp_path: Path) -> None:
-    argv = forwards.ssh_argv(Endpoint(None, "buildbox", None), [(1, 2)], log_file=tmp_path / "l")
+    argv = forwards.ssh_argv(SshEndpoint("buildbox", None, None), [(1, 2)], log_file=tmp_path / "l")
 
     assert "-p" not in argv
     assert argv[-2:] == ["--", "buildbox"]
@@ -107,7 +102,7 @@ def test_a_started_forwarder_relays_local_ports_and_is_recorded_until_stopped(
 
     record = forwards.start(
         "inst",
-        Endpoint("dev", "buildbox", None),
+        SshEndpoint("buildbox", "dev", None),
         [(local, remote_side_stand_in)],
         root / "inst",
         ssh_command=STAND_IN,
@@ -134,11 +129,11 @@ def test_starting_again_replaces_the_previous_forwarder(
         )
     ]
     first = forwards.start(
-        "inst", Endpoint(None, "h", None), pairs, root / "inst", ssh_command=STAND_IN
+        "inst", SshEndpoint("h", None, None), pairs, root / "inst", ssh_command=STAND_IN
     )
 
     second = forwards.start(
-        "inst", Endpoint(None, "h", None), pairs, root / "inst", ssh_command=STAND_IN
+        "inst", SshEndpoint("h", None, None), pairs, root / "inst", ssh_command=STAND_IN
     )
 
     assert not forwards.alive(first)
@@ -151,7 +146,11 @@ def test_a_forward_port_taken_meanwhile_is_refused_before_ssh_starts(root: Path)
         port = busy.getsockname()[1]
         with pytest.raises(SandboxError, match=rf"local port\(s\) {port} are in use"):
             forwards.start(
-                "inst", Endpoint(None, "h", None), [(port, 1)], root / "inst", ssh_command=STAND_IN
+                "inst",
+                SshEndpoint("h", None, None),
+                [(port, 1)],
+                root / "inst",
+                ssh_command=STAND_IN,
             )
 
     assert forwards.current(root / "inst") is None
@@ -169,7 +168,7 @@ def test_a_forwarder_that_cannot_bind_fails_with_its_own_words(root: Path, tmp_p
     with pytest.raises(SandboxError, match=r"exited \(code 255\).*Address already in use"):
         forwards.start(
             "inst",
-            Endpoint(None, "h", None),
+            SshEndpoint("h", None, None),
             [(_free_port(), 1)],
             root / "inst",
             ssh_command=[sys.executable, str(refusing)],
@@ -182,7 +181,7 @@ def test_real_ssh_to_a_closed_port_fails_with_sshs_own_message(root: Path) -> No
     with pytest.raises(SandboxError, match=r"SSH forwarder of inst to 127.0.0.1 exited.*refused"):
         forwards.start(
             "inst",
-            Endpoint(None, "127.0.0.1", port),
+            SshEndpoint("127.0.0.1", None, port),
             [(_free_port(), 1)],
             root / "inst",
         )
@@ -201,7 +200,7 @@ def test_a_forwarder_whose_record_was_lost_is_an_orphan(
         )
     ]
     record = forwards.start(
-        "inst", Endpoint(None, "h", None), pairs, root / "inst", ssh_command=STAND_IN
+        "inst", SshEndpoint("h", None, None), pairs, root / "inst", ssh_command=STAND_IN
     )
     (root / "inst" / "forward.json").unlink()
 
