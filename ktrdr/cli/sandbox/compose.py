@@ -200,7 +200,8 @@ def down(instance_id: str, instance: Instance | None, *, volumes: bool) -> None:
         and (instance.root / COMPOSE_FILE).is_file()
         and instance.env_path.is_file()
     ):
-        args = ["down", "--remove-orphans", "--timeout", "10"]
+        # Every profile: the e2e service's volumes (a remote instance's tests) go too.
+        args = ["--profile", "*", "down", "--remove-orphans", "--timeout", "10"]
         if volumes:
             args.append("-v")
         try:

@@ -16,7 +16,7 @@ from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import home_id, ktrdr_home
 from ktrdr.cli.sandbox.instance import owner_variables, project_name, read_env, write_env_file
 from ktrdr.cli.sandbox.listing import stale_reason
-from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.ports import local_ports
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
@@ -146,7 +146,7 @@ def retry_once(action: Callable[[], T], *, pause: float = 2.0) -> T:
 
 def expected_env(entry: Entry) -> dict[str, str]:
     """The env-file lines the registry and the port map decide (everything but secrets)."""
-    ports = ports_for_slot(entry.slot)
+    ports = local_ports(entry.slot, entry.forward)
     owner = home_id()
     return {
         "COMPOSE_PROJECT_NAME": project_name(entry.instance_id, owner),
@@ -155,6 +155,8 @@ def expected_env(entry: Entry) -> dict[str, str]:
         "KTRDR_SLOT": str(entry.slot),
         **ports.env_variables(),
         "KTRDR_API_URL": ports.urls()["api"],
+        **({"KTRDR_DOCKER_CONTEXT": entry.context} if entry.context else {}),
+        **({"KTRDR_FORWARD_INDEX": str(entry.forward)} if entry.forward else {}),
     }
 
 
@@ -177,11 +179,12 @@ def rewrite_env(path: Path, updates: dict[str, str]) -> None:
 
 
 def _slot_holders(entries: dict[str, Entry]) -> dict[int, list[str]]:
-    """Slots held by more than one entry (only a hand-edited or corrupt registry has them)."""
-    holders: dict[int, list[str]] = {}
+    """Slots held by more than one entry of one engine (only a hand-edited or corrupt registry
+    has them; a local and a remote instance on slot 1 are fine)."""
+    holders: dict[tuple[str, int], list[str]] = {}
     for entry in entries.values():
-        holders.setdefault(entry.slot, []).append(entry.instance_id)
-    return {slot: sorted(ids) for slot, ids in holders.items() if len(ids) > 1}
+        holders.setdefault((entry.context or "", entry.slot), []).append(entry.instance_id)
+    return {slot: sorted(ids) for (_, slot), ids in holders.items() if len(ids) > 1}
 
 
 def check_shared_slots(

@@ -39,22 +39,22 @@ class SshEndpoint:
 
 
 def current() -> str | None:
-    return proc.docker_context.get()
+    return proc.docker_context()
 
 
 @contextmanager
 def use(context: str | None) -> Iterator[None]:
     """Every docker child started inside talks to `context` (None: the default engine)."""
-    token = proc.docker_context.set(context or None)
+    token = proc.scoped_docker_context.set(context or None)
     try:
         yield
     finally:
-        proc.docker_context.reset(token)
+        proc.scoped_docker_context.reset(token)
 
 
 def select(context: str | None) -> None:
     """`use` for the rest of this command: a CLI command acts on one instance's engine."""
-    proc.docker_context.set(context or None)
+    proc.command_docker_context[0] = context or None
 
 
 def describe() -> str | None:

@@ -18,15 +18,23 @@ STDERR_TAIL_LINES = 15
 INTERRUPT_GRACE = 30.0  # seconds a child gets to clean up after SIGINT
 
 
-# The Docker context every `docker …` child of this command talks to (None: the docker CLI's own
-# default, DOCKER_HOST or the current context). Set through engine_context.use().
-docker_context: ContextVar[str | None] = ContextVar("docker_context", default=None)
+# The Docker context `docker …` children talk to (None: the docker CLI's own default,
+# DOCKER_HOST or the current context): the command's engine (engine_context.select), which every
+# thread sees (the gate probes in a pool), unless a block chose another (engine_context.use).
+_UNSCOPED = "\0unscoped"
+scoped_docker_context: ContextVar[str | None] = ContextVar("docker_context", default=_UNSCOPED)
+command_docker_context: list[str | None] = [None]
+
+
+def docker_context() -> str | None:
+    scoped = scoped_docker_context.get()
+    return command_docker_context[0] if scoped == _UNSCOPED else scoped
 
 
 def child_env(args: Sequence[str], env: Mapping[str, str] | None) -> dict[str, str] | None:
     """The environment of a child: `env` as given, plus the selected Docker context for docker
     itself (DOCKER_HOST dropped: it would override the context)."""
-    context = docker_context.get()
+    context = docker_context()
     if context is None or not args or Path(args[0]).name != "docker":
         return dict(env) if env is not None else None
     import os

@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ktrdr.cli.sandbox import e2e
 from ktrdr.cli.sandbox.instance import read_env
 from tests.integration.project_copy import copy_project
 from tests.integration.remote.conftest import RemoteEngine
@@ -161,7 +162,7 @@ def test_an_edit_here_is_served_by_the_remote_backend(remote_up: Path) -> None:
 def test_e2e_runs_on_the_engine_and_its_results_come_back(home: Home, remote_up: Path) -> None:
     out = home.ok("test-e2e", "-k", "health", cwd=remote_up, timeout=900)
     assert "passed" in out
-    assert (remote_up / ".sandbox" / "test-results" / "junit.xml").is_file()
+    assert (remote_up / e2e.RESULTS_DIR / e2e.JUNIT_NAME).is_file()
     evidence = home.ok("evidence", "--json", cwd=remote_up, timeout=300)
     assert "far" in evidence
 

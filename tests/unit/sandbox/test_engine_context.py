@@ -151,3 +151,19 @@ def test_create_on_an_unknown_context_changes_nothing(repo: Path, docker: Docker
     assert registry.load() == {}
     assert not (repo.parent / "ktrdr--x").exists()
     assert os.listdir(repo.parent) == ["ktrdr"]
+
+
+def test_the_commands_engine_reaches_worker_threads() -> None:
+    """The gate probes the engine from a thread pool: they must ask the instance's engine."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def seen() -> str | None:
+        env = proc.child_env(["docker", "ps"], {})
+        return None if env is None else env.get("DOCKER_CONTEXT")
+
+    engine_context.select("buildbox")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(seen).result() == "buildbox"
+    with engine_context.use(None):  # a block may still pick another engine
+        assert seen() is None
+    assert seen() == "buildbox"
