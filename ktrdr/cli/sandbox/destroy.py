@@ -271,6 +271,12 @@ class DestroyInterrupted(Interrupted):
         self.instance = instance
 
 
+def _engine_hint() -> str:
+    if engine_context.current():
+        return engine_context.retry_hint()
+    return "start Docker (or put docker on PATH) and retry"
+
+
 def _destroy_locked(
     instance: Instance, entry: Entry, *, force: bool, on_start: Callable[[], None] | None
 ) -> DestroyResult:
@@ -279,8 +285,8 @@ def _destroy_locked(
     if unknown is not None:
         raise SandboxError(
             f"cannot destroy {entry.instance_id}: {unknown}, so its containers and volumes can "
-            "be neither removed nor confirmed gone; nothing was changed: start Docker (or put "
-            "docker on PATH) and retry"
+            "be neither removed nor confirmed gone; nothing was changed (its slot stays "
+            f"claimed): {_engine_hint()}"
         )
     _claim_destroy(entry.instance_id)
     if on_start is not None:

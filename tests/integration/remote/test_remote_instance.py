@@ -227,7 +227,9 @@ def test_destroy_while_the_engine_is_unreachable_keeps_the_slot(
     assert refused.returncode != 0
     assert "Traceback" not in refused.stdout + refused.stderr
     assert "does not answer" in refused.stderr or "not reachable" in refused.stderr
+    assert "nothing was changed" in refused.stderr
     assert "stays claimed" in refused.stderr
+    assert f"docker --context {remote_engine.context} info" in refused.stderr
     assert "no containers" not in status.stdout
     rows = {row["instance_id"] for row in json.loads(home.ok("list", "--json"))}
     assert "ktrdr--far" in rows
