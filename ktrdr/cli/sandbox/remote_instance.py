@@ -85,12 +85,14 @@ def start_forwards(instance: Instance) -> None:
 
 
 def revive(instance: Instance, notify: Notify) -> None:
-    """`resume` (and `up` on a running stack): restart a forwarder or watch that died."""
+    """`resume`: restart a forwarder or watch that died, and push edits the watch missed."""
     if not forwards_alive(instance):
         notify("Restarting the SSH forwards (they had stopped)")
         start_forwards(instance)
     if not remote_sync.watch_alive(state_dir(instance)):
         after_start(instance, plan(instance), notify)
+    else:  # a watch syncing into frozen containers may have missed edits
+        _said(notify, remote_sync.catch_up(plan(instance)), "edits made while paused")
 
 
 def stop(instance: Instance) -> list[str]:

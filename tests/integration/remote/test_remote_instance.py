@@ -186,6 +186,22 @@ def test_a_local_and_a_remote_instance_share_a_slot_number(home: Home, remote_up
         home.ok("destroy", "near", "--yes", "--force", timeout=600)
 
 
+def test_pause_and_resume_on_the_remote_engine(home: Home, remote_up: Path) -> None:
+    home.ok("pause", cwd=remote_up)
+    assert home.status("far")["status"] == "paused"
+    init = remote_up / "ktrdr" / "__init__.py"
+    version = f"0.0.0+paused{uuid.uuid4().hex[:6]}"
+    init.write_text(
+        re.sub(r'__version__ = "[^"]*"', f'__version__ = "{version}"', init.read_text())
+    )
+    assert "Startability Gate: PASSED" in home.ok("resume", cwd=remote_up, timeout=UP_TIMEOUT)
+    wait_for(  # the edit made while frozen reaches the engine too
+        lambda: httpx.get(f"{api_of(remote_up)}/health", timeout=2).json()["version"] == version,
+        timeout=EDIT_SERVED_LIMIT * 2,
+        what="the remote backend serving the edit made while paused",
+    )
+
+
 def test_a_killed_forwarder_is_reported_and_up_restarts_it(home: Home, remote_up: Path) -> None:
     state = Path(home.env["KTRDR_HOME"]) / "run" / "ktrdr--far" / "forward.json"
     os.kill(int(json.loads(state.read_text())["pid"]), signal.SIGKILL)
@@ -235,11 +251,24 @@ def test_destroy_while_the_engine_is_unreachable_keeps_the_slot(
     assert "ktrdr--far" in rows
 
 
-def test_destroy_removes_everything_on_both_machines(
+def test_destroy_with_a_dropped_connection_still_removes_everything_on_both_machines(
     home: Home, remote_up: Path, remote_engine: RemoteEngine
 ) -> None:
     owner = read_env(remote_up / ".env.sandbox")["KTRDR_OWNER"]
-    home.ok("destroy", "far", "--yes", "--force", timeout=600)
+    # The connection dropped mid-destroy: it finishes, or fails in one line keeping the entry
+    # (a slot it could not verify is never freed); a rerun finishes.
+    destroy = subprocess.Popen(
+        [KTRDR, "sandbox", "destroy", "far", "--yes", "--force"], cwd=home.repo, env=home.env,
+        text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(1.5)
+    remote_engine.drop_ssh()
+    out, err = destroy.communicate(timeout=600)
+    assert "Traceback" not in out + err
+    if destroy.returncode != 0:
+        assert err.strip().splitlines()[-1].startswith("Error:"), err
+        assert "ktrdr--far" in {row["instance_id"] for row in json.loads(home.ok("list", "--json"))}
+        home.ok("destroy", "far", "--yes", "--force", timeout=600)
     assert not remote_up.exists()
     for kind in ("ps -a", "volume ls", "network ls"):
         left = remote_engine.docker(
