@@ -27,7 +27,9 @@ import httpx
 import pytest
 
 from ktrdr.cli.sandbox import e2e
+from ktrdr.cli.sandbox.allocation import busy_ports
 from ktrdr.cli.sandbox.instance import read_env
+from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
 from tests.integration.project_copy import copy_project
 from tests.integration.remote.conftest import RemoteEngine
 
@@ -109,7 +111,12 @@ def home(tmp_path_factory: pytest.TempPathFactory, remote_engine: RemoteEngine) 
 @pytest.fixture(scope="module")
 def remote_up(home: Home, remote_engine: RemoteEngine) -> Path:
     """One remote instance, up, shared by the tests below in file order."""
-    out = home.ok("create", "far", "--context", remote_engine.context)
+    # A slot free on this machine too, so a local instance can take the same number later.
+    slot = next(
+        (n for n in reversed(SANDBOX_SLOTS) if not busy_ports(n, with_owners=False)),
+        SANDBOX_SLOTS[-1],
+    )
+    out = home.ok("create", "far", "--context", remote_engine.context, "--slot", str(slot))
     assert "Created" in out or "far" in out
     path = home.path_of("far")
     started = time.monotonic()
