@@ -23,6 +23,7 @@ TITLES = {
     "parallel_instances": "Parallel instances",
     "mcp_server": "MCP server",
     "idle_cost": "Idle cost",
+    "remote_engine": "Remote engine",
 }
 ALL = list(TITLES)
 OUT = REPO_ROOT / "docs" / "benchmarks.md"
