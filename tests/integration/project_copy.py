@@ -28,3 +28,17 @@ def copy_project(target: Path) -> Path:
     subprocess.run([*git, "add", "-A"], cwd=target, check=True)
     subprocess.run([*git, "commit", "-q", "-m", "copy"], cwd=target, check=True)
     return target
+
+
+def bump_version(root: Path, tag: str) -> str:
+    """Give the copy's `ktrdr.__version__` a new unique value (the API's /health reports it),
+    the edit the hot-reload tests wait to see served; returns the new version."""
+    import re
+    import uuid
+
+    init = root / "ktrdr" / "__init__.py"
+    version = f"0.0.0+{tag}{uuid.uuid4().hex[:6]}"
+    init.write_text(
+        re.sub(r'__version__ = "[^"]*"', f'__version__ = "{version}"', init.read_text())
+    )
+    return version

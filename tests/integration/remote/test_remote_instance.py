@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from ktrdr.cli.sandbox import e2e
 from ktrdr.cli.sandbox.allocation import busy_ports
 from ktrdr.cli.sandbox.instance import read_env
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
-from tests.integration.project_copy import copy_project
+from tests.integration.project_copy import bump_version, copy_project
 from tests.integration.remote.conftest import RemoteEngine
 
 pytestmark = pytest.mark.docker
@@ -152,12 +150,8 @@ def test_the_remote_stack_answers_at_local_ports_and_publishes_only_on_its_loopb
 
 
 def test_an_edit_here_is_served_by_the_remote_backend(remote_up: Path) -> None:
-    init = remote_up / "ktrdr" / "__init__.py"
-    version = f"0.0.0+remote{uuid.uuid4().hex[:6]}"
     started = time.monotonic()
-    init.write_text(
-        re.sub(r'__version__ = "[^"]*"', f'__version__ = "{version}"', init.read_text())
-    )
+    version = bump_version(remote_up, "remote")
     wait_for(
         lambda: httpx.get(f"{api_of(remote_up)}/health", timeout=2).json()["version"] == version,
         timeout=EDIT_SERVED_LIMIT * 2,  # the goal, with room for a loaded CI machine
@@ -196,11 +190,7 @@ def test_a_local_and_a_remote_instance_share_a_slot_number(home: Home, remote_up
 def test_pause_and_resume_on_the_remote_engine(home: Home, remote_up: Path) -> None:
     home.ok("pause", cwd=remote_up)
     assert home.status("far")["status"] == "paused"
-    init = remote_up / "ktrdr" / "__init__.py"
-    version = f"0.0.0+paused{uuid.uuid4().hex[:6]}"
-    init.write_text(
-        re.sub(r'__version__ = "[^"]*"', f'__version__ = "{version}"', init.read_text())
-    )
+    version = bump_version(remote_up, "paused")
     assert "Startability Gate: PASSED" in home.ok("resume", cwd=remote_up, timeout=UP_TIMEOUT)
     wait_for(  # the edit made while frozen reaches the engine too
         lambda: httpx.get(f"{api_of(remote_up)}/health", timeout=2).json()["version"] == version,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import shutil
 import time
 import uuid
@@ -38,6 +37,7 @@ from ktrdr.cli.sandbox.owned_process import OwnedProcess
 from ktrdr.cli.sandbox.ports import FORWARD_INDEXES, SlotPorts, forward_ports, ports_for_slot
 from ktrdr.cli.sandbox.proc import ProcResult, run
 from ktrdr.envfile import parse_env_text
+from tests.integration.project_copy import bump_version
 from tests.integration.remote.conftest import RemoteEngine
 
 pytestmark = pytest.mark.docker
@@ -308,22 +308,12 @@ def test_an_edit_made_while_no_watch_ran_is_caught_up(stack: RemoteStack) -> Non
 
 
 def _edit_version(stack: RemoteStack) -> str:
-    init = stack.root / "ktrdr" / "__init__.py"
-    version = f"0.0.0+remote{uuid.uuid4().hex[:6]}"
-    init.write_text(
-        re.sub(r'__version__ = "[^"]*"', f'__version__ = "{version}"', init.read_text())
-    )
-    return version
+    return bump_version(stack.root, "remote")
 
 
 def test_an_edit_here_is_served_by_the_remote_backend(stack: RemoteStack) -> None:
-    init = stack.root / "ktrdr" / "__init__.py"
-    version = f"0.0.0+remote{uuid.uuid4().hex[:6]}"
-
     started = time.monotonic()
-    init.write_text(
-        re.sub(r'__version__ = "[^"]*"', f'__version__ = "{version}"', init.read_text())
-    )
+    version = bump_version(stack.root, "remote")
     wait_for(
         lambda: httpx.get(f"{stack.api}/health", timeout=2).json()["version"] == version,
         timeout=EDIT_SERVED_LIMIT,
