@@ -96,8 +96,7 @@ def create_instance(
     """A new worktree `<parent>/<repo dir>--NAME` on branch NAME (or `branch`), slot, env file;
     the stack will run on the engine of `context` (None: the default engine)."""
     validate_create_name(name)
-    if context:
-        engine_context.validate(context)
+    context = engine_context.validate(context)
     notes = claims.reap_dead_claims()
     target = _check_target(name, cwd, branch=branch, base=base)
     with engine_context.use(context):

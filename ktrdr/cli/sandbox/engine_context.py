@@ -123,8 +123,12 @@ def is_remote(context: str | None) -> bool:
     return ssh_endpoint(context) is not None
 
 
-def validate(context: str) -> str:
-    """The context name, once it exists and its endpoint is one we can serve; SandboxError else."""
+def validate(context: str | None) -> str | None:
+    """The context to record: None for the default engine (no name, or docker's `default`,
+    which would otherwise count as a second engine with slots of its own), else the name once
+    it exists and its endpoint is one we can serve; SandboxError else."""
+    if not context or context == "default":
+        return None
     url = endpoint(context)
     if not url.startswith(("ssh://", "unix://")):
         raise SandboxError(

@@ -45,8 +45,7 @@ def init_instance(
     refuse_other_owner(top, previous)
     if context is None and previous.get("KTRDR_INSTANCE_ID") == instance_id:
         context = previous.get("KTRDR_DOCKER_CONTEXT") or None
-    if context:
-        engine_context.validate(context)
+    context = engine_context.validate(context)
     with instance_lock(instance_id, command="ktrdr sandbox init"), engine_context.use(context):
         return _init_locked(top, instance_id, previous, slot=slot, images=images, context=context)
 

@@ -167,3 +167,13 @@ def test_the_commands_engine_reaches_worker_threads() -> None:
     with engine_context.use(None):  # a block may still pick another engine
         assert seen() is None
     assert seen() == "buildbox"
+
+
+@needs_docker_cli
+@pytest.mark.usefixtures("contexts")
+def test_dockers_default_context_is_the_default_engine(repo: Path, docker: DockerStandIn) -> None:
+    first = create_instance(name="a", cwd=repo)
+    second = create_instance(name="b", cwd=repo, context="default")
+    assert (first.slot, second.slot) == (1, 2)  # one engine: one set of slots
+    assert registry.load()[second.instance_id].context is None
+    assert "KTRDR_DOCKER_CONTEXT" not in read_env(second.path / ".env.sandbox")
