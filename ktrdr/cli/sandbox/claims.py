@@ -142,7 +142,8 @@ def busy_slots(slots: list[int] | range, *, remote: bool = False) -> dict[int, l
     """Busy ports per slot (probed here, or on a remote engine what its containers publish),
     plus the slots another home's stacks hold on the selected engine: the registry is per home,
     the ports are per engine."""
-    if remote:
+    if remote:  # a remote engine must answer: its ports cannot be probed from here
+        docker_access.engine().ensure_engine()
         published = docker_access.engine().published_ports()
         busy = {slot: busy_ports(slot, probe=published.__contains__) for slot in slots}
     else:

@@ -87,6 +87,10 @@ class DockerStandIn:
     def unmark_slot(self, instance_id: str) -> None:
         self.slot_marks.pop(instance_id, None)
 
+    def ensure_engine(self) -> None:
+        if not self.reachable:
+            raise DockerUnavailableError("Docker engine not reachable (stand-in)")
+
     def published_ports(self) -> set[int]:
         return set(self.published)
 

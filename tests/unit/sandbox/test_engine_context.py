@@ -177,3 +177,17 @@ def test_dockers_default_context_is_the_default_engine(repo: Path, docker: Docke
     assert (first.slot, second.slot) == (1, 2)  # one engine: one set of slots
     assert registry.load()[second.instance_id].context is None
     assert "KTRDR_DOCKER_CONTEXT" not in read_env(second.path / ".env.sandbox")
+
+
+@needs_docker_cli
+@pytest.mark.usefixtures("contexts")
+def test_create_on_a_remote_engine_that_does_not_answer_changes_nothing(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    docker.reachable = False
+    out = CliRunner().invoke(cli, ["sandbox", "create", "x", "--context", "buildbox"])
+    assert out.exit_code == 1
+    assert "not reachable" in out.output
+    assert "Traceback" not in out.output
+    assert registry.load() == {}
+    assert not (repo.parent / "ktrdr--x").exists()
