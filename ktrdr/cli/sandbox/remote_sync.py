@@ -14,12 +14,10 @@ from pathlib import Path
 
 from ktrdr.cli.sandbox import owned_process, proc, volume_push
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.owned_process import Orphan, OwnedProcess
+from ktrdr.cli.sandbox.owned_process import OwnedProcess
 from ktrdr.cli.sandbox.remote_stack import (
     E2E_RESULTS_KEY,
     E2E_SERVICE,
-    OWNER_LABEL,
-    SHARED_LABEL,
     WATCH_KIND,
     WATCH_READY_TIMEOUT,
     RemotePlan,
@@ -188,11 +186,6 @@ def ensure_image(plan: RemotePlan, compose_base: Sequence[str], *, env: Mapping[
     return True
 
 
-def shared_volumes_on_engine(plan: RemotePlan) -> set[str]:
-    """Names of this home's shared-data volumes on the engine (doctor, status)."""
-    return volume_push.existing_volumes({OWNER_LABEL: plan.owner, SHARED_LABEL: "1"})
-
-
 # --- compose watch -----------------------------------------------------------------------------
 
 
@@ -237,17 +230,9 @@ def stop_watch(directory: Path) -> bool:
     return owned_process.stop(record) if record is not None else False
 
 
-def watch_record(directory: Path) -> OwnedProcess | None:
-    return owned_process.load(directory, WATCH_KIND)
-
-
 def watch_alive(directory: Path) -> bool:
     record = owned_process.load(directory, WATCH_KIND)
     return record is not None and owned_process.alive(record)
-
-
-def watch_orphans(root: Path) -> list[Orphan]:
-    return owned_process.orphans(root, WATCH_KIND)
 
 
 def _text(path: Path) -> str:

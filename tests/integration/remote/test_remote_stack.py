@@ -201,7 +201,7 @@ def test_the_api_answers_through_the_forwarder_with_this_instances_id(stack: Rem
     assert body["database"] == "ok"
     assert forwards.alive(stack.forwarder)
     assert forwards.orphans(stack.state.parent) == []  # the home the stack was started in
-    assert remote_sync.watch_orphans(stack.state.parent) == []
+    assert owned_process.orphans(stack.state.parent, remote_stack.WATCH_KIND) == []
 
 
 def test_the_shared_data_is_on_the_engine_once(stack: RemoteStack) -> None:

@@ -4,6 +4,7 @@ Docker-backed checks against the real engine (marker docker)."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import registry
+from ktrdr.cli.sandbox import owned_process, registry
 from ktrdr.cli.sandbox.doctor import run_doctor
 from ktrdr.cli.sandbox.doctor_checks import env_drift, remove_empty_tree, rewrite_env
 from ktrdr.cli.sandbox.doctor_report import DoctorReport, Problem
@@ -450,3 +451,25 @@ def test_fit_widths_shrinks_the_widest_column_first() -> None:
 
     assert fit_widths([8, 10, 300, 20], [8, 8, 8, 8], 100) == [8, 10, 56, 20]
     assert fit_widths([8, 8], [8, 8], 5) == [8, 8]  # headers never cut
+
+
+def test_doctor_stops_an_orphaned_companion_of_a_remote_instance(tmp_path: Path) -> None:
+    """A forwarder whose record is gone (a killed `up`, a lost state dir) still holds local
+    ports: doctor reports it and --fix stops it, found by the marker in its environment."""
+    directory = owned_process.state_dir("ktrdr--gone")
+    directory.mkdir(parents=True)
+    marker = f"{owned_process.record_path(directory, 'forward')}#run1"
+    stray = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"],
+        env={**os.environ, owned_process.MARKER: marker},
+    )
+    try:
+        report = run_doctor(fix=False, host=quiet_host(tmp_path))
+        assert "process" in kinds(report)
+        assert stray.poll() is None  # without --fix nothing is signalled
+        fixed = run_doctor(fix=True, host=quiet_host(tmp_path))
+        assert [p.fixed for p in fixed.problems if p.kind == "process"] == ["stopped"]
+        assert stray.wait(timeout=15) != 0
+    finally:
+        stray.kill()
+        stray.wait()

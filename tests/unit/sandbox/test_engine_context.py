@@ -191,3 +191,21 @@ def test_create_on_a_remote_engine_that_does_not_answer_changes_nothing(
     assert "Traceback" not in out.output
     assert registry.load() == {}
     assert not (repo.parent / "ktrdr--x").exists()
+
+
+@needs_docker_cli
+@pytest.mark.usefixtures("contexts")
+def test_init_on_a_context_and_a_reinit_keeps_engine_and_forward_ports(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    from ktrdr.cli.sandbox.init_checkout import init_instance
+
+    first = init_instance(cwd=repo, context="buildbox")
+    env_file = repo / ".env.sandbox"
+    values = read_env(env_file)
+    assert (values["KTRDR_DOCKER_CONTEXT"], values["KTRDR_FORWARD_INDEX"]) == ("buildbox", "1")
+    registry_path = registry.registry_path()
+    registry_path.unlink()  # the entry lost: a re-init without --context finds its engine again
+    again = init_instance(cwd=repo)
+    assert (again.context, again.forward, again.slot) == ("buildbox", 1, first.slot)
+    assert read_env(env_file)["KTRDR_API_PORT"] == values["KTRDR_API_PORT"]
