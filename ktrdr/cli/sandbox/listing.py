@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ktrdr.cli.sandbox import docker_access, engine_context, ports, registry
+from ktrdr.cli.sandbox import docker_access, ports, registry
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.health import container_problems, docker_state
 from ktrdr.cli.sandbox.ports import SlotPorts
@@ -52,6 +52,8 @@ def snapshots_by_engine(
     from concurrent.futures import ThreadPoolExecutor
 
     def ask(context: str | None) -> tuple[dict[str, list[Any]] | None, str | None]:
+        from ktrdr.cli.sandbox import engine_context  # subprocess: only when asking an engine
+
         with engine_context.use(context):
             return containers_snapshot_and_why()
 
@@ -98,6 +100,8 @@ class InstanceRow:
 
     @property
     def engine(self) -> str:
+        from ktrdr.cli.sandbox import engine_context
+
         return engine_context.label(self.entry.context)
 
     def to_json(self) -> dict[str, Any]:
