@@ -42,8 +42,9 @@ create_slot_option = click.option(
 context_option = click.option(
     "--context",
     metavar="CTX",
-    help="Run the stack on this Docker context (e.g. ssh://USER@HOST, see `docker context ls`); "
-    "default: the docker CLI's default engine.",
+    help="Run the stack on the engine of this Docker context: a name from `docker context ls` "
+    "(e.g. made by `docker context create CTX --docker host=ssh://USER@HOST`). Default: the "
+    "docker CLI's default engine.",
 )
 
 
