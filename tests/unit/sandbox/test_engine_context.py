@@ -209,3 +209,20 @@ def test_init_on_a_context_and_a_reinit_keeps_engine_and_forward_ports(
     again = init_instance(cwd=repo)
     assert (again.context, again.forward, again.slot) == ("buildbox", 1, first.slot)
     assert read_env(env_file)["KTRDR_API_PORT"] == values["KTRDR_API_PORT"]
+
+
+@needs_docker_cli
+@pytest.mark.usefixtures("contexts")
+def test_doctor_names_a_context_whose_engine_does_not_answer(
+    repo: Path, docker: DockerStandIn, tmp_path: Path
+) -> None:
+    from ktrdr.cli.sandbox.doctor import run_doctor
+    from ktrdr.cli.sandbox.host import HostPaths
+
+    create_instance(name="there", cwd=repo, context="buildbox")  # buildbox.test does not exist
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemAvailable: 8000000 kB\n")
+    report = run_doctor(fix=False, host=HostPaths(meminfo=meminfo, inotify_dir=tmp_path))
+    engine = [p for p in report.problems if p.kind == "engine"]
+    assert [p.subject for p in engine] == ["buildbox"]
+    assert "docker --context buildbox info" in engine[0].detail
