@@ -168,6 +168,15 @@ def test_e2e_runs_on_the_engine_and_its_results_come_back(home: Home, remote_up:
     assert "far" in evidence
 
 
+def test_init_shared_copies_to_the_remote_engine_again(
+    home: Home, remote_up: Path, remote_engine: RemoteEngine
+) -> None:
+    out = home.ok("init-shared", timeout=300)
+    assert f"Copied shared data to {remote_engine.context}" in out
+    listed = home.ok("status", "far")
+    assert "running" in listed
+
+
 def test_a_local_and_a_remote_instance_share_a_slot_number(home: Home, remote_up: Path) -> None:
     remote_slot = int(read_env(remote_up / ".env.sandbox")["KTRDR_SLOT"])
     local = home.run("create", "near", "--slot", str(remote_slot))
