@@ -27,6 +27,9 @@ $(BIN)/ktrdr: pyproject.toml
 	@touch $@
 
 setup: $(BIN)/ktrdr ## Create .venv and install ktrdr with the dev, server and agent extras
+	@# Bytecode up front: with PYTHONDONTWRITEBYTECODE set (as on CI images) every `ktrdr` call
+	@# would otherwise compile the modules it imports again (~60 ms of a create).
+	@$(BIN)/python -m compileall -q ktrdr
 
 quality: setup ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .

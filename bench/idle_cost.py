@@ -10,9 +10,10 @@ the number of processes on the host, whatever they are (+0.6 % of a core per 100
 processes, no container involved); a workstation's init does no such work. On a shared machine
 everything else running moves the host figure, so the same window is also measured from the
 stacks' own counters: their containers' cgroups plus their containerd shims (what the stacks
-cost, whatever else runs), and the engine's daemons (dockerd, containerd, docker-proxy) against their own baseline.
-Memory is the containers' own (docker stats). Then every stack is paused (`ktrdr sandbox pause
---all`) and measured the same way, and one is resumed, timed to `Startability Gate: PASSED`.
+cost, whatever else runs), and the engine's daemons (dockerd, containerd, docker-proxy) against
+their own baseline. Memory is the containers' own (docker stats). Then every stack is paused
+(`ktrdr sandbox pause --all`) and measured the same way, and one is resumed, timed to
+`Startability Gate: PASSED`.
 
     python -m bench.idle_cost [COUNT ...]      # default 1 5 10; make bench runs them all
 """
