@@ -209,6 +209,8 @@ class PerStack:
 
 
 def _run_count(count: int, *, first: bool) -> list[dict[str, object]]:
+    time.sleep(SETTLE_S)  # the previous count's stacks are gone, but the engine and the disk
+    # may still be busy removing them: a baseline read then makes every stack look free
     base = measure([], BASELINE_S)
     print(
         f"before {count} stack(s): host {base.host:.2f}%, PID 1 {base.init:.2f}%, engine "
