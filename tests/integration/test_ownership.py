@@ -392,3 +392,37 @@ def test_two_homes_creating_before_any_up_get_different_slots(
     a.ktrdr("sandbox", "destroy", "--yes", "ktrdr--feat", timeout=300)
     assert owned(owner_of(a)) == []
     assert len(owned(owner_of(b), "ktrdr--feat")) == 1  # B's claim stays
+
+
+def test_create_refuses_volumes_an_earlier_instance_of_that_id_left(
+    new_workspace: Callable[[str], Workspace],
+) -> None:
+    """A destroy that could not finish leaves the instance's volumes; a new `create` of that
+    name would adopt them (PostgreSQL keeps the old password). The query that finds the other
+    homes' slots finds them too: refused, nothing made. Another home's volume of the same id
+    is no reason to refuse."""
+    a, b = new_workspace("a"), new_workspace("b")
+    left = f"ktrdr-test-left-{secrets.token_hex(4)}"
+    docker(
+        "volume",
+        "create",
+        "--label",
+        f"ktrdr.owner={owner_of(a)}",
+        "--label",
+        f"ktrdr.owner-home={home_of(a)}",
+        "--label",
+        "ktrdr.instance=ktrdr--feat",
+        left,
+    )
+    refused = a.run(KTRDR, "sandbox", "create", "feat")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert error_lines(refused) == [
+        f"Error: volumes of an earlier instance ktrdr--feat are still on the engine ({left}): "
+        "`ktrdr sandbox doctor --fix` removes them once nothing uses them, or pick another name"
+    ]
+    assert not a.path_of("feat").exists()
+    assert json.loads(a.ktrdr("sandbox", "list", "--json")["stdout"]) == []
+    assert owned(owner_of(a)) == [f"volume {left}"]  # no claim marker either
+    create(b, "feat")  # B's instance of that id has none of its own left
+    docker("volume", "rm", left)
+    create(a, "feat")

@@ -126,10 +126,9 @@ def undo_interrupted_create(entry: Entry) -> list[str]:
     return done
 
 
-def refuse_stale_volumes(instance_id: str) -> None:
+def refuse_stale_volumes(instance_id: str, left: list[str]) -> None:
     """Volumes of an earlier instance with this id (a destroy that could not finish, a lost
     registry) would be adopted by the new stack, and PostgreSQL keeps the old password."""
-    left = docker_access.ownership().own_volumes(instance_id)
     if left:
         raise SandboxError(
             f"volumes of an earlier instance {instance_id} are still on the engine "
@@ -138,21 +137,25 @@ def refuse_stale_volumes(instance_id: str) -> None:
         )
 
 
-def busy_slots(slots: list[int] | range, *, remote: bool = False) -> dict[int, list[BusyPort]]:
+def busy_slots(
+    slots: list[int] | range, *, remote: bool = False, instance_id: str = ""
+) -> tuple[dict[int, list[BusyPort]], list[str]]:
     """Busy ports per slot (probed here, or on a remote engine what its containers publish),
     plus the slots another home's stacks hold on the selected engine: the registry is per home,
-    the ports are per engine."""
+    the ports are per engine. Also this home's volumes already labelled `instance_id` (one
+    engine query answers both)."""
     if remote:  # a remote engine must answer: its ports cannot be probed from here
         docker_access.engine().ensure_engine()
         published = docker_access.engine().published_ports()
         busy = {slot: busy_ports(slot, probe=published.__contains__) for slot in slots}
     else:
         busy = probe_slots(slots)
-    for slot, holder in docker_access.ownership().slots_of_other_homes().items():
+    facts = docker_access.ownership().slot_facts(instance_id)
+    for slot, holder in facts.other_homes.items():
         if slot in busy and not busy[slot]:
             api = ports_for_slot(slot).api
             busy[slot] = [BusyPort(api, "api", f"{holder} (its stack is on this engine)")]
-    return busy
+    return busy, facts.own_volumes
 
 
 def claim_slot(
@@ -170,21 +173,14 @@ def claim_slot(
     a block of local forward ports; recorded as a `creating` entry plus a marker on the engine."""
     remote = engine_context.is_remote(context)
     with machine_slots.allocation_lock(), engine_context.use(context):
-        busy = busy_slots([slot] if slot is not None else SANDBOX_SLOTS, remote=remote)
+        busy, stale = busy_slots(
+            [slot] if slot is not None else SANDBOX_SLOTS, remote=remote, instance_id=instance_id
+        )
+        refuse_stale_volumes(instance_id, stale)
         with registry.transaction() as entries:
             # Claims that died since reap_dead_claims() keep their slots until the next create
             # (or doctor) undoes them: dropping them here would forget their worktrees.
-            existing = entries.get(instance_id)
-            if existing is not None:
-                raise SandboxError(
-                    f"instance {instance_id} is already registered (slot {existing.slot}, "
-                    f"{existing.path}); see `ktrdr sandbox status {instance_id}`"
-                )
-            same_path = [e for e in entries.values() if e.path == str(path)]
-            if same_path:
-                raise SandboxError(
-                    f"{path} is already registered as instance {same_path[0].instance_id}"
-                )
+            _refuse_registered(entries, instance_id, path)
             same_engine = {k: e for k, e in entries.items() if e.context == context}
             allocation = allocate(same_engine, instance_id=instance_id, requested=slot, busy=busy)
             forward = free_forward_index(entries.values()) if remote else None
@@ -204,6 +200,18 @@ def claim_slot(
             )
         docker_access.ownership().mark_slot(instance_id, allocation.slot)
     return Claim(allocation.slot, allocation.skipped, forward)
+
+
+def _refuse_registered(entries: dict[str, Entry], instance_id: str, path: Path) -> None:
+    existing = entries.get(instance_id)
+    if existing is not None:
+        raise SandboxError(
+            f"instance {instance_id} is already registered (slot {existing.slot}, "
+            f"{existing.path}); see `ktrdr sandbox status {instance_id}`"
+        )
+    same_path = [e for e in entries.values() if e.path == str(path)]
+    if same_path:
+        raise SandboxError(f"{path} is already registered as instance {same_path[0].instance_id}")
 
 
 def free_forward_index(entries: Iterable[Entry]) -> int:

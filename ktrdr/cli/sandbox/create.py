@@ -99,8 +99,6 @@ def create_instance(
     context = engine_context.validate(context)
     notes = claims.reap_dead_claims()
     target = _check_target(name, cwd, branch=branch, base=base)
-    with engine_context.use(context):
-        claims.refuse_stale_volumes(target.instance_id)
     images_mode = validate_images(images)
     claim = claims.claim_slot(
         context=context,

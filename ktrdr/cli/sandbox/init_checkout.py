@@ -88,7 +88,7 @@ def _init_locked(
     same_engine = (previous.get("KTRDR_DOCKER_CONTEXT") or None) == context
     kept = _slot_to_keep(previous, instance_id) if slot is None and same_engine else None
     with machine_slots.allocation_lock():
-        busy = claims.busy_slots([slot] if slot is not None else SANDBOX_SLOTS, remote=remote)
+        busy, _ = claims.busy_slots([slot] if slot is not None else SANDBOX_SLOTS, remote=remote)
         if kept is not None and kept.running:
             busy = {**busy, kept.slot: []}  # its own containers hold those ports
         with registry.transaction() as entries:

@@ -70,17 +70,6 @@ def leftovers(instance_id: str) -> list[str]:
     return left
 
 
-def own_volumes(instance_id: str) -> list[str] | None:
-    """This home's volumes labelled for `instance_id` (one quick query); None when the engine
-    cannot be asked."""
-    argv = ["docker", "volume", "ls", *owned_filters(instance_id), "--format", "{{.Name}}"]
-    try:
-        listed = proc.run(argv, timeout=LIST_TIMEOUT, check=False, what="docker volume ls")
-    except SandboxError:
-        return None
-    return listed.stdout.split() if listed.returncode == 0 else None
-
-
 def created_at(kind: str, name: str) -> float | None:
     """When a volume or network was made (epoch seconds); None when the engine does not say."""
     result = proc.run(
@@ -229,27 +218,43 @@ def repair_duplicate_networks(instance_id: str) -> list[str]:
 # --- slot-claim markers (see machine_slots) -------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SlotFacts:
+    """What a slot claim must know from the engine, from one volume listing."""
+
+    own_volumes: list[str]  # this home's volumes labelled with the instance being claimed
+    other_homes: dict[int, str]  # slot -> who holds it (slots_of_other_homes)
+
+
+def slot_facts(instance_id: str) -> SlotFacts:
+    """This home's volumes of `instance_id` (an earlier instance's leftovers) and the slots
+    other homes hold, from one query. Empty when the engine cannot be asked quickly: the port
+    probe still guards running stacks."""
+    fields = (INSTANCE_LABEL, OWNER_LABEL, OWNER_HOME_LABEL, SLOT_LABEL)
+    argv = ["docker", "volume", "ls", "--filter", f"label={OWNER_LABEL}", "--format"]
+    argv.append("\t".join(["{{.Name}}", *(label_format(key) for key in fields)]))
+    try:
+        listed = proc.run(argv, timeout=LIST_TIMEOUT, check=False, what="docker volume ls")
+    except SandboxError:
+        return SlotFacts([], {})
+    mine = home_id()
+    own: list[str] = []
+    held: dict[int, str] = {}
+    for line in listed.stdout.splitlines() if listed.returncode == 0 else []:
+        name, instance, owner, owner_home, slot = [*line.split("\t"), "", "", "", ""][:5]
+        if owner == mine and instance == instance_id:
+            own.append(name)
+        elif owner and owner != mine and slot.isdigit() and _home_exists(owner, owner_home):
+            held.setdefault(int(slot), f"instance {instance} of KTRDR_HOME {owner_home or owner}")
+    return SlotFacts(own, held)
+
+
 def slots_of_other_homes() -> dict[int, str]:
     """Slot -> who holds it, for slots whose volumes on this engine belong to another home that
     still exists (a stopped or never started stack holds no port, but it will want its slot's
     ports on `up`; machine_slots explains the claim marker). Empty
     when the engine cannot be asked quickly: the port probe still guards running stacks."""
-    fields = (INSTANCE_LABEL, OWNER_LABEL, OWNER_HOME_LABEL, SLOT_LABEL)
-    argv = ["docker", "volume", "ls", "--filter", f"label={OWNER_LABEL}", "--format"]
-    argv.append("\t".join(label_format(key) for key in fields))
-    try:
-        listed = proc.run(argv, timeout=LIST_TIMEOUT, check=False, what="docker volume ls")
-    except SandboxError:
-        return {}
-    mine = home_id()
-    held: dict[int, str] = {}
-    for line in listed.stdout.splitlines() if listed.returncode == 0 else []:
-        instance_id, owner, owner_home, slot = [*line.split("\t"), "", "", ""][:4]
-        if owner and owner != mine and slot.isdigit() and _home_exists(owner, owner_home):
-            held.setdefault(
-                int(slot), f"instance {instance_id} of KTRDR_HOME {owner_home or owner}"
-            )
-    return held
+    return slot_facts("").other_homes
 
 
 def mark_slot(instance_id: str, slot: int, *, replace: bool = False) -> bool:

@@ -10,6 +10,7 @@ import pytest
 
 from ktrdr.cli.sandbox import compose, docker_access, engine_context
 from ktrdr.cli.sandbox.errors import DockerUnavailableError
+from ktrdr.cli.sandbox.ownership import SlotFacts
 from tests.git_repos import git, make_repo
 
 __all__ = ["git", "make_repo"]  # imported from here by the tests of this directory
@@ -69,13 +70,14 @@ class DockerStandIn:
         self.downs.append((instance_id, root, volumes))
         self.containers.pop(instance_id, None)
 
-    def own_volumes(self, instance_id: str) -> list[str] | None:
+    def slot_facts(self, instance_id: str) -> SlotFacts:
         if not self.reachable:
-            return None
-        return [v.removeprefix("volume ") for v in self.leftover.get(instance_id, [])]
+            return SlotFacts([], {})
+        own = [v.removeprefix("volume ") for v in self.leftover.get(instance_id, [])]
+        return SlotFacts(own, dict(self.other_homes_slots))
 
     def slots_of_other_homes(self) -> dict[int, str]:
-        return dict(self.other_homes_slots) if self.reachable else {}
+        return self.slot_facts("").other_homes
 
     def mark_slot(self, instance_id: str, slot: int, *, replace: bool = False) -> bool:
         if not self.reachable:
