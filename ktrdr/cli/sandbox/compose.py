@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ktrdr.cli import settings
 from ktrdr.cli.sandbox import proc
-from ktrdr.cli.sandbox.engine import QUERY_TIMEOUT, ensure_engine, unpause
+from ktrdr.cli.sandbox.engine import QUERY_TIMEOUT, ensure_engine, ps, unpause
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.ownership import remove_by_label
 from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE, override_args
@@ -193,7 +193,7 @@ def down(instance_id: str, instance: Instance | None, *, volumes: bool) -> None:
     compose file is gone, removes the containers (and volumes, networks) carrying the instance
     label directly."""
     ensure_engine()
-    unpause(instance_id)  # a frozen container cannot take the stop signal
+    unpause(ps(instance_id))  # a frozen container cannot take the stop signal
     if (
         instance is not None
         and instance.env

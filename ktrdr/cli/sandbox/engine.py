@@ -117,11 +117,8 @@ def engine_reachable() -> bool:
     if not cli_installed():
         return False
     try:
-        result = proc.run(
-            ["docker", "version", "--format", "{{.Server.Version}}"],
-            timeout=5,
-            check=False,
-        )
+        argv = ["docker", "version", "--format", "{{.Server.Version}}"]
+        result = proc.run(argv, timeout=5, check=False)
     except SandboxError:
         return False
     return result.returncode == 0 and bool(result.stdout.strip())
@@ -133,6 +130,13 @@ def compose_plugin_works() -> bool:
     return result.returncode == 0
 
 
+def _compose_plugin_answer() -> bool | SandboxError:
+    try:
+        return compose_plugin_works()
+    except SandboxError as e:  # it hangs: said only when the engine itself answers
+        return e
+
+
 @functools.cache
 def _engine_checked(context: str | None) -> bool:
     del context  # the cache key: each engine is checked once per command
@@ -141,14 +145,13 @@ def _engine_checked(context: str | None) -> bool:
             "Docker is not installed: install Docker Engine (`make docker` on Debian/Ubuntu) "
             "and retry"
         )
-    if not engine_reachable():
+    reachable, works = proc.concurrently(engine_reachable, _compose_plugin_answer)
+    if not reachable:
         raise DockerUnavailableError(
             f"Docker engine not reachable at {engine_host()}: {engine_context.retry_hint()}"
         )
-    try:
-        works = compose_plugin_works()
-    except SandboxError as e:
-        raise DockerUnavailableError(f"Docker Compose v2 check failed: {e}") from e
+    if isinstance(works, SandboxError):
+        raise DockerUnavailableError(f"Docker Compose v2 check failed: {works}") from works
     if not works:
         raise DockerUnavailableError(
             "Docker Compose v2 is missing (`docker compose version` failed): install the "
@@ -386,9 +389,10 @@ def pause(instance_id: str) -> list[str]:
     return wanted
 
 
-def unpause(instance_id: str) -> list[str]:
-    """Thaw the instance's paused containers (compose cannot recreate a frozen one)."""
-    paused = [c.name for c in ps(instance_id) if c.state == "paused"]
+def unpause(containers: list[ContainerState]) -> list[str]:
+    """Thaw those of an instance's `containers` (its ps) that are paused (compose cannot
+    recreate a frozen one); their names."""
+    paused = [c.name for c in containers if c.state == "paused"]
     if paused:
         proc.run(["docker", "unpause", *paused], timeout=60, what="docker unpause")
     return paused

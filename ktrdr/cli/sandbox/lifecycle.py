@@ -3,6 +3,7 @@ ports, start it through compose.up, and run the Startability Gate."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from ktrdr.cli.sandbox import (
     host,
     ownership,
     preflight,
+    proc,
     remote_instance,
     stack_file,
 )
@@ -141,7 +143,7 @@ def _start_under_gate(
 ) -> GateReport:
     """`compose up` in the background while the gate watches; compose is stopped when the gate
     fails first. Ctrl-C still leaves a report of what was reached."""
-    probes = DockerProbes(instance.instance_id)
+    probes: DockerProbes | None = None
     stack: compose.StartingStack | None = None
     passed = False
     started = time.time()
@@ -154,6 +156,8 @@ def _start_under_gate(
 
     try:
         stack = compose.start(instance, build=build)
+        # After compose is under way: the HTTP client (httpx, ~0.1 s) is not on the way to it.
+        probes = DockerProbes(instance.instance_id)
         report = run_gate(spec, probes, on_update=remember, startup=stack)
         passed = report.passed
         return report
@@ -168,7 +172,8 @@ def _start_under_gate(
                 stack.wait()
             else:
                 stack.cancel()
-        probes.close()
+        if probes is not None:
+            probes.close()
 
 
 def interrupted_report(
@@ -236,15 +241,21 @@ def resume(
     preflight.check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox resume", on_wait=notify):
         engine.ensure_engine()
-        ownership.refuse_foreign(
-            instance.instance_id, instance.project, checkout=instance.root, action="resume"
+        foreign, containers = proc.concurrently(
+            functools.partial(
+                ownership.foreign_in_project, instance.project, checkout=instance.root
+            ),
+            functools.partial(engine.ps, instance.instance_id),
         )
-        if not engine.ps(instance.instance_id):
+        ownership.refuse_found_foreign(
+            instance.instance_id, instance.project, foreign, action="resume"
+        )
+        if not containers:
             raise SandboxError(
                 f"instance {instance.instance_id} has no containers to resume; "
                 "`ktrdr sandbox up` starts it"
             )
-        if not engine.unpause(instance.instance_id):
+        if not engine.unpause(containers):
             notify(f"Instance {instance.instance_id} was not paused; checking it anyway")
         if instance.remote:
             remote_instance.revive(instance, notify)

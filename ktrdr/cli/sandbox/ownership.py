@@ -9,6 +9,7 @@ another home's or an unlabelled resource is reported, never touched.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -126,17 +127,28 @@ def resources(filters: list[str], *, timeout: float = QUERY_TIMEOUT) -> list[Res
     """Containers, volumes and networks matching docker `--filter`s, with their labels (three
     queries). Raises SandboxError when the engine cannot be asked."""
     labels = "\t".join(label_format(key) for key in _RESOURCE_LABELS)
-    queries = (
-        ("container", ["docker", "ps", "-a"], "{{.Names}}\t{{.ID}}\t", WORKING_DIR_LABEL),
-        ("volume", ["docker", "volume", "ls"], "{{.Name}}\t{{.Name}}\t", ""),
-        ("network", ["docker", "network", "ls"], "{{.Name}}\t{{.ID}}\t", ""),
+    queries = (  # at once: three short engine queries
+        (
+            "container",
+            ["docker", "ps", "-a"],
+            "{{.Names}}\t{{.ID}}\t" + labels + "\t" + label_format(WORKING_DIR_LABEL),
+        ),
+        ("volume", ["docker", "volume", "ls"], "{{.Name}}\t{{.Name}}\t" + labels),
+        ("network", ["docker", "network", "ls"], "{{.Name}}\t{{.ID}}\t" + labels),
+    )
+    listings = proc.concurrently(
+        *(
+            functools.partial(
+                proc.run,
+                [*argv, *filters, "--format", fmt],
+                timeout=timeout,
+                what=f"docker {kind} ls",
+            )
+            for kind, argv, fmt in queries
+        )
     )
     found: list[Resource] = []
-    for kind, argv, head, tail in queries:
-        fmt = head + labels + ("\t" + label_format(tail) if tail else "")
-        listed = proc.run(
-            [*argv, *filters, "--format", fmt], timeout=timeout, what=f"docker {kind} ls"
-        )
+    for (kind, _, _), listed in zip(queries, listings, strict=True):
         for line in listed.stdout.splitlines():
             parts = [*line.split("\t"), *[""] * 10]
             name, resource_id, instance_id, owner, home, checkout, project, test = parts[:8]
@@ -150,7 +162,7 @@ def resources(filters: list[str], *, timeout: float = QUERY_TIMEOUT) -> list[Res
                     checkout,
                     project,
                     test or "0",
-                    working_dir=parts[8] if tail else "",
+                    working_dir=parts[8] if kind == "container" else "",
                     resource_id=resource_id,
                 )
             )
@@ -178,7 +190,15 @@ def foreign_in_project(project: str, *, checkout: Path) -> list[Resource]:
 
 def refuse_foreign(instance_id: str, project: str, *, checkout: Path, action: str) -> None:
     """One line naming the owner when compose project `project` holds anything not ours."""
-    foreign = foreign_in_project(project, checkout=checkout)
+    refuse_found_foreign(
+        instance_id, project, foreign_in_project(project, checkout=checkout), action=action
+    )
+
+
+def refuse_found_foreign(
+    instance_id: str, project: str, foreign: list[Resource], *, action: str
+) -> None:
+    """refuse_foreign on what foreign_in_project found."""
     if not foreign:
         return
     first = foreign[0]
@@ -204,7 +224,11 @@ def duplicate_networks(instance_id: str) -> dict[str, list[str]]:
 def repair_duplicate_networks(instance_id: str) -> list[str]:
     """Remove the instance's containers (volumes kept, so no data is lost) and every copy of a
     duplicated network, so the next `compose up` makes exactly one. Returns what was done."""
-    duplicates = duplicate_networks(instance_id)
+    return repair_networks(instance_id, duplicate_networks(instance_id))
+
+
+def repair_networks(instance_id: str, duplicates: dict[str, list[str]]) -> list[str]:
+    """repair_duplicate_networks on what duplicate_networks found."""
     if not duplicates:
         return []
     containers = owned_ids(["docker", "ps", "-a", "-q"], instance_id)

@@ -5,10 +5,11 @@ image mode)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
-from ktrdr.cli.sandbox import engine, ownership, stack_file
+from ktrdr.cli.sandbox import engine, ownership, proc, stack_file
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import home_id, ktrdr_home
 from ktrdr.cli.sandbox.instance import project_name
@@ -137,19 +138,25 @@ def prepare_start(instance: Instance, notify: Callable[[str], None]) -> set[int]
     own containers publish (in any state: paused, restarting or exited ones are still its
     own), which the port preflight must not call foreign."""
     engine.ensure_engine()
-    ownership.refuse_foreign(
-        instance.instance_id, instance.project, checkout=instance.root, action="start"
+    foreign, other_homes, duplicates, containers = proc.concurrently(  # independent reads
+        functools.partial(ownership.foreign_in_project, instance.project, checkout=instance.root),
+        ownership.slots_of_other_homes,
+        functools.partial(ownership.duplicate_networks, instance.instance_id),
+        functools.partial(engine.ps, instance.instance_id),
     )
-    holder = ownership.slots_of_other_homes().get(instance.slot)
+    ownership.refuse_found_foreign(instance.instance_id, instance.project, foreign, action="start")
+    holder = other_homes.get(instance.slot)
     if holder is not None:  # its create ran while this home could not see the engine
         raise SandboxError(
             f"slot {instance.slot} of {instance.instance_id} is claimed by {holder}: "
             "destroy this instance and create it again (it gets a free slot), or destroy "
             "that one with its KTRDR_HOME"
         )
-    for repaired in ownership.repair_duplicate_networks(instance.instance_id):
-        notify(f"Repaired: {repaired} (containers recreated, volumes kept)")
-    thawed = engine.unpause(instance.instance_id)
+    if duplicates:
+        for repaired in ownership.repair_networks(instance.instance_id, duplicates):
+            notify(f"Repaired: {repaired} (containers recreated, volumes kept)")
+        containers = engine.ps(instance.instance_id)  # the repair removed them
+    thawed = engine.unpause(containers)
     if thawed:
         notify(f"Resumed paused containers: {', '.join(thawed)}")
-    return {p for c in engine.ps(instance.instance_id) for p in c.ports}
+    return {p for c in containers for p in c.ports}

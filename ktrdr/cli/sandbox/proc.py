@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ktrdr.cli.sandbox.errors import SandboxError
 
@@ -95,6 +95,20 @@ def run(
             f"{label} failed (exit {result.returncode}): {stderr_tail(result.stderr)}", result
         )
     return result
+
+
+def concurrently(*calls: Callable[[], Any]) -> list[Any]:
+    """Independent queries at once (each mostly waits on a `docker …` child), each thread in
+    a copy of the caller's context (the engine it selected). Results in order; the first
+    exception is raised once all have finished."""
+    if len(calls) < 2:
+        return [call() for call in calls]
+    import contextvars
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(calls), thread_name_prefix="ktrdr-query") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, call) for call in calls]
+    return [future.result() for future in futures]
 
 
 def stream(
