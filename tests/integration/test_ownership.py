@@ -402,6 +402,7 @@ def test_create_refuses_volumes_an_earlier_instance_of_that_id_left(
     homes' slots finds them too: refused, nothing made. Another home's volume of the same id
     is no reason to refuse."""
     a, b = new_workspace("a"), new_workspace("b")
+    create(a, "first")  # A's home id, for the labels below
     left = f"ktrdr-test-left-{secrets.token_hex(4)}"
     docker(
         "volume",
@@ -421,8 +422,9 @@ def test_create_refuses_volumes_an_earlier_instance_of_that_id_left(
         "`ktrdr sandbox doctor --fix` removes them once nothing uses them, or pick another name"
     ]
     assert not a.path_of("feat").exists()
-    assert json.loads(a.ktrdr("sandbox", "list", "--json")["stdout"]) == []
-    assert owned(owner_of(a)) == [f"volume {left}"]  # no claim marker either
+    listed = json.loads(a.ktrdr("sandbox", "list", "--json")["stdout"])
+    assert [entry["instance_id"] for entry in listed] == ["ktrdr--first"]
+    assert volumes(owner_of(a), "ktrdr--feat") == {left}  # no claim marker either
     create(b, "feat")  # B's instance of that id has none of its own left
     docker("volume", "rm", left)
     create(a, "feat")
