@@ -68,7 +68,9 @@ def apply_migrations(conninfo: str, migrations: list[Migration] | None = None) -
     return report
 
 
-def wait_for_database(conninfo: str, *, timeout: float = 60.0, interval: float = 1.0) -> None:
+def wait_for_database(conninfo: str, *, timeout: float = 60.0, interval: float = 0.25) -> None:
+    """Every `interval` until PostgreSQL answers: the whole stack waits on the migrations, so a
+    short one is up to 0.75 s sooner for every `up` (a refused connection costs next to nothing)."""
     import psycopg
 
     deadline = time.monotonic() + timeout

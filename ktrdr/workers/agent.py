@@ -14,6 +14,7 @@ from ktrdr.workers.settings import WorkerSettings
 
 log = logging.getLogger("ktrdr.workers.agent")
 REQUEST_TIMEOUT_S = 5.0
+FIRST_REGISTER_RETRY_S = 0.2  # doubled per failed attempt up to WorkerSettings.register_retry_s
 # A kept-alive connection the server has closed meanwhile fails like this on reuse.
 _STALE = (ConnectionResetError, BrokenPipeError)  # RemoteDisconnected is a ConnectionResetError
 _HEADERS = {"Content-Type": "application/json"}
@@ -75,15 +76,17 @@ class BackendLink:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self.registered = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ktrdr-heartbeat", daemon=True)
+        self.stop_requested = threading.Event()
+        self._thread = threading.Thread(
+            target=self.run_until_stopped, name="ktrdr-heartbeat", daemon=True
+        )
         self._backend = JsonPoster(f"{settings.api_url}/api/v1")
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self.stop_requested.set()
         self._thread.join(timeout=5)
         self._backend.close()
 
@@ -113,13 +116,18 @@ class BackendLink:
             return self.register_once()
         return status == 200
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def run_until_stopped(self) -> None:
+        retry = FIRST_REGISTER_RETRY_S
+        while not self.stop_requested.is_set():
             if not self.registered.is_set() and not self.register_once():
-                self._stop.wait(self.settings.register_retry_s)
+                # The backend usually answers a moment after the workers start: look again
+                # soon (the gate waits for the registrations), then back off.
+                self.stop_requested.wait(retry)
+                retry = min(retry * 2, self.settings.register_retry_s)
                 continue
-            self._stop.wait(self.settings.heartbeat_interval_s)
-            if not self._stop.is_set():
+            retry = FIRST_REGISTER_RETRY_S
+            self.stop_requested.wait(self.settings.heartbeat_interval_s)
+            if not self.stop_requested.is_set():
                 self.heartbeat_once()
 
     def report(self, operation_id: str, outcome: dict[str, Any]) -> None:
@@ -129,10 +137,10 @@ class BackendLink:
                 status = self._post(f"/operations/{operation_id}/result", outcome)
             except Exception as e:  # backend restarting (hot reload): retry
                 log.warning("reporting %s failed: %s", operation_id, e)
-                self._stop.wait(1)
+                self.stop_requested.wait(1)
                 continue
             if status >= 500:
-                self._stop.wait(1)
+                self.stop_requested.wait(1)
                 continue
             if status != 200:
                 log.warning("backend refused the result of %s: HTTP %s", operation_id, status)

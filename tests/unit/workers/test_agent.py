@@ -8,19 +8,23 @@ import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ktrdr.workers.agent import JsonPoster
+from ktrdr.workers.agent import BackendLink, JsonPoster
+from ktrdr.workers.settings import WorkerSettings
 
 
 class BackendStandIn:
     """Records (path, JSON body, connection number) per POST; answers 200, or 404 for paths
-    ending in /missing; can close every idle connection (as a server's keep-alive timeout does)."""
+    ending in /missing, or 503 to the first `refuse_registrations` registrations (a backend
+    still starting); can close every idle connection (as a server's keep-alive timeout does)."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, Any, int]] = []
+        self.refuse_registrations = 0
         self.connections: list[socket.socket] = []
         stand_in = self
 
@@ -37,6 +41,11 @@ class BackendStandIn:
                 body = json.loads(raw) if raw else None
                 stand_in.requests.append((self.path, body, self.number))
                 status = 404 if self.path.endswith("/missing") else 200
+                registrations = [r for r in stand_in.requests if r[0].endswith("/register")]
+                if self.path.endswith("/register") and len(registrations) <= (
+                    stand_in.refuse_registrations
+                ):
+                    status = 503
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -111,3 +120,35 @@ def test_no_server_raises_an_oserror_and_the_next_post_tries_again() -> None:
         poster.post("/workers/w1/heartbeat")
     with pytest.raises(ConnectionRefusedError):
         poster.post("/workers/w1/heartbeat")
+
+
+def test_registration_retries_soon_then_backs_off_to_the_configured_interval(
+    backend: BackendStandIn,
+) -> None:
+    """The backend answers a moment after the workers start: the first retries come quickly
+    (the gate waits for the registrations), later ones back off to register_retry_s, and once
+    registered the link only heartbeats. The waits are recorded instead of slept."""
+    backend.refuse_registrations = 5
+    settings = WorkerSettings(
+        worker_type="backtest",
+        worker_id="backtest-1",
+        endpoint="http://backtest-1:8080",
+        api_url=backend.url.removesuffix("/api/v1"),
+        shared_root=Path("/shared"),
+        register_retry_s=1.0,
+        heartbeat_interval_s=5.0,
+    )
+    link = BackendLink(settings)
+    waits: list[float] = []
+
+    def recorded_wait(timeout: float | None = None) -> bool:
+        waits.append(float(timeout or 0))
+        if len(waits) == 7:
+            link.stop_requested.set()
+        return link.stop_requested.is_set()
+
+    link.stop_requested.wait = recorded_wait  # type: ignore[method-assign]
+    link.run_until_stopped()
+    assert waits == [0.2, 0.4, 0.8, 1.0, 1.0, 5.0, 5.0]
+    paths = [path for path, _, _ in backend.requests]
+    assert paths == ["/api/v1/workers/register"] * 6 + ["/api/v1/workers/backtest-1/heartbeat"]
