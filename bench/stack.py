@@ -91,12 +91,3 @@ def all_checks_true(api_port: int, other_ports: dict[str, int], workers: int) ->
         return bool(ok)
     except (httpx.HTTPError, ValueError):
         return False
-
-
-def wait_for(predicate: object, timeout: float) -> float | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return time.monotonic()
-        time.sleep(0.05)
-    return None
