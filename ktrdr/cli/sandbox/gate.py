@@ -81,10 +81,17 @@ class _Gate:
         with ThreadPoolExecutor(max_workers=6, thread_name_prefix="gate-probe") as pool:
             while True:
                 elapsed = self.clock() - start
-                poll_ps = last_ps is None or elapsed - last_ps >= self.spec.ps_interval - 1e-9
+                was_started = self.startup.started
+                self._watch_startup(elapsed)
+                # The start just finished: every check must pass once more, the database's
+                # from container states, so read them now rather than up to ps_interval later.
+                poll_ps = (
+                    last_ps is None
+                    or elapsed - last_ps >= self.spec.ps_interval - 1e-9
+                    or self.startup.started != was_started
+                )
                 if poll_ps:
                     last_ps = elapsed
-                self._watch_startup(elapsed)
                 if self.failure is None:
                     self._round(pool, poll_ps)
                 elapsed = self.clock() - start

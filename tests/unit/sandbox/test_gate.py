@@ -553,6 +553,15 @@ def test_the_gate_passes_only_once_the_containers_are_started() -> None:
     )
 
 
+def test_the_containers_are_read_as_soon_as_the_start_finishes() -> None:
+    """Every check must pass again once compose is done, the database's from container states:
+    they are read in that round, not at the next ps_interval (0.5 s) tick."""
+    clock = FakeClock()
+    report = run_starting(ScriptedProbes(clock), clock, FakeStartup(clock, done_at=5.25))
+    assert report.passed
+    assert report.duration_s == pytest.approx(5.25)
+
+
 def test_containers_that_exited_before_this_up_are_not_crashes_while_compose_restarts_them() -> (
     None
 ):
