@@ -221,14 +221,10 @@ def duplicate_networks(instance_id: str) -> dict[str, list[str]]:
     return {name: ids for name, ids in by_name.items() if len(ids) > 1}
 
 
-def repair_duplicate_networks(instance_id: str) -> list[str]:
-    """Remove the instance's containers (volumes kept, so no data is lost) and every copy of a
-    duplicated network, so the next `compose up` makes exactly one. Returns what was done."""
-    return repair_networks(instance_id, duplicate_networks(instance_id))
-
-
 def repair_networks(instance_id: str, duplicates: dict[str, list[str]]) -> list[str]:
-    """repair_duplicate_networks on what duplicate_networks found."""
+    """For the networks duplicate_networks found held twice: remove the instance's containers
+    (volumes kept, so no data is lost) and every copy of each, so the next `compose up` makes
+    exactly one. Returns what was done."""
     if not duplicates:
         return []
     containers = owned_ids(["docker", "ps", "-a", "-q"], instance_id)
