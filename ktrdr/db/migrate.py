@@ -95,7 +95,7 @@ def main() -> int:
 
     conninfo = conninfo_from_env()
     try:
-        wait_for_database(conninfo, timeout=float(os.environ.get("KTRDR_DB_WAIT_S", "60")))
+        wait_for_database(conninfo, timeout=float(os.environ.get("KTRDR_DB_WAIT_S", "600")))
         report = apply_migrations(conninfo)
     except KtrdrError as e:
         print(f"Error: {e}", file=sys.stderr)
