@@ -68,7 +68,12 @@ def apply_migrations(conninfo: str, migrations: list[Migration] | None = None) -
     return report
 
 
-def wait_for_database(conninfo: str, *, timeout: float = 60.0, interval: float = 0.25) -> None:
+# Long on purpose: the gate decides when a start failed; ten first starts at once on 2 cores
+# take PostgreSQL over a minute. KTRDR_DB_WAIT_S overrides it.
+DB_WAIT_S = 600.0
+
+
+def wait_for_database(conninfo: str, *, timeout: float = DB_WAIT_S, interval: float = 0.25) -> None:
     """Every `interval` until PostgreSQL answers: the whole stack waits on the migrations, so a
     short one is up to 0.75 s sooner for every `up` (a refused connection costs next to nothing)."""
     import psycopg
@@ -95,7 +100,7 @@ def main() -> int:
 
     conninfo = conninfo_from_env()
     try:
-        wait_for_database(conninfo, timeout=float(os.environ.get("KTRDR_DB_WAIT_S", "600")))
+        wait_for_database(conninfo, timeout=float(os.environ.get("KTRDR_DB_WAIT_S") or DB_WAIT_S))
         report = apply_migrations(conninfo)
     except KtrdrError as e:
         print(f"Error: {e}", file=sys.stderr)
