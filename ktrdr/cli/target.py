@@ -1,7 +1,8 @@
 """Which KTRDR API the CLI talks to, and why.
 
-Precedence: `-u` > `-p` > env KTRDR_API_URL > env KTRDR_API_PORT > KTRDR_API_PORT in the
-nearest `.env.sandbox` (current directory or a parent) > http://localhost:8000.
+Precedence: `-u` > `-p` > env KTRDR_API_URL > env KTRDR_API_PORT > the API port this home
+recorded for the instance whose `.env.sandbox` is nearest (current directory or a parent; the
+file is only checked against the record) > http://localhost:8000.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ktrdr.cli import settings
-from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards, read_env_file
+from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards
 from ktrdr.errors import ExitCode, KtrdrError
 
 DEFAULT_API_URL = "http://localhost:8000"
@@ -107,11 +108,18 @@ def resolve_target(
         raise BadTargetError(f"{e}; fix or unset it, or pass -p/-u") from None
     env_file = find_upwards(SANDBOX_ENV_FILENAME, cwd or Path.cwd())
     if env_file is not None:
-        file_port = read_env_file(env_file).get("KTRDR_API_PORT")
-        if file_port:
-            try:
-                port = parse_port(file_port, origin=str(env_file))
-            except BadTargetError as e:
-                raise BadTargetError(f"{e}; fix KTRDR_API_PORT there, or pass -p/-u") from None
-            return ApiTarget(url_for_port(port), "env file", env_file)
+        return ApiTarget(url_for_port(recorded_api_port(env_file)), "env file", env_file)
     return ApiTarget(DEFAULT_API_URL, "default")
+
+
+def recorded_api_port(env_file: Path) -> int:
+    """The API port of the instance whose view `env_file` is, as its home recorded it: the
+    file is in a worktree an agent edits, and a port edited there would reach another
+    instance's API. A file no instance of this home owns names no port to trust."""
+    from ktrdr.cli.sandbox.locate import locate
+
+    try:
+        instance = locate(None, env_file.parent, name_hint="")
+    except KtrdrError as e:
+        raise KtrdrError(f"{e}; or pass -p/-u to name the API yourself") from None
+    return instance.ports.api

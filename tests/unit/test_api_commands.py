@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
+from tests.support.instances import edit_view, register_instance
 from tests.unit.fake_api_server import StandinApiState, standin_api_server
 
 
@@ -173,22 +174,23 @@ def test_bad_env_value_exits_2_with_one_error_line(
     assert "fix or unset it" in result.stderr
 
 
-def test_bad_env_file_port_exits_2_with_one_error_line(
+def test_an_edited_env_file_port_is_one_error_line_naming_the_recorded_port(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / ".env.sandbox").write_text("KTRDR_API_PORT=80x7 # slot 7\n")
+    register_instance(tmp_path, slot=7)
+    edit_view(tmp_path, "KTRDR_API_PORT", "80x7 # slot 7")
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["config", "show"])
-    assert result.exit_code == 2
-    assert result.stderr.startswith("Error: invalid port '80x7' from ")
-    assert ".env.sandbox" in result.stderr
+    assert result.exit_code == 1
+    assert ".env.sandbox says KTRDR_API_PORT=80x7 but this home recorded 8007" in result.stderr
     assert len(result.stderr.splitlines()) == 1
 
 
 def test_env_file_quotes_and_comment_are_read_like_compose(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / ".env.sandbox").write_text('KTRDR_API_PORT="8007" # comment\n')
+    register_instance(tmp_path, slot=7)
+    edit_view(tmp_path, "KTRDR_API_PORT", '"8007" # comment')
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["config", "show", "--json"])
     assert result.exit_code == 0, result.output
@@ -198,12 +200,13 @@ def test_env_file_quotes_and_comment_are_read_like_compose(
 def test_non_utf8_env_file_is_one_line_with_a_next_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    register_instance(tmp_path, slot=7)
     (tmp_path / ".env.sandbox").write_bytes(b"KTRDR_API_PORT=\xff\n")
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["config", "show"])
     assert result.exit_code == 1
     assert len(result.stderr.splitlines()) == 1
-    assert "re-save it as UTF-8" in result.stderr
+    assert "re-create it with `ktrdr sandbox init`" in result.stderr
 
 
 def test_config_show_reports_url_flag_over_port_flag() -> None:
@@ -214,7 +217,7 @@ def test_config_show_reports_url_flag_over_port_flag() -> None:
 
 
 def test_config_show_names_the_env_file(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    (tmp_path / ".env.sandbox").write_text("KTRDR_API_PORT=8005\n")
+    register_instance(tmp_path, slot=5)
     nested = tmp_path / "sub"
     nested.mkdir()
     monkeypatch.chdir(nested)

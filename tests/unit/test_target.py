@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from ktrdr.cli.target import BadTargetError, resolve_target
+from ktrdr.errors import KtrdrError
+from tests.support.instances import edit_view, register_instance
 
 
 def test_default_when_nothing_is_set(tmp_path: Path) -> None:
@@ -33,7 +35,7 @@ def test_env_url_wins_over_env_port(tmp_path: Path) -> None:
 
 
 def test_env_port_wins_over_env_file(tmp_path: Path) -> None:
-    (tmp_path / ".env.sandbox").write_text("KTRDR_API_PORT=8005\n")
+    register_instance(tmp_path, slot=5)
     target = resolve_target(
         url_flag=None, port_flag=None, environ={"KTRDR_API_PORT": "8003"}, cwd=tmp_path
     )
@@ -41,8 +43,8 @@ def test_env_port_wins_over_env_file(tmp_path: Path) -> None:
 
 
 def test_env_file_found_from_nested_subdirectory(tmp_path: Path) -> None:
+    register_instance(tmp_path, slot=5)
     env_file = tmp_path / ".env.sandbox"
-    env_file.write_text("# generated\nKTRDR_API_PORT=8005\n")
     nested = tmp_path / "a" / "b" / "c"
     nested.mkdir(parents=True)
     target = resolve_target(url_flag=None, port_flag=None, environ={}, cwd=nested)
@@ -51,10 +53,10 @@ def test_env_file_found_from_nested_subdirectory(tmp_path: Path) -> None:
 
 
 def test_nearest_env_file_wins(tmp_path: Path) -> None:
-    (tmp_path / ".env.sandbox").write_text("KTRDR_API_PORT=8005\n")
+    register_instance(tmp_path, slot=5)
     inner = tmp_path / "inner"
     inner.mkdir()
-    (inner / ".env.sandbox").write_text("KTRDR_API_PORT=8007\n")
+    register_instance(inner, slot=7)
     target = resolve_target(url_flag=None, port_flag=None, environ={}, cwd=inner)
     assert target.url == "http://localhost:8007"
 
@@ -67,9 +69,17 @@ def test_bad_port_flag_is_a_usage_error(tmp_path: Path, bad_port: str) -> None:
     assert "--port" in str(caught.value)
 
 
-def test_bad_port_in_env_file_names_the_file(tmp_path: Path) -> None:
-    (tmp_path / ".env.sandbox").write_text("KTRDR_API_PORT=99999\n")
-    with pytest.raises(BadTargetError, match=r"\.env\.sandbox"):
+def test_a_port_edited_in_the_env_file_is_refused_naming_both_ports(tmp_path: Path) -> None:
+    """An agent that points its view at another instance's API reaches nothing."""
+    register_instance(tmp_path, slot=5)
+    edit_view(tmp_path, "KTRDR_API_PORT", "8003")
+    with pytest.raises(KtrdrError, match=r"says KTRDR_API_PORT=8003 but this home recorded 8005"):
+        resolve_target(url_flag=None, port_flag=None, environ={}, cwd=tmp_path)
+
+
+def test_an_env_file_no_instance_of_this_home_owns_names_no_port(tmp_path: Path) -> None:
+    (tmp_path / ".env.sandbox").write_text("KTRDR_INSTANCE_ID=x\nKTRDR_API_PORT=8005\n")
+    with pytest.raises(KtrdrError, match=r"is not registered: .* or pass -p/-u"):
         resolve_target(url_flag=None, port_flag=None, environ={}, cwd=tmp_path)
 
 

@@ -65,37 +65,57 @@ def is_remote(env: Mapping[str, str]) -> bool:
 
 
 def compose_argv(root: Path, env: Mapping[str, str], *, override: bool = True) -> list[str]:
-    """`docker compose -p PROJECT --env-file .env.sandbox [--env-file offline] -f compose file`,
-    plus a remote instance's override (volumes instead of bind mounts) unless `override` is
-    False (reading the binds it replaces)."""
-    argv = [
-        "docker",
-        "compose",
-        "-p",
-        project_of(env),
-        "--env-file",
-        str(root / SANDBOX_ENV_FILENAME),
-    ]
-    if images_mode(env) == "offline":
-        argv += ["--env-file", str(root / OFFLINE_ENV_FILE)]
+    """`docker compose -p PROJECT --env-file /dev/null -f compose file`, plus a remote
+    instance's override (volumes instead of bind mounts) unless `override` is False (reading
+    the binds it replaces). The variables come from `compose_env`: `--env-file /dev/null`
+    keeps compose from reading the worktree's `.env.sandbox` or `.env`, which an agent can
+    edit (a COMPOSE_PROJECT_NAME or port there would reach another instance)."""
+    argv = ["docker", "compose", "-p", project_of(env), "--env-file", os.devnull]
     argv += ["-f", str(root / COMPOSE_FILE)]
     if override and is_remote(env):
         argv += override_args(root)
     return [*argv, "--project-directory", str(root)]
 
 
-def compose_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The process environment for compose: the instance's own variables are dropped from it,
-    because compose lets the shell override `--env-file` and an exported KTRDR_API_PORT would
-    otherwise point this instance at another slot's ports. A remote instance's stack publishes
-    its slot's ports on the remote (the env file holds the local ends of the forwards): those
-    are given here, where they beat the env file."""
-    clean = {k: v for k, v in os.environ.items() if k not in env}
+OFFLINE_IMAGE_KEYS = (
+    "KTRDR_APP_IMAGE",
+    "KTRDR_PYTHON_BASE_IMAGE",
+    "KTRDR_POSTGRES_IMAGE",
+    "KTRDR_PROMETHEUS_IMAGE",
+    "KTRDR_GRAFANA_IMAGE",
+    "KTRDR_JAEGER_IMAGE",
+)
+
+
+def offline_images(root: Path) -> dict[str, str]:
+    """The offline image names from the checkout's docker/images-offline.env: only the image
+    keys, so the file cannot set anything else compose reads (a project name, a host)."""
+    from ktrdr.envfile import read_env_file
+    from ktrdr.errors import KtrdrError
+
+    path = root / OFFLINE_ENV_FILE
+    try:
+        values = read_env_file(path)
+    except KtrdrError as e:
+        raise SandboxError(f"{e}; this instance uses offline images, which it names") from e
+    return {k: values[k] for k in OFFLINE_IMAGE_KEYS if values.get(k)}
+
+
+def compose_env(env: Mapping[str, str], root: Path | None = None) -> dict[str, str]:
+    """The process environment for compose: the shell's, with the instance's values (`env`,
+    the home's record for a registered instance) on top, so neither an exported variable nor
+    an edited file points this instance at another's project or ports. For offline images,
+    the image names from `root`'s offline env file. A remote instance's stack publishes its
+    slot's ports on the remote (`env` holds the local ends of the forwards): those are given
+    here instead."""
+    values = {**os.environ, **env}
+    if root is not None and images_mode(env) == "offline":
+        values.update(offline_images(root))
     if is_remote(env) and env.get("KTRDR_SLOT", "").isdigit():
         from ktrdr.cli.sandbox.ports import ports_for_slot
 
-        clean.update(ports_for_slot(int(env["KTRDR_SLOT"])).env_variables())
-    return clean
+        values.update(ports_for_slot(int(env["KTRDR_SLOT"])).env_variables())
+    return values
 
 
 def _compose(
@@ -110,7 +130,7 @@ def _compose(
     return proc.run(
         [*compose_argv(instance.root, instance.env), *args],
         cwd=instance.root,
-        env=compose_env(instance.env),
+        env=compose_env(instance.env, instance.root),
         timeout=timeout,
         check=check,
         capture=capture,
@@ -142,7 +162,7 @@ class StartingStack:
         self._process = proc.spawn(
             [*compose_argv(instance.root, instance.env), *args],
             cwd=instance.root,
-            env=compose_env(instance.env),
+            env=compose_env(instance.env, instance.root),
         )
         self._stderr = ""
         self._thread = threading.Thread(target=self._wait, name="compose-up", daemon=True)

@@ -140,11 +140,7 @@ def teardown_containers(instance: Instance) -> tuple[bool, str]:
         )
     if shutil.which("docker") is None:  # and no engine socket: there is no engine here
         return True, "this machine has no Docker engine, so the instance has no containers"
-    if instance.env and instance.env_path.is_file():
-        project = compose.project_of(instance.env)
-        ownership.refuse_foreign(
-            instance.instance_id, project, checkout=instance.root, action="destroy"
-        )
+    refuse_foreign_resources(instance)
     if instance.remote:  # its watch would sync into containers being removed
         from ktrdr.cli.sandbox import remote_instance
 
@@ -161,6 +157,17 @@ def teardown_containers(instance: Instance) -> tuple[bool, str]:
 
         remote_instance.forget(instance)
     return True, "containers, volumes and networks removed"
+
+
+def refuse_foreign_resources(instance: Instance) -> None:
+    """Refuse when the instance's project holds another owner's resources (removing them
+    would take that owner's stack down). The project is the home's record, never the view."""
+    if not instance.env or shutil.which("docker") is None:
+        return
+    project = docker_access.compose().project_of(instance.env)
+    docker_access.ownership().refuse_foreign(
+        instance.instance_id, project, checkout=instance.root, action="destroy"
+    )
 
 
 def _claim_destroy(instance_id: str) -> None:
@@ -288,6 +295,8 @@ def _destroy_locked(
             "be neither removed nor confirmed gone; nothing was changed (its slot stays "
             f"claimed): {_engine_hint()}"
         )
+    # Every refusal comes before the claim: a refused destroy leaves the entry as it was.
+    refuse_foreign_resources(instance)
     _claim_destroy(entry.instance_id)
     if on_start is not None:
         on_start()

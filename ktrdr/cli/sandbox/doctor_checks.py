@@ -10,13 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ktrdr.cli.sandbox import claims, prune
+from ktrdr.cli.sandbox import claims, identity, prune
 from ktrdr.cli.sandbox.doctor_report import DoctorReport, Problem
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.home import home_id, ktrdr_home
-from ktrdr.cli.sandbox.instance import owner_variables, project_name, read_env, write_env_file
+from ktrdr.cli.sandbox.instance import read_env, write_env_file
 from ktrdr.cli.sandbox.listing import stale_reason
-from ktrdr.cli.sandbox.ports import local_ports
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
@@ -144,26 +142,9 @@ def retry_once(action: Callable[[], T], *, pause: float = 2.0) -> T:
         return action()
 
 
-def expected_env(entry: Entry) -> dict[str, str]:
-    """The env-file lines the registry and the port map decide (everything but secrets)."""
-    ports = local_ports(entry.slot, entry.forward)
-    owner = home_id()
-    return {
-        "COMPOSE_PROJECT_NAME": project_name(entry.instance_id, owner),
-        "KTRDR_INSTANCE_ID": entry.instance_id,
-        **owner_variables(owner=owner, owner_home=ktrdr_home(), checkout=entry.root),
-        "KTRDR_SLOT": str(entry.slot),
-        **ports.env_variables(),
-        "KTRDR_API_URL": ports.urls()["api"],
-        **({"KTRDR_DOCKER_CONTEXT": entry.context} if entry.context else {}),
-        **({"KTRDR_FORWARD_INDEX": str(entry.forward)} if entry.forward else {}),
-    }
-
-
 def env_drift(entry: Entry) -> dict[str, tuple[str | None, str]]:
-    """key -> (found, expected) for every line of .env.sandbox that disagrees."""
-    found = read_env(entry.root / SANDBOX_ENV_FILENAME)
-    return {k: (found.get(k), v) for k, v in expected_env(entry).items() if found.get(k) != v}
+    """key -> (found, expected) for every line of .env.sandbox that disagrees with the record."""
+    return identity.drift(entry, read_env(entry.root / SANDBOX_ENV_FILENAME))
 
 
 def rewrite_env(path: Path, updates: dict[str, str]) -> None:

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from ktrdr.cli.sandbox import compose, ownership
+from ktrdr.cli.sandbox import compose, ownership, proc
 from ktrdr.cli.sandbox.doctor_checks import retry_once
 from ktrdr.cli.sandbox.doctor_report import DoctorReport, Problem
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import home_id
-from ktrdr.cli.sandbox.instance import read_env
+from ktrdr.cli.sandbox.instance import project_name, read_env
 from ktrdr.cli.sandbox.ownership import Resource
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
@@ -74,6 +74,7 @@ def check_docker_resources(
             others.setdefault(owner, []).append(group)
         elif instance_id in entries:
             _check_duplicate_networks(report, group)
+            _check_mislabelled(report, group, fix=fix)
         else:
             _check_orphan(report, group, fix=fix, now=now)
     for owner, owned in others.items():
@@ -95,6 +96,47 @@ def _check_duplicate_networks(report: DoctorReport, group: _InstanceResources) -
                     f"`ktrdr sandbox up {group.instance_id}` repairs it (volumes kept)",
                 )
             )
+
+
+def _check_mislabelled(report: DoctorReport, group: _InstanceResources, *, fix: bool) -> None:
+    """Resources labelled as this instance's but in another compose project: what a start with
+    an edited project name made (it took over another instance's network and containers).
+    Containers and networks are removed (the rightful instance's `up` recreates them); volumes
+    hold data and are only reported."""
+    own_project = project_name(group.instance_id, group.owner)
+    wrong = [i for i in group.items if i.project and i.project != own_project]
+    if not wrong:
+        return
+    listed = ", ".join(f"{i.kind} {i.name} (project {i.project})" for i in wrong[:4])
+    problem = Problem(
+        "mislabelled",
+        group.instance_id,
+        f"{len(wrong)} resource(s) labelled as this instance's are in another compose project: "
+        f"{listed}; `ktrdr sandbox doctor --fix` removes the containers and networks (volumes "
+        "kept), then `ktrdr sandbox up` in each instance recreates its own",
+        fixable=any(i.kind != "volume" for i in wrong),
+    )
+    report.problems.append(problem)
+    if not fix or not problem.fixable:
+        return
+    done: list[str] = []
+    try:
+        containers = [i.resource_id or i.name for i in wrong if i.kind == "container"]
+        if containers:
+            proc.run(["docker", "rm", "-f", *containers], timeout=120, what="docker rm")
+            done.append(f"{len(containers)} container(s)")
+        for network in (i for i in wrong if i.kind == "network"):
+            attached = ownership.remove_network_with_its_containers(
+                network.resource_id or network.name
+            )
+            done.append(f"network {network.name} (and {len(attached)} attached container(s))")
+    except SandboxError as e:
+        problem.detail += f"; fix stopped: {e}"
+        return
+    kept = [i.name for i in wrong if i.kind == "volume"]
+    problem.fixed = f"removed {', '.join(done)}" + (
+        f"; volumes kept: {', '.join(kept)}" if kept else ""
+    )
 
 
 def _check_orphan(

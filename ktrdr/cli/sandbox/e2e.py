@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ktrdr.cli.sandbox import compose, engine, proc
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import find_instance_root
-from ktrdr.cli.sandbox.locate import Instance, at_root, locate
+from ktrdr.cli.sandbox.locate import Instance, locate
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.remote_stack import RemotePlan
@@ -160,7 +160,7 @@ def _push_tests(context: Instance, notify: Callable[[str], None]) -> RemotePlan 
 
 
 def _run_suite(context: Instance, argv: list[str], on_line: Callable[[str], None] | None) -> int:
-    env = compose.compose_env(context.env)
+    env = compose.compose_env(context.env, context.root)
     what = f"E2E suite ({context.instance_id})"
     if on_line is not None:
         return proc.stream(
@@ -184,7 +184,7 @@ def db_env_exports(*, start: Path) -> str:
     root = find_instance_root(start)
     if root is None:
         return ""
-    env = at_root(root).env
+    env = locate(None, root, name_hint="").env
     values = {
         "KTRDR_DB_HOST": "127.0.0.1",
         "KTRDR_DB_PORT": env.get("KTRDR_DB_PORT", ""),

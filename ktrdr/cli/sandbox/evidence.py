@@ -173,7 +173,7 @@ def _add_docker_state(bundle: _Bundle, context: Instance) -> None:
         bundle.note_missing("compose ps and service logs: Docker engine not reachable")
         return
     base = compose.compose_argv(context.root, context.env)
-    env = compose.compose_env(context.env)
+    env = compose.compose_env(context.env, context.root)
     can_compose = (context.root / COMPOSE_FILE).is_file()
     if can_compose:
         ps = proc.run([*base, "ps", "-a"], cwd=context.root, env=env, timeout=60, check=False)

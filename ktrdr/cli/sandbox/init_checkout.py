@@ -19,6 +19,7 @@ from ktrdr.cli.sandbox.allocation import Allocation, BusyPort, allocate
 from ktrdr.cli.sandbox.create import CreateResult
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import (
+    IMAGE_MODES,
     instance_id_for,
     new_settings,
     read_env,
@@ -39,15 +40,79 @@ def init_instance(
     from ktrdr.cli.sandbox.locks import instance_lock
 
     top = worktree.toplevel(cwd)
-    instance_id = instance_id_for(top)
     env_path = top / SANDBOX_ENV_FILENAME
     previous = read_env(env_path) if env_path.is_file() else {}
+    registered = _registered_at(top)
+    if registered is not None:
+        return restore_view(registered, previous, slot=slot, context=context)
+    instance_id = instance_id_for(top)
     refuse_other_owner(top, previous)
     if context is None and previous.get("KTRDR_INSTANCE_ID") == instance_id:
         context = previous.get("KTRDR_DOCKER_CONTEXT") or None
     context = engine_context.validate(context)
     with instance_lock(instance_id, command="ktrdr sandbox init"), engine_context.use(context):
         return _init_locked(top, instance_id, previous, slot=slot, images=images, context=context)
+
+
+def _registered_at(top: Path) -> Entry | None:
+    resolved = top.resolve()
+    return next((e for e in registry.load().values() if Path(e.path).resolve() == resolved), None)
+
+
+def restore_view(
+    entry: Entry, previous: Mapping[str, str], *, slot: int | None, context: str | None
+) -> CreateResult:
+    """`init` in a checkout this home already registered: rewrite its `.env.sandbox` from the
+    home's record (an agent or a person may have edited it), keeping its secrets and image
+    mode. The slot and engine stay the record's: moving them is destroy + create."""
+    from ktrdr.cli.sandbox.locks import instance_lock
+
+    if entry.state != "ready":
+        raise SandboxError(
+            f"{entry.root} is instance {entry.instance_id}, which is {entry.state}: finish that "
+            f"first (`ktrdr sandbox destroy {entry.instance_id}` or `ktrdr sandbox doctor --fix`)"
+        )
+    if slot is not None and slot != entry.slot:
+        _refuse_move(entry, f"--slot {slot} (it has slot {entry.slot})")
+    if context is not None and (context or None) != entry.context:
+        used = entry.context or "the default engine"
+        _refuse_move(entry, f"--context {context} (it uses {used})")
+    # The view's secrets are the instance's own even when its id line was edited.
+    kept = {**previous, "KTRDR_INSTANCE_ID": entry.instance_id}
+    if kept.get("KTRDR_IMAGES", "").strip() not in (*IMAGE_MODES, ""):
+        del kept["KTRDR_IMAGES"]  # an edited mode falls back to the default, not an error
+    settings = new_settings(
+        instance_id=entry.instance_id,
+        slot=entry.slot,
+        shared_dir=shared_root(),
+        images=None,
+        previous=kept,
+        checkout=entry.root,
+        context=entry.context,
+        forward=entry.forward,
+    )
+    with instance_lock(entry.instance_id, command="ktrdr sandbox init"):
+        env_path = write_env_file(entry.root, render_env(settings, command="ktrdr sandbox init"))
+        worktree.ensure_excluded(entry.root)
+    result = CreateResult(
+        instance_id=entry.instance_id,
+        slot=entry.slot,
+        path=entry.root,
+        kind=entry.kind,
+        branch=entry.branch,
+        env_file=env_path,
+        context=entry.context,
+        forward=entry.forward,
+    )
+    result.notes.append(f"already registered: rewrote {env_path.name} from this home's record")
+    return result
+
+
+def _refuse_move(entry: Entry, asked: str) -> None:
+    raise SandboxError(
+        f"{entry.root} is already instance {entry.instance_id}; {asked}: to move it, "
+        f"`ktrdr sandbox destroy {entry.instance_id}` and create it again"
+    )
 
 
 def refuse_other_owner(top: Path, values: Mapping[str, str]) -> None:

@@ -8,16 +8,21 @@ object instead of reading the file again.
   create NAME or directory name matches (a unique slug suffix is enough); its directory may be
   gone (destroy still works on it).
 - Without: the nearest `.env.sandbox` at or above `cwd`, registered or not.
+
+The registry entry is found by the directory, never by the id the env file names: the file is
+a view an agent may have edited (identity.py). For a registered instance `env` holds the home's
+record (plus the view's secrets), `view` what the file says; `locate` refuses a view that
+disagrees with the record unless the caller only repairs or removes the instance.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ktrdr.cli.sandbox import engine_context, registry
+from ktrdr.cli.sandbox import engine_context, identity, registry
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import find_instance_root, read_env, slugify
 from ktrdr.cli.sandbox.ports import SlotPorts, local_ports, port_map, ports_for_slot
@@ -38,14 +43,16 @@ DEFAULT_NAME_HINT = "pass an instance NAME"
 
 @dataclass(frozen=True)
 class Instance:
-    """A located instance: where it is, what its env file says (read once), and its registry
-    entry (None when this home has not registered it)."""
+    """A located instance: where it is, the values commands act on (the home's record for a
+    registered instance), what its env file says (read once), and its registry entry (None
+    when this home has not registered it)."""
 
     instance_id: str
     slot: int
     root: Path
-    env: Mapping[str, str]  # {} when the directory or its env file is gone
+    env: Mapping[str, str]  # {} when unregistered and the env file is gone
     entry: Entry | None
+    view: Mapping[str, str] = field(default_factory=dict)  # the env file as read
 
     @property
     def env_path(self) -> Path:
@@ -121,12 +128,42 @@ class Instance:
         return self
 
 
-def locate(name: str | None, cwd: Path, *, name_hint: str = DEFAULT_NAME_HINT) -> Instance:
+def locate(
+    name: str | None,
+    cwd: Path,
+    *,
+    name_hint: str = DEFAULT_NAME_HINT,
+    check_view: bool = True,
+    unregistered: bool = False,
+) -> Instance:
     """The instance named `name`, else the one containing `cwd`. `name_hint` says how the
-    calling command takes a name, for the error when `cwd` is not inside an instance."""
+    calling command takes a name, for the error when `cwd` is not inside an instance.
+
+    Refused: a directory this home has not registered (its env file is all there is, and
+    nothing reaches the engine on a worktree's word) unless `unregistered`; a registered
+    instance whose env file disagrees with the home's record unless `check_view` is False
+    (commands that rewrite the view or remove the instance)."""
     found = _locate(name, cwd, name_hint)
+    if found.entry is None and not unregistered:
+        _refuse_unregistered(found)
+    if check_view and found.entry is not None and found.view:
+        identity.check_view(found.entry, found.view, found.root)
     engine_context.select(found.context)  # a command acts on its instance's engine
     return found
+
+
+def _refuse_unregistered(found: Instance) -> None:
+    from ktrdr.cli.sandbox.home import home_id, ktrdr_home
+
+    owner = found.view.get("KTRDR_OWNER", "")
+    if owner and owner != home_id():
+        where = found.view.get("KTRDR_OWNER_HOME") or f"the home with id {owner}"
+        raise SandboxError(
+            f"instance {found.instance_id} at {found.root} is not registered in KTRDR_HOME "
+            f"{ktrdr_home()} (its env file names KTRDR_HOME {where}): run this with that "
+            "KTRDR_HOME, or create your own instance with `ktrdr sandbox create NAME`"
+        )
+    found.require_entry()
 
 
 def _locate(name: str | None, cwd: Path, name_hint: str) -> Instance:
@@ -146,23 +183,33 @@ def _locate(name: str | None, cwd: Path, name_hint: str) -> Instance:
 
 def at_root(root: Path) -> Instance:
     """The instance whose `.env.sandbox` is in `root`, with its registry entry when there is one."""
-    env = read_env(root / SANDBOX_ENV_FILENAME)
-    entry = _entry_for(registry.load(), root, env.get("KTRDR_INSTANCE_ID", ""))
-    instance_id = env.get("KTRDR_INSTANCE_ID") or (entry.instance_id if entry else "")
+    view = read_env(root / SANDBOX_ENV_FILENAME)
+    entry = _entry_at(registry.load(), root)
+    if entry is not None:
+        return from_entry(entry, view=view)
+    instance_id = view.get("KTRDR_INSTANCE_ID", "")
     if not instance_id:
         raise SandboxError(
             f"{root / SANDBOX_ENV_FILENAME} has no KTRDR_INSTANCE_ID: re-create it with "
             "`ktrdr sandbox init`"
         )
-    return Instance(instance_id, _slot(env, root, entry), root, env, entry)
+    try:
+        slot = _slot(view, root)
+    except SandboxError:
+        # Unregistered and unreadable: that it is unregistered is what the user can act on.
+        Instance(instance_id, 0, root, view, None, view).require_entry()
+        raise
+    return Instance(instance_id, slot, root, view, None, view)
 
 
-def from_entry(entry: Entry) -> Instance:
-    """The instance of a registry entry; its env file is read when it still exists."""
-    env_path = entry.root / SANDBOX_ENV_FILENAME
-    env = read_env(env_path) if env_path.is_file() else {}
-    slot = _slot(env, entry.root, entry) if env.get("KTRDR_SLOT") else entry.slot
-    return Instance(entry.instance_id, slot, entry.root, env, entry)
+def from_entry(entry: Entry, *, view: Mapping[str, str] | None = None) -> Instance:
+    """The instance of a registry entry, acting on the home's record; its env file (the view)
+    is read when it still exists."""
+    if view is None:
+        env_path = entry.root / SANDBOX_ENV_FILENAME
+        view = read_env(env_path) if env_path.is_file() else {}
+    env = identity.trusted_env(entry, view)
+    return Instance(entry.instance_id, entry.slot, entry.root, env, entry, view)
 
 
 def find_entry(name: str) -> Entry:
@@ -186,17 +233,14 @@ def find_entry(name: str) -> Entry:
     raise SandboxError(f"no instance named {name!r}: see `ktrdr sandbox list`")
 
 
-def _entry_for(entries: Mapping[str, Entry], root: Path, env_id: str) -> Entry | None:
-    if env_id in entries:
-        return entries[env_id]
+def _entry_at(entries: Mapping[str, Entry], root: Path) -> Entry | None:
+    """The entry registered at `root` (by path: the id in the env file is the agent's to edit)."""
     resolved = root.resolve()
     return next((e for e in entries.values() if Path(e.path).resolve() == resolved), None)
 
 
-def _slot(env: Mapping[str, str], root: Path, entry: Entry | None) -> int:
+def _slot(env: Mapping[str, str], root: Path) -> int:
     text = env.get("KTRDR_SLOT", "")
-    if not text and entry is not None:
-        return entry.slot
     if not text:
         raise SandboxError(
             f"{root / SANDBOX_ENV_FILENAME} lacks KTRDR_SLOT: run `ktrdr sandbox doctor --fix` "

@@ -235,6 +235,44 @@ def repair_networks(instance_id: str, duplicates: dict[str, list[str]]) -> list[
     return [f"network {name} existed {len(group)} times" for name, group in duplicates.items()]
 
 
+def remove_network_with_its_containers(network: str) -> list[str]:
+    """Remove `network` and this home's containers attached to it (volumes kept: each
+    instance's next `up` recreates its containers on a network of its own). Refused, touching
+    nothing, when another owner's container is attached. Returns the containers removed."""
+    inspected = proc.run(
+        ["docker", "network", "inspect", "--format", "{{json .Containers}}", network],
+        timeout=QUERY_TIMEOUT,
+        what="docker network inspect",
+    )
+    attached = list(json.loads(inspected.stdout.strip() or "null") or {})
+    mine: set[str] = set()
+    if attached:
+        listed = proc.run(
+            [
+                "docker",
+                "ps",
+                "-a",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                f"label={OWNER_LABEL}={home_id()}",
+            ],
+            timeout=QUERY_TIMEOUT,
+            what="docker ps",
+        )
+        mine = set(listed.stdout.split())
+    foreign = [c for c in attached if c not in mine]
+    if foreign:
+        raise SandboxError(
+            f"network {network} also holds {len(foreign)} container(s) not of this home "
+            f"({foreign[0][:12]}): not removed; disconnect them first"
+        )
+    if attached:
+        proc.run(["docker", "rm", "-f", *attached], timeout=120, what="docker rm")
+    proc.run(["docker", "network", "rm", network], timeout=60, what="docker network rm")
+    return attached
+
+
 # --- slot-claim markers (see machine_slots) -------------------------------------------------
 
 

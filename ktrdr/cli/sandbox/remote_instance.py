@@ -46,7 +46,7 @@ def prepare_up(instance: Instance, notify: Notify) -> RemotePlan:
     """Before `compose up`: everything the stack mounts is on the engine, and the forwards run."""
     the_plan = plan(instance)
     base = compose.compose_argv(instance.root, instance.env)
-    env = compose.compose_env(instance.env)
+    env = compose.compose_env(instance.env, instance.root)
     if remote_sync.ensure_image(the_plan, base, env=env):
         notify(f"Built {the_plan.image} on {engine_context.label(instance.context)}")
     _said(notify, remote_sync.push_shared(the_plan), "shared data")
@@ -63,7 +63,7 @@ def after_start(instance: Instance, the_plan: RemotePlan, notify: Notify) -> Non
         compose.compose_argv(instance.root, instance.env),
         instance_id=instance.instance_id,
         directory=state_dir(instance),
-        env=compose.compose_env(instance.env),
+        env=compose.compose_env(instance.env, instance.root),
     )
     if record is not None:
         notify(f"Hot reload: edits under {instance.root} sync to the engine (compose watch)")

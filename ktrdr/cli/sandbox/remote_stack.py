@@ -106,7 +106,7 @@ def resolved_config(root: Path, env: Mapping[str, str]) -> dict[str, Any]:
     result = proc.run(
         argv,
         cwd=root,
-        env=compose.compose_env(env),
+        env=compose.compose_env(env, root),
         timeout=CONFIG_TIMEOUT,
         what="reading the compose file (docker compose config)",
     )

@@ -74,7 +74,9 @@ def instance_status(
 ) -> InstanceStatus:
     """Identity, slot and Docker state of one instance (by name, or the one containing cwd).
     An unregistered `.env.sandbox` still reports what the file says."""
-    instance = locate(name, cwd, name_hint="pass NAME, or see `ktrdr sandbox list`")
+    instance = locate(
+        name, cwd, name_hint="pass NAME, or see `ktrdr sandbox list`", unregistered=True
+    )
     if instance.entry is None:
         return _unregistered_status(instance)
     entry = instance.entry

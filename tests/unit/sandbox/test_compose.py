@@ -19,7 +19,7 @@ def root(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_compose_argv_names_project_env_file_and_compose_file(
+def test_compose_argv_names_the_project_and_compose_file_and_reads_no_env_file(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("KTRDR_IMAGES", raising=False)
@@ -31,7 +31,7 @@ def test_compose_argv_names_project_env_file_and_compose_file(
         "-p",
         "ktrdr--a-0123abcd",
         "--env-file",
-        str(root / ".env.sandbox"),
+        os.devnull,
         "-f",
         str(root / "docker-compose.sandbox.yml"),
         "--project-directory",
@@ -39,26 +39,29 @@ def test_compose_argv_names_project_env_file_and_compose_file(
     ]
 
 
-def test_offline_images_add_the_offline_env_file_after_the_instance_env_file(
+def test_offline_images_come_from_the_offline_env_file_and_nothing_else_of_it(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("KTRDR_IMAGES", raising=False)
-    argv = compose.compose_argv(root, {"KTRDR_IMAGES": "offline", "COMPOSE_PROJECT_NAME": "a-1"})
-    env_files = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--env-file"]
-    assert env_files == [str(root / ".env.sandbox"), str(root / "docker/images-offline.env")]
+    (root / "docker").mkdir()
+    (root / "docker/images-offline.env").write_text(
+        "KTRDR_APP_IMAGE=app:offline\nCOMPOSE_PROJECT_NAME=someone-else\nDOCKER_HOST=tcp://x:1\n"
+    )
+    env = compose.compose_env({"KTRDR_IMAGES": "offline", "COMPOSE_PROJECT_NAME": "a-1"}, root)
+    assert env["KTRDR_APP_IMAGE"] == "app:offline"
+    assert env["COMPOSE_PROJECT_NAME"] == "a-1"
+    assert env.get("DOCKER_HOST") == os.environ.get("DOCKER_HOST")
+    upstream = compose.compose_env({"KTRDR_IMAGES": "upstream", "COMPOSE_PROJECT_NAME": "a"}, root)
+    assert upstream.get("KTRDR_APP_IMAGE") == os.environ.get("KTRDR_APP_IMAGE")
 
 
-def test_the_instance_env_file_decides_the_images_whatever_the_shell_exports(
-    root: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_instance_decides_the_images_whatever_the_shell_exports(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("KTRDR_IMAGES", "offline")
     upstream = {"KTRDR_IMAGES": "upstream", "COMPOSE_PROJECT_NAME": "a-1"}
-    assert "images-offline" not in " ".join(compose.compose_argv(root, upstream))
-    assert "KTRDR_IMAGES" not in compose.compose_env(upstream)
-    monkeypatch.setenv("KTRDR_IMAGES", "upstream")
-    offline = {"KTRDR_IMAGES": "offline", "COMPOSE_PROJECT_NAME": "a-1"}
-    assert "docker/images-offline.env" in " ".join(compose.compose_argv(root, offline))
-    assert "KTRDR_IMAGES" not in compose.compose_env(offline)
+    assert compose.compose_env(upstream)["KTRDR_IMAGES"] == "upstream"
+    assert compose.images_mode(upstream) == "upstream"
 
 
 def test_a_shell_images_mode_that_differs_from_the_instance_is_named_with_the_way_to_switch(
@@ -74,12 +77,12 @@ def test_a_shell_images_mode_that_differs_from_the_instance_is_named_with_the_wa
     assert compose.images_mismatch({"KTRDR_IMAGES": "upstream"}) is None
 
 
-def test_exported_instance_variables_cannot_override_the_env_file(
+def test_exported_instance_variables_cannot_override_the_instance_values(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("KTRDR_API_PORT", "8009")
     monkeypatch.setenv("KTRDR_TEST", "1")
     env = compose.compose_env({"KTRDR_API_PORT": "8003", "KTRDR_INSTANCE_ID": "a"})
-    assert "KTRDR_API_PORT" not in env
+    assert env["KTRDR_API_PORT"] == "8003"
     assert env["KTRDR_TEST"] == "1"
     assert env["PATH"] == os.environ["PATH"]

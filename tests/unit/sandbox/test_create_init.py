@@ -335,10 +335,13 @@ def test_init_makes_the_current_clone_an_instance(repo: Path) -> None:
     assert git(repo, "status", "--porcelain") == ""
 
 
-def test_init_twice_says_it_is_already_registered(repo: Path) -> None:
-    init_instance(cwd=repo)
-    with pytest.raises(SandboxError, match="already registered as instance ktrdr"):
-        init_instance(cwd=repo)
+def test_init_twice_only_rewrites_the_view_from_the_record(repo: Path) -> None:
+    first = init_instance(cwd=repo)
+    view = (repo / ".env.sandbox").read_text()
+    again = init_instance(cwd=repo)
+    assert (again.instance_id, again.slot) == (first.instance_id, first.slot)
+    assert again.notes == ["already registered: rewrote .env.sandbox from this home's record"]
+    assert (repo / ".env.sandbox").read_text() == view
 
 
 def test_init_takes_slot_zero_only_when_asked(repo: Path) -> None:
@@ -346,10 +349,15 @@ def test_init_takes_slot_zero_only_when_asked(repo: Path) -> None:
     assert read_env(repo / ".env.sandbox")["KTRDR_API_PORT"] == "8000"
 
 
-def test_init_inside_a_created_worktree_is_refused(repo: Path) -> None:
+def test_init_inside_a_created_worktree_keeps_it_a_worktree_instance(repo: Path) -> None:
     result = create_instance(name="feat-a", cwd=repo)
-    with pytest.raises(SandboxError, match="already registered"):
-        init_instance(cwd=result.path)
+    again = init_instance(cwd=result.path)
+    assert (again.instance_id, again.slot, again.kind) == (
+        result.instance_id,
+        result.slot,
+        "worktree",
+    )
+    assert registry.load()[result.instance_id].kind == "worktree"
 
 
 def test_python_dash_m_entry_point_works(repo: Path, isolated_ktrdr_home: Path) -> None:

@@ -16,17 +16,13 @@ from ktrdr.cli.sandbox import registry
 from ktrdr.cli.sandbox.e2e import db_env_exports
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.evidence import collect_evidence
-from ktrdr.cli.sandbox.instance import new_settings, render_env, write_env_file
 from ktrdr.cli.sandbox.registry import Entry
-from ktrdr.cli.sandbox.shared_data import shared_root
+from tests.support.instances import register_instance
 
 
 @pytest.fixture
 def instance(repo: Path) -> Path:
-    settings = new_settings(
-        instance_id=repo.name, slot=6, shared_dir=shared_root(), images=None, previous=None
-    )
-    write_env_file(repo, render_env(settings, command="test"))
+    register_instance(repo, slot=6)
     (repo / ".sandbox").mkdir()
     (repo / ".sandbox" / "gate-report.json").write_text('{"result": "passed"}')
     results = repo / ".sandbox" / "test-results"

@@ -46,6 +46,7 @@ def instance_dir(
         images="offline",
         db_password="secret-1",
         grafana_password="secret-2",
+        checkout=root,
     )
     write_env_file(root, render_env(settings, command="test"))
     with registry.transaction() as entries:
@@ -119,8 +120,8 @@ def test_a_valid_registered_instance_passes_validation(instance_dir: Path) -> No
 
 def test_a_port_line_that_drifted_from_the_slot_is_refused(instance_dir: Path) -> None:
     rewrite_env(instance_dir, "KTRDR_API_PORT", "8000")
-    with pytest.raises(SandboxError, match="KTRDR_API_PORT=8000 does not match slot 7"):
-        preflight.validate(locate(None, instance_dir))
+    with pytest.raises(SandboxError, match="says KTRDR_API_PORT=8000 but this home recorded 8007"):
+        locate(None, instance_dir)
 
 
 def test_an_unregistered_instance_is_told_to_run_init(instance_dir: Path) -> None:
@@ -133,8 +134,8 @@ def test_an_unregistered_instance_is_told_to_run_init(instance_dir: Path) -> Non
 def test_a_slot_that_disagrees_with_the_registry_is_refused(instance_dir: Path) -> None:
     with registry.transaction() as entries:
         entries[INSTANCE_ID].slot = 3
-    with pytest.raises(SandboxError, match="says slot 7 but the registry says slot 3"):
-        preflight.validate(locate(None, instance_dir))
+    with pytest.raises(SandboxError, match="says KTRDR_SLOT=7 but this home recorded 3"):
+        locate(None, instance_dir)
 
 
 def test_an_env_file_missing_required_keys_is_named(instance_dir: Path) -> None:
@@ -259,14 +260,16 @@ def test_an_instance_of_another_home_is_refused_naming_that_home(
     monkeypatch.setenv("KTRDR_HOME", str(other_home))
     result = CliRunner().invoke(cli, ["sandbox", command])
     assert result.exit_code == 1
-    assert f"belongs to KTRDR_HOME {isolated_ktrdr_home}, not to {other_home}" in result.stderr
+    assert f"is not registered in KTRDR_HOME {other_home}" in result.stderr
+    assert f"names KTRDR_HOME {isolated_ktrdr_home}" in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2  # the "Starting …" line, then the error
 
 
 def test_a_project_name_that_is_not_the_instances_own_is_refused(instance_dir: Path) -> None:
     rewrite_env(instance_dir, "COMPOSE_PROJECT_NAME", INSTANCE_ID)  # the pre-owner form
-    with pytest.raises(SandboxError, match=r"is not this instance's project .*doctor --fix"):
-        preflight.validate(locate(None, instance_dir))
+    pattern = rf"says COMPOSE_PROJECT_NAME={INSTANCE_ID} but this home recorded .*sandbox init"
+    with pytest.raises(SandboxError, match=pattern):
+        locate(None, instance_dir)
 
 
 def test_an_instance_destroyed_under_the_gate_gets_no_report_directory_recreated(

@@ -18,14 +18,11 @@ from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.init_checkout import init_instance
 from ktrdr.cli.sandbox.instance import (
     max_name_length,
-    new_settings,
-    render_env,
     slugify,
     suggest_name,
     validate_create_name,
-    write_env_file,
 )
-from ktrdr.cli.sandbox.shared_data import shared_root
+from tests.support.instances import register_instance
 from tests.unit.sandbox.conftest import make_repo
 
 
@@ -93,10 +90,7 @@ def test_ctrl_c_before_registration_still_rolls_back(
 
 
 def _env_instance(repo: Path) -> None:
-    settings = new_settings(
-        instance_id=repo.name, slot=6, shared_dir=shared_root(), images=None, previous=None
-    )
-    write_env_file(repo, render_env(settings, command="test"))
+    register_instance(repo, slot=6)
 
 
 def test_evidence_output_in_a_missing_directory_is_refused_and_nothing_is_made(

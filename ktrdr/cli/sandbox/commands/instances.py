@@ -163,8 +163,10 @@ def _destroy_targets(name: str | None, *, destroy_all: bool) -> list[Instance]:
         raise click.UsageError("pass NAME or --all, not both")
     if destroy_all:
         return [from_entry(entry) for entry in registry.load().values()]
-    found = locate(name, Path.cwd(), name_hint="pass NAME, or see `ktrdr sandbox list`")
-    found.require_entry()
+    # An edited env file must not stop its removal: destroy acts on the home's record only.
+    found = locate(
+        name, Path.cwd(), name_hint="pass NAME, or see `ktrdr sandbox list`", check_view=False
+    )
     return [found]
 
 

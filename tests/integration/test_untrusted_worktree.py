@@ -1,0 +1,178 @@
+"""A hostile agent in instance X's worktree, on the real engine through the real CLI and a
+pinned MCP server: its edits to `.env.sandbox` reach neither instance Y of the same home nor
+Y's API, nothing is changed by the refusals, `init` restores the view, `destroy` still works,
+and `doctor --fix` repairs what the old attack (a start under Y's project name) left behind
+without losing Y's data.
+
+The test makes its own KTRDR_HOME and project copy in tmp_path; the finalizer removes
+everything labelled with that home's owner id, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import ClientSession, StdioServerParameters, stdio_client
+
+from ktrdr.envfile import SANDBOX_ENV_FILENAME, read_env_file
+from tests.integration.project_copy import copy_project
+from tests.integration.test_lifecycle import KTRDR, UP_TIMEOUT, Workspace
+from tests.support.instances import edit_view
+
+pytestmark = pytest.mark.docker
+
+PASSED = "Startability Gate: PASSED"
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+
+
+def owned_by(owner: str, *kinds: str) -> dict[str, str]:
+    """Name -> id of every container and network labelled with `owner` (a home this test made)."""
+    found: dict[str, str] = {}
+    for kind in kinds:
+        argv = ["ps", "-a"] if kind == "container" else [kind, "ls"]
+        listed = docker(*argv, "--filter", f"label=ktrdr.owner={owner}", "--format",
+                        "{{.Names}}\t{{.ID}}")  # fmt: skip
+        found.update(line.split("\t", 1) for line in listed.splitlines() if line)  # type: ignore[misc]
+    return found
+
+
+def remove_owned(owner: str) -> None:
+    for kind, rm in (("container", ["rm", "-f", "-v"]), ("network", ["network", "rm"])):
+        ids = list(owned_by(owner, kind).values())
+        if ids:
+            subprocess.run(["docker", *rm, *ids], capture_output=True, timeout=120, check=False)
+    vols = docker("volume", "ls", "-q", "--filter", f"label=ktrdr.owner={owner}").split()
+    if vols:
+        subprocess.run(["docker", "volume", "rm", "-f", *vols], capture_output=True, check=False)
+
+
+@pytest.fixture
+def space(tmp_path: Path) -> Iterator[Workspace]:
+    made = Workspace(copy_project(tmp_path / "ktrdr"), tmp_path / "home")
+    made.ktrdr("sandbox", "init-shared")
+    yield made
+    id_file = tmp_path / "home" / "home-id"
+    if id_file.is_file():
+        remove_owned(id_file.read_text().strip())
+
+
+def refused(space: Workspace, *args: str, cwd: Path) -> str:
+    """The one error line of a command that must refuse."""
+    result = space.run(KTRDR, *args, cwd=cwd, timeout=UP_TIMEOUT)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, f"`ktrdr {' '.join(args)}` was not refused:\n{output}"
+    assert "Traceback" not in output, output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+def pinned_calls(
+    space: Workspace, root: Path, calls: list[tuple[str, dict[str, Any]]]
+) -> list[Any]:
+    async def main() -> list[Any]:
+        params = StdioServerParameters(
+            command=KTRDR, args=["sandbox", "mcp"], env=space.env, cwd=str(root)
+        )
+        with open(os.devnull, "w") as quiet:
+            async with (
+                stdio_client(params, errlog=quiet) as (read, write),
+                ClientSession(read, write) as client,
+            ):
+                await client.initialize()
+                return [await client.call_tool(tool, args) for tool, args in calls]
+
+    return anyio.run(main)
+
+
+def test_edits_to_the_view_reach_no_other_instance_and_doctor_repairs_the_old_takeover(
+    space: Workspace,
+) -> None:
+    space.ktrdr("sandbox", "create", "feat")
+    space.ktrdr("sandbox", "create", "other")
+    x, y = space.path_of("feat"), space.path_of("other")
+    space.instance_ids |= {x.name, y.name}
+    y_up = space.ktrdr("sandbox", "up", cwd=y, timeout=UP_TIMEOUT)
+    assert PASSED in y_up["stdout"] + y_up["stderr"]
+    owner = (Path(space.env["KTRDR_HOME"]) / "home-id").read_text().strip()
+    y_env = read_env_file(y / SANDBOX_ENV_FILENAME)
+    x_view = (x / SANDBOX_ENV_FILENAME).read_text()
+    token = secrets.token_hex(8)
+    with space.connect_db(y) as conn:
+        conn.execute("CREATE TABLE takeover_probe (token text NOT NULL)")
+        conn.execute("INSERT INTO takeover_probe (token) VALUES (%s)", (token,))
+    y_resources = owned_by(owner, "container", "network")
+
+    # X's view names Y's project: nothing reaches the engine under it.
+    edit_view(x, "COMPOSE_PROJECT_NAME", y_env["COMPOSE_PROJECT_NAME"])
+    for command in (
+        ["sandbox", "test-e2e", "-k", "health"],
+        ["sandbox", "logs"],
+        ["sandbox", "evidence"],
+        ["sandbox", "status"],
+        ["sandbox", "up"],
+        ["sandbox", "down"],
+    ):
+        line = refused(space, *command, cwd=x)
+        assert f"says COMPOSE_PROJECT_NAME={y_env['COMPOSE_PROJECT_NAME']}" in line, line
+        assert "ktrdr sandbox init" in line, line
+    results = pinned_calls(
+        space, x, [("sandbox_test_e2e", {"pytest_args": ["-k", "health"]}), ("sandbox_logs", {})]
+    )
+    for result in results:
+        assert result.is_error, result
+        assert "says COMPOSE_PROJECT_NAME=" in result.structured_content["error"]
+    assert owned_by(owner, "container", "network") == y_resources
+
+    # X's view names Y's API port: the API commands refuse instead of talking to Y.
+    space.ktrdr("sandbox", "init", cwd=x)
+    assert (x / SANDBOX_ENV_FILENAME).read_text().split("\n", 3)[3] == x_view.split("\n", 3)[3]
+    edit_view(x, "KTRDR_API_PORT", y_env["KTRDR_API_PORT"])
+    assert "says KTRDR_API_PORT=" in refused(space, "health", cwd=x)
+    (api_result,) = pinned_calls(space, x, [("api_health", {})])
+    assert api_result.is_error, api_result
+    assert space.run(KTRDR, "-p", y_env["KTRDR_API_PORT"], "health").returncode == 0
+
+    # The takeover these checks prevent, made by hand (compose under Y's project with X's
+    # labels): doctor names it, --fix removes the mislabelled containers and network, and Y
+    # comes back with its data.
+    takeover = subprocess.run(
+        ["docker", "compose", "-p", y_env["COMPOSE_PROJECT_NAME"],
+         "--env-file", str(x / SANDBOX_ENV_FILENAME),
+         "--env-file", str(x / "docker" / "images-offline.env"),
+         "-f", str(x / "docker-compose.sandbox.yml"), "--project-directory", str(x),
+         "up", "-d", "--no-deps", "jaeger"],
+        env=space.env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert takeover.returncode == 0, takeover.stderr
+    report = json.loads(space.ktrdr("sandbox", "doctor", "--json", cwd=x.parent)["stdout"])
+    problems = [p for p in report["problems"] if p["kind"] == "mislabelled"]
+    assert problems, report
+    space.ktrdr("sandbox", "doctor", "--fix", cwd=x.parent)
+    report = json.loads(space.ktrdr("sandbox", "doctor", "--json", cwd=x.parent)["stdout"])
+    assert not [p for p in report["problems"] if p["kind"] == "mislabelled"], report
+    y_again = space.ktrdr("sandbox", "up", cwd=y, timeout=UP_TIMEOUT)
+    assert PASSED in y_again["stdout"] + y_again["stderr"]
+    with space.connect_db(y) as conn:
+        assert conn.execute("SELECT token FROM takeover_probe").fetchall() == [(token,)]
+
+    # An edited view does not stop X's removal, and Y is left as it was.
+    edit_view(x, "COMPOSE_PROJECT_NAME", y_env["COMPOSE_PROJECT_NAME"])
+    before = owned_by(owner, "container")
+    space.ktrdr("sandbox", "destroy", "feat", "--yes", "--force", timeout=300)
+    assert set(space.registry()) == {y.name}
+    assert owned_by(owner, "container") == before
+    space.ktrdr("sandbox", "destroy", "other", "--yes", timeout=300)
