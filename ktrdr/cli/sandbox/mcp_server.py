@@ -1,5 +1,7 @@
-"""`ktrdr sandbox mcp`: the tools of mcp_tools.py and two kinds of resources (an instance's
-last gate report, the tail of each service's log) served over stdio with the `mcp` SDK.
+"""`ktrdr sandbox mcp`: the tools of mcp_tools.py and three kinds of resources (an instance's
+last gate report, the tail of each service's log, the journal) served over stdio with the `mcp`
+SDK. Each tool call that changes something is recorded in the journal (journal_entry.py) with
+the client's name and the pin.
 
 Tool calls run the core functions in a thread, so the server keeps reading (cancellations,
 pings) meanwhile. A cancelled call raises KeyboardInterrupt inside that thread: the core
