@@ -202,3 +202,29 @@ def test_journal_reports_corrupt_lines_on_stderr_and_shows_the_rest(
     assert data["torn_tail"] is True
     assert "warning: journal: 1 corrupt line(s) skipped (2)" in out.stderr
     assert "cut short" in out.stderr
+
+
+def test_ctrl_c_is_recorded_with_exit_130(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("ktrdr.cli.sandbox.locate.locate", interrupted)  # stands in for Ctrl-C
+    out = run("down")
+    assert out.exit_code == 130
+    [record] = records()
+    assert record.exit_code == 130
+    assert record.result == "interrupted"
+
+
+def test_a_bug_in_the_journal_never_stops_or_changes_the_command(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("resolver bug")
+
+    monkeypatch.setattr("ktrdr.cli.sandbox.journal_entry.resolve_instance", broken)
+    out = run("up")
+    assert out.exit_code == 1
+    assert "no .env.sandbox" in out.stderr
+    assert "not recorded in the journal (resolver bug)" in out.stderr
+    assert records() == []

@@ -34,7 +34,10 @@ class JournaledGroup(click.Group):
     ) -> tuple[str | None, click.Command | None, list[str]]:
         name, command, rest = super().resolve_command(ctx, args)
         if name is not None and command is not None:  # before it runs: destroy's id is known
-            ctx.meta[PENDING] = _begin(ctx, name, command, rest)
+            try:
+                ctx.meta[PENDING] = _begin(ctx, name, command, rest)
+            except Exception as e:  # the journal never stops a command
+                info(f"warning: this command is not recorded in the journal ({e})")
         return name, command, rest
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -101,9 +104,15 @@ def _cwd() -> Path | None:
 def _finish(action: Action, after: Callable[[], str | None], error: BaseException | None) -> None:
     from ktrdr.cli.sandbox.journal_entry import Recorder
 
-    result, code = _ending(error)
-    instance = None if action.instance else after()
-    Recorder(warn=info).write(action.record(result, code, instance=instance))
+    recorder = Recorder(warn=info)
+    try:
+        result, code = _ending(error)
+        instance = None if action.instance else after()
+        record = action.record(result, code, instance=instance)
+    except Exception as e:  # the journal never changes how a command ends
+        recorder.warn(f"warning: this command is not recorded in the journal ({e})")
+        return
+    recorder.write(record)
 
 
 def _ending(error: BaseException | None) -> tuple[str, int]:
