@@ -1,5 +1,7 @@
-"""`ktrdr sandbox mcp`: the tools of mcp_tools.py and two kinds of resources (an instance's
-last gate report, the tail of each service's log) served over stdio with the `mcp` SDK.
+"""`ktrdr sandbox mcp`: the tools of mcp_tools.py and three kinds of resources (an instance's
+last gate report, the tail of each service's log, the journal) served over stdio with the `mcp`
+SDK. Each tool call that changes something is recorded in the journal (journal_entry.py) with
+the client's name and the pin.
 
 Tool calls run the core functions in a thread, so the server keeps reading (cancellations,
 pings) meanwhile. A cancelled call raises KeyboardInterrupt inside that thread: the core
@@ -28,6 +30,8 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 
 from ktrdr import __version__
+from ktrdr.cli.output import info
+from ktrdr.cli.sandbox.journal_entry import Recorder, mcp_actor, run_tool_journaled
 from ktrdr.cli.sandbox.mcp_scope import Scope
 from ktrdr.cli.sandbox.mcp_spec import Outcome
 from ktrdr.cli.sandbox.mcp_tools import run_tool, tools_for
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
     from mcp.server.context import ServerRequestContext
 
 URI_PREFIX = "ktrdr://instance/"
+JOURNAL_URI = "ktrdr://journal"
 RESOURCE_LOG_TAIL = 200
 INTERRUPT_WAIT = 120.0  # seconds a cancelled call gets for its clean-up (compose down, SIGINT)
 INVALID_PARAMS = -32602
@@ -120,7 +125,8 @@ def _plain(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_server(scope: Scope) -> Server[Any]:
-    list_tools, call_tool = _tool_handlers(scope)
+    recorder = Recorder(warn=info)  # stderr: the client's log
+    list_tools, call_tool = _tool_handlers(scope, recorder)
     list_resources, read_resource = _resource_handlers(scope)
     return Server(
         "ktrdr-sandbox",
@@ -136,7 +142,7 @@ def build_server(scope: Scope) -> Server[Any]:
     )
 
 
-def _tool_handlers(scope: Scope) -> tuple[Any, Any]:
+def _tool_handlers(scope: Scope, recorder: Recorder) -> tuple[Any, Any]:
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
@@ -157,13 +163,29 @@ def _tool_handlers(scope: Scope) -> tuple[Any, Any]:
     ) -> types.CallToolResult:
         progress = _progress_sink(ctx)
         arguments = dict(params.arguments or {})
-        call = _Call(lambda: run_tool(scope, params.name, arguments, progress))
+        actor = mcp_actor(_client_name(ctx), scope.pinned_id)
+        call = _Call(
+            lambda: run_tool_journaled(
+                recorder,
+                actor=actor,
+                pinned_id=scope.pinned_id,
+                tool=params.name,
+                arguments=arguments,
+                run=lambda: run_tool(scope, params.name, arguments, progress),
+            )
+        )
         try:
             return tool_result(await call.result())
         except KtrdrError as e:
             return tool_result(None, e)
 
     return list_tools, call_tool
+
+
+def _client_name(ctx: ServerRequestContext[Any]) -> str | None:
+    """The name the client gave in its initialize request (clientInfo.name), for the journal."""
+    client = ctx.session.client_params
+    return client.client_info.name if client is not None else None
 
 
 def _resource_handlers(scope: Scope) -> tuple[Any, Any]:
@@ -220,7 +242,15 @@ def _resources(scope: Scope) -> list[types.Resource]:
             for entry in registry.load().values()
             if entry.state == "ready" and entry.root.is_dir()
         ]
-    found: list[types.Resource] = []
+    found = [
+        types.Resource(
+            uri=JOURNAL_URI,
+            name="journal",
+            description=f"What changed {scope.describe()}: the journal's records "
+            "(= `ktrdr sandbox journal --json`).",
+            mime_type="application/json",
+        )
+    ]
     for instance in instances:
         base = f"{URI_PREFIX}{instance.instance_id}"
         found.append(
@@ -253,6 +283,10 @@ def _read_resource(scope: Scope, uri: str) -> tuple[str, str]:
     from ktrdr.cli.sandbox import lifecycle
     from ktrdr.cli.sandbox.gate_report import read_report
 
+    if uri == JOURNAL_URI:
+        from ktrdr.cli.sandbox.journal_query import query, to_json
+
+        return "application/json", json.dumps(to_json(query(scope.pinned_id)), indent=2)
     rest = uri.removeprefix(URI_PREFIX) if uri.startswith(URI_PREFIX) else None
     instance_id, _, what = (rest or "").partition("/")
     if not instance_id or not what:

@@ -7,6 +7,7 @@ and `ktrdr sandbox list` load only what they use.
 - pause.py: pause, resume
 - care.py: init-shared, test-e2e, evidence, doctor, db-env (hidden)
 - mcp.py: mcp
+- journal.py: journal, and the group class that records every command that changes something
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from ktrdr.cli.sandbox.commands.instances import (
     prune_command,
     status_command,
 )
+from ktrdr.cli.sandbox.commands.journal import JournaledGroup, journal_command
 from ktrdr.cli.sandbox.commands.mcp import mcp_command
 from ktrdr.cli.sandbox.commands.pause import pause, resume
 from ktrdr.cli.sandbox.commands.stack import down, logs, up
 
 
-@click.group()
+@click.group(cls=JournaledGroup)
 def sandbox() -> None:
     """Isolated KTRDR stacks, one per git worktree, each on its own port slot.
 
@@ -60,5 +62,6 @@ for _command in (
     doctor_command,
     db_env_command,
     mcp_command,
+    journal_command,
 ):
     sandbox.add_command(_command)
