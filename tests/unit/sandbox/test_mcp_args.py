@@ -171,9 +171,11 @@ def test_every_declared_argument_has_limits_a_client_can_see(scope: Scope) -> No
             if kind == "string":
                 assert spec["maxLength"] <= 4096, tool.name
             elif kind == "array":
-                assert spec["maxItems"] and spec["items"]["maxLength"], tool.name
+                assert spec["maxItems"], tool.name
+                assert spec["items"]["maxLength"], tool.name
             elif kind in ("integer", "number"):
-                assert "minimum" in spec and "maximum" in spec, tool.name
+                assert "minimum" in spec, tool.name
+                assert "maximum" in spec, tool.name
             else:
                 assert kind == "boolean", tool.name
                 assert isinstance(spec["default"], bool), tool.name

@@ -53,7 +53,7 @@ def test_hostile_arguments_are_usage_errors_and_the_server_keeps_serving(
         return results, await client.call_tool("sandbox_status", {})
 
     results, status = drive([], instance_root, steps)
-    for (tool, arguments, expected), result in zip(HOSTILE, results, strict=True):
+    for (tool, _arguments, expected), result in zip(HOSTILE, results, strict=True):
         message, code = error_of(result)
         assert code == 2, (tool, message)
         assert expected in message, (tool, message)
