@@ -196,3 +196,21 @@ def test_a_tool_name_that_is_huge_is_quoted_short() -> None:
         find_tool(PINNED, "x" * 100_000)
     assert caught.value.exit_code == ExitCode.USAGE
     assert len(caught.value.message) < 100
+
+
+def test_an_unexpected_exception_becomes_a_one_line_tool_error_with_exit_code_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ktrdr.cli.sandbox.mcp_server import _bug, tool_result
+
+    try:
+        raise TypeError("unsupported operand\ntype(s)")
+    except TypeError as e:
+        result = tool_result(None, _bug("sandbox_up", e))
+    assert result.is_error
+    assert result.structured_content is not None
+    assert result.structured_content["exit_code"] == 1
+    message = result.structured_content["error"]
+    assert "\n" not in message
+    assert message.startswith("'sandbox_up' failed unexpectedly (TypeError: unsupported operand")
+    assert "Traceback" in capsys.readouterr().err  # the bug's traceback goes to the log
