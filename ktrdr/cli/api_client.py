@@ -66,6 +66,8 @@ class ApiClient:
             ) from e
         except httpx.HTTPError as e:
             raise KtrdrError(f"request to {url} failed: {_reason(e)}") from e
+        except httpx.InvalidURL as e:  # e.g. too long: not an HTTPError
+            raise KtrdrError(f"cannot request {url[:200]}: {_reason(e)}") from e
         if response.is_error:
             raise KtrdrError(
                 f"{method} {url} returned HTTP {response.status_code}: {_server_message(response)}"

@@ -8,6 +8,7 @@ import click
 
 from ktrdr.cli.api_client import ApiClient
 from ktrdr.cli.output import info, print_fields, print_json, print_table
+from ktrdr.cli.params import NAME
 from ktrdr.cli.state import CliState, pass_state
 from ktrdr.errors import ExitCode
 
@@ -100,7 +101,7 @@ def operations_list(state: CliState, status: str | None, as_json: bool) -> None:
 
 
 @operations.command("show")
-@click.argument("operation_id")
+@click.argument("operation_id", type=NAME)
 @json_option
 @pass_state
 def operations_show(state: CliState, operation_id: str, as_json: bool) -> None:

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import click
 
 from ktrdr import __version__
+from ktrdr.cli.limits import shown, text_problem
 from ktrdr.cli.state import CliState
 from ktrdr.cli.target import parse_port, validate_url
 from ktrdr.errors import ExitCode, Interrupted, KtrdrError
@@ -33,6 +34,7 @@ class KtrdrGroup(click.Group):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["ktrdr.argv"] = list(args)  # for the Ctrl-C message: the command as typed
+        _check_argv(args)
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -73,6 +75,18 @@ class _ExitingClickError(click.ClickException):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code  # type: ignore[misc]  # click declares it a class variable
+
+
+def _check_argv(args: list[str]) -> None:
+    """Every argument of every command within ktrdr.cli.limits (length, no control
+    characters): one usage line instead of a traceback from deep below (a URL too long, an
+    embedded null byte). Names and ids have tighter limits where they are declared."""
+    for position, arg in enumerate(args, start=1):
+        problem = text_problem(arg)
+        if problem:
+            raise _ExitingClickError(
+                f"command-line argument {position} {shown(arg)} {problem}", ExitCode.USAGE
+            )
 
 
 def _check_port(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ktrdr.cli.sandbox import compose, engine, proc
+from ktrdr.cli.sandbox.e2e_args import check_pytest_args
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import find_instance_root
 from ktrdr.cli.sandbox.locate import Instance, locate
@@ -27,23 +28,56 @@ E2E_TIMEOUT = 1800.0
 RESULTS_DIR = Path(".sandbox") / "test-results"
 JUNIT_NAME = "e2e-junit.xml"
 CONTAINER_RESULTS = "/results"
+NO_TESTS_COLLECTED = 5  # pytest's exit code
 
 
 @dataclass(frozen=True)
 class E2EResult:
+    """A finished run: pytest's exit code and the summary of the JUnit XML this run wrote
+    (run_e2e deletes the previous one first, so a file found afterwards is this run's)."""
+
     instance_id: str
     returncode: int
     junit_path: Path
+    summary: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str | None:
+        """Why the run did not pass, or None when it did (e2e_verdict)."""
+        return e2e_verdict(self.returncode, self.summary)
+
+    @property
+    def passed(self) -> bool:
+        return self.reason is None
 
     def to_json(self) -> dict[str, object]:
-        """Exit code, counts and failing tests from the JUnit XML (what an agent acts on)."""
+        """Verdict, exit code, counts and failing tests (what an agent acts on)."""
         return {
             "instance_id": self.instance_id,
-            "passed": self.returncode == 0,
+            "passed": self.passed,
+            "reason": self.reason,
             "returncode": self.returncode,
             "junit_path": str(self.junit_path),
-            **junit_summary(self.junit_path),
+            **self.summary,
         }
+
+
+def e2e_verdict(returncode: int, summary: dict[str, object]) -> str | None:
+    """None only when pytest exited 0, its JUnit XML is there, at least one test ran and
+    passed, and none failed or errored: an exit 0 alone can be a run that ran nothing."""
+    failures, errors = summary.get("failures", 0), summary.get("errors", 0)
+    broken = f"{failures} failed, {errors} errors"
+    if returncode == NO_TESTS_COLLECTED:
+        return "no tests ran (pytest exit 5: nothing collected; check -k, -m and the test paths)"
+    if returncode != 0:
+        return f"pytest exited {returncode} ({broken})"
+    if summary.get("junit") != "ok":
+        return "pytest exited 0 but this run wrote no JUnit XML: nothing shows that tests ran"
+    if failures or errors:
+        return f"pytest exited 0 but the JUnit XML records {broken}"
+    if not summary.get("passed_tests"):
+        return f"no test passed: the JUnit XML records {summary.get('tests', 0)} tests, none run"
+    return None
 
 
 def junit_summary(path: Path) -> dict[str, object]:
@@ -105,8 +139,7 @@ def e2e_argv(context: Instance, pytest_args: list[str]) -> list[str]:
         "--rootdir",
         "/app",
         f"--junitxml={CONTAINER_RESULTS}/{JUNIT_NAME}",
-        "tests/e2e",
-        *pytest_args,
+        *check_pytest_args(pytest_args).argv(),
     ]
     return [
         *compose.compose_argv(context.root, context.env),
@@ -130,7 +163,9 @@ def run_e2e(
     notify: Callable[[str], None] | None = None,
 ) -> E2EResult:
     """Run the suite in the instance's network; returns pytest's exit code. Its output goes to
-    the terminal, or line by line to `on_line` when given."""
+    the terminal, or line by line to `on_line` when given. Arguments e2e_args.py does not
+    accept are refused before anything else."""
+    check_pytest_args(pytest_args or [])
     context = locate(None, start, name_hint="").require_env(keys=())
     require_running(context)
     results = context.root / RESULTS_DIR
@@ -143,7 +178,7 @@ def run_e2e(
         from ktrdr.cli.sandbox import remote_sync
 
         remote_sync.pull_e2e_results(remote_plan, results)
-    return E2EResult(context.instance_id, code, junit)
+    return E2EResult(context.instance_id, code, junit, junit_summary(junit))
 
 
 def _push_tests(context: Instance, notify: Callable[[str], None]) -> RemotePlan | None:

@@ -141,13 +141,16 @@ def on_test_e2e(scope: Scope, args: dict[str, Any], progress: Progress) -> Outco
     instance = scope.target(args.get("instance"))
     result = run_e2e(start=instance.root, pytest_args=args["pytest_args"], on_line=progress)
     data: dict[str, Any] = result.to_json()
-    if result.returncode == 0:
+    if result.passed:
         return Outcome(data)
-    failing = ", ".join(f["test"] for f in data["failing"]) or "see the JUnit XML"
+    failing = ", ".join(f["test"] for f in data["failing"])
     error = KtrdrError(
-        f"E2E FAILED (exit {result.returncode}) for {result.instance_id}: {failing}; "
-        f"results: {result.junit_path}",
-        exit_code=result.returncode,  # the suite's own code, as `test-e2e` exits with it
+        f"E2E FAILED for {result.instance_id}: {result.reason}"
+        + (f": {failing}" if failing else "")
+        + f"; results: {result.junit_path}",
+        # the suite's own code, as `test-e2e` exits with it; 1 when pytest said 0 but no
+        # test is shown to have run
+        exit_code=result.returncode or ExitCode.FAILURE,
     )
     return Outcome(data, error)
 

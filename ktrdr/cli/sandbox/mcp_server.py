@@ -30,6 +30,7 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 
 from ktrdr import __version__
+from ktrdr.cli.limits import shown
 from ktrdr.cli.output import info
 from ktrdr.cli.sandbox.journal_entry import Recorder, mcp_actor, run_tool_journaled
 from ktrdr.cli.sandbox.mcp_scope import Scope
@@ -118,6 +119,19 @@ def tool_result(outcome: Outcome | None, error: KtrdrError | None = None) -> typ
     )
 
 
+def _bug(tool: str, error: Exception) -> KtrdrError:
+    """An unexpected exception of a tool call as one line (exit 1); its traceback goes to
+    stderr, the client's server log, as the CLI keeps a bug's traceback."""
+    import traceback
+
+    traceback.print_exception(error, file=sys.stderr)
+    detail = " ".join(str(error).split())[:200]
+    return KtrdrError(
+        f"{shown(tool)} failed unexpectedly ({type(error).__name__}: {detail}): a bug in ktrdr; "
+        "the traceback is in the MCP server's log (its stderr)"
+    )
+
+
 def _plain(data: dict[str, Any]) -> dict[str, Any]:
     """JSON types only (paths and the like as strings), as `--json` prints them."""
     plain: dict[str, Any] = json.loads(json.dumps(data, default=str))
@@ -178,6 +192,8 @@ def _tool_handlers(scope: Scope, recorder: Recorder) -> tuple[Any, Any]:
             return tool_result(await call.result())
         except KtrdrError as e:
             return tool_result(None, e)
+        except Exception as e:  # a bug: its traceback to the client log, the agent a tool error
+            return tool_result(None, _bug(params.name, e))
 
     return list_tools, call_tool
 

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ktrdr.cli.limits import shown
+from ktrdr.cli.sandbox.mcp_args import text, value_problem
 from ktrdr.cli.sandbox.mcp_scope import Scope
 from ktrdr.errors import ExitCode, KtrdrError
 
@@ -44,10 +46,7 @@ class ToolSpec:
         if not scope.pinned:
             properties.update(self.unpinned_properties)
             if self.on_instance:
-                properties["instance"] = {
-                    "type": "string",
-                    "description": "Instance name or id (as in `ktrdr sandbox list`).",
-                }
+                properties["instance"] = text("Instance name or id (as in `ktrdr sandbox list`).")
                 if self.instance_required:
                     required.append("instance")
         return {
@@ -66,9 +65,10 @@ class ToolSpec:
 
 
 def check_arguments(tool: ToolSpec, scope: Scope, arguments: dict[str, Any]) -> dict[str, Any]:
-    """The arguments with defaults filled in, or a usage error naming the bad one. An
-    argument the schema does not have is refused, never ignored: on a pinned server that is
-    how an `instance`, `path` or `port` argument is turned away."""
+    """The arguments with defaults filled in, or a usage error naming the bad one (the rules
+    are in mcp_args.py). An argument the schema does not have is refused, never ignored: on a
+    pinned server that is how an `instance`, `path` or `port` argument is turned away. `null`
+    is the default, never "off"; a required argument cannot be null."""
     schema = tool.input_schema(scope)
     properties: dict[str, dict[str, Any]] = schema["properties"]
     for key in arguments:
@@ -79,9 +79,11 @@ def check_arguments(tool: ToolSpec, scope: Scope, arguments: dict[str, Any]) -> 
             raise KtrdrError(f"{tool.name}: argument {key!r} is required", exit_code=ExitCode.USAGE)
     checked: dict[str, Any] = {}
     for key, spec in properties.items():
-        value = arguments.get(key, spec.get("default"))
-        if value is not None:
-            problem = _type_problem(value, spec)
+        value = arguments.get(key)
+        if value is None:
+            value = spec.get("default")
+        else:
+            problem = value_problem(value, spec)
             if problem:
                 raise KtrdrError(
                     f"{tool.name}: argument {key!r} {problem}", exit_code=ExitCode.USAGE
@@ -93,32 +95,9 @@ def check_arguments(tool: ToolSpec, scope: Scope, arguments: dict[str, Any]) -> 
 def _unknown_argument(tool: ToolSpec, scope: Scope, key: str) -> str:
     if scope.pinned:
         return (
-            f"{tool.name} takes no argument {key!r}: this server is pinned to "
+            f"{tool.name} takes no argument {shown(key)}: this server is pinned to "
             f"{scope.describe()} and acts only on it; for another instance start "
             "`ktrdr sandbox mcp --instance NAME`"
         )
     accepted = ", ".join(tool.input_schema(scope)["properties"]) or "none"
-    return f"{tool.name} takes no argument {key!r} (it takes: {accepted})"
-
-
-def _type_problem(value: Any, spec: dict[str, Any]) -> str | None:
-    kind = spec.get("type")
-    if kind == "string" and not isinstance(value, str):
-        return "must be a string"
-    if kind == "boolean" and not isinstance(value, bool):
-        return "must be true or false"
-    if kind in ("integer", "number"):
-        numeric = int if kind == "integer" else (int, float)
-        if isinstance(value, bool) or not isinstance(value, numeric):
-            return f"must be {'an integer' if kind == 'integer' else 'a number'}"
-        if "minimum" in spec and value < spec["minimum"]:
-            return f"must be at least {spec['minimum']}"
-        if "maximum" in spec and value > spec["maximum"]:
-            return f"must be at most {spec['maximum']}"
-    if kind == "array" and not (
-        isinstance(value, list) and all(isinstance(item, str) for item in value)
-    ):
-        return "must be a list of strings"
-    if "enum" in spec and value not in spec["enum"]:
-        return f"must be one of {', '.join(map(str, spec['enum']))}"
-    return None
+    return f"{tool.name} takes no argument {shown(key)} (it takes: {accepted})"

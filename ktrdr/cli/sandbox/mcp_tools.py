@@ -11,10 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ktrdr.cli.limits import shown
 from ktrdr.cli.sandbox import mcp_handlers as handle
+from ktrdr.cli.sandbox.e2e_args import MAX_PYTEST_ARG, MAX_PYTEST_ARGS
+from ktrdr.cli.sandbox.mcp_args import choice, flag, integer, number, text, text_list
 from ktrdr.cli.sandbox.mcp_scope import Scope
 from ktrdr.cli.sandbox.mcp_spec import Outcome, Progress, ToolSpec, check_arguments
 from ktrdr.errors import ExitCode, KtrdrError
+
+MAX_WAIT_S = 86_400  # a day: any longer wait is a mistake
+MAX_TAIL = 100_000  # log lines per service
 
 
 def tools_for(scope: Scope) -> list[ToolSpec]:
@@ -32,15 +38,7 @@ def find_tool(scope: Scope, name: str) -> ToolSpec:
             "run it from a shell, or from a server started with --all-instances",
             exit_code=ExitCode.USAGE,
         )
-    raise KtrdrError(f"no tool {name!r}", exit_code=ExitCode.USAGE)
-
-
-def _string(description: str) -> dict[str, Any]:
-    return {"type": "string", "description": description}
-
-
-def _flag(description: str, default: bool = False) -> dict[str, Any]:
-    return {"type": "boolean", "default": default, "description": description}
+    raise KtrdrError(f"no tool {shown(name)}", exit_code=ExitCode.USAGE)
 
 
 TOOLS: tuple[ToolSpec, ...] = (
@@ -65,10 +63,10 @@ TOOLS: tuple[ToolSpec, ...] = (
         "server's checkout (= `ktrdr sandbox create NAME --json`).",
         handle.on_create,
         properties={
-            "name": _string("Name of the instance and of its new branch."),
-            "slot": {"type": "integer", "minimum": 1, "maximum": 10, "description": "Slot."},
-            "branch": _string("Check out this existing branch instead of creating NAME."),
-            "base": _string("Start the new branch from this ref (default HEAD)."),
+            "name": text("Name of the instance and of its new branch."),
+            "slot": integer("Slot (default: the lowest free one).", minimum=1, maximum=10),
+            "branch": text("Check out this existing branch instead of creating NAME."),
+            "base": text("Start the new branch from this ref (default HEAD)."),
         },
         required=("name",),
         on_instance=False,
@@ -81,14 +79,11 @@ TOOLS: tuple[ToolSpec, ...] = (
         "check as it completes. Result: the gate report (= `ktrdr sandbox up --json`).",
         handle.on_up,
         properties={
-            "timeout": {
-                "type": "number",
-                "minimum": 1,
-                "default": 300,
-                "description": "Seconds the gate waits.",
-            },
-            "build": _flag("Rebuild the app image first."),
-            "gate": _flag("Run the Startability Gate (false = just start).", default=True),
+            "timeout": number(
+                "Seconds the gate waits.", minimum=1, maximum=MAX_WAIT_S, default=300
+            ),
+            "build": flag("Rebuild the app image first."),
+            "gate": flag("Run the Startability Gate (false = just start).", default=True),
         },
         result_keys=("instance_id", "result"),
     ),
@@ -105,12 +100,9 @@ TOOLS: tuple[ToolSpec, ...] = (
         "check. Result: the gate report (= `ktrdr sandbox resume --json`).",
         handle.on_resume,
         properties={
-            "timeout": {
-                "type": "number",
-                "minimum": 1,
-                "default": 120,
-                "description": "Seconds the gate waits.",
-            },
+            "timeout": number(
+                "Seconds the gate waits.", minimum=1, maximum=MAX_WAIT_S, default=120
+            ),
         },
         result_keys=("instance_id", "result"),
     ),
@@ -125,9 +117,9 @@ TOOLS: tuple[ToolSpec, ...] = (
         "Remove the instance: containers, volumes, worktree (branch kept), registry entry "
         "(= `ktrdr sandbox destroy --yes --json`).",
         handle.on_destroy,
-        properties={"force": _flag("Discard uncommitted/untracked worktree changes.")},
+        properties={"force": flag("Discard uncommitted/untracked worktree changes.")},
         instance_required=False,
-        unpinned_properties={"all": _flag("Destroy every registered instance.")},
+        unpinned_properties={"all": flag("Destroy every registered instance.")},
         result_keys=("destroyed",),
     ),
     ToolSpec(
@@ -135,8 +127,8 @@ TOOLS: tuple[ToolSpec, ...] = (
         "The last lines of every service's log, or of one service (= `ktrdr sandbox logs`).",
         handle.on_logs,
         properties={
-            "service": _string("A service, e.g. backend, db, backtest-worker-1 (default: all)."),
-            "tail": {"type": "integer", "minimum": 0, "default": 100, "description": "Lines."},
+            "service": text("A service, e.g. backend, db, backtest-worker-1 (default: all)."),
+            "tail": integer("Lines per service.", minimum=0, maximum=MAX_TAIL, default=100),
         },
         result_keys=("instance_id", "text"),
     ),
@@ -147,14 +139,14 @@ TOOLS: tuple[ToolSpec, ...] = (
         "from the JUnit XML.",
         handle.on_test_e2e,
         properties={
-            "pytest_args": {
-                "type": "array",
-                "items": {"type": "string"},
-                "default": [],
-                "description": 'Extra pytest arguments, e.g. ["-k", "health"].',
-            }
+            "pytest_args": text_list(
+                'Extra pytest arguments, e.g. ["-k", "health"]: selection and reporting '
+                "options and node ids under tests/e2e (docs/sandbox.md lists them).",
+                max_items=MAX_PYTEST_ARGS,
+                max_length=MAX_PYTEST_ARG,
+            )
         },
-        result_keys=("instance_id", "passed", "returncode", "tests", "failing"),
+        result_keys=("instance_id", "passed", "reason", "returncode", "tests", "failing"),
     ),
     ToolSpec(
         "sandbox_evidence",
@@ -182,12 +174,14 @@ TOOLS: tuple[ToolSpec, ...] = (
         "(= `ktrdr operations start … --json`).",
         handle.on_operations_start,
         properties={
-            "operation_type": {"type": "string", "enum": ["backtest", "training"]},
-            "symbol": _string("Symbol whose OHLCV data to use, e.g. AAPL."),
-            "timeframe": {"type": "string", "default": "1d"},
-            "strategy": _string("Strategy config name from the shared data."),
-            "wait": _flag("Wait until the operation completes or fails."),
-            "timeout": {"type": "number", "minimum": 0, "default": 300.0},
+            "operation_type": choice("What to run.", ["backtest", "training"]),
+            "symbol": text("Symbol whose OHLCV data to use, e.g. AAPL."),
+            "timeframe": text("Bar size, e.g. 1d or 1h.", default="1d"),
+            "strategy": text("Strategy config name from the shared data."),
+            "wait": flag("Wait until the operation completes or fails."),
+            "timeout": number(
+                "Seconds to wait with wait.", minimum=0, maximum=MAX_WAIT_S, default=300.0
+            ),
         },
         required=("operation_type", "symbol"),
         result_keys=("operation_id", "status"),
@@ -196,7 +190,7 @@ TOOLS: tuple[ToolSpec, ...] = (
         "operations_get",
         "One operation with its parameters and result (= `ktrdr operations show ID --json`).",
         handle.on_operations_get,
-        properties={"operation_id": _string("The operation id, e.g. op_589ba46034f44017.")},
+        properties={"operation_id": text("The operation id, e.g. op_589ba46034f44017.")},
         required=("operation_id",),
         result_keys=("operation_id", "status"),
     ),

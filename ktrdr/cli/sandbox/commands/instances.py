@@ -10,6 +10,7 @@ import click
 
 from ktrdr.cli import settings
 from ktrdr.cli.output import info
+from ktrdr.cli.params import NAME
 from ktrdr.cli.sandbox.commands.options import json_flag
 from ktrdr.cli.sandbox.commands.render import (
     render_created,
@@ -49,10 +50,12 @@ context_option = click.option(
 
 
 @click.command("create")
-@click.argument("name")
+@click.argument("name", type=NAME)
 @create_slot_option
-@click.option("--branch", help="Check out this existing branch instead of creating NAME.")
-@click.option("--base", help="Start the new branch NAME from this ref (default HEAD).")
+@click.option(
+    "--branch", type=NAME, help="Check out this existing branch instead of creating NAME."
+)
+@click.option("--base", type=NAME, help="Start the new branch NAME from this ref (default HEAD).")
 @context_option
 @json_option
 def create_command(
@@ -108,7 +111,7 @@ def list_command(as_json: bool) -> None:
 
 
 @click.command("status")
-@click.argument("name", required=False)
+@click.argument("name", required=False, type=NAME)
 @json_option
 def status_command(name: str | None, as_json: bool) -> None:
     """Slot, ports, URLs and container state of NAME or of the instance you are in."""
@@ -118,7 +121,7 @@ def status_command(name: str | None, as_json: bool) -> None:
 
 
 @click.command("destroy")
-@click.argument("name", required=False)
+@click.argument("name", required=False, type=NAME)
 @click.option("--all", "destroy_all", is_flag=True, help="Destroy every registered instance.")
 @click.option("--force", is_flag=True, help="Discard uncommitted/untracked worktree changes.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")

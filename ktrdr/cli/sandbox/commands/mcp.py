@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ktrdr.cli.output import print_json
+from ktrdr.cli.params import NAME
 from ktrdr.cli.sandbox.errors import SandboxError
 
 
@@ -18,6 +19,7 @@ from ktrdr.cli.sandbox.errors import SandboxError
 @click.option(
     "--instance",
     "instance",
+    type=NAME,
     metavar="NAME",
     help="Pin the server to this instance (default: the instance you are in).",
 )

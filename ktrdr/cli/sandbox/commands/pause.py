@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from ktrdr.cli.output import info, print_json
+from ktrdr.cli.params import NAME
 from ktrdr.cli.sandbox.commands.options import gate_timeout, json_flag
 
 if TYPE_CHECKING:
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, type=NAME)
 @click.option("--all", "pause_all", is_flag=True, help="Pause every running instance of this home.")
 @json_flag("Print what was paused as JSON.")
 def pause(name: str | None, pause_all: bool, as_json: bool) -> None:
@@ -51,7 +52,7 @@ def pause(name: str | None, pause_all: bool, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, type=NAME)
 @gate_timeout(120, "the thawed stack")
 @json_flag("Print the gate report as JSON.")
 def resume(name: str | None, timeout: float, as_json: bool) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ktrdr.cli.output import info
+from ktrdr.cli.params import NAME
 from ktrdr.cli.sandbox.commands.options import gate_timeout, json_flag
 from ktrdr.errors import ExitCode, Interrupted
 
@@ -17,7 +18,7 @@ INTERRUPT_HINT = (
 
 
 @click.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, type=NAME)
 @gate_timeout(300, "the stack")
 @click.option("--build", is_flag=True, help="Rebuild the app image before starting.")
 @click.option("--no-gate", is_flag=True, help="Start the containers without running the gate.")
@@ -50,7 +51,7 @@ def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bo
 
 
 @click.command()
-@click.argument("name", required=False)
+@click.argument("name", required=False, type=NAME)
 def down(name: str | None) -> None:
     """Stop the instance's containers (volumes, so its data, are kept)."""
     from ktrdr.cli.sandbox import lifecycle
@@ -65,7 +66,7 @@ def down(name: str | None) -> None:
 
 
 @click.command()
-@click.argument("service", required=False)
+@click.argument("service", required=False, type=NAME)
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new lines.")
 @click.option(
     "--tail",
@@ -74,7 +75,9 @@ def down(name: str | None) -> None:
     show_default=True,
     help="Lines per service from the end of the logs.",
 )
-@click.option("--instance", "name", metavar="NAME", help="Instance name (default: this directory).")
+@click.option(
+    "--instance", "name", type=NAME, metavar="NAME", help="Instance name (default: this directory)."
+)
 def logs(service: str | None, follow: bool, tail: int, name: str | None) -> None:
     """Show the logs of every service, or of SERVICE (e.g. backend, db, backtest-worker-1)."""
     from ktrdr.cli.sandbox import lifecycle
