@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ktrdr.cli.output import info, print_fields, print_json, print_table
+from ktrdr.cli.sandbox.commands.options import allow_rules
 from ktrdr.errors import ExitCode
 
 
@@ -62,7 +63,8 @@ def _push_to_remote_engines() -> None:
 
 @click.command("test-e2e", context_settings={"ignore_unknown_options": True})
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def test_e2e_command(pytest_args: tuple[str, ...]) -> None:
+@allow_rules("test-e2e")
+def test_e2e_command(pytest_args: tuple[str, ...], allow: tuple[str, ...]) -> None:
     """Run the E2E suite inside this instance's compose network (stack must be up).
 
     Results (JUnit XML) are kept in .sandbox/test-results/ for `ktrdr sandbox evidence`.
@@ -70,7 +72,9 @@ def test_e2e_command(pytest_args: tuple[str, ...]) -> None:
     """
     from ktrdr.cli.sandbox.e2e import run_e2e
 
-    result = run_e2e(start=Path.cwd(), pytest_args=list(pytest_args), notify=info)
+    result = run_e2e(
+        start=Path.cwd(), pytest_args=list(pytest_args), notify=info, allow=frozenset(allow)
+    )
     info(
         f"E2E {'passed' if result.returncode == 0 else 'FAILED'} (exit {result.returncode}); "
         f"results: {result.junit_path}"

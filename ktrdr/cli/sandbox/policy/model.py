@@ -35,7 +35,8 @@ def resolved_model(instance: Instance) -> dict[str, Any]:
     if result.returncode != 0:
         raise SandboxError(
             f"cannot check the stack of {instance.instance_id}: docker compose config failed: "
-            f"{first_error_line(result.stderr)}; fix docker-compose.sandbox.yml"
+            f"{first_error_line(result.stderr)}; fix what it names (docker-compose.sandbox.yml "
+            "or a file it reads), then retry"
         )
     try:
         model = json.loads(result.stdout)
