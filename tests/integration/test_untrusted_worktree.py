@@ -43,9 +43,13 @@ def owned_by(owner: str, *kinds: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for kind in kinds:
         argv = ["ps", "-a"] if kind == "container" else [kind, "ls"]
-        listed = docker(*argv, "--filter", f"label=ktrdr.owner={owner}", "--format",
-                        "{{.Names}}\t{{.ID}}")  # fmt: skip
-        found.update(line.split("\t", 1) for line in listed.splitlines() if line)  # type: ignore[misc]
+        name = "{{.Names}}" if kind == "container" else "{{.Name}}"
+        listed = docker(
+            *argv, "--filter", f"label=ktrdr.owner={owner}", "--format", name + "\t{{.ID}}"
+        )
+        for line in listed.splitlines():
+            key, _, value = line.partition("\t")
+            found[key] = value
     return found
 
 

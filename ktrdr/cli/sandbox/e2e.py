@@ -19,6 +19,7 @@ from ktrdr.cli.sandbox.e2e_args import check_pytest_args
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import find_instance_root
 from ktrdr.cli.sandbox.locate import Instance, locate
+from ktrdr.cli.sandbox.policy.enforcement import check_stack
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.remote_stack import RemotePlan
@@ -161,18 +162,22 @@ def run_e2e(
     pytest_args: list[str] | None = None,
     on_line: Callable[[str], None] | None = None,
     notify: Callable[[str], None] | None = None,
+    allow: frozenset[str] = frozenset(),
 ) -> E2EResult:
     """Run the suite in the instance's network; returns pytest's exit code. Its output goes to
     the terminal, or line by line to `on_line` when given. Arguments e2e_args.py does not
-    accept are refused before anything else."""
+    accept are refused before anything else; the stack policy is checked before the run
+    (`allow`: rules a person overrode)."""
     check_pytest_args(pytest_args or [])
     context = locate(None, start, name_hint="").require_env(keys=())
     require_running(context)
+    say = notify or on_line or (lambda line: None)
+    check_stack(context, allow=allow, command="ktrdr sandbox test-e2e", notify=say)
     results = context.root / RESULTS_DIR
     results.mkdir(parents=True, exist_ok=True)
     junit = results / JUNIT_NAME
     junit.unlink(missing_ok=True)  # never let evidence pick up a previous run's results
-    remote_plan = _push_tests(context, notify or on_line or (lambda line: None))
+    remote_plan = _push_tests(context, say)
     code = _run_suite(context, e2e_argv(context, pytest_args or []), on_line)
     if remote_plan is not None:
         from ktrdr.cli.sandbox import remote_sync

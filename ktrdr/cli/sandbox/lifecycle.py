@@ -27,6 +27,7 @@ from ktrdr.cli.sandbox.gate_probes import DockerProbes
 from ktrdr.cli.sandbox.gate_report import GateReport, timestamp, write_report
 from ktrdr.cli.sandbox.locate import Instance
 from ktrdr.cli.sandbox.locks import instance_lock
+from ktrdr.cli.sandbox.policy.enforcement import check_stack
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -79,14 +80,18 @@ def up(
     gate: bool = True,
     notify: Callable[[str], None] = lambda message: None,
     on_update: Callable[[list[CheckResult]], None] | None = None,
+    allow: frozenset[str] = frozenset(),
 ) -> UpResult:
-    """Validate, preflight, then `compose up -d` in the background while the gate watches the
-    containers start; compose is stopped when the gate fails first. With a gate the report is
-    always written to `.sandbox/gate-report.json`. Holds the instance lock throughout: a second
-    `up` waits for this one, then finds the stack running and re-runs the gate."""
+    """Validate, check the stack policy (`allow`: rules a person overrode), preflight, then
+    `compose up -d` in the background while the gate watches the containers start; compose is
+    stopped when the gate fails first. With a gate the report is always written to
+    `.sandbox/gate-report.json`. Holds the instance lock throughout: a second `up` waits for
+    this one, then finds the stack running and re-runs the gate."""
     preflight.validate(instance)  # before waiting: a wrong instance is refused at once
     with instance_lock(instance.instance_id, command="ktrdr sandbox up", on_wait=notify):
         preflight.validate(instance)  # again: a destroy may have run while we waited
+        engine.ensure_engine()  # an engine that is down is said first
+        check_stack(instance, allow=allow, notify=notify)  # before any container is touched
         return _up_locked(
             instance, timeout=timeout, build=build, gate=gate, notify=notify, on_update=on_update
         )
@@ -235,12 +240,14 @@ def resume(
     timeout: float = DEFAULT_TIMEOUT,
     notify: Callable[[str], None] = lambda message: None,
     on_update: Callable[[list[CheckResult]], None] | None = None,
+    allow: frozenset[str] = frozenset(),
 ) -> UpResult:
     """Thaw a paused instance and prove it works again: the gate on the running stack (no
     compose run, nothing recreated). The report is written like `up`'s."""
     preflight.check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox resume", on_wait=notify):
         engine.ensure_engine()
+        check_stack(instance, allow=allow, command="ktrdr sandbox resume", notify=notify)
         foreign, containers = proc.concurrently(
             functools.partial(
                 ownership.foreign_in_project, instance.project, checkout=instance.root

@@ -8,6 +8,7 @@ import click
 
 from ktrdr.cli.output import info, print_fields, print_json, print_table
 from ktrdr.cli.params import NAME
+from ktrdr.cli.sandbox.commands.options import allow_rules
 from ktrdr.errors import ExitCode
 
 
@@ -63,7 +64,8 @@ def _push_to_remote_engines() -> None:
 
 @click.command("test-e2e", context_settings={"ignore_unknown_options": True})
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def test_e2e_command(pytest_args: tuple[str, ...]) -> None:
+@allow_rules("test-e2e")
+def test_e2e_command(pytest_args: tuple[str, ...], allow: tuple[str, ...]) -> None:
     """Run the E2E suite inside this instance's compose network (stack must be up).
 
     PYTEST_ARGS: -k, -m, -x, --maxfail, -v, -q, -s, -l, -r, --tb, --durations, --lf, --ff, --nf
@@ -74,7 +76,9 @@ def test_e2e_command(pytest_args: tuple[str, ...]) -> None:
     """
     from ktrdr.cli.sandbox.e2e import run_e2e
 
-    result = run_e2e(start=Path.cwd(), pytest_args=list(pytest_args), notify=info)
+    result = run_e2e(
+        start=Path.cwd(), pytest_args=list(pytest_args), notify=info, allow=frozenset(allow)
+    )
     if result.passed:
         info(f"E2E passed: {result.summary['passed_tests']} tests; results: {result.junit_path}")
         return

@@ -23,3 +23,18 @@ def gate_timeout(default: float, waits_for: str) -> Decorator:
         show_default=True,
         help=f"Seconds the Startability Gate waits for {waits_for}.",
     )
+
+
+def allow_rules(command: str) -> Decorator:
+    """`--allow RULE` (repeatable): a person overrides one stack policy rule for this run."""
+    from ktrdr.cli.sandbox.policy.rules import RULES
+
+    return click.option(
+        "--allow",
+        "allow",
+        metavar="RULE",
+        multiple=True,
+        type=click.Choice(sorted(RULES)),
+        help=f"Let {command} through one stack policy rule (repeatable; see docs/sandbox.md, "
+        "'Stack policy'). Never offered to agents over MCP.",
+    )

@@ -9,7 +9,7 @@ import click
 
 from ktrdr.cli.output import info, print_json
 from ktrdr.cli.params import NAME
-from ktrdr.cli.sandbox.commands.options import gate_timeout, json_flag
+from ktrdr.cli.sandbox.commands.options import allow_rules, gate_timeout, json_flag
 
 if TYPE_CHECKING:
     pass
@@ -55,7 +55,8 @@ def pause(name: str | None, pause_all: bool, as_json: bool) -> None:
 @click.argument("name", required=False, type=NAME)
 @gate_timeout(120, "the thawed stack")
 @json_flag("Print the gate report as JSON.")
-def resume(name: str | None, timeout: float, as_json: bool) -> None:
+@allow_rules("resume")
+def resume(name: str | None, timeout: float, as_json: bool, allow: tuple[str, ...]) -> None:
     """Thaw a paused instance and re-run the Startability Gate (exit code 3 when it fails)."""
     from ktrdr.cli.sandbox import lifecycle
     from ktrdr.cli.sandbox.commands.gate_render import GateRenderer, show_gate_result
@@ -65,6 +66,10 @@ def resume(name: str | None, timeout: float, as_json: bool) -> None:
     info(f"Resuming instance: {instance.instance_id} (slot {instance.slot})")
     with GateRenderer() as renderer:
         result = lifecycle.resume(
-            instance, timeout=timeout, notify=renderer.step, on_update=renderer.update
+            instance,
+            timeout=timeout,
+            notify=renderer.step,
+            on_update=renderer.update,
+            allow=frozenset(allow),
         )
     show_gate_result(result, as_json=as_json)

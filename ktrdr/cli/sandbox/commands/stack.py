@@ -8,7 +8,7 @@ import click
 
 from ktrdr.cli.output import info
 from ktrdr.cli.params import NAME
-from ktrdr.cli.sandbox.commands.options import gate_timeout, json_flag
+from ktrdr.cli.sandbox.commands.options import allow_rules, gate_timeout, json_flag
 from ktrdr.errors import ExitCode, Interrupted
 
 INTERRUPT_HINT = (
@@ -23,7 +23,15 @@ INTERRUPT_HINT = (
 @click.option("--build", is_flag=True, help="Rebuild the app image before starting.")
 @click.option("--no-gate", is_flag=True, help="Start the containers without running the gate.")
 @json_flag("Print the gate report as JSON.")
-def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bool) -> None:
+@allow_rules("up")
+def up(
+    name: str | None,
+    timeout: float,
+    build: bool,
+    no_gate: bool,
+    as_json: bool,
+    allow: tuple[str, ...],
+) -> None:
     """Start the instance's stack and prove it works (the Startability Gate).
 
     Runs in an instance directory, or names one: `ktrdr sandbox up feat-a`. On a running
@@ -44,6 +52,7 @@ def up(name: str | None, timeout: float, build: bool, no_gate: bool, as_json: bo
                 gate=not no_gate,
                 notify=renderer.step,
                 on_update=renderer.update,
+                allow=frozenset(allow),
             )
     except KeyboardInterrupt:
         raise Interrupted(INTERRUPT_HINT.format(id=instance.instance_id)) from None

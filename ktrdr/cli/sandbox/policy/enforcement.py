@@ -1,0 +1,84 @@
+"""`check_stack(instance, allow=…)`: the call every path makes before it creates or starts a
+container of the instance. Builds the facts from what the home recorded (not from the
+worktree's files), checks the resolved model and refuses with one line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.policy.checker import StackFacts, Violation, check, overridden
+from ktrdr.cli.sandbox.policy.rules import RULES
+
+if TYPE_CHECKING:
+    from ktrdr.cli.sandbox.locate import Instance
+
+
+class StackRefusedError(SandboxError):
+    """The stack policy refused the instance's compose model; `violations` lists them all."""
+
+    def __init__(self, message: str, violations: list[Violation]) -> None:
+        super().__init__(message)
+        self.violations = violations
+
+
+def facts_for(instance: Instance, *, allow: frozenset[str] = frozenset()) -> StackFacts:
+    """The instance as this home knows it: its directory, slot, project and owner."""
+    from ktrdr.cli.sandbox.home import home_id, ktrdr_home
+    from ktrdr.cli.sandbox.shared_data import shared_root
+
+    return StackFacts(
+        worktree=instance.root,
+        shared_dir=shared_root(),
+        ports=frozenset(instance.engine_ports.all_ports().values()),
+        project=instance.project,
+        labels={
+            "ktrdr.owner": home_id(),
+            "ktrdr.instance": instance.instance_id,
+            "ktrdr.slot": str(instance.slot),
+            "ktrdr.owner-home": str(ktrdr_home()),
+            "ktrdr.checkout": str(instance.root),
+        },
+        remote=instance.remote,
+        allow=allow,
+    )
+
+
+def check_stack(
+    instance: Instance,
+    *,
+    allow: frozenset[str] = frozenset(),
+    command: str = "ktrdr sandbox up",
+    notify: Callable[[str], None] = lambda message: None,
+) -> list[Violation]:
+    """Refuse (StackRefusedError) when the instance's resolved model breaks a rule not in
+    `allow`; returns the violations `allow` let through (each also told to `notify`)."""
+    from ktrdr.cli.sandbox.policy.model import resolved_model
+
+    model = resolved_model(instance)
+    facts = facts_for(instance, allow=allow)
+    found = check(model, facts)
+    if found:
+        raise StackRefusedError(refusal(found, command=command), found)
+    let_through = overridden(model, facts)
+    for violation in let_through:
+        rule = violation.rule
+        notify(f"Warning: stack policy rule {rule} overridden by --allow: {describe(violation)}")
+    return let_through
+
+
+def describe(violation: Violation) -> str:
+    value = f": {violation.value}" if violation.value else ""
+    return f'{violation.kind} "{violation.name}": {violation.key}{value}'
+
+
+def refusal(violations: list[Violation], *, command: str) -> str:
+    """One line: the first violation, its rule and why, what to do, and how many more."""
+    first = violations[0]
+    more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+    return (
+        f"stack policy refuses {describe(first)} (rule {first.rule}): "
+        f"{RULES[first.rule].why}; remove it from docker-compose.sandbox.yml "
+        f"(a person may pass --allow {first.rule} to {command}){more}"
+    )
