@@ -14,7 +14,7 @@ import json
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +84,14 @@ def refused(space: Workspace, *args: str, cwd: Path) -> str:
     return errors[0]
 
 
+Call = tuple[str, dict[str, Any]]
+
+
 def pinned_calls(
-    space: Workspace, root: Path, calls: list[tuple[str, dict[str, Any]]]
+    space: Workspace, root: Path, calls: list[Call], *, first: Callable[[], None]
 ) -> list[Any]:
+    """Start a server pinned to `root`, run `first` (the agent's edit), then the calls."""
+
     async def main() -> list[Any]:
         params = StdioServerParameters(
             command=KTRDR, args=["sandbox", "mcp"], env=space.env, cwd=str(root)
@@ -97,6 +102,7 @@ def pinned_calls(
                 ClientSession(read, write) as client,
             ):
                 await client.initialize()
+                first()
                 return [await client.call_tool(tool, args) for tool, args in calls]
 
     return anyio.run(main)
@@ -120,8 +126,17 @@ def test_edits_to_the_view_reach_no_other_instance_and_doctor_repairs_the_old_ta
         conn.execute("INSERT INTO takeover_probe (token) VALUES (%s)", (token,))
     y_resources = owned_by(owner, "container", "network")
 
-    # X's view names Y's project: nothing reaches the engine under it.
-    edit_view(x, "COMPOSE_PROJECT_NAME", y_env["COMPOSE_PROJECT_NAME"])
+    # X's view names Y's project (edited under a running pinned server): nothing reaches the
+    # engine under it, through MCP or the CLI.
+    results = pinned_calls(
+        space,
+        x,
+        [("sandbox_test_e2e", {"pytest_args": ["-k", "health"]}), ("sandbox_logs", {})],
+        first=lambda: edit_view(x, "COMPOSE_PROJECT_NAME", y_env["COMPOSE_PROJECT_NAME"]),
+    )
+    for result in results:
+        assert result.is_error, result
+        assert "says COMPOSE_PROJECT_NAME=" in result.structured_content["error"]
     for command in (
         ["sandbox", "test-e2e", "-k", "health"],
         ["sandbox", "logs"],
@@ -133,41 +148,46 @@ def test_edits_to_the_view_reach_no_other_instance_and_doctor_repairs_the_old_ta
         line = refused(space, *command, cwd=x)
         assert f"says COMPOSE_PROJECT_NAME={y_env['COMPOSE_PROJECT_NAME']}" in line, line
         assert "ktrdr sandbox init" in line, line
-    results = pinned_calls(
-        space, x, [("sandbox_test_e2e", {"pytest_args": ["-k", "health"]}), ("sandbox_logs", {})]
-    )
-    for result in results:
-        assert result.is_error, result
-        assert "says COMPOSE_PROJECT_NAME=" in result.structured_content["error"]
     assert owned_by(owner, "container", "network") == y_resources
 
     # X's view names Y's API port: the API commands refuse instead of talking to Y.
     space.ktrdr("sandbox", "init", cwd=x)
     assert (x / SANDBOX_ENV_FILENAME).read_text().split("\n", 3)[3] == x_view.split("\n", 3)[3]
-    edit_view(x, "KTRDR_API_PORT", y_env["KTRDR_API_PORT"])
+    (api_result,) = pinned_calls(
+        space,
+        x,
+        [("api_health", {})],
+        first=lambda: edit_view(x, "KTRDR_API_PORT", y_env["KTRDR_API_PORT"]),
+    )
     assert "says KTRDR_API_PORT=" in refused(space, "health", cwd=x)
-    (api_result,) = pinned_calls(space, x, [("api_health", {})])
     assert api_result.is_error, api_result
     assert space.run(KTRDR, "-p", y_env["KTRDR_API_PORT"], "health").returncode == 0
 
-    # The takeover these checks prevent, made by hand (compose under Y's project with X's
-    # labels): doctor names it, --fix removes the mislabelled containers and network, and Y
-    # comes back with its data.
-    takeover = subprocess.run(
-        ["docker", "compose", "-p", y_env["COMPOSE_PROJECT_NAME"],
-         "--env-file", str(x / SANDBOX_ENV_FILENAME),
-         "--env-file", str(x / "docker" / "images-offline.env"),
-         "-f", str(x / "docker-compose.sandbox.yml"), "--project-directory", str(x),
-         "up", "-d", "--no-deps", "jaeger"],
-        env=space.env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert takeover.returncode == 0, takeover.stderr
-    report = json.loads(space.ktrdr("sandbox", "doctor", "--json", cwd=x.parent)["stdout"])
-    problems = [p for p in report["problems"] if p["kind"] == "mislabelled"]
-    assert problems, report
-    space.ktrdr("sandbox", "doctor", "--fix", cwd=x.parent)
-    report = json.loads(space.ktrdr("sandbox", "doctor", "--json", cwd=x.parent)["stdout"])
-    assert not [p for p in report["problems"] if p["kind"] == "mislabelled"], report
+    # What the takeover these checks prevent left behind, made by hand: a container and a
+    # network labelled as X's inside Y's compose project, the container on Y's network.
+    # doctor names them, --fix removes them (volumes kept), and Y comes back with its data.
+    labels = [
+        f"--label=com.docker.compose.project={y_env['COMPOSE_PROJECT_NAME']}",
+        f"--label=ktrdr.owner={owner}",
+        f"--label=ktrdr.instance={x.name}",
+        f"--label=ktrdr.checkout={x}",
+    ]
+    stray_network = f"{y_env['COMPOSE_PROJECT_NAME']}_stray"
+    docker("network", "create", *labels, stray_network)
+    docker("run", "-d", *labels, "--network", f"{y_env['COMPOSE_PROJECT_NAME']}_default",
+           "--name", f"{y_env['COMPOSE_PROJECT_NAME']}-stray-1",
+           "ktrdr-offline/debian:bookworm", "sleep", "infinity")  # fmt: skip
+
+    def doctor(*args: str) -> list[dict[str, Any]]:
+        result = space.run(KTRDR, "sandbox", "doctor", "--json", *args, cwd=x.parent)
+        problems: list[dict[str, Any]] = json.loads(result.stdout)["problems"]
+        return [p for p in problems if p["kind"] == "mislabelled"]
+
+    (found,) = doctor()
+    assert "network " + stray_network in found["detail"], found
+    (fixed,) = doctor("--fix")
+    assert fixed["fixed"], fixed
+    assert doctor() == []
     y_again = space.ktrdr("sandbox", "up", cwd=y, timeout=UP_TIMEOUT)
     assert PASSED in y_again["stdout"] + y_again["stderr"]
     with space.connect_db(y) as conn:
