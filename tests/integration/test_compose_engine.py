@@ -94,7 +94,7 @@ def test_a_starting_stack_reports_compose_errors_as_one_line(tmp_path: Path) -> 
     (tmp_path / ".env.sandbox").write_text(
         "KTRDR_INSTANCE_ID=ktrdr-test-x\nCOMPOSE_PROJECT_NAME=ktrdr-test-x\n"
     )
-    stack = compose.StartingStack(_unregistered_instance(tmp_path))
+    stack = compose.StartingStack(_unregistered_instance(tmp_path), model=tmp_path / COMPOSE_FILE)
     stack.wait(60)
     assert stack.done()
     error = stack.error()
@@ -126,7 +126,9 @@ def test_cancelling_a_starting_stack_stops_compose(tmp_path: Path) -> None:
         f"KTRDR_INSTANCE_ID={project}\nCOMPOSE_PROJECT_NAME={project}\n"
     )
     try:
-        stack = compose.StartingStack(_unregistered_instance(tmp_path))
+        stack = compose.StartingStack(
+            _unregistered_instance(tmp_path), model=tmp_path / COMPOSE_FILE
+        )
         stack.wait(5)
         assert not stack.done()
         started = time.monotonic()

@@ -64,13 +64,18 @@ def is_remote(env: Mapping[str, str]) -> bool:
     return bool(env.get("KTRDR_FORWARD_INDEX"))
 
 
-def compose_argv(root: Path, env: Mapping[str, str], *, override: bool = True) -> list[str]:
+def compose_argv(
+    root: Path, env: Mapping[str, str], *, override: bool = True, model: Path | None = None
+) -> list[str]:
     """`docker compose -p PROJECT --env-file /dev/null -f compose file`, plus a remote
     instance's override (volumes instead of bind mounts) unless `override` is False (reading
     the binds it replaces). The variables come from `compose_env`: `--env-file /dev/null`
     keeps compose from reading the worktree's `.env.sandbox` or `.env`, which an agent can
-    edit (a COMPOSE_PROJECT_NAME or port there would reach another instance)."""
+    edit (a COMPOSE_PROJECT_NAME or port there would reach another instance). With `model`
+    (the policy-checked resolved model, overrides included), compose runs that file instead."""
     argv = ["docker", "compose", "-p", project_of(env), "--env-file", os.devnull]
+    if model is not None:
+        return [*argv, "-f", str(model), "--project-directory", str(root)]
     argv += ["-f", str(root / COMPOSE_FILE)]
     if override and is_remote(env):
         argv += override_args(root)
@@ -126,9 +131,10 @@ def _compose(
     check: bool = True,
     capture: bool = True,
     what: str | None = None,
+    model: Path | None = None,
 ) -> proc.ProcResult:
     return proc.run(
-        [*compose_argv(instance.root, instance.env), *args],
+        [*compose_argv(instance.root, instance.env, model=model), *args],
         cwd=instance.root,
         env=compose_env(instance.env, instance.root),
         timeout=timeout,
@@ -138,8 +144,9 @@ def _compose(
     )
 
 
-def up(instance: Instance, *, build: bool = False) -> None:
-    """`up -d` (+ `--build`): the one code path that starts an instance's containers."""
+def up(instance: Instance, *, model: Path, build: bool = False) -> None:
+    """`up -d` (+ `--build`) of the policy-checked `model`: with `start`, the only code paths
+    that start an instance's containers."""
     ensure_engine()
     args = ["up", "-d", "--remove-orphans"]
     if build:
@@ -149,6 +156,7 @@ def up(instance: Instance, *, build: bool = False) -> None:
         args,
         timeout=BUILD_TIMEOUT if build else UP_TIMEOUT,
         what=f"starting instance {instance.instance_id}",
+        model=model,
     )
 
 
@@ -156,11 +164,11 @@ class StartingStack:
     """`compose up -d` running in the background, so the gate can watch the containers while
     compose starts them, and stop compose when the gate has already seen a crash."""
 
-    def __init__(self, instance: Instance, *, build: bool = False) -> None:
+    def __init__(self, instance: Instance, *, model: Path, build: bool = False) -> None:
         args = ["up", "-d", "--remove-orphans", *(["--build"] if build else [])]
         self.instance_id = instance.instance_id
         self._process = proc.spawn(
-            [*compose_argv(instance.root, instance.env), *args],
+            [*compose_argv(instance.root, instance.env, model=model), *args],
             cwd=instance.root,
             env=compose_env(instance.env, instance.root),
         )
@@ -197,10 +205,11 @@ class StartingStack:
             self._thread.join(10)
 
 
-def start(instance: Instance, *, build: bool = False) -> StartingStack:
-    """Begin `up -d` in the background (see StartingStack); `up` is the blocking form."""
+def start(instance: Instance, *, model: Path, build: bool = False) -> StartingStack:
+    """Begin `up -d` of the checked `model` in the background (see StartingStack); `up` is the
+    blocking form."""
     ensure_engine()
-    return StartingStack(instance, build=build)
+    return StartingStack(instance, model=model, build=build)
 
 
 def stop(instance: Instance) -> None:

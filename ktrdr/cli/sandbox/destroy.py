@@ -190,8 +190,11 @@ def _claim_destroy(instance_id: str) -> None:
 
 
 def _remove_entry(instance_id: str) -> None:
+    from ktrdr.cli.sandbox.policy.enforcement import checked_model_path
+
     with registry.transaction() as entries:
         entries.pop(instance_id, None)
+    checked_model_path(instance_id).unlink(missing_ok=True)
 
 
 def destroy_instance(

@@ -19,7 +19,7 @@ from ktrdr.cli.sandbox.e2e_args import check_pytest_args
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import find_instance_root
 from ktrdr.cli.sandbox.locate import Instance, locate
-from ktrdr.cli.sandbox.policy.enforcement import check_stack
+from ktrdr.cli.sandbox.policy.enforcement import checked_model_file
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.remote_stack import RemotePlan
@@ -126,9 +126,10 @@ def require_running(context: Instance) -> None:
         )
 
 
-def e2e_argv(context: Instance, pytest_args: list[str]) -> list[str]:
-    """The one-off run; the results dir is bind-mounted, except on a remote engine, where the
-    override mounts a results volume that is pulled back afterwards."""
+def e2e_argv(context: Instance, pytest_args: list[str], *, model: Path | None = None) -> list[str]:
+    """The one-off run (of the policy-checked `model` when given); the results dir is
+    bind-mounted, except on a remote engine, where the override mounts a results volume that
+    is pulled back afterwards."""
     results = (context.root / RESULTS_DIR).absolute()
     mount = [] if compose.is_remote(context.env) else ["-v", f"{results}:{CONTAINER_RESULTS}"]
     pytest_argv = [
@@ -143,7 +144,7 @@ def e2e_argv(context: Instance, pytest_args: list[str]) -> list[str]:
         *check_pytest_args(pytest_args).argv(),
     ]
     return [
-        *compose.compose_argv(context.root, context.env),
+        *compose.compose_argv(context.root, context.env, model=model),
         "--profile",
         "e2e",
         "run",
@@ -172,13 +173,13 @@ def run_e2e(
     context = locate(None, start, name_hint="").require_env(keys=())
     require_running(context)
     say = notify or on_line or (lambda line: None)
-    check_stack(context, allow=allow, command="ktrdr sandbox test-e2e", notify=say)
+    model = checked_model_file(context, allow=allow, command="ktrdr sandbox test-e2e", notify=say)
     results = context.root / RESULTS_DIR
     results.mkdir(parents=True, exist_ok=True)
     junit = results / JUNIT_NAME
     junit.unlink(missing_ok=True)  # never let evidence pick up a previous run's results
     remote_plan = _push_tests(context, say)
-    code = _run_suite(context, e2e_argv(context, pytest_args or []), on_line)
+    code = _run_suite(context, e2e_argv(context, pytest_args or [], model=model), on_line)
     if remote_plan is not None:
         from ktrdr.cli.sandbox import remote_sync
 

@@ -27,7 +27,7 @@ from ktrdr.cli.sandbox.gate_probes import DockerProbes
 from ktrdr.cli.sandbox.gate_report import GateReport, timestamp, write_report
 from ktrdr.cli.sandbox.locate import Instance
 from ktrdr.cli.sandbox.locks import instance_lock
-from ktrdr.cli.sandbox.policy.enforcement import check_stack
+from ktrdr.cli.sandbox.policy.enforcement import check_stack, checked_model_file
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -91,14 +91,22 @@ def up(
     with instance_lock(instance.instance_id, command="ktrdr sandbox up", on_wait=notify):
         preflight.validate(instance)  # again: a destroy may have run while we waited
         engine.ensure_engine()  # an engine that is down is said first
-        check_stack(instance, allow=allow, notify=notify)  # before any container is touched
+        # Before any container is touched; compose then runs the model that was checked.
+        model = checked_model_file(instance, allow=allow, notify=notify)
         return _up_locked(
-            instance, timeout=timeout, build=build, gate=gate, notify=notify, on_update=on_update
+            instance,
+            model,
+            timeout=timeout,
+            build=build,
+            gate=gate,
+            notify=notify,
+            on_update=on_update,
         )
 
 
 def _up_locked(
     instance: Instance,
+    model: Path,
     *,
     timeout: float,
     build: bool,
@@ -121,11 +129,11 @@ def _up_locked(
     spec = gate_spec(instance, timeout=timeout, build=build)
     remote_plan = remote_instance.prepare_up(instance, notify) if instance.remote else None
     if not gate:
-        compose.up(instance, build=build)
+        compose.up(instance, model=model, build=build)
         if remote_plan is not None:
             remote_instance.after_start(instance, remote_plan, notify)
         return result
-    result.report = _start_under_gate(instance, spec, build=build, on_update=on_update)
+    result.report = _start_under_gate(instance, spec, model=model, build=build, on_update=on_update)
     if remote_plan is not None and result.report.passed:
         remote_instance.after_start(instance, remote_plan, notify)
     if not instance.root.is_dir():
@@ -143,6 +151,7 @@ def _start_under_gate(
     instance: Instance,
     spec: GateSpec,
     *,
+    model: Path,
     build: bool,
     on_update: Callable[[list[CheckResult]], None] | None,
 ) -> GateReport:
@@ -160,7 +169,7 @@ def _start_under_gate(
             on_update(checks)
 
     try:
-        stack = compose.start(instance, build=build)
+        stack = compose.start(instance, model=model, build=build)
         # After compose is under way: the HTTP client (httpx, ~0.1 s) is not on the way to it.
         probes = DockerProbes(instance.instance_id)
         report = run_gate(spec, probes, on_update=remember, startup=stack)

@@ -191,3 +191,23 @@ def test_no_mcp_tool_offers_an_override() -> None:
     for scope in (Scope(Path.cwd()), Scope(Path.cwd(), "x", Path.cwd())):
         for tool in tools_for(scope):
             assert "allow" not in tool.input_schema(scope)["properties"], tool.name
+
+
+@needs_compose
+def test_compose_starts_the_model_that_was_checked_not_a_later_edit(tmp_path: Path) -> None:
+    """Between the check and the start an agent rewrites its compose file: what starts is the
+    checked model, kept in the home, never the worktree's file."""
+    from ktrdr.cli.sandbox import compose
+    from ktrdr.cli.sandbox.policy.enforcement import checked_model_file
+
+    instance = make_instance(tmp_path / INSTANCE_ID)
+    model_file = checked_model_file(instance)
+    assert not model_file.is_relative_to(instance.root)
+    assert oct(model_file.stat().st_mode & 0o777) == "0o600"  # it holds the instance's secrets
+    checked = model_file.read_text()
+    (instance.root / COMPOSE_FILE).write_text(hostile_compose(tmp_path / "other"))
+    argv = compose.compose_argv(instance.root, instance.env, model=model_file)
+    assert argv[argv.index("-f") + 1] == str(model_file)
+    assert str(instance.root / COMPOSE_FILE) not in argv
+    assert model_file.read_text() == checked
+    assert "docker.sock" not in checked

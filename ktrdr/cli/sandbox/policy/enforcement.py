@@ -4,8 +4,10 @@ worktree's files), checks the resolved model and refuses with one line."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.policy.checker import StackFacts, Violation, check, overridden
@@ -54,6 +56,43 @@ def check_stack(
 ) -> list[Violation]:
     """Refuse (StackRefusedError) when the instance's resolved model breaks a rule not in
     `allow`; returns the violations `allow` let through (each also told to `notify`)."""
+    return _checked(instance, allow=allow, command=command, notify=notify)[1]
+
+
+def checked_model_file(
+    instance: Instance,
+    *,
+    allow: frozenset[str] = frozenset(),
+    command: str = "ktrdr sandbox up",
+    notify: Callable[[str], None] = lambda message: None,
+) -> Path:
+    """`check_stack`, then the checked model written to this home (mode 0600: it holds the
+    instance's secrets) for compose to run from: an edit to the worktree's compose file
+    between the check and the start is never what starts."""
+    from ktrdr.cli.sandbox.atomic import write_atomic
+
+    model, _ = _checked(instance, allow=allow, command=command, notify=notify)
+    path = checked_model_path(instance.instance_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(model, indent=1) + "\n", mode=0o600)
+    except OSError as e:
+        raise SandboxError(
+            f"cannot write the checked stack of {instance.instance_id} to {path}: "
+            f"{e.strerror or e}; check that {path.parent} is writable and the disk not full"
+        ) from e
+    return path
+
+
+def checked_model_path(instance_id: str) -> Path:
+    from ktrdr.cli.sandbox.home import ktrdr_home
+
+    return ktrdr_home() / "sandbox" / "checked" / f"{instance_id}.json"
+
+
+def _checked(
+    instance: Instance, *, allow: frozenset[str], command: str, notify: Callable[[str], None]
+) -> tuple[dict[str, Any], list[Violation]]:
     from ktrdr.cli.sandbox.policy.model import resolved_model
 
     model = resolved_model(instance)
@@ -65,7 +104,7 @@ def check_stack(
     for violation in let_through:
         rule = violation.rule
         notify(f"Warning: stack policy rule {rule} overridden by --allow: {describe(violation)}")
-    return let_through
+    return model, let_through
 
 
 def describe(violation: Violation) -> str:

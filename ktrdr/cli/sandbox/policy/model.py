@@ -27,7 +27,7 @@ def resolved_model(instance: Instance) -> dict[str, Any]:
     result = proc.run(
         argv,
         cwd=instance.root,
-        env=compose.compose_env(instance.env),
+        env=compose.compose_env(instance.env, instance.root),
         timeout=CONFIG_TIMEOUT,
         check=False,
         what="checking the stack (docker compose config)",
