@@ -178,16 +178,26 @@ def test_edits_to_the_view_reach_no_other_instance_and_doctor_repairs_the_old_ta
            "--name", f"{y_env['COMPOSE_PROJECT_NAME']}-stray-1",
            "ktrdr-offline/debian:bookworm", "sleep", "infinity")  # fmt: skip
 
-    def doctor(*args: str) -> list[dict[str, Any]]:
+    def doctor(*args: str, kind: str = "mislabelled") -> list[dict[str, Any]]:
         result = space.run(KTRDR, "sandbox", "doctor", "--json", *args, cwd=x.parent)
         problems: list[dict[str, Any]] = json.loads(result.stdout)["problems"]
-        return [p for p in problems if p["kind"] == "mislabelled"]
+        return [p for p in problems if p["kind"] == kind]
 
     (found,) = doctor()
     assert "network " + stray_network in found["detail"], found
     (fixed,) = doctor("--fix")
     assert fixed["fixed"], fixed
     assert doctor() == []
+    # One of X's containers attached to Y's network: named, and disconnected by --fix.
+    x_project = read_env_file(x / SANDBOX_ENV_FILENAME)["COMPOSE_PROJECT_NAME"]
+    docker("run", "-d", *labels[1:], f"--label=com.docker.compose.project={x_project}",
+           "--network", f"{y_env['COMPOSE_PROJECT_NAME']}_default", "--name", f"{x_project}-probe",
+           "ktrdr-offline/debian:bookworm", "sleep", "infinity")  # fmt: skip
+    (crossed,) = doctor(kind="cross-attached")
+    assert f"container {x_project}-probe is attached to network" in crossed["detail"], crossed
+    assert doctor("--fix", kind="cross-attached")[0]["fixed"]
+    assert doctor(kind="cross-attached") == []
+    docker("rm", "-f", f"{x_project}-probe")
     y_again = space.ktrdr("sandbox", "up", cwd=y, timeout=UP_TIMEOUT)
     assert PASSED in y_again["stdout"] + y_again["stderr"]
     with space.connect_db(y) as conn:

@@ -65,7 +65,8 @@ def check_docker_resources(
     belonging to it and resources without an owner label as legacy, neither ever touched."""
     mine = home_id()
     groups: dict[tuple[str, str], _InstanceResources] = {}
-    for item in ownership.instance_resources():
+    found = ownership.instance_resources()
+    for item in found:
         key = (item.owner, item.instance_id)
         groups.setdefault(key, _InstanceResources(*key)).items.append(item)
     others: dict[str, list[_InstanceResources]] = {}
@@ -79,6 +80,41 @@ def check_docker_resources(
             _check_orphan(report, group, fix=fix, now=now)
     for owner, owned in others.items():
         _report_not_ours(report, owner, owned)
+    _check_cross_attached(report, [i for i in found if i.owner == mine], fix=fix)
+
+
+def _check_cross_attached(report: DoctorReport, mine: list[Resource], *, fix: bool) -> None:
+    """This home's containers attached to a network of another of its instances (an external
+    network, or a `docker network connect`): disconnected with --fix, nothing removed."""
+    networks = {i.resource_id or i.name: i for i in mine if i.kind == "network"}
+    containers = {i.resource_id: i for i in mine if i.kind == "container" and i.resource_id}
+    if not networks or not containers:
+        return
+    for network_id, container_id in ownership.network_attachments(list(networks)):
+        network = networks[network_id]
+        container = next((c for cid, c in containers.items() if container_id.startswith(cid)), None)
+        if container is None or container.instance_id == network.instance_id:
+            continue
+        problem = Problem(
+            "cross-attached",
+            container.instance_id,
+            f"container {container.name} is attached to network {network.name} of instance "
+            f"{network.instance_id}; `ktrdr sandbox doctor --fix` disconnects it",
+            fixable=True,
+        )
+        report.problems.append(problem)
+        if not fix:
+            continue
+        try:
+            proc.run(
+                ["docker", "network", "disconnect", "-f", network_id, container_id],
+                timeout=60,
+                what="docker network disconnect",
+            )
+        except SandboxError as e:
+            problem.detail += f"; fix failed: {e}"
+        else:
+            problem.fixed = f"disconnected {container.name} from {network.name}"
 
 
 def _check_duplicate_networks(report: DoctorReport, group: _InstanceResources) -> None:

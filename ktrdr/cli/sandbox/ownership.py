@@ -235,6 +235,27 @@ def repair_networks(instance_id: str, duplicates: dict[str, list[str]]) -> list[
     return [f"network {name} existed {len(group)} times" for name, group in duplicates.items()]
 
 
+def network_attachments(networks: list[str]) -> list[tuple[str, str]]:
+    """(network, container id) for every container attached to the given networks (short
+    ids, as `docker network ls` prints them); a network gone meanwhile is skipped."""
+    if not networks:
+        return []
+    inspected = proc.run(
+        ["docker", "network", "inspect", "--format", "{{.Id}}\t{{json .Containers}}", *networks],
+        timeout=QUERY_TIMEOUT,
+        check=False,
+        what="docker network inspect",
+    )
+    pairs: list[tuple[str, str]] = []
+    for line in inspected.stdout.splitlines():
+        full_id, _, attached = line.partition("\t")
+        network = next((n for n in networks if full_id.startswith(n)), None)
+        if network is None or not attached.strip():
+            continue
+        pairs += [(network, container_id) for container_id in json.loads(attached) or {}]
+    return pairs
+
+
 def remove_network_with_its_containers(network: str) -> list[str]:
     """Remove `network` and this home's containers attached to it (volumes kept: each
     instance's next `up` recreates its containers on a network of its own). Refused, touching
