@@ -210,3 +210,49 @@ def test_edits_to_the_view_reach_no_other_instance_and_doctor_repairs_the_old_ta
     assert set(space.registry()) == {y.name}
     assert owned_by(owner, "container") == before
     space.ktrdr("sandbox", "destroy", "other", "--yes", timeout=300)
+
+
+def test_a_pinned_agent_cannot_start_a_hostile_stack_and_refusals_change_nothing(
+    space: Workspace, tmp_path: Path
+) -> None:
+    space.ktrdr("sandbox", "create", "feat")
+    x = space.path_of("feat")
+    space.instance_ids.add(x.name)
+    other = tmp_path / "someone-elses-worktree"
+    other.mkdir()
+    compose_file = x / "docker-compose.sandbox.yml"
+    shipped = compose_file.read_text()
+    hostile = shipped.replace(
+        "\nservices:\n",
+        "\nservices:\n  evil:\n    image: ktrdr-offline/debian:bookworm\n"
+        f"    volumes: ['/var/run/docker.sock:/var/run/docker.sock', '{other}:/p']\n",
+        1,
+    )
+    assert hostile != shipped
+    x_project = read_env_file(x / SANDBOX_ENV_FILENAME)["COMPOSE_PROJECT_NAME"]
+
+    (up_result,) = pinned_calls(
+        space, x, [("sandbox_up", {})], first=lambda: compose_file.write_text(hostile)
+    )
+    assert up_result.is_error, up_result
+    error = up_result.structured_content["error"]
+    assert 'stack policy refuses service "evil"' in error, error
+    assert "--allow" not in json.dumps(up_result.structured_content.get("result"))
+    assert docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={x_project}") == ""
+    assert list(other.iterdir()) == []
+
+    # A destroy refused because the project holds another owner's resource leaves the entry
+    # as it was (not `destroying`).
+    compose_file.write_text(shipped)
+    foreign = f"{x_project}_foreign"
+    docker("network", "create", f"--label=com.docker.compose.project={x_project}",
+           "--label=ktrdr.owner=0badf00d", foreign)  # fmt: skip
+    try:
+        line = refused(space, "sandbox", "destroy", "feat", "--yes", cwd=space.repo)
+        assert f"cannot destroy {x.name}: compose project {x_project}" in line, line
+        assert f"network {foreign}" in line and "nothing was changed" in line, line
+        assert space.registry()[x.name]["state"] == "ready"
+    finally:
+        docker("network", "rm", foreign)
+    space.ktrdr("sandbox", "destroy", "feat", "--yes", "--force", timeout=300)
+    assert space.registry() == {}
