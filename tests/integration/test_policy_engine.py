@@ -72,8 +72,13 @@ class PolicyInstance:
 
 
 def free_slot() -> int:
+    """A slot no process holds a port of and no other home has claimed (a user's stopped
+    sandbox keeps its claim)."""
+    from ktrdr.cli.sandbox.ownership import slots_of_other_homes
+
+    claimed = slots_of_other_homes()
     for slot in SANDBOX_SLOTS:
-        if not allocation.busy_ports(slot, with_owners=False):
+        if slot not in claimed and not allocation.busy_ports(slot, with_owners=False):
             return slot
     pytest.skip("no sandbox slot has all its ports free on this machine")
 

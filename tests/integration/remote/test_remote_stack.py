@@ -78,7 +78,7 @@ class RemoteStack:
 
     @property
     def compose_env(self) -> dict[str, str]:
-        env = {**compose.compose_env(self.env), "DOCKER_CONTEXT": self.engine.context}
+        env = {**compose.compose_env(self.env, self.root), "DOCKER_CONTEXT": self.engine.context}
         env.pop("DOCKER_HOST", None)
         return env
 

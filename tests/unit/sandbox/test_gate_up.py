@@ -294,7 +294,7 @@ def test_an_instance_destroyed_under_the_gate_gets_no_report_directory_recreated
     monkeypatch.setattr(lifecycle, "run_gate", gate_while_destroy_removes_the_worktree)
     # The stack policy runs the docker CLI (tests/unit/sandbox/test_policy_*.py cover it).
     monkeypatch.setattr(lifecycle.engine, "ensure_engine", lambda: None)
-    monkeypatch.setattr(lifecycle, "check_stack", lambda *a, **k: [])
+    monkeypatch.setattr(lifecycle, "checked_model_file", lambda *a, **k: Path("checked.json"))
     instance = locate(None, instance_dir)
     result = lifecycle.up(instance, timeout=60)
     assert result.report is not None

@@ -19,7 +19,13 @@ _NOISE = ("WARN", "time=", "level=warning")
 
 def resolved_model(instance: Instance) -> dict[str, Any]:
     """The model compose would run for the instance (its argv, every profile); one SandboxError
-    line when compose cannot resolve it (invalid YAML, an unknown key, an unset variable)."""
+    line when compose cannot resolve it (invalid YAML, an unknown key, an unset variable). A
+    remote instance's override is written afresh first: it is part of what runs, and it lives
+    in the worktree."""
+    if instance.remote:
+        from ktrdr.cli.sandbox.remote_stack import override_for
+
+        override_for(instance.root, instance.env)
     argv = [
         *compose.compose_argv(instance.root, instance.env),
         *("--profile", "*", "config", "--format", "json"),
