@@ -16,7 +16,6 @@ from ktrdr.cli.sandbox import registry
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import ktrdr_home
 from ktrdr.cli.sandbox.registry import Entry
-from tests.unit.sandbox.conftest import DockerStandIn
 
 
 def _entry(instance_id: str = "ktrdr--a", slot: int = 1) -> Entry:
