@@ -92,6 +92,7 @@ def up(
         preflight.validate(instance)  # again: a destroy may have run while we waited
         engine.ensure_engine()  # an engine that is down is said first
         preflight.check_shared_data(instance)
+        stack_file.load(instance.root)  # a YAML error as one line with its line number
         # Before any container is touched; compose then runs the model that was checked.
         model = checked_model_file(instance, allow=allow, notify=notify)
         return _up_locked(

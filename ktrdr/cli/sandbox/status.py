@@ -102,6 +102,11 @@ def instance_status(
         _count_containers(result, entry.root, snapshot)
     if stale_reason(entry) is None:
         from ktrdr.cli.sandbox.gate_report import last_gate, read_report
+        from ktrdr.cli.sandbox.stack_file import problem
+
+        broken = problem(entry.root)
+        if broken:  # `up` would refuse it: say so here, not only then
+            result.reasons.append(broken)
 
         result.live = {**(result.live or {}), "last_gate": last_gate(read_report(entry.root))}
     if instance.remote:
