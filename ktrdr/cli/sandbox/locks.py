@@ -4,6 +4,11 @@ and `init`.
 The lock is a `filelock` on `$KTRDR_HOME/sandbox/locks/<instance id>.lock`; the kernel drops it
 when its process dies, so a killed command never leaves it held. Beside it the holder writes
 `<instance id>.holder` (pid, command, since) so that a second command can say whom it waits for.
+
+Both files go with their instance (`remove_lock_files`, after destroy and prune): only while
+nobody holds the lock and the id is not registered again. A command that waited on the removed
+file holds a lock nobody else can see, so every holder checks, once it has the lock, that the
+file it locked is still the one at the path, and otherwise locks again.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ktrdr.cli import settings
 from ktrdr.cli.sandbox.atomic import write_atomic
@@ -70,7 +76,11 @@ def instance_lock(
     while True:
         try:
             lock.acquire(timeout=min(step, max(0.0, deadline - time.monotonic())))
-            break
+            if _still_at_path(lock):
+                break
+            lock.release()  # its file was removed with a destroyed instance: lock the new one
+            lock = FileLock(str(directory / f"{instance_id}.lock"))
+            continue
         except Timeout:
             if time.monotonic() >= deadline:
                 raise SandboxError(
@@ -98,3 +108,38 @@ def _write_holder(path: Path, command: str) -> None:
     holder_text = json.dumps({"pid": os.getpid(), "command": command, "since": time.time()})
     with contextlib.suppress(OSError):  # only a courtesy to waiters: the lock itself is held
         write_atomic(path, holder_text, mode=None)
+
+
+def _still_at_path(lock: Any) -> bool:
+    """Whether the file `lock` holds is the one now at its path (not removed and remade)."""
+    fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+    try:
+        held, current = os.fstat(fd), os.stat(lock.lock_file)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return False
+    return (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
+
+
+def remove_lock_files(instance_id: str, *, still_gone: Callable[[], bool]) -> bool:
+    """Remove `<id>.lock` and `<id>.holder` of an instance that is gone, holding the lock while
+    doing it and only when `still_gone()` says (inside it) that the id is not registered again.
+    False, leaving both, when another process holds the lock now."""
+    from filelock import FileLock, Timeout
+
+    path = _lock_dir() / f"{instance_id}.lock"
+    if not path.exists():
+        (_lock_dir() / f"{instance_id}.holder").unlink(missing_ok=True)
+        return True
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except (Timeout, OSError):
+        return False
+    try:
+        if not _still_at_path(lock) or not still_gone():
+            return False
+        (_lock_dir() / f"{instance_id}.holder").unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        lock.release()
