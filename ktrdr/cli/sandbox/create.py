@@ -31,7 +31,6 @@ from ktrdr.cli.sandbox.interrupts import deferred_interrupt
 from ktrdr.cli.sandbox.ports import SlotPorts, local_ports
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.shared_data import shared_root
-from ktrdr.errors import ExitCode
 
 
 @dataclass
@@ -225,8 +224,7 @@ def check_name_fits(name: str, top: Path) -> None:
         raise SandboxError(
             f"invalid instance name {name[:20]!r}…: {len(name)} characters, at most {limit} "
             f"in checkout {top.name!r} (the instance id {slugify(top.name)}--NAME has at most "
-            f"{MAX_ID_LENGTH} characters); pick a shorter name",
-            exit_code=ExitCode.USAGE,
+            f"{MAX_ID_LENGTH} characters); pick a shorter name"
         )
 
 

@@ -57,9 +57,8 @@ def instance_lock(
     on_wait: Callable[[str], None] = lambda message: None,
     wait: float | None = None,
 ) -> Iterator[None]:
-    """Hold the instance's lock for the body. While another command holds it, `on_wait` is
-    told for whom we wait (at once, then every few seconds); after `wait` seconds (default
-    KTRDR_INSTANCE_LOCK_TIMEOUT or 30 min) it gives up with one line."""
+    """Hold the instance's lock for the body; `on_wait` hears whom we wait for (at once, then
+    every few seconds); gives up after `wait` s (KTRDR_INSTANCE_LOCK_TIMEOUT, 30 min)."""
     from filelock import FileLock, Timeout
 
     directory = _lock_dir()
@@ -76,10 +75,8 @@ def instance_lock(
     while True:
         try:
             lock.acquire(timeout=min(step, max(0.0, deadline - time.monotonic())))
-            if _still_at_path(lock):
+            if _still_at_path(lock) or _release(lock):  # else removed with its instance: again
                 break
-            lock.release()  # its file was removed with a destroyed instance: lock the new one
-            lock = FileLock(str(directory / f"{instance_id}.lock"))
             continue
         except Timeout:
             if time.monotonic() >= deadline:
@@ -108,6 +105,12 @@ def _write_holder(path: Path, command: str) -> None:
     holder_text = json.dumps({"pid": os.getpid(), "command": command, "since": time.time()})
     with contextlib.suppress(OSError):  # only a courtesy to waiters: the lock itself is held
         write_atomic(path, holder_text, mode=None)
+
+
+def _release(lock: Any) -> bool:
+    """Let go of a lock whose file was removed (the next acquire makes and locks a new one)."""
+    lock.release()
+    return False
 
 
 def _still_at_path(lock: Any) -> bool:

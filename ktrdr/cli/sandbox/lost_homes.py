@@ -122,21 +122,22 @@ def _remove(items: list[Resource], *, keep_volumes: bool) -> list[str]:
 
 
 @dataclass
-class AdoptResult:
+class Released:
+    """A lost home's stack whose containers and networks were removed for adoption."""
+
     instance_id: str
     old_owner: str
     old_home: str
     removed: list[str]
     kept_volumes: list[str]
-    slot: int
     path: Path
 
 
-def adopt(path: Path) -> AdoptResult:
-    """Make the checkout at `path` an instance of this home, taking its stack over from a lost
-    home: checked first (the labels name this checkout, its `.env.sandbox` names the instance
-    and the lost owner), then the old containers and networks go (volumes kept), then `init`."""
-    from ktrdr.cli.sandbox.init_checkout import init_instance
+def release_for_adoption(path: Path) -> Released:
+    """The first step of `adopt` (the second is `init_instance(adopting=old owner)`): checks
+    that the labels of a lost home's stack name the checkout at `path` and that its
+    `.env.sandbox` names that instance and owner, then removes the old containers and networks
+    (volumes kept). Refused, changing nothing, when any check fails."""
     from ktrdr.cli.sandbox.instance import read_env
 
     top = path.resolve()
@@ -158,15 +159,12 @@ def adopt(path: Path) -> AdoptResult:
             f"the stack of {instance_id} names checkout {stack.checkout or '(none)'}, not {top}: "
             "nothing adopted; adopt it from the checkout its labels name"
         )
-    removed = _remove(stack.items, keep_volumes=True)
-    made = init_instance(cwd=top, adopting=owner)
-    return AdoptResult(
-        instance_id=made.instance_id,
+    return Released(
+        instance_id=instance_id,
         old_owner=owner,
         old_home=stack.owner_home,
-        removed=removed,
+        removed=_remove(stack.items, keep_volumes=True),
         kept_volumes=[i.name for i in stack.items if i.kind == "volume"],
-        slot=made.slot,
         path=top,
     )
 

@@ -102,9 +102,10 @@ def instance_status(
         _count_containers(result, entry.root, snapshot)
     if stale_reason(entry) is None:
         from ktrdr.cli.sandbox.gate_report import last_gate, read_report
-        from ktrdr.cli.sandbox.stack_file import problem
+        from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE, problem
 
-        broken = problem(entry.root)
+        # A missing file is an old branch (`up` says so); a broken one is an edit to fix.
+        broken = problem(entry.root) if (entry.root / COMPOSE_FILE).exists() else None
         if broken:  # `up` would refuse it: say so here, not only then
             result.reasons.append(broken)
 

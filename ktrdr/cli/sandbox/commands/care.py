@@ -161,14 +161,16 @@ def db_env_command() -> None:
 def adopt_command(path: str, as_json: bool) -> None:
     """Take the checkout PATH of a lost home's stack into this home (its containers are
     removed, its volumes kept under their old names; a new stack starts on `up`)."""
-    from ktrdr.cli.sandbox.lost_homes import adopt
+    from ktrdr.cli.sandbox.init_checkout import init_instance
+    from ktrdr.cli.sandbox.lost_homes import release_for_adoption
 
-    result = adopt(Path(path))
+    result = release_for_adoption(Path(path))
+    made = init_instance(cwd=result.path, adopting=result.old_owner)
     if as_json:
         print_json(
             {
-                "instance_id": result.instance_id,
-                "slot": result.slot,
+                "instance_id": made.instance_id,
+                "slot": made.slot,
                 "path": str(result.path),
                 "old_owner": result.old_owner,
                 "old_home": result.old_home,
@@ -177,9 +179,7 @@ def adopt_command(path: str, as_json: bool) -> None:
             }
         )
         return
-    click.echo(
-        f"adopted {result.instance_id} (slot {result.slot}) from lost home {result.old_owner}"
-    )
+    click.echo(f"adopted {made.instance_id} (slot {made.slot}) from lost home {result.old_owner}")
     if result.kept_volumes:
         info(
             f"its data stays in the old volumes ({', '.join(result.kept_volumes)}): the new "
