@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ktrdr.cli.limits import MAX_NAME, shown, text_problem
+from ktrdr.cli.limits import MAX_NAME, MAX_TEXT, shown, text_problem
 from ktrdr.errors import ExitCode, KtrdrError
 
 
@@ -29,3 +29,6 @@ class BoundedText(click.ParamType[str, Any]):
 
 
 NAME = BoundedText(MAX_NAME)  # an instance name, id or path; a service; an operation id
+# `create NAME`: its real limit (56 in a checkout named ktrdr) depends on the checkout's name
+# and is checked by create itself, so the one message names the one limit that applies.
+NEW_NAME = BoundedText(MAX_TEXT)

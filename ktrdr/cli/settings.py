@@ -65,6 +65,14 @@ def get(name: str, default: str = "") -> str:
     return os.environ.get(name) or default
 
 
+def is_set_empty(name: str) -> bool:
+    """True when `$name` is in the environment but empty (`KTRDR_HOME=''`): for a variable
+    whose empty value must be refused rather than read as the default."""
+    if name not in _KNOWN:
+        raise KeyError(f"{name} is not a documented ktrdr setting (add it to VARIABLES)")
+    return os.environ.get(name) == ""
+
+
 def values(*names: str) -> dict[str, str]:
     """The set ones of `names`, as a mapping (for code that takes an injectable environment)."""
     return {name: get(name) for name in names if get(name)}

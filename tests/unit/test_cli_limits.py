@@ -50,7 +50,6 @@ def test_an_argument_beyond_the_limits_is_one_usage_line(args: list[str]) -> Non
         ["sandbox", "resume", "n" * 300],
         ["sandbox", "destroy", "n" * 300],
         ["sandbox", "evidence", "n" * 300],
-        ["sandbox", "create", "n" * 300],
         ["sandbox", "create", "feat", "--branch", "b" * 300],
         ["sandbox", "mcp", "--instance", "n" * 300],
     ],

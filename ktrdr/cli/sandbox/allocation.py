@@ -26,9 +26,10 @@ class BusyPort:
     port: int
     name: str  # which port of the slot, e.g. "api", "worker_3"
     owner: str | None = None  # "docker-proxy (pid 812)" when the OS tells
+    state: str = "held"  # "claimed": reserved by a create that has not started a stack yet
 
     def describe(self) -> str:
-        held = f" is held by {self.owner}" if self.owner else " is in use"
+        held = f" is {self.state} by {self.owner}" if self.owner else " is in use"
         return f"port {self.port} ({self.name}){held}"
 
 
@@ -132,6 +133,12 @@ def allocate(
     if requested is not None:
         validate_slot(requested)
         holder = holders.get(requested)
+        if holder is not None and holder.state == "creating":
+            raise SandboxError(
+                f"slot {requested} is claimed by instance {holder.instance_id} of this home "
+                f"(being created by process {holder.pid} since {holder.created_at}, "
+                f"{holder.path}); pick another with --slot, or omit --slot"
+            )
         if holder is not None:
             raise SandboxError(
                 f"slot {requested} is taken by instance {holder.instance_id} ({holder.path}); "

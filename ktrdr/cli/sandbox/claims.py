@@ -154,7 +154,10 @@ def busy_slots(
     for slot, holder in facts.other_homes.items():
         if slot in busy and not busy[slot]:
             api = ports_for_slot(slot).api
-            busy[slot] = [BusyPort(api, "api", f"{holder} (its stack is on this engine)")]
+            if slot in facts.claimed_only:  # created, never started: nothing runs there yet
+                busy[slot] = [BusyPort(api, "api", f"{holder} (not started)", state="claimed")]
+            else:
+                busy[slot] = [BusyPort(api, "api", f"{holder} (its stack is on this engine)")]
     return busy, facts.own_volumes
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ktrdr.cli.limits import MAX_TEXT
 from ktrdr.cli.sandbox import claims, engine_context, registry, worktree
 from ktrdr.cli.sandbox.allocation import SkippedSlot
 from ktrdr.cli.sandbox.errors import SandboxError
@@ -95,7 +96,9 @@ def create_instance(
 ) -> CreateResult:
     """A new worktree `<parent>/<repo dir>--NAME` on branch NAME (or `branch`), slot, env file;
     the stack will run on the engine of `context` (None: the default engine)."""
-    validate_create_name(name)
+    # The characters now; the length below (_check_target), where the real limit is known:
+    # it depends on the checkout's name, and one message should give the one limit.
+    validate_create_name(name, max_length=MAX_TEXT)
     context = engine_context.validate(context)
     notes = claims.reap_dead_claims()
     target = _check_target(name, cwd, branch=branch, base=base)
@@ -137,6 +140,7 @@ def _check_target(name: str, cwd: Path, *, branch: str | None, base: str | None)
     if top != here and branch is None and base is None:
         base = worktree.head_commit(here)  # from inside an instance: start where the user is
     check_name_fits(name, top)
+    validate_create_name(name, max_length=max_name_length(top.name))
     path = top.parent / f"{top.name}--{name}"
     if path.parent != top.parent:  # unreachable after validation; never write outside it
         raise SandboxError(f"refusing instance path {path}: it leaves {top.parent}")

@@ -217,7 +217,16 @@ def destroy_instance(
                 f"instance {instance.instance_id} is no longer registered (destroyed meanwhile?); "
                 "nothing to do"
             )
-        return _destroy_locked(instance, current, force=force, on_start=on_start)
+        result = _destroy_locked(instance, current, force=force, on_start=on_start)
+    forget_lock_files(instance.instance_id)
+    return result
+
+
+def forget_lock_files(instance_id: str) -> None:
+    """The lock files of an instance no longer registered (kept while anyone holds the lock)."""
+    from ktrdr.cli.sandbox.locks import remove_lock_files
+
+    remove_lock_files(instance_id, still_gone=lambda: instance_id not in registry.load())
 
 
 @dataclass

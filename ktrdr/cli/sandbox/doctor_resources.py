@@ -78,8 +78,14 @@ def check_docker_resources(
             _check_mislabelled(report, group, fix=fix)
         else:
             _check_orphan(report, group, fix=fix, now=now)
+    from ktrdr.cli.sandbox.lost_homes import group_lost
+
+    lost = {stack.owner for stack in group_lost([i for i in found if i.owner != mine])}
     for owner, owned in others.items():
-        _report_not_ours(report, owner, owned)
+        if owner in lost:
+            _report_lost_home(report, owner, owned)
+        else:
+            _report_not_ours(report, owner, owned)
     _check_cross_attached(report, [i for i in found if i.owner == mine], fix=fix)
 
 
@@ -213,6 +219,29 @@ def _check_orphan(
         problem.detail += f"; still present: {', '.join(left)}"
     else:
         problem.fixed = f"removed {len(group.items)} resource(s) by owner and instance label"
+
+
+def _report_lost_home(report: DoctorReport, owner: str, groups: list[_InstanceResources]) -> None:
+    """Stacks of a home whose directory is gone (or holds another id now): one line per stack
+    with the path it had, what it holds and the two explicit ways out (lost_homes)."""
+    from ktrdr.cli.sandbox.lost_homes import LostStack
+
+    for group in groups:
+        first = group.items[0]
+        stack = LostStack(owner, first.owner_home, group.instance_id, "", group.items)
+        checkout = next((i.checkout or i.working_dir for i in group.items if i.checkout), "")
+        adopt = f"`ktrdr sandbox adopt {checkout}` takes it into this home (volumes kept), or "
+        report.problems.append(
+            Problem(
+                "lost-home",
+                group.instance_id,
+                f"its home {first.owner_home} (id {owner}) is gone; checkout "
+                f"{checkout or '(not recorded)'}; holds {stack.holds()}: "
+                f"{adopt if checkout else ''}`ktrdr sandbox doctor --remove-lost {owner}` "
+                "removes everything of that home; nothing is done without one of them",
+                severity="warning",
+            )
+        )
 
 
 def _report_not_ours(report: DoctorReport, owner: str, groups: list[_InstanceResources]) -> None:

@@ -3,27 +3,38 @@ evidence)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ktrdr.cli import settings
 
 
 def ktrdr_home() -> Path:
-    """$KTRDR_HOME (with `~` expanded), or ~/.ktrdr; always an absolute path.
+    """$KTRDR_HOME (with `~` expanded), or ~/.ktrdr when unset; always an absolute path.
 
-    A relative KTRDR_HOME is resolved against the current directory the first time it is read
-    and written back to the environment as that absolute path: otherwise the registry would
-    move with the directory a command runs in (and differ again in a child process started with
-    another cwd), so `list` in one checkout would not see an instance created from another.
+    A relative or empty KTRDR_HOME is refused (a usage error), not resolved: a relative path
+    would name another home in every directory a command (or a child process, a test run, an
+    MCP server) starts in, so no choice of "the" directory to resolve it against is right for
+    all of them; and an empty one reads like "no home", not "the default home". The message
+    names the absolute path to set instead.
     """
+    from ktrdr.errors import ExitCode, KtrdrError
+
+    if settings.is_set_empty("KTRDR_HOME"):
+        raise KtrdrError(
+            "KTRDR_HOME is set but empty: unset it to use ~/.ktrdr, or set it to an absolute "
+            f"path (e.g. export KTRDR_HOME={Path.home() / '.ktrdr'})",
+            exit_code=ExitCode.USAGE,
+        )
     configured = settings.get("KTRDR_HOME")
     if not configured:
         return Path.home() / ".ktrdr"
     home = Path(configured).expanduser()
     if not home.is_absolute():
-        home = Path.cwd() / home
-        os.environ["KTRDR_HOME"] = str(home)
+        raise KtrdrError(
+            f"KTRDR_HOME={configured} is a relative path, which would name another home in "
+            f"every directory: set it to an absolute path (export KTRDR_HOME={Path.cwd() / home})",
+            exit_code=ExitCode.USAGE,
+        )
     return home
 
 

@@ -33,11 +33,18 @@ from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
 
 def init_instance(
-    *, cwd: Path, slot: int | None = None, images: str | None = None, context: str | None = None
+    *,
+    cwd: Path,
+    slot: int | None = None,
+    images: str | None = None,
+    context: str | None = None,
+    adopting: str | None = None,
 ) -> CreateResult:
     """Make the current clone or worktree an instance (kind clone). Slot 0 only when asked. A
-    re-init keeps the engine its env file names unless `context` is given."""
+    re-init keeps the engine its env file names unless `context` is given. `adopting`: the id
+    of the lost home whose stack `adopt` has just taken down (lost_homes)."""
     from ktrdr.cli.sandbox.locks import instance_lock
+    from ktrdr.cli.sandbox.lost_homes import refuse_lost_owner
 
     top = worktree.toplevel(cwd)
     env_path = top / SANDBOX_ENV_FILENAME
@@ -47,6 +54,7 @@ def init_instance(
         return restore_view(registered, previous, slot=slot, context=context)
     instance_id = instance_id_for(top)
     refuse_other_owner(top, previous)
+    refuse_lost_owner(top, dict(previous), adopting=adopting)
     if context is None and previous.get("KTRDR_INSTANCE_ID") == instance_id:
         context = previous.get("KTRDR_DOCKER_CONTEXT") or None
     context = engine_context.validate(context)

@@ -91,6 +91,8 @@ def up(
     with instance_lock(instance.instance_id, command="ktrdr sandbox up", on_wait=notify):
         preflight.validate(instance)  # again: a destroy may have run while we waited
         engine.ensure_engine()  # an engine that is down is said first
+        preflight.check_shared_data(instance)
+        stack_file.load(instance.root)  # a YAML error as one line with its line number
         # Before any container is touched; compose then runs the model that was checked.
         model = checked_model_file(instance, allow=allow, notify=notify)
         return _up_locked(
@@ -118,7 +120,6 @@ def _up_locked(
     preflight.preflight_ports(instance, own_ports)
     result = UpResult(instance, None, None)
     warnings = (
-        preflight.shared_data_warning(instance),
         host.memory_warning(),
         compose.images_mismatch(instance.env),
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ktrdr.cli.limits import shown
+from ktrdr.cli.limits import MAX_TEXT, shown
 from ktrdr.cli.sandbox import mcp_handlers as handle
 from ktrdr.cli.sandbox.e2e_args import MAX_PYTEST_ARG, MAX_PYTEST_ARGS
 from ktrdr.cli.sandbox.mcp_args import choice, flag, integer, number, text, text_list
@@ -63,7 +63,11 @@ TOOLS: tuple[ToolSpec, ...] = (
         "server's checkout (= `ktrdr sandbox create NAME --json`).",
         handle.on_create,
         properties={
-            "name": text("Name of the instance and of its new branch."),
+            "name": text(
+                "Name of the instance and of its new branch (its limit, 56 characters in a "
+                "checkout named ktrdr, is checked by create).",
+                max_length=MAX_TEXT,
+            ),
             "slot": integer("Slot (default: the lowest free one).", minimum=1, maximum=10),
             "branch": text("Check out this existing branch instead of creating NAME."),
             "base": text("Start the new branch from this ref (default HEAD)."),

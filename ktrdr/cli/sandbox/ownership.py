@@ -303,13 +303,19 @@ class SlotFacts:
 
     own_volumes: list[str]  # this home's volumes labelled with the instance being claimed
     other_homes: dict[int, str]  # slot -> who holds it (slots_of_other_homes)
+    # Slots whose holder has only its claim marker (created, never started): "claimed", not
+    # "held"; their other_homes text ends with when it was claimed.
+    claimed_only: frozenset[int] = frozenset()
+
+
+CLAIMED_AT_LABEL = "ktrdr.claimed-at"  # on a slot-claim marker: when create/init claimed it
 
 
 def slot_facts(instance_id: str) -> SlotFacts:
     """This home's volumes of `instance_id` (an earlier instance's leftovers) and the slots
     other homes hold, from one query. Empty when the engine cannot be asked quickly: the port
     probe still guards running stacks."""
-    fields = (INSTANCE_LABEL, OWNER_LABEL, OWNER_HOME_LABEL, SLOT_LABEL)
+    fields = (INSTANCE_LABEL, OWNER_LABEL, OWNER_HOME_LABEL, SLOT_LABEL, CLAIMED_AT_LABEL)
     argv = ["docker", "volume", "ls", "--filter", f"label={OWNER_LABEL}", "--format"]
     argv.append("\t".join(["{{.Name}}", *(label_format(key) for key in fields)]))
     try:
@@ -319,13 +325,18 @@ def slot_facts(instance_id: str) -> SlotFacts:
     mine = home_id()
     own: list[str] = []
     held: dict[int, str] = {}
+    claimed: dict[int, str] = {}  # slots whose holder has only its claim marker
     for line in listed.stdout.splitlines() if listed.returncode == 0 else []:
-        name, instance, owner, owner_home, slot = [*line.split("\t"), "", "", "", ""][:5]
+        name, instance, owner, owner_home, slot, since = [*line.split("\t"), *[""] * 6][:6]
         if owner == mine and instance == instance_id:
             own.append(name)
         elif owner and owner != mine and slot.isdigit() and _home_exists(owner, owner_home):
-            held.setdefault(int(slot), f"instance {instance} of KTRDR_HOME {owner_home or owner}")
-    return SlotFacts(own, held)
+            who = f"instance {instance} of KTRDR_HOME {owner_home or owner}"
+            if name.endswith(machine_slots.MARKER_SUFFIX):
+                claimed.setdefault(int(slot), f"{who}{f' since {since}' if since else ''}")
+            else:
+                held[int(slot)] = who
+    return SlotFacts(own, {**claimed, **held}, frozenset(claimed.keys() - held.keys()))
 
 
 def slots_of_other_homes() -> dict[int, str]:
@@ -346,6 +357,7 @@ def mark_slot(instance_id: str, slot: int, *, replace: bool = False) -> bool:
         OWNER_HOME_LABEL: str(ktrdr_home()),
         INSTANCE_LABEL: instance_id,
         SLOT_LABEL: str(slot),
+        CLAIMED_AT_LABEL: datetime.now().astimezone().isoformat(timespec="seconds"),
         TEST_LABEL: settings.get("KTRDR_TEST", "0"),
     }
     name = machine_slots.marker_name(project_name(instance_id, owner))

@@ -15,6 +15,7 @@ from ktrdr.cli.sandbox.home import home_id, ktrdr_home
 from ktrdr.cli.sandbox.instance import project_name
 from ktrdr.cli.sandbox.locate import Instance
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
+from ktrdr.cli.sandbox.shared_data import SUBDIRS as SHARED_SUBDIRS
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -122,14 +123,18 @@ def free_slot_hint(current: int) -> str:
     return ""
 
 
-def shared_data_warning(instance: Instance) -> str | None:
+def check_shared_data(instance: Instance) -> None:
+    """Refuse to start without the shared data dirs: the compose file binds them with
+    `create_host_path: false`, so compose would fail on the first container that mounts them,
+    deep in the gate's output. Nothing has been started when this refuses."""
     shared = Path(instance.env["KTRDR_SHARED_DIR"])
-    if (shared / "data").is_dir():
-        return None
-    return (
-        f"shared data dir {shared} is missing: create it with `ktrdr sandbox init-shared` "
-        "(backtests and training read their data from it)"
-    )
+    missing = [name for name in SHARED_SUBDIRS if not (shared / name).is_dir()]
+    if missing:
+        raise SandboxError(
+            f"shared data dir {shared} has no {'/, '.join(missing)}/ (every stack mounts it): "
+            "run `ktrdr sandbox init-shared` once for this home, then `ktrdr sandbox up` again; "
+            "nothing was started"
+        )
 
 
 def prepare_start(instance: Instance, notify: Callable[[str], None]) -> set[int]:

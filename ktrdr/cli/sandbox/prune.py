@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ktrdr.cli.sandbox import engine_context, registry, worktree
-from ktrdr.cli.sandbox.destroy import teardown_containers
+from ktrdr.cli.sandbox.destroy import forget_lock_files, teardown_containers
 from ktrdr.cli.sandbox.listing import (
     stale_reason,
 )
@@ -57,6 +57,8 @@ def prune(*, dry_run: bool) -> list[PrunedEntry]:
             note = note if gone else "entry changed meanwhile; left as is"
             if gone and entry.kind == "worktree" and entry.repo and Path(entry.repo).is_dir():
                 worktree.prune_locked(Path(entry.repo))
+            if gone:
+                forget_lock_files(entry.instance_id)
         kept = _kept_worktree(entry) if gone else ""
         note = f"{note}; {kept}" if kept else note
         pruned.append(PrunedEntry(entry, reason, removed=gone, note=note, kept=kept))

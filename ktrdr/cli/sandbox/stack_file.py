@@ -99,6 +99,27 @@ def load_or_fallback(root: Path) -> StackFile:
         return fallback()
 
 
+def problem(root: Path) -> str | None:
+    """Why `<root>/docker-compose.sandbox.yml` cannot be used (one line), or None: for
+    `status`, which still reports the rest of an instance whose file is broken."""
+    try:
+        load(root)
+    except SandboxError as e:
+        return e.message
+    return None
+
+
+def _yaml_problem(path: Path, error: Exception) -> str:
+    """One line, `<file>, line L, column C: not valid YAML: <what>`; pyyaml's own text spans
+    four lines (the context, a quoted excerpt and a caret)."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    detail = f"{what} ({context})" if context else str(what)
+    return f"{path}{where}: not valid YAML: {detail}; fix the file (git diff shows your edit)"
+
+
 def _missing(path: Path) -> SandboxError:
     return SandboxError(
         f"{path} is missing: this checkout has no stack definition; update the branch from main"
@@ -117,7 +138,7 @@ def _services(path: Path) -> dict[str, dict[str, Any]]:
     except OSError as e:
         raise SandboxError(f"cannot read {path}: {e.strerror or e}") from e
     except yaml.YAMLError as e:
-        raise SandboxError(f"{path} is not valid YAML: {e}") from e
+        raise SandboxError(_yaml_problem(path, e)) from e
     services = data.get("services") if isinstance(data, dict) else None
     if not isinstance(services, dict):
         raise SandboxError(f"{path} has no `services` section")

@@ -102,6 +102,12 @@ def instance_status(
         _count_containers(result, entry.root, snapshot)
     if stale_reason(entry) is None:
         from ktrdr.cli.sandbox.gate_report import last_gate, read_report
+        from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE, problem
+
+        # A missing file is an old branch (`up` says so); a broken one is an edit to fix.
+        broken = problem(entry.root) if (entry.root / COMPOSE_FILE).exists() else None
+        if broken:  # `up` would refuse it: say so here, not only then
+            result.reasons.append(broken)
 
         result.live = {**(result.live or {}), "last_gate": last_gate(read_report(entry.root))}
     if instance.remote:
@@ -173,7 +179,17 @@ def _unregistered_status(instance: Instance) -> InstanceStatus:
     reason = "not in the registry: run `ktrdr sandbox init` here"
     if owner and owner != home_id():
         # Its containers are that home's: this home neither counts nor touches them.
+        from ktrdr.cli.sandbox.home import ktrdr_home
+        from ktrdr.cli.sandbox.lost_homes import home_is_gone
+
         reason = f"belongs to KTRDR_HOME {owner_home or owner}: run with KTRDR_HOME set to it"
+        if home_is_gone(owner, owner_home):
+            again = " (recreated with a new id)" if Path(owner_home) == ktrdr_home() else ""
+            reason = (
+                f"belongs to home {owner}, whose directory {owner_home} is gone{again}: "
+                f"`ktrdr sandbox adopt {instance.root}` takes it into this home, or "
+                f"`ktrdr sandbox doctor --remove-lost {owner}` removes its stack"
+            )
     result = InstanceStatus(
         instance_id=instance.instance_id,
         slot=instance.slot,

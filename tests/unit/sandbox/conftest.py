@@ -52,6 +52,7 @@ class DockerStandIn:
     queries: int = 0
     foreign_checks: list[str] = field(default_factory=list)
     other_homes_slots: dict[int, str] = field(default_factory=dict)
+    claimed_only: set[int] = field(default_factory=set)  # of other_homes_slots: marker only
     slot_marks: dict[str, int] = field(default_factory=dict)
     mark_engines: dict[str, str | None] = field(default_factory=dict)  # instance -> context
     published: set[int] = field(default_factory=set)  # ports the engine's containers publish
@@ -74,7 +75,7 @@ class DockerStandIn:
         if not self.reachable:
             return SlotFacts([], {})
         own = [v.removeprefix("volume ") for v in self.leftover.get(instance_id, [])]
-        return SlotFacts(own, dict(self.other_homes_slots))
+        return SlotFacts(own, dict(self.other_homes_slots), frozenset(self.claimed_only))
 
     def slots_of_other_homes(self) -> dict[int, str]:
         return self.slot_facts("").other_homes

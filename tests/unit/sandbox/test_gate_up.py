@@ -49,6 +49,8 @@ def instance_dir(
         checkout=root,
     )
     write_env_file(root, render_env(settings, command="test"))
+    for name in ("data", "strategies", "models"):  # as `init-shared` makes them
+        (isolated_ktrdr_home / "shared" / name).mkdir(parents=True)
     with registry.transaction() as entries:
         entries[INSTANCE_ID] = registry.Entry(
             instance_id=INSTANCE_ID,
@@ -164,15 +166,33 @@ def test_ports_published_by_the_instances_own_containers_are_not_a_conflict(
     preflight.preflight_ports(instance, {ports_for_slot(SLOT).api})
 
 
-def test_missing_shared_data_gives_a_warning_with_the_command_to_fix_it(
-    instance_dir: Path, isolated_ktrdr_home: Path
+def test_up_without_shared_data_refuses_in_one_line_before_starting_anything(
+    instance_dir: Path, isolated_ktrdr_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    instance = locate(None, instance_dir)
-    warning = preflight.shared_data_warning(instance)
-    assert warning is not None
-    assert "ktrdr sandbox init-shared" in warning
-    (isolated_ktrdr_home / "shared" / "data").mkdir(parents=True)
-    assert preflight.shared_data_warning(instance) is None
+    """It used to warn, start, and end in `Startability Gate: FAILED` (exit 3) with compose's
+    bind-mount error at the end of a 746-character line."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from ktrdr.cli.main import cli
+
+    shutil.rmtree(isolated_ktrdr_home / "shared" / "strategies")
+    started: list[object] = []
+    monkeypatch.setattr(lifecycle.engine, "ensure_engine", lambda: None)
+    monkeypatch.setattr(compose, "start", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(compose, "up", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(preflight, "prepare_start", lambda *a: started.append(a))
+    before = sorted(p.relative_to(instance_dir) for p in instance_dir.rglob("*"))
+    out = CliRunner().invoke(cli, ["sandbox", "up"])
+    assert out.exit_code == 1, out.output
+    errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1
+    assert out.stderr.endswith(errors[0] + "\n")
+    assert "has no strategies/" in out.stderr
+    assert "run `ktrdr sandbox init-shared` once for this home" in out.stderr
+    assert started == []
+    assert sorted(p.relative_to(instance_dir) for p in instance_dir.rglob("*")) == before
 
 
 def test_up_with_the_docker_daemon_down_prints_one_line_and_exits_1(
@@ -294,7 +314,8 @@ def test_an_instance_destroyed_under_the_gate_gets_no_report_directory_recreated
     monkeypatch.setattr(lifecycle, "run_gate", gate_while_destroy_removes_the_worktree)
     # The stack policy runs the docker CLI (tests/unit/sandbox/test_policy_*.py cover it).
     monkeypatch.setattr(lifecycle.engine, "ensure_engine", lambda: None)
-    monkeypatch.setattr(lifecycle, "checked_model_file", lambda *a, **k: Path("checked.json"))
+    # Nor the policy's `docker compose config` (it needs the real project's files).
+    monkeypatch.setattr(lifecycle, "checked_model_file", lambda *a, **k: instance_dir / "m.yml")
     instance = locate(None, instance_dir)
     result = lifecycle.up(instance, timeout=60)
     assert result.report is not None

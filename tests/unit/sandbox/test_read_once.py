@@ -15,6 +15,7 @@ from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import compose, lifecycle, preflight, stack_file
 from ktrdr.cli.sandbox.create import create_instance
 from ktrdr.cli.sandbox.gate_report import GateReport
+from ktrdr.cli.sandbox.shared_data import shared_root
 from tests.unit.sandbox.conftest import DockerStandIn, StartedStackStandIn
 
 WATCHED = (".env.sandbox", stack_file.COMPOSE_FILE)
@@ -127,6 +128,8 @@ def test_up_reads_the_env_file_and_the_compose_file_once(
     # The stack policy runs the docker CLI (tests/unit/sandbox/test_policy_*.py cover it).
     monkeypatch.setattr(lifecycle.engine, "ensure_engine", lambda: None)
     monkeypatch.setattr(lifecycle, "checked_model_file", lambda *a, **k: Path("checked.json"))
+    for name in ("data", "strategies", "models"):  # as `init-shared` makes them
+        (shared_root() / name).mkdir(parents=True)
     result = _run("up", "--json")
     assert result.exit_code == 0, result.output
     assert reads[".env.sandbox"] == 1

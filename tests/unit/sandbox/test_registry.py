@@ -16,7 +16,6 @@ from ktrdr.cli.sandbox import registry
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import ktrdr_home
 from ktrdr.cli.sandbox.registry import Entry
-from tests.unit.sandbox.conftest import DockerStandIn
 
 
 def _entry(instance_id: str = "ktrdr--a", slot: int = 1) -> Entry:
@@ -27,22 +26,32 @@ def test_registry_lives_under_ktrdr_home(isolated_ktrdr_home: Path) -> None:
     assert registry.registry_path() == isolated_ktrdr_home / "sandbox" / "instances.json"
 
 
-def test_a_relative_ktrdr_home_is_fixed_at_first_use_so_the_registry_does_not_follow_cwd(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker: DockerStandIn
+def test_a_relative_ktrdr_home_is_refused_in_one_line_naming_the_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first, second = tmp_path / "first", tmp_path / "second"
-    first.mkdir()
-    second.mkdir()
+    """Resolving it (against which directory?) made a home inside every worktree."""
     monkeypatch.setenv("KTRDR_HOME", "rel/home")
-    monkeypatch.chdir(first)
-    with registry.transaction() as entries:
-        entries["ktrdr--a"] = _entry()
-    assert registry.registry_path() == first / "rel" / "home" / "sandbox" / "instances.json"
-    monkeypatch.chdir(second)
+    monkeypatch.chdir(tmp_path)
     out = CliRunner().invoke(cli, ["sandbox", "list", "--json"])
-    assert out.exit_code == 0, out.output
-    assert [row["instance_id"] for row in json.loads(out.stdout)] == ["ktrdr--a"]
-    assert not (second / "rel").exists()
+    assert out.exit_code == 2
+    assert out.stdout == ""
+    assert out.stderr.count("\n") == 1
+    assert "KTRDR_HOME=rel/home is a relative path" in out.stderr
+    assert f"export KTRDR_HOME={tmp_path / 'rel' / 'home'}" in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_ktrdr_home_is_refused_not_read_as_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KTRDR_HOME", "")
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(cli, ["sandbox", "list"])
+    assert out.exit_code == 2
+    assert out.stderr.count("\n") == 1
+    assert "KTRDR_HOME is set but empty: unset it to use ~/.ktrdr" in out.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ktrdr_home_expands_the_user_directory(

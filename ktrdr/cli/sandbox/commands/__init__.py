@@ -15,6 +15,7 @@ from __future__ import annotations
 import click
 
 from ktrdr.cli.sandbox.commands.care import (
+    adopt_command,
     db_env_command,
     doctor_command,
     evidence_command,
@@ -60,6 +61,7 @@ for _command in (
     test_e2e_command,
     evidence_command,
     doctor_command,
+    adopt_command,
     db_env_command,
     mcp_command,
     journal_command,

@@ -110,11 +110,29 @@ def evidence_command(name: str | None, output: str | None, as_json: bool) -> Non
 
 @click.command("doctor")
 @click.option("--fix", is_flag=True, help="Repair what is safe and say what was done.")
+@click.option(
+    "--remove-lost",
+    "lost_owner",
+    metavar="HOME_ID",
+    type=NAME,
+    help="Remove every container, network and volume of this lost home (its directory is "
+    "gone; doctor names it). Only this, nothing else is checked or fixed.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def doctor_command(fix: bool, as_json: bool) -> None:
+def doctor_command(fix: bool, lost_owner: str | None, as_json: bool) -> None:
     """Reconcile registry, Docker and filesystem; check the host. Exit 1 while problems remain."""
     from ktrdr.cli.sandbox.doctor import run_doctor
 
+    if lost_owner is not None:
+        from ktrdr.cli.sandbox.lost_homes import remove_lost
+
+        removed = remove_lost(lost_owner)
+        if as_json:
+            print_json({"home": lost_owner, "removed": removed})
+        else:
+            for line in removed:
+                click.echo(f"removed {line}")
+        return
     report = run_doctor(fix=fix)
     if as_json:
         print_json(report.to_json())
@@ -135,3 +153,37 @@ def db_env_command() -> None:
     from ktrdr.cli.sandbox.e2e import db_env_exports
 
     click.echo(db_env_exports(start=Path.cwd()), nl=False)
+
+
+@click.command("adopt")
+@click.argument("path", type=NAME)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def adopt_command(path: str, as_json: bool) -> None:
+    """Take the checkout PATH of a lost home's stack into this home (its containers are
+    removed, its volumes kept under their old names; a new stack starts on `up`)."""
+    from ktrdr.cli.sandbox.init_checkout import init_instance
+    from ktrdr.cli.sandbox.lost_homes import release_for_adoption
+
+    result = release_for_adoption(Path(path))
+    made = init_instance(cwd=result.path, adopting=result.old_owner)
+    if as_json:
+        print_json(
+            {
+                "instance_id": made.instance_id,
+                "slot": made.slot,
+                "path": str(result.path),
+                "old_owner": result.old_owner,
+                "old_home": result.old_home,
+                "removed": result.removed,
+                "kept_volumes": result.kept_volumes,
+            }
+        )
+        return
+    click.echo(f"adopted {made.instance_id} (slot {made.slot}) from lost home {result.old_owner}")
+    if result.kept_volumes:
+        info(
+            f"its data stays in the old volumes ({', '.join(result.kept_volumes)}): the new "
+            f"stack starts empty; `ktrdr sandbox doctor --remove-lost {result.old_owner}` "
+            "removes them when you no longer need them"
+        )
+    info(f"next: cd {result.path} && ktrdr sandbox up")

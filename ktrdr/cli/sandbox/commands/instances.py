@@ -10,7 +10,7 @@ import click
 
 from ktrdr.cli import settings
 from ktrdr.cli.output import info
-from ktrdr.cli.params import NAME
+from ktrdr.cli.params import NAME, NEW_NAME
 from ktrdr.cli.sandbox.commands.options import json_flag
 from ktrdr.cli.sandbox.commands.render import (
     render_created,
@@ -50,7 +50,7 @@ context_option = click.option(
 
 
 @click.command("create")
-@click.argument("name", type=NAME)
+@click.argument("name", type=NEW_NAME)
 @create_slot_option
 @click.option(
     "--branch", type=NAME, help="Check out this existing branch instead of creating NAME."
