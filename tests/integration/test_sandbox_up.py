@@ -28,6 +28,7 @@ from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.envfile import read_env_file
 from ktrdr.errors import ExitCode
 from tests.integration.project_copy import copy_project
+from tests.support import slots
 
 pytestmark = pytest.mark.docker
 
@@ -109,6 +110,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: object) -> 
     repo = copy_project(base / f"kt{tag}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
     env.update(KTRDR_HOME=str(base / "home"), KTRDR_TEST="1", KTRDR_IMAGES="offline")
+    env.update(slots.env())  # the test slot range, never the user's slots
     project = Project(repo, env, [])
     project.ktrdr("sandbox", "init-shared", check=True)
     try:

@@ -30,6 +30,7 @@ from ktrdr.cli.sandbox.instance import read_env
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
 from tests.integration.project_copy import bump_version, copy_project
 from tests.integration.remote.conftest import RemoteEngine
+from tests.support import slots
 
 pytestmark = pytest.mark.docker
 
@@ -47,6 +48,7 @@ class Home:
             **{k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")},
             "KTRDR_HOME": str(tmp / "home"),
             "KTRDR_TEST": "1",
+            **slots.env(),  # the test slot range, never the user's slots
             "KTRDR_IMAGES": "offline",
             "NO_COLOR": "1",
         }
