@@ -11,6 +11,8 @@ into 90..99 shares those slots with the suite: keep KTRDR_SLOTS below 90 where t
 
 from __future__ import annotations
 
+import pytest
+
 from ktrdr.cli.sandbox import slot_range
 
 TEST_SLOTS_TEXT = "90-99"
@@ -21,3 +23,10 @@ FIRST = TEST_SLOTS[0]
 def env() -> dict[str, str]:
     """The variables a CLI subprocess of a test needs to allocate from TEST_SLOTS."""
     return {"KTRDR_SLOTS": TEST_SLOTS_TEXT}
+
+
+def use_the_default_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests whose port probe is a stand-in (every port free) and whose engine is a
+    stand-in: nothing on the machine is asked or taken, so they may show the default slots
+    1..10 and their ports as the docs do."""
+    monkeypatch.setenv("KTRDR_SLOTS", slot_range.DEFAULT)
