@@ -39,6 +39,12 @@ VARIABLES = (
         "the engine the docker CLI talks to (read by docker itself; named in messages)",
     ),
     Variable(
+        "KTRDR_SLOTS",
+        "1-10",
+        "slots `create`/`init` pick the lowest free one from (FIRST-LAST within 1..99); one "
+        "setting for every home on the machine",
+    ),
+    Variable(
         "KTRDR_SLOTS_LOCK",
         "<tmp>/ktrdr-sandbox-slots.lock",
         "machine-wide slot allocation lock; every home using one engine must share it",

@@ -31,6 +31,7 @@ import pytest
 
 from ktrdr.cli.sandbox import compose
 from tests.integration.project_copy import copy_project
+from tests.support import slots
 
 pytestmark = pytest.mark.docker
 
@@ -49,6 +50,7 @@ class Workspace:
             **{k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")},
             "KTRDR_HOME": str(home),
             "KTRDR_TEST": "1",
+            **slots.env(),  # the test slot range, never the user's slots
             "KTRDR_IMAGES": "offline",
             "NO_COLOR": "1",
         }

@@ -26,6 +26,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from tests.docker_fixtures import leftovers, remove_labelled
 from tests.integration.project_copy import copy_project
+from tests.support import slots
 
 pytestmark = pytest.mark.docker
 
@@ -39,6 +40,7 @@ def agent_env(tmp_path: Path, isolated_ktrdr_home: Path) -> Iterator[dict[str, s
         **{k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")},
         "KTRDR_HOME": str(isolated_ktrdr_home),
         "KTRDR_TEST": "1",
+        **slots.env(),  # the test slot range, never the user's slots
         "KTRDR_IMAGES": "offline",
         "NO_COLOR": "1",
     }

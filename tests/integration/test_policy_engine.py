@@ -19,10 +19,10 @@ from click.testing import CliRunner, Result
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import allocation, registry
 from ktrdr.cli.sandbox.instance import EnvSettings, read_env, render_env, write_env_file
-from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
 from ktrdr.cli.sandbox.shared_data import shared_root
 from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE
 from tests.docker_fixtures import image_exists, leftovers, remove_project, skip_or_fail
+from tests.support.slots import TEST_SLOTS
 
 pytestmark = pytest.mark.docker
 
@@ -72,15 +72,14 @@ class PolicyInstance:
 
 
 def free_slot() -> int:
-    """A slot no process holds a port of and no other home has claimed (a user's stopped
-    sandbox keeps its claim)."""
+    """A slot of the test range no process holds a port of and no other home has claimed."""
     from ktrdr.cli.sandbox.ownership import slots_of_other_homes
 
     claimed = slots_of_other_homes()
-    for slot in SANDBOX_SLOTS:
+    for slot in TEST_SLOTS:
         if slot not in claimed and not allocation.busy_ports(slot, with_owners=False):
             return slot
-    pytest.skip("no sandbox slot has all its ports free on this machine")
+    pytest.fail("no test slot has all its ports free on this machine")
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.envfile import read_env_file
 from ktrdr.errors import ExitCode
 from tests.integration.project_copy import copy_project
+from tests.support import slots
 
 pytestmark = pytest.mark.docker
 
@@ -109,6 +110,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: object) -> 
     repo = copy_project(base / f"kt{tag}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
     env.update(KTRDR_HOME=str(base / "home"), KTRDR_TEST="1", KTRDR_IMAGES="offline")
+    env.update(slots.env())  # the test slot range, never the user's slots
     project = Project(repo, env, [])
     project.ktrdr("sandbox", "init-shared", check=True)
     try:
@@ -263,18 +265,33 @@ def test_a_worker_whose_command_exits_fails_the_gate_fast_naming_it_with_its_log
     assert ownership.leftovers(project.created[-1]) == []
 
 
+def _pause_a_worker_once_it_runs(instance_id: str, process: subprocess.Popen[str]) -> str:
+    """Polls the instance's containers (a state, not a delay) until a worker runs, pauses it,
+    and returns its name; fails if `up` ended first."""
+    deadline = time.monotonic() + UP_TIMEOUT
+    while True:
+        assert time.monotonic() < deadline, process.communicate()
+        assert process.poll() is None, process.communicate()
+        running = [
+            c.name for c in engine.ps(instance_id) if "worker" in c.service and c.state == "running"
+        ]
+        if running and subprocess.run(["docker", "pause", running[0]], check=False).returncode == 0:
+            assert process.poll() is None, "the gate ended before the worker was paused"
+            return running[0]
+        time.sleep(0.2)  # the poll interval only: the wait ends on the state above
+
+
 @pytest.mark.timeout(900)
 def test_ctrl_c_during_up_records_an_interrupted_gate_and_a_new_up_passes(
     project: Project,
 ) -> None:
+    """The Ctrl-C must land while the gate still waits, however loaded the machine: a worker is
+    paused the moment it runs (long before it can register), so the gate cannot pass until the
+    next `up` thaws it. No sleep decides the timing."""
     instance = project.create("ctrlc")
     instance_id = project.created[-1]
     process = project.up(instance)
-    deadline = time.monotonic() + UP_TIMEOUT
-    while not engine.ps(instance_id, instance):
-        assert time.monotonic() < deadline, process.communicate()
-        assert process.poll() is None, process.communicate()
-        time.sleep(0.2)
+    paused = _pause_a_worker_once_it_runs(instance_id, process)
     process.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process
     code, _, err = finish(process)
     assert code == 130, err
@@ -284,5 +301,6 @@ def test_ctrl_c_during_up_records_an_interrupted_gate_and_a_new_up_passes(
 
     code, out, err = finish(project.up(instance))
     assert code == 0, err
+    assert f"Resumed paused containers: {paused}" in out + err
     assert "Startability Gate: PASSED" in out + err
     project.ktrdr("sandbox", "destroy", "--yes", cwd=instance, check=True)

@@ -21,8 +21,9 @@ import psycopg
 import pytest
 
 from ktrdr.cli.sandbox.instance import EnvSettings, render_env
-from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, SlotPorts, ports_for_slot
+from ktrdr.cli.sandbox.ports import SlotPorts, ports_for_slot
 from ktrdr.cli.sandbox.proc import run
+from tests.support.slots import TEST_SLOTS
 
 pytestmark = pytest.mark.docker
 
@@ -88,11 +89,11 @@ def _free_slot() -> int:
                 return False
             return True
 
-    for slot in reversed(SANDBOX_SLOTS):
+    for slot in reversed(TEST_SLOTS):
         p = ports_for_slot(slot)
         if all(free(port) for port in p.all_ports().values()):
             return slot
-    pytest.fail("no sandbox slot has all its ports free")
+    pytest.fail("no test slot has all its ports free")
 
 
 def _copy_project(root: Path) -> None:

@@ -14,8 +14,9 @@ import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ktrdr.cli.sandbox import slot_range
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, ports_for_slot, validate_slot
+from ktrdr.cli.sandbox.ports import ports_for_slot, validate_slot
 from ktrdr.cli.sandbox.registry import Entry
 
 PROBE_HOSTS = ("127.0.0.1", "0.0.0.0")  # probing, not serving
@@ -128,7 +129,8 @@ def allocate(
     busy: Mapping[int, list[BusyPort]] | None = None,
 ) -> Allocation:
     """Pick a slot for `instance_id` (call inside registry.transaction) from the registry and
-    `busy` (from probe_slots; probed here when not given). Slot 0 only on request."""
+    `busy` (from probe_slots; probed here when not given). Without a request: the lowest free
+    slot of the machine's range (KTRDR_SLOTS). Slot 0 only on request."""
     holders = {e.slot: e for e in entries.values() if e.instance_id != instance_id}
     if requested is not None:
         validate_slot(requested)
@@ -152,7 +154,7 @@ def allocate(
             )
         return Allocation(requested)
     skipped: list[SkippedSlot] = []
-    for slot in SANDBOX_SLOTS:
+    for slot in slot_range.configured():
         if slot in holders:
             continue
         held = busy[slot] if busy is not None else busy_ports(slot, probe=probe)
@@ -170,6 +172,7 @@ def _no_free_slot(entries: Mapping[str, Entry], skipped: list[SkippedSlot]) -> S
     busy = "; ".join(f"slot {s.slot}: {s.reason}" for s in skipped)
     parts = [f"instances: {taken or 'none'}"] + ([f"busy ports: {busy}"] if busy else [])
     return SandboxError(
-        f"no free slot in {SANDBOX_SLOTS.start}..{SANDBOX_SLOTS.stop - 1} ({'; '.join(parts)}); "
-        "free one with `ktrdr sandbox destroy NAME` or `ktrdr sandbox prune`"
+        f"no free slot in {slot_range.describe(slot_range.configured())} ({'; '.join(parts)}); "
+        "free one with `ktrdr sandbox destroy NAME` or `ktrdr sandbox prune`, or widen "
+        "KTRDR_SLOTS"
     )

@@ -15,7 +15,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ktrdr.cli.sandbox import docker_access, engine_context, machine_slots, registry, worktree
+from ktrdr.cli.sandbox import (
+    docker_access,
+    engine_context,
+    machine_slots,
+    registry,
+    slot_range,
+    worktree,
+)
 from ktrdr.cli.sandbox.allocation import (
     BusyPort,
     SkippedSlot,
@@ -30,7 +37,6 @@ from ktrdr.cli.sandbox.ports import (
     FORWARD_BLOCK,
     FORWARD_INDEXES,
     MAIN_SLOT,
-    SANDBOX_SLOTS,
     forward_ports,
     ports_for_slot,
 )
@@ -176,9 +182,8 @@ def claim_slot(
     a block of local forward ports; recorded as a `creating` entry plus a marker on the engine."""
     remote = engine_context.is_remote(context)
     with machine_slots.allocation_lock(), engine_context.use(context):
-        busy, stale = busy_slots(
-            [slot] if slot is not None else SANDBOX_SLOTS, remote=remote, instance_id=instance_id
-        )
+        wanted = [slot] if slot is not None else slot_range.configured()
+        busy, stale = busy_slots(wanted, remote=remote, instance_id=instance_id)
         refuse_stale_volumes(instance_id, stale)
         with registry.transaction() as entries:
             # Claims that died since reap_dead_claims() keep their slots until the next create

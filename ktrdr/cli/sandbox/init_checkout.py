@@ -13,6 +13,7 @@ from ktrdr.cli.sandbox import (
     engine_context,
     machine_slots,
     registry,
+    slot_range,
     worktree,
 )
 from ktrdr.cli.sandbox.allocation import Allocation, BusyPort, allocate
@@ -161,7 +162,7 @@ def _init_locked(
     same_engine = (previous.get("KTRDR_DOCKER_CONTEXT") or None) == context
     kept = _slot_to_keep(previous, instance_id) if slot is None and same_engine else None
     with machine_slots.allocation_lock():
-        busy, _ = claims.busy_slots([slot] if slot is not None else SANDBOX_SLOTS, remote=remote)
+        busy, _ = claims.busy_slots(_slots_to_probe(slot, kept), remote=remote)
         if kept is not None and kept.running:
             busy = {**busy, kept.slot: []}  # its own containers hold those ports
         with registry.transaction() as entries:
@@ -265,6 +266,14 @@ def _slot_to_keep(values: Mapping[str, str], instance_id: str) -> _KeptSlot | No
     except SandboxError:  # no engine: nothing runs
         running = False
     return _KeptSlot(int(text), running)
+
+
+def _slots_to_probe(slot: int | None, kept: _KeptSlot | None) -> list[int]:
+    """The requested slot, else the machine's range plus a kept slot outside it."""
+    if slot is not None:
+        return [slot]
+    slots = list(slot_range.configured())
+    return [*slots, kept.slot] if kept is not None and kept.slot not in slots else slots
 
 
 def _allocate_keeping(

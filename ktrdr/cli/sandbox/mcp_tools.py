@@ -17,6 +17,7 @@ from ktrdr.cli.sandbox.e2e_args import MAX_PYTEST_ARG, MAX_PYTEST_ARGS
 from ktrdr.cli.sandbox.mcp_args import choice, flag, integer, number, text, text_list
 from ktrdr.cli.sandbox.mcp_scope import Scope
 from ktrdr.cli.sandbox.mcp_spec import Outcome, Progress, ToolSpec, check_arguments
+from ktrdr.cli.sandbox.ports import FIRST_SANDBOX_SLOT, LAST_SLOT
 from ktrdr.errors import ExitCode, KtrdrError
 
 MAX_WAIT_S = 86_400  # a day: any longer wait is a mistake
@@ -68,7 +69,11 @@ TOOLS: tuple[ToolSpec, ...] = (
                 "checkout named ktrdr, is checked by create).",
                 max_length=MAX_TEXT,
             ),
-            "slot": integer("Slot (default: the lowest free one).", minimum=1, maximum=10),
+            "slot": integer(
+                "Slot (default: the lowest free one of KTRDR_SLOTS).",
+                minimum=FIRST_SANDBOX_SLOT,
+                maximum=LAST_SLOT,
+            ),
             "branch": text("Check out this existing branch instead of creating NAME."),
             "base": text("Start the new branch from this ref (default HEAD)."),
         },

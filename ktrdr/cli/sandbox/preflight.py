@@ -14,7 +14,6 @@ from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import home_id, ktrdr_home
 from ktrdr.cli.sandbox.instance import project_name
 from ktrdr.cli.sandbox.locate import Instance
-from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
 from ktrdr.cli.sandbox.shared_data import SUBDIRS as SHARED_SUBDIRS
 
 DEFAULT_TIMEOUT = 300.0
@@ -109,10 +108,10 @@ def preflight_ports(instance: Instance, own_ports: set[int]) -> None:
 
 
 def free_slot_hint(current: int) -> str:
-    from ktrdr.cli.sandbox import allocation, registry
+    from ktrdr.cli.sandbox import allocation, registry, slot_range
 
     taken = {e.slot for e in registry.load().values()}
-    for slot in SANDBOX_SLOTS:
+    for slot in slot_range.configured():
         if slot == current or slot in taken:
             continue
         if not allocation.busy_ports(slot, with_owners=False):

@@ -27,9 +27,10 @@ import pytest
 from ktrdr.cli.sandbox import e2e
 from ktrdr.cli.sandbox.allocation import busy_ports
 from ktrdr.cli.sandbox.instance import read_env
-from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
 from tests.integration.project_copy import bump_version, copy_project
 from tests.integration.remote.conftest import RemoteEngine
+from tests.support import slots
+from tests.support.slots import TEST_SLOTS
 
 pytestmark = pytest.mark.docker
 
@@ -47,6 +48,7 @@ class Home:
             **{k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")},
             "KTRDR_HOME": str(tmp / "home"),
             "KTRDR_TEST": "1",
+            **slots.env(),  # the test slot range, never the user's slots
             "KTRDR_IMAGES": "offline",
             "NO_COLOR": "1",
         }
@@ -111,8 +113,8 @@ def remote_up(home: Home, remote_engine: RemoteEngine) -> Path:
     """One remote instance, up, shared by the tests below in file order."""
     # A slot free on this machine too, so a local instance can take the same number later.
     slot = next(
-        (n for n in reversed(SANDBOX_SLOTS) if not busy_ports(n, with_owners=False)),
-        SANDBOX_SLOTS[-1],
+        (n for n in reversed(TEST_SLOTS) if not busy_ports(n, with_owners=False)),
+        TEST_SLOTS[-1],
     )
     out = home.ok("create", "far", "--context", remote_engine.context, "--slot", str(slot))
     assert "Created" in out or "far" in out

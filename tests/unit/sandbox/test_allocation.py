@@ -1,4 +1,7 @@
-"""Slot allocation: registered slots and ports in use (real sockets) are skipped."""
+"""Slot allocation: registered slots and ports in use (real sockets) are skipped.
+
+Allocation reads the test slot range (tests/support/slots.py), which the user's sandboxes never
+use: its ports are free here even on a machine whose slots 1..10 are all busy."""
 
 from __future__ import annotations
 
@@ -18,24 +21,20 @@ from ktrdr.cli.sandbox.allocation import (
     probe_slots,
 )
 from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS, ports_for_slot
+from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
+from tests.support.slots import TEST_SLOTS
 
 
 def _entry(instance_id: str, slot: int) -> Entry:
     return Entry(instance_id, slot, f"/w/{instance_id}", "worktree", None, registry.now_iso())
 
 
-def _free_slots() -> list[int]:
-    """Slots whose ports are free right now (sandboxes may be running on this machine)."""
-    return [slot for slot in SANDBOX_SLOTS if not busy_ports(slot, with_owners=False)]
-
-
 @pytest.fixture
 def free_slot() -> int:
-    free = _free_slots()
-    if not free:
-        pytest.skip("every sandbox slot has a busy port on this machine")
+    """The lowest test slot with free ports (another run of this suite may hold some)."""
+    free = [slot for slot in TEST_SLOTS if not busy_ports(slot, with_owners=False)]
+    assert free, f"every test slot {TEST_SLOTS.start}..{TEST_SLOTS[-1]} has a busy port"
     return free[0]
 
 
@@ -55,9 +54,9 @@ def test_lowest_free_slot_is_taken_when_nothing_is_registered(free_slot: int) ->
 
 
 def test_registered_slots_are_skipped_without_a_note() -> None:
-    entries = {f"i{s}": _entry(f"i{s}", s) for s in (1, 2, 3)}
+    entries = {f"i{s}": _entry(f"i{s}", s) for s in TEST_SLOTS[:3]}
     result = allocate(entries, instance_id="x", requested=None, probe=lambda port: False)
-    assert result.slot == 4
+    assert result.slot == TEST_SLOTS[3]
     assert result.skipped == []
 
 
@@ -102,26 +101,27 @@ def test_own_ports_are_ignored_when_probing(free_slot: int, listener: socket.soc
 
 
 def test_slot_zero_is_only_given_when_requested() -> None:
-    assert allocate({}, instance_id="x", requested=None, probe=lambda p: False).slot == 1
+    assert allocate({}, instance_id="x", requested=None, probe=lambda p: False).slot == 90
     assert allocate({}, instance_id="x", requested=0, probe=lambda p: False).slot == 0
 
 
 def test_all_slots_taken_lists_instances_and_suggests_destroy_or_prune() -> None:
-    entries = {f"inst-{s}": _entry(f"inst-{s}", s) for s in SANDBOX_SLOTS}
+    entries = {f"inst-{s}": _entry(f"inst-{s}", s) for s in TEST_SLOTS}
     with pytest.raises(SandboxError) as caught:
         allocate(entries, instance_id="x", requested=None, probe=lambda port: False)
     message = str(caught.value)
-    assert message.startswith("no free slot in 1..10")
-    assert "inst-1 (slot 1)" in message
-    assert "inst-10 (slot 10)" in message
+    assert message.startswith("no free slot in 90..99")
+    assert "inst-90 (slot 90)" in message
+    assert "inst-99 (slot 99)" in message
+    assert "KTRDR_SLOTS" in message
     assert "destroy" in message
     assert "prune" in message
 
 
 def test_busy_ports_make_the_no_free_slot_error_name_them() -> None:
-    entries = {f"inst-{s}": _entry(f"inst-{s}", s) for s in range(1, 10)}
-    busy_api = ports_for_slot(10).api
-    with pytest.raises(SandboxError, match=rf"slot 10: port {busy_api} \(api\)"):
+    entries = {f"inst-{s}": _entry(f"inst-{s}", s) for s in TEST_SLOTS[:-1]}
+    busy_api = ports_for_slot(99).api
+    with pytest.raises(SandboxError, match=rf"slot 99: port {busy_api} \(api\)"):
         allocate(entries, instance_id="x", requested=None, probe=lambda p: p == busy_api)
 
 

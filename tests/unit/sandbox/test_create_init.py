@@ -20,6 +20,7 @@ from ktrdr.cli.sandbox.instance import read_env
 from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.worktree import list_worktrees
+from tests.support import slots
 from tests.unit.sandbox.conftest import Container, DockerStandIn, git, make_repo
 
 
@@ -28,6 +29,7 @@ def _no_port_probing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stand-in probe: every port free, so slot numbers do not depend on what runs on this
     machine. Real probing is covered in test_allocation and the concurrency test."""
     monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    slots.use_the_default_range(monkeypatch)
 
 
 def _branches(repo: Path) -> list[str]:
@@ -386,7 +388,7 @@ def test_python_dash_m_entry_point_works(repo: Path, isolated_ktrdr_home: Path) 
 def test_create_refuses_slot_0_which_belongs_to_the_main_dev_environment(repo: Path) -> None:
     out = CliRunner().invoke(cli, ["sandbox", "create", "feat-z", "--slot", "0"])
     assert out.exit_code == 2
-    assert "1<=x<=10" in out.stderr
+    assert "1<=x<=99" in out.stderr
     assert registry.load() == {}
     assert not (repo.parent / "ktrdr--feat-z").exists()
 

@@ -20,6 +20,7 @@ from ktrdr.cli.sandbox.init_checkout import init_instance
 from ktrdr.cli.sandbox.locate import from_entry, locate
 from ktrdr.cli.sandbox.registry import Entry
 from ktrdr.cli.sandbox.status import instance_status
+from tests.support import slots
 from tests.unit.sandbox.conftest import Container, DockerStandIn, git, make_repo
 
 
@@ -27,6 +28,7 @@ from tests.unit.sandbox.conftest import Container, DockerStandIn, git, make_repo
 def _no_port_probing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stand-in probe: every port free (real probing is tested in test_allocation)."""
     monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    slots.use_the_default_range(monkeypatch)
 
 
 def _invoke(*args: str) -> object:

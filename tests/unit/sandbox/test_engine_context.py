@@ -19,6 +19,7 @@ from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import read_env
 from ktrdr.cli.sandbox.locate import locate
 from ktrdr.cli.sandbox.ports import FORWARD_BASE, FORWARD_BLOCK, forward_ports, ports_for_slot
+from tests.support import slots
 from tests.unit.sandbox.conftest import DockerStandIn
 
 needs_docker_cli = pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI")
@@ -39,6 +40,7 @@ def contexts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def _every_port_free(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stand-in probe: slot numbers must not depend on what runs on this machine."""
     monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    slots.use_the_default_range(monkeypatch)
     monkeypatch.setattr("ktrdr.cli.sandbox.claims.port_in_use", lambda port: False)
 
 

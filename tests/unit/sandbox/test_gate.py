@@ -25,6 +25,7 @@ from ktrdr.cli.sandbox.gate_checks import (
 from ktrdr.cli.sandbox.gate_probes import HttpAnswer, ProbeError
 from ktrdr.cli.sandbox.gate_report import read_report, write_report
 from ktrdr.cli.sandbox.ports import ports_for_slot
+from tests.support.slots import TEST_SLOTS
 
 INSTANCE = "ktrdr--feat-a"
 PORTS = ports_for_slot(2)
@@ -719,7 +720,7 @@ def socket_on_free_slot():
     """A slot whose API port nothing listens on (checked by binding it, then releasing)."""
     import socket as socket_module
 
-    for slot in range(10, 0, -1):
+    for slot in reversed(TEST_SLOTS):  # test slots: the user's sandboxes never use them
         with socket_module.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", ports_for_slot(slot).api))
@@ -727,7 +728,7 @@ def socket_on_free_slot():
                 continue
         yield slot
         return
-    pytest.skip("every slot's API port is in use")
+    raise AssertionError(f"every test slot's API port is in use ({TEST_SLOTS})")
 
 
 ONE_SHOT = frozenset({"migrate"})

@@ -17,9 +17,10 @@ from ktrdr.cli.sandbox.instance import EnvSettings, render_env, write_env_file
 from ktrdr.cli.sandbox.locate import locate
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.errors import ExitCode
+from tests.support.slots import TEST_SLOTS
 from tests.unit.sandbox.conftest import StartedStackStandIn
 
-SLOT = 7
+SLOT = TEST_SLOTS[7]  # 97: a test slot, whose ports the user's sandboxes never hold
 INSTANCE_ID = "ktrdr--feat-a"
 
 
@@ -32,7 +33,7 @@ def fresh_engine_check() -> None:
 def instance_dir(
     tmp_path: Path, isolated_ktrdr_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
-    """A registered instance directory on slot 7 with a compose file, the test's cwd."""
+    """A registered instance directory on SLOT with a compose file, the test's cwd."""
     root = tmp_path / INSTANCE_ID
     root.mkdir()
     (root / stack_file.COMPOSE_FILE).write_text(
@@ -67,13 +68,14 @@ def instance_dir(
 
 @pytest.fixture
 def foreign_listener() -> Iterator[socket.socket]:
-    """A plain socket listening on slot 7's API port, standing for a foreign process."""
+    """A plain socket listening on SLOT's API port, standing for a foreign process. A test
+    slot: its port is free unless another run of this suite holds it (then this fails)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.bind(("127.0.0.1", ports_for_slot(SLOT).api))
     except OSError:
         sock.close()
-        pytest.skip(f"port {ports_for_slot(SLOT).api} is already in use on this machine")
+        raise
     sock.listen()
     try:
         yield sock
@@ -122,7 +124,10 @@ def test_a_valid_registered_instance_passes_validation(instance_dir: Path) -> No
 
 def test_a_port_line_that_drifted_from_the_slot_is_refused(instance_dir: Path) -> None:
     rewrite_env(instance_dir, "KTRDR_API_PORT", "8000")
-    with pytest.raises(SandboxError, match="says KTRDR_API_PORT=8000 but this home recorded 8007"):
+    api = ports_for_slot(SLOT).api
+    with pytest.raises(
+        SandboxError, match=f"says KTRDR_API_PORT=8000 but this home recorded {api}"
+    ):
         locate(None, instance_dir)
 
 
@@ -136,7 +141,7 @@ def test_an_unregistered_instance_is_told_to_run_init(instance_dir: Path) -> Non
 def test_a_slot_that_disagrees_with_the_registry_is_refused(instance_dir: Path) -> None:
     with registry.transaction() as entries:
         entries[INSTANCE_ID].slot = 3
-    with pytest.raises(SandboxError, match="says KTRDR_SLOT=7 but this home recorded 3"):
+    with pytest.raises(SandboxError, match=f"says KTRDR_SLOT={SLOT} but this home recorded 3"):
         locate(None, instance_dir)
 
 
@@ -153,7 +158,8 @@ def test_a_foreign_socket_on_a_slot_port_is_refused_naming_the_port_and_a_free_s
     with pytest.raises(SandboxError) as raised:
         preflight.preflight_ports(instance, set())
     message = str(raised.value)
-    assert message.startswith(f"cannot start {INSTANCE_ID}: slot 7 port 8007 (api)")
+    api = ports_for_slot(SLOT).api
+    assert message.startswith(f"cannot start {INSTANCE_ID}: slot {SLOT} port {api} (api)")
     assert "not by this instance" in message
     assert "is free" in message
     assert "--slot" in message

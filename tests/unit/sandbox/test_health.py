@@ -21,6 +21,7 @@ from ktrdr.cli.sandbox.gate_probes import DockerProbes
 from ktrdr.cli.sandbox.health import StackFacts, container_problems, docker_state, observe
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE, StackFile, fallback
+from tests.support.slots import TEST_SLOTS
 from tests.unit.fake_api_server import standin_api_server
 from tests.unit.sandbox.conftest import Container, DockerStandIn
 
@@ -240,14 +241,15 @@ def test_status_of_a_stopped_instance_probes_nothing_and_says_stopped(
 
 
 def _slot_with_a_silent_api() -> int:
-    for slot in range(10, 0, -1):
+    """A test slot whose API port nothing listens on (the user's sandboxes never use them)."""
+    for slot in reversed(TEST_SLOTS):
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", ports_for_slot(slot).api))
             except OSError:
                 continue
         return slot
-    pytest.skip("every slot's API port is in use")
+    raise AssertionError(f"every test slot's API port is in use ({TEST_SLOTS})")
 
 
 # --- a hung engine ---------------------------------------------------------------------------

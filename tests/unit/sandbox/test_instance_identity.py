@@ -160,5 +160,5 @@ def test_docs_port_table_matches_the_port_module() -> None:
 
     docs = Path(__file__).resolve().parents[3] / "docs" / "sandbox.md"
     text = docs.read_text(encoding="utf-8")
-    for service, variable, formula in port_table_rows():
-        assert f"| {service} | `{variable}` | {formula} |" in text
+    for service, variable, seed, block in port_table_rows():
+        assert f"| {service} | `{variable}` | {seed} | {block} |" in text

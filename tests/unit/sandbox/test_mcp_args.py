@@ -109,8 +109,8 @@ def test_a_value_out_of_range_is_refused(
 
 
 def test_a_slot_out_of_range_is_refused() -> None:
-    assert "'slot' must be at most 10" in refusal(
-        "sandbox_create", {"name": "x", "slot": 11}, UNPINNED
+    assert "'slot' must be at most 99" in refusal(
+        "sandbox_create", {"name": "x", "slot": 100}, UNPINNED
     )
 
 

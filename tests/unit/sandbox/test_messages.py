@@ -36,8 +36,10 @@ def _no_port_probing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _ctrl_c_right_after(monkeypatch: pytest.MonkeyPatch, target: str) -> None:
-    """Delivers a real SIGINT to this process the moment `target` returns: the one instant a
-    user cannot hit on purpose, so the test makes it happen."""
+    """Delivers a real SIGINT to this thread the moment `target` returns: the one instant a
+    user cannot hit on purpose, so the test makes it happen. `raise_signal` runs the handler
+    before it returns; `os.kill` of the own pid may let another thread take the signal later
+    (on a loaded machine, after the point of no return the test is about)."""
     module, name = target.rsplit(".", 1)
     import importlib
 
@@ -46,7 +48,7 @@ def _ctrl_c_right_after(monkeypatch: pytest.MonkeyPatch, target: str) -> None:
 
     def finish_then_ctrl_c(*args: object, **kwargs: object) -> object:
         result = original(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
         return result
 
     monkeypatch.setattr(owner, name, finish_then_ctrl_c)

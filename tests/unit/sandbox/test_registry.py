@@ -106,7 +106,7 @@ def test_unchanged_transaction_does_not_rewrite_the_file() -> None:
         b'{"version": 1, "instances": {"a": {"slot": 1}}}',
         b'{"version": 1, "instances": {"a": {"instance_id": "b", "slot": 1, "path": "/x", '
         b'"kind": "clone", "branch": null, "created_at": "t"}}}',
-        b'{"version": 1, "instances": {"a": {"instance_id": "a", "slot": 11, "path": "/x", '
+        b'{"version": 1, "instances": {"a": {"instance_id": "a", "slot": 100, "path": "/x", '
         b'"kind": "clone", "branch": null, "created_at": "t"}}}',
         b'{"version": 1, "instances": {"a": {"instance_id": "a", "slot": 1, "path": "/x", '
         b'"kind": "folder", "branch": null, "created_at": "t"}}}',
@@ -146,9 +146,9 @@ def _raw_entry(**fields: object) -> dict[str, object]:
             'pid must be an integer or null, got "abc"',
         ),
         ({"x": _raw_entry(pid=True)}, "pid must be an integer or null, got true"),
-        ({"x": _raw_entry(slot=True)}, "slot must be an integer 0..10, got true"),
-        ({"x": _raw_entry(slot="1")}, 'slot must be an integer 0..10, got "1"'),
-        ({"x": _raw_entry(slot=-1)}, "slot must be an integer 0..10, got -1"),
+        ({"x": _raw_entry(slot=True)}, "slot must be an integer 0..99, got true"),
+        ({"x": _raw_entry(slot="1")}, 'slot must be an integer 0..99, got "1"'),
+        ({"x": _raw_entry(slot=-1)}, "slot must be an integer 0..99, got -1"),
         ({"x": _raw_entry(path="rel/x")}, 'path must be an absolute path, got "rel/x"'),
         ({"x": _raw_entry(path=None)}, "path must be an absolute path, got null"),
         ({"x": _raw_entry(instance_id="y")}, "instance_id must equal its key 'x', got \"y\""),

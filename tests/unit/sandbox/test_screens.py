@@ -30,6 +30,7 @@ from ktrdr.cli.sandbox import doctor, host
 from ktrdr.cli.sandbox.commands.gate_render import PASS_MARK, check_line, render_result
 from ktrdr.cli.sandbox.gate_checks import TITLES, CheckResult
 from ktrdr.cli.sandbox.gate_report import GateReport
+from tests.support import slots
 from tests.unit.sandbox.conftest import DockerStandIn, git, make_repo
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "sandbox.md"
@@ -156,6 +157,7 @@ def _every_port_free(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stand-in probe: the doc's machine has nothing on the slots' ports (this one may run
     stacks of its own, which would move the slots shown)."""
     monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    slots.use_the_default_range(monkeypatch)
 
 
 def run_step(command: str, *, work: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, int]:

@@ -37,7 +37,8 @@ slot_option = click.option(
 create_slot_option = click.option(
     "--slot",
     type=click.IntRange(FIRST_SANDBOX_SLOT, LAST_SLOT),
-    help="Take this sandbox slot (1-10) instead of the lowest free one.",
+    help=f"Take this sandbox slot ({FIRST_SANDBOX_SLOT}-{LAST_SLOT}) instead of the lowest "
+    "free one of KTRDR_SLOTS.",
 )
 
 context_option = click.option(

@@ -1,0 +1,32 @@
+"""The slots the test suite takes: 90..99, never the user's.
+
+The user's sandboxes (other homes on this machine) take their slots from KTRDR_SLOTS, 1..10
+unless the machine widened it; every test and every CLI process a test starts allocates from
+TEST_SLOTS instead, through the same setting (tests/conftest.py sets it for the tests, and each
+subprocess harness that drops the caller's KTRDR_* variables adds it back with `env()`). So
+`make test` neither waits for nor takes a slot the user's stacks hold, whether they run or not,
+and no test has to skip because a port of slots 1..10 is busy. A machine whose own range reaches
+into 90..99 shares those slots with the suite: keep KTRDR_SLOTS below 90 where tests run.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ktrdr.cli.sandbox import slot_range
+
+TEST_SLOTS_TEXT = "90-99"
+TEST_SLOTS = slot_range.parse(TEST_SLOTS_TEXT)
+FIRST = TEST_SLOTS[0]
+
+
+def env() -> dict[str, str]:
+    """The variables a CLI subprocess of a test needs to allocate from TEST_SLOTS."""
+    return {"KTRDR_SLOTS": TEST_SLOTS_TEXT}
+
+
+def use_the_default_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For tests whose port probe is a stand-in (every port free) and whose engine is a
+    stand-in: nothing on the machine is asked or taken, so they may show the default slots
+    1..10 and their ports as the docs do."""
+    monkeypatch.setenv("KTRDR_SLOTS", slot_range.DEFAULT)
