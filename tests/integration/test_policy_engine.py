@@ -94,6 +94,8 @@ def instance(
     elsewhere = tmp_path / "ktrdr--someone-else"
     elsewhere.mkdir()
     slot = free_slot()
+    for sub in ("data", "strategies", "models"):  # as `init-shared` makes them
+        (shared_root() / sub).mkdir(parents=True, exist_ok=True)
     settings = EnvSettings(
         instance_id=instance_id,
         slot=slot,
