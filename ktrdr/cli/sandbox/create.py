@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ktrdr.cli.sandbox import claims, engine_context, registry, worktree
+from ktrdr.cli.sandbox import claims, docker_engine, registry, worktree
 from ktrdr.cli.sandbox.allocation import SkippedSlot
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import (
@@ -64,7 +64,7 @@ class CreateResult:
             "branch": self.branch,
             "new_branch": self.new_branch,
             "env_file": str(self.env_file),
-            "engine": engine_context.label(self.context),
+            "engine": docker_engine.label(self.context),
             "ports": self.ports.all_ports(),
             "urls": self.urls(),
             "skipped_slots": [{"slot": s.slot, "reason": s.reason} for s in self.skipped],
@@ -96,12 +96,13 @@ def create_instance(
     """A new worktree `<parent>/<repo dir>--NAME` on branch NAME (or `branch`), slot, env file;
     the stack will run on the engine of `context` (None: the default engine)."""
     validate_create_name(name)
-    context = engine_context.validate(context)
+    engine = docker_engine.validate(context)
+    context = engine.context
     notes = claims.reap_dead_claims()
     target = _check_target(name, cwd, branch=branch, base=base)
     images_mode = validate_images(images)
     claim = claims.claim_slot(
-        context=context,
+        engine=engine,
         instance_id=target.instance_id,
         slot=slot,
         path=target.path,

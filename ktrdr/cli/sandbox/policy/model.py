@@ -21,13 +21,13 @@ def resolved_model(instance: Instance) -> dict[str, Any]:
     """The model compose would run for the instance (its argv, every profile); one SandboxError
     line when compose cannot resolve it (invalid YAML, an unknown key, an unset variable)."""
     argv = [
-        *compose.compose_argv(instance.root, instance.env),
+        *compose.compose_argv(instance.engine, instance.root, instance.env),
         *("--profile", "*", "config", "--format", "json"),
     ]
     result = proc.run(
         argv,
         cwd=instance.root,
-        env=compose.compose_env(instance.env, instance.root),
+        env=compose.compose_env(instance.engine, instance.env, instance.root),
         timeout=CONFIG_TIMEOUT,
         check=False,
         what="checking the stack (docker compose config)",
