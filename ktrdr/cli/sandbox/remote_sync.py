@@ -202,7 +202,7 @@ def start_watch(
 ) -> OwnedProcess | None:
     """Start `<compose_base> watch --no-up <service>` detached (a previous one stopped first)
     and wait for "Watch enabled". `compose_base` is the instance's compose argv including the
-    override's `-f`; `env` its compose environment (with DOCKER_CONTEXT). None when the plan
+    override's `-f` and the engine's `--context`; `env` its compose environment. None when the plan
     has nothing live to watch."""
     if plan.watch_service is None:
         return None
