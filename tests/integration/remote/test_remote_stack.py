@@ -28,7 +28,6 @@ from ktrdr.cli.sandbox import (
     owned_process,
     remote_stack,
     remote_sync,
-    stack_file,
 )
 from ktrdr.cli.sandbox.docker_engine import Engine, SshEndpoint
 from ktrdr.cli.sandbox.instance import EnvSettings, render_env
@@ -70,10 +69,7 @@ class RemoteStack:
 
     @property
     def base(self) -> list[str]:
-        return [
-            *compose.compose_argv(self.docker, self.root, self.env),
-            *stack_file.override_args(self.root),
-        ]
+        return compose.compose_argv(self.docker, self.root, self.env)  # override included
 
     @property
     def docker(self) -> Engine:
@@ -81,7 +77,7 @@ class RemoteStack:
 
     @property
     def compose_env(self) -> dict[str, str]:
-        return compose.compose_env(self.docker, self.env)
+        return compose.compose_env(self.docker, self.env, self.root)
 
 
 def _copy_project(root: Path, shared: Path) -> None:
