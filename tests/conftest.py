@@ -28,14 +28,3 @@ def isolated_ktrdr_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     home = tmp_path / "ktrdr-home"
     monkeypatch.setenv("KTRDR_HOME", str(home))
     return home
-
-
-@pytest.fixture(autouse=True)
-def default_docker_engine() -> Iterator[None]:
-    """A command selects its instance's engine for the rest of the process (in-process CLI
-    runs too): every test starts, and leaves, on the default engine."""
-    from ktrdr.cli.sandbox import proc
-
-    proc.command_docker_context[0] = None
-    yield
-    proc.command_docker_context[0] = None

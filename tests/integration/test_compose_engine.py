@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ktrdr.cli.sandbox import compose, container_logs, engine, ownership
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.home import home_id
 from ktrdr.cli.sandbox.instance import read_env
 from ktrdr.cli.sandbox.locate import Instance
@@ -58,12 +59,12 @@ def labelled_resources(docker_engine: object):
 @pytest.mark.docker
 def test_ps_and_containers_by_instance_see_the_labelled_container(labelled_resources: str) -> None:
     instance = labelled_resources
-    (state,) = engine.ps(instance)
+    (state,) = engine.ps(Engine(), instance)
     assert (state.service, state.state, state.instance_id) == ("sleeper", "running", instance)
     assert state.image_id
     assert state.image_id.startswith("sha256:")
     assert len(state.ports) == 1
-    grouped = engine.containers_by_instance()
+    grouped = engine.containers_by_instance(Engine())
     assert [c.name for c in grouped[instance]] == [f"{instance}-sleeper-1"]
     assert grouped[instance][0].ports == state.ports
 
@@ -73,16 +74,16 @@ def test_down_without_a_compose_file_removes_everything_labelled(
     labelled_resources: str,
 ) -> None:
     instance = labelled_resources
-    assert sorted(ownership.leftovers(instance)) == [
+    assert sorted(ownership.leftovers(Engine(), instance)) == [
         f"container {instance}-sleeper-1",
         f"network {instance}_default",
         f"volume {instance}_data",
     ]
-    compose.down(instance, None, volumes=False)
-    assert ownership.leftovers(instance) == [f"volume {instance}_data"]
-    compose.down(instance, None, volumes=True)
-    assert ownership.leftovers(instance) == []
-    assert engine.ps(instance) == []
+    compose.down(Engine(), instance, None, volumes=False)
+    assert ownership.leftovers(Engine(), instance) == [f"volume {instance}_data"]
+    compose.down(Engine(), instance, None, volumes=True)
+    assert ownership.leftovers(Engine(), instance) == []
+    assert engine.ps(Engine(), instance) == []
 
 
 @pytest.mark.docker
@@ -136,8 +137,8 @@ def test_cancelling_a_starting_stack_stops_compose(tmp_path: Path) -> None:
         assert stack.done()
         assert time.monotonic() - started < 15
     finally:
-        compose.down(project, None, volumes=True)
-    assert ownership.leftovers(project) == []
+        compose.down(Engine(), project, None, volumes=True)
+    assert ownership.leftovers(Engine(), project) == []
 
 
 @pytest.mark.docker
@@ -170,7 +171,7 @@ def test_container_logs_interleave_stdout_and_stderr_as_written() -> None:
         timeout=120,
     )
     try:
-        assert container_logs.container_logs(name, tail=10) == [
+        assert container_logs.container_logs(Engine(), name, tail=10) == [
             "out 0", "err 0", "out 1", "err 1", "out 2", "err 2",
         ]  # fmt: skip
     finally:
@@ -196,8 +197,8 @@ def test_the_engine_s_view_of_a_silent_container_names_its_exit_code_and_health_
         while "exited" not in _docker("inspect", "-f", "{{.State.Status}}", name):
             assert time.monotonic() < deadline, "the container did not exit"
             time.sleep(0.5)
-        assert container_logs.container_logs(name, tail=10) == []
-        view = container_logs.engine_view(name)
+        assert container_logs.container_logs(Engine(), name, tail=10) == []
+        view = container_logs.engine_view(Engine(), name)
         assert view[0].startswith("state exited, exit code 3, OOM-killed no, finished at ")
         assert "health check exit 1: db refused" in view[1:]
     finally:

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import engine, ownership, registry
 from ktrdr.cli.sandbox.create import create_instance
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.home import home_id
 
 pytestmark = pytest.mark.docker
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.docker
 
 @pytest.fixture(autouse=True)
 def _engine() -> None:
-    if not engine.engine_reachable():
+    if not engine.engine_reachable(Engine()):
         if os.environ.get("CI"):
             pytest.fail("CI is set but no Docker engine is reachable")
         pytest.skip("no Docker engine reachable")
@@ -90,10 +91,10 @@ def test_destroy_removes_labelled_volumes_and_networks_then_frees_the_slot(
     created = create_instance(name=leftovers.name, cwd=repo)
     assert created.instance_id == leftovers.instance_id
     leftovers.make()
-    assert ownership.leftovers(leftovers.instance_id) != []
+    assert ownership.leftovers(Engine(), leftovers.instance_id) != []
     out = CliRunner().invoke(cli, ["sandbox", "destroy", leftovers.name, "--yes"])
     assert out.exit_code == 0, out.output
-    assert ownership.leftovers(leftovers.instance_id) == []
+    assert ownership.leftovers(Engine(), leftovers.instance_id) == []
     assert registry.load() == {}
     assert _other_homes_volume_exists(leftovers.instance_id)
 
@@ -104,6 +105,6 @@ def test_prune_removes_leftovers_of_a_deleted_worktree(repo: Path, leftovers: Le
     shutil.rmtree(created.path)
     out = CliRunner().invoke(cli, ["sandbox", "prune"])
     assert out.exit_code == 0, out.output
-    assert ownership.leftovers(leftovers.instance_id) == []
+    assert ownership.leftovers(Engine(), leftovers.instance_id) == []
     assert registry.load() == {}
     assert _other_homes_volume_exists(leftovers.instance_id)

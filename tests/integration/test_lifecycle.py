@@ -30,6 +30,7 @@ import psycopg
 import pytest
 
 from ktrdr.cli.sandbox import compose
+from ktrdr.cli.sandbox.docker_engine import Engine
 from tests.integration.project_copy import copy_project
 from tests.support import slots
 
@@ -149,7 +150,7 @@ def workspace(tmp_path: Path, isolated_ktrdr_home: Path) -> Iterator[Workspace]:
         ids.add(path.name)
     for instance_id in ids:
         try:
-            compose.down(instance_id, None, volumes=True)
+            compose.down(Engine(), instance_id, None, volumes=True)
         except Exception as e:  # the sweep goes on for the other instances
             print(f"cleanup of {instance_id} failed: {e}", file=sys.stderr)
 

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from ktrdr.cli.sandbox import compose, engine, machine_slots, ownership
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.envfile import read_env_file
 from ktrdr.errors import ExitCode
@@ -96,7 +97,7 @@ def health(instance: Path) -> dict[str, object]:
 def sweep(instance_ids: list[str]) -> None:
     for instance_id in instance_ids:
         try:
-            compose.down(instance_id, None, volumes=True)
+            compose.down(Engine(), instance_id, None, volumes=True)
         except Exception as e:  # the sweep must go on for the other instances
             print(f"sweep of {instance_id} failed: {e}", file=sys.stderr)
 
@@ -157,7 +158,7 @@ def test_a_foreign_socket_on_a_slot_port_makes_up_refuse_before_any_container_ex
     assert "not by this instance" in err
     assert "Startability Gate" not in out
     # Nothing of the stack was made; only create's slot claim marker is there.
-    left = ownership.leftovers(instance_id)
+    left = ownership.leftovers(Engine(), instance_id)
     assert len(left) == 1, left
     assert left[0].endswith(machine_slots.MARKER_SUFFIX), left
     project.ktrdr("sandbox", "destroy", "--yes", cwd=instance, check=True)
@@ -208,14 +209,14 @@ def test_two_instances_up_concurrently_pass_the_gate_and_live_apart(project: Pro
 
     # `down` of one leaves the other serving; its volume survives for the next `up`.
     project.ktrdr("sandbox", "down", cwd=a, check=True)
-    assert engine.ps(id_a) == []
-    assert any(item.startswith("volume ") for item in ownership.leftovers(id_a))
+    assert engine.ps(Engine(), id_a) == []
+    assert any(item.startswith("volume ") for item in ownership.leftovers(Engine(), id_a))
     assert health(b)["status"] == "ok"
 
     # destroy, then create the same name on the same slot: a new password and a clean volume.
     slot_a, password_a = env_of(a)["KTRDR_SLOT"], env_of(a)["KTRDR_DB_PASSWORD"]
     project.ktrdr("sandbox", "destroy", "--yes", cwd=a, check=True)
-    assert ownership.leftovers(id_a) == []
+    assert ownership.leftovers(Engine(), id_a) == []
     a = project.create("a", "--branch", "a", "--slot", slot_a)
     assert env_of(a)["KTRDR_DB_PASSWORD"] != password_a
     code, out, err = finish(project.up(a))
@@ -225,8 +226,8 @@ def test_two_instances_up_concurrently_pass_the_gate_and_live_apart(project: Pro
     # After destroy nothing carries either instance's label.
     for instance in (a, b):
         project.ktrdr("sandbox", "destroy", "--yes", cwd=instance, check=True)
-    assert ownership.leftovers(id_a) == []
-    assert ownership.leftovers(id_b) == []
+    assert ownership.leftovers(Engine(), id_a) == []
+    assert ownership.leftovers(Engine(), id_b) == []
 
 
 @pytest.mark.timeout(900)
@@ -262,7 +263,7 @@ def test_a_worker_whose_command_exits_fails_the_gate_fast_naming_it_with_its_log
     assert report["failing_service"].endswith(tuple("12"))
     assert "worker" in report["failing_service"]
     project.ktrdr("sandbox", "destroy", "--yes", "--force", cwd=instance, check=True)
-    assert ownership.leftovers(project.created[-1]) == []
+    assert ownership.leftovers(Engine(), project.created[-1]) == []
 
 
 def _pause_a_worker_once_it_runs(instance_id: str, process: subprocess.Popen[str]) -> str:
@@ -273,7 +274,9 @@ def _pause_a_worker_once_it_runs(instance_id: str, process: subprocess.Popen[str
         assert time.monotonic() < deadline, process.communicate()
         assert process.poll() is None, process.communicate()
         running = [
-            c.name for c in engine.ps(instance_id) if "worker" in c.service and c.state == "running"
+            c.name
+            for c in engine.ps(Engine(), instance_id)
+            if "worker" in c.service and c.state == "running"
         ]
         if running and subprocess.run(["docker", "pause", running[0]], check=False).returncode == 0:
             assert process.poll() is None, "the gate ended before the worker was paused"

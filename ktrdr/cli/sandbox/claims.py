@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ktrdr.cli.sandbox import (
     docker_access,
-    engine_context,
+    docker_engine,
     machine_slots,
     registry,
     slot_range,
@@ -31,6 +31,7 @@ from ktrdr.cli.sandbox.allocation import (
     port_in_use,
     probe_slots,
 )
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.ports import (
     FORWARD_BASE,
@@ -90,8 +91,8 @@ def drop_claim(instance_id: str) -> None:
         if dropped:
             del entries[instance_id]
     if dropped and entry is not None:
-        with engine_context.use(entry.context):
-            docker_access.ownership().unmark_slot(instance_id)
+        engine = docker_engine.recorded(entry.context, forward=entry.forward)
+        docker_access.ownership().unmark_slot(engine, instance_id)
 
 
 def undo_interrupted_create(entry: Entry) -> list[str]:
@@ -144,19 +145,19 @@ def refuse_stale_volumes(instance_id: str, left: list[str]) -> None:
 
 
 def busy_slots(
-    slots: list[int] | range, *, remote: bool = False, instance_id: str = ""
+    engine: Engine, slots: list[int] | range, *, instance_id: str = ""
 ) -> tuple[dict[int, list[BusyPort]], list[str]]:
     """Busy ports per slot (probed here, or on a remote engine what its containers publish),
-    plus the slots another home's stacks hold on the selected engine: the registry is per home,
+    plus the slots another home's stacks hold on `engine`: the registry is per home,
     the ports are per engine. Also this home's volumes already labelled `instance_id` (one
     engine query answers both)."""
-    if remote:  # a remote engine must answer: its ports cannot be probed from here
-        docker_access.engine().ensure_engine()
-        published = docker_access.engine().published_ports()
+    if engine.remote:  # a remote engine must answer: its ports cannot be probed from here
+        docker_access.engine().ensure_engine(engine)
+        published = docker_access.engine().published_ports(engine)
         busy = {slot: busy_ports(slot, probe=published.__contains__) for slot in slots}
     else:
         busy = probe_slots(slots)
-    facts = docker_access.ownership().slot_facts(instance_id)
+    facts = docker_access.ownership().slot_facts(engine, instance_id)
     for slot, holder in facts.other_homes.items():
         if slot in busy and not busy[slot]:
             api = ports_for_slot(slot).api
@@ -176,14 +177,14 @@ def claim_slot(
     branch: str | None,
     name: str | None,
     repo: Path | None,
-    context: str | None = None,
+    engine: Engine,
 ) -> Claim:
-    """Take a slot on the engine of `context` (slots are per engine) and, for a remote engine,
-    a block of local forward ports; recorded as a `creating` entry plus a marker on the engine."""
-    remote = engine_context.is_remote(context)
-    with machine_slots.allocation_lock(), engine_context.use(context):
+    """Take a slot on `engine` (slots are per engine) and, for a remote engine, a block of
+    local forward ports; recorded as a `creating` entry plus a marker on the engine."""
+    context, remote = engine.context, engine.remote
+    with machine_slots.allocation_lock():
         wanted = [slot] if slot is not None else slot_range.configured()
-        busy, stale = busy_slots(wanted, remote=remote, instance_id=instance_id)
+        busy, stale = busy_slots(engine, wanted, instance_id=instance_id)
         refuse_stale_volumes(instance_id, stale)
         with registry.transaction() as entries:
             # Claims that died since reap_dead_claims() keep their slots until the next create
@@ -206,7 +207,7 @@ def claim_slot(
                 context=context,
                 forward=forward,
             )
-        docker_access.ownership().mark_slot(instance_id, allocation.slot)
+        docker_access.ownership().mark_slot(engine, instance_id, allocation.slot)
     return Claim(allocation.slot, allocation.skipped, forward)
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ktrdr.cli import settings
 from ktrdr.cli.sandbox import proc
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.engine import QUERY_TIMEOUT, ensure_engine, ps, unpause
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.ownership import remove_by_label
@@ -59,25 +60,25 @@ def project_of(env: Mapping[str, str]) -> str:
     return project
 
 
-def is_remote(env: Mapping[str, str]) -> bool:
-    """A remote instance's env file names its block of local forward ports."""
-    return bool(env.get("KTRDR_FORWARD_INDEX"))
-
-
 def compose_argv(
-    root: Path, env: Mapping[str, str], *, override: bool = True, model: Path | None = None
+    engine: Engine,
+    root: Path,
+    env: Mapping[str, str],
+    *,
+    override: bool = True,
+    model: Path | None = None,
 ) -> list[str]:
-    """`docker compose -p PROJECT --env-file /dev/null -f compose file`, plus a remote
-    instance's override (volumes instead of bind mounts) unless `override` is False (reading
+    """`docker [--context CTX] compose -p PROJECT --env-file /dev/null -f compose file`, plus a
+    remote instance's override (volumes instead of bind mounts) unless `override` is False (reading
     the binds it replaces). The variables come from `compose_env`: `--env-file /dev/null`
     keeps compose from reading the worktree's `.env.sandbox` or `.env`, which an agent can
     edit (a COMPOSE_PROJECT_NAME or port there would reach another instance). With `model`
     (the policy-checked resolved model, overrides included), compose runs that file instead."""
-    argv = ["docker", "compose", "-p", project_of(env), "--env-file", os.devnull]
+    argv = engine.argv("compose", "-p", project_of(env), "--env-file", os.devnull)
     if model is not None:
         return [*argv, "-f", str(model), "--project-directory", str(root)]
     argv += ["-f", str(root / COMPOSE_FILE)]
-    if override and is_remote(env):
+    if override and engine.remote:
         argv += override_args(root)
     return [*argv, "--project-directory", str(root)]
 
@@ -106,7 +107,7 @@ def offline_images(root: Path) -> dict[str, str]:
     return {k: values[k] for k in OFFLINE_IMAGE_KEYS if values.get(k)}
 
 
-def compose_env(env: Mapping[str, str], root: Path | None = None) -> dict[str, str]:
+def compose_env(engine: Engine, env: Mapping[str, str], root: Path | None = None) -> dict[str, str]:
     """The process environment for compose: the shell's, with the instance's values (`env`,
     the home's record for a registered instance) on top, so neither an exported variable nor
     an edited file points this instance at another's project or ports. For offline images,
@@ -116,7 +117,7 @@ def compose_env(env: Mapping[str, str], root: Path | None = None) -> dict[str, s
     values = {**os.environ, **env}
     if root is not None and images_mode(env) == "offline":
         values.update(offline_images(root))
-    if is_remote(env) and env.get("KTRDR_SLOT", "").isdigit():
+    if engine.remote and env.get("KTRDR_SLOT", "").isdigit():
         from ktrdr.cli.sandbox.ports import ports_for_slot
 
         values.update(ports_for_slot(int(env["KTRDR_SLOT"])).env_variables())
@@ -134,9 +135,9 @@ def _compose(
     model: Path | None = None,
 ) -> proc.ProcResult:
     return proc.run(
-        [*compose_argv(instance.root, instance.env, model=model), *args],
+        [*compose_argv(instance.engine, instance.root, instance.env, model=model), *args],
         cwd=instance.root,
-        env=compose_env(instance.env, instance.root),
+        env=compose_env(instance.engine, instance.env, instance.root),
         timeout=timeout,
         check=check,
         capture=capture,
@@ -147,7 +148,7 @@ def _compose(
 def up(instance: Instance, *, model: Path, build: bool = False) -> None:
     """`up -d` (+ `--build`) of the policy-checked `model`: with `start`, the only code paths
     that start an instance's containers."""
-    ensure_engine()
+    ensure_engine(instance.engine)
     args = ["up", "-d", "--remove-orphans"]
     if build:
         args.append("--build")
@@ -168,9 +169,9 @@ class StartingStack:
         args = ["up", "-d", "--remove-orphans", *(["--build"] if build else [])]
         self.instance_id = instance.instance_id
         self._process = proc.spawn(
-            [*compose_argv(instance.root, instance.env, model=model), *args],
+            [*compose_argv(instance.engine, instance.root, instance.env, model=model), *args],
             cwd=instance.root,
-            env=compose_env(instance.env, instance.root),
+            env=compose_env(instance.engine, instance.env, instance.root),
         )
         self._stderr = ""
         self._thread = threading.Thread(target=self._wait, name="compose-up", daemon=True)
@@ -208,21 +209,21 @@ class StartingStack:
 def start(instance: Instance, *, model: Path, build: bool = False) -> StartingStack:
     """Begin `up -d` of the checked `model` in the background (see StartingStack); `up` is the
     blocking form."""
-    ensure_engine()
+    ensure_engine(instance.engine)
     return StartingStack(instance, model=model, build=build)
 
 
 def stop(instance: Instance) -> None:
-    ensure_engine()
+    ensure_engine(instance.engine)
     _compose(instance, ["stop"], timeout=180, what=f"stopping instance {instance.instance_id}")
 
 
-def down(instance_id: str, instance: Instance | None, *, volumes: bool) -> None:
+def down(engine: Engine, instance_id: str, instance: Instance | None, *, volumes: bool) -> None:
     """`down [-v] --remove-orphans`; without an instance, or when its directory, env file or
     compose file is gone, removes the containers (and volumes, networks) carrying the instance
     label directly."""
-    ensure_engine()
-    unpause(ps(instance_id))  # a frozen container cannot take the stop signal
+    ensure_engine(engine)
+    unpause(engine, ps(engine, instance_id))  # a frozen container cannot take the stop signal
     if (
         instance is not None
         and instance.env
@@ -236,15 +237,15 @@ def down(instance_id: str, instance: Instance | None, *, volumes: bool) -> None:
         try:
             _compose(instance, args, timeout=300, what=f"removing instance {instance_id}")
         except SandboxError:
-            if not remove_by_label(instance_id, volumes=volumes):
+            if not remove_by_label(engine, instance_id, volumes=volumes):
                 raise
             return
-    remove_by_label(instance_id, volumes=volumes)
+    remove_by_label(engine, instance_id, volumes=volumes)
 
 
 def logs(instance: Instance, *, service: str | None, follow: bool, tail: int) -> int:
     """`docker compose logs` inheriting the terminal; returns its exit code."""
-    ensure_engine()
+    ensure_engine(instance.engine)
     args = ["logs", "--tail", str(tail)]
     if follow:
         args.append("--follow")
@@ -256,6 +257,6 @@ def logs(instance: Instance, *, service: str | None, follow: bool, tail: int) ->
 
 def log_text(instance: Instance, *, service: str | None, tail: int) -> str:
     """The last `tail` lines per service as text (for callers that own stdout, e.g. MCP)."""
-    ensure_engine()
+    ensure_engine(instance.engine)
     args = ["logs", "--no-color", "--tail", str(tail), *([service] if service else [])]
     return _compose(instance, args, timeout=QUERY_TIMEOUT).stdout

@@ -9,26 +9,29 @@ from collections.abc import Mapping
 from typing import Any
 
 from ktrdr.cli.sandbox import proc
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.engine import QUERY_TIMEOUT
 from ktrdr.cli.sandbox.errors import SandboxError
 
 
-def container_logs(container: str, *, tail: int, timeout: float = QUERY_TIMEOUT) -> list[str]:
+def container_logs(
+    engine: Engine, container: str, *, tail: int, timeout: float = QUERY_TIMEOUT
+) -> list[str]:
     """The last `tail` lines of one container, stdout and stderr merged in time order (a
     traceback on stderr belongs between the request lines around it); [] when unavailable."""
     result = proc.run(
-        ["docker", "logs", "--timestamps", "--tail", str(tail), container],
+        engine.argv("logs", "--timestamps", "--tail", str(tail), container),
         timeout=timeout,
         check=False,
     )
     return merge_timestamped(result.stdout, result.stderr)[-tail:]
 
 
-def engine_view(container: str) -> list[str]:
+def engine_view(engine: Engine, container: str) -> list[str]:
     """What the engine knows of a container that logged nothing: state, exit code, OOM kill,
     its error, and the last health-check results (from `docker inspect`)."""
     result = proc.run(
-        ["docker", "inspect", "--type", "container", container],
+        engine.argv("inspect", "--type", "container", container),
         timeout=QUERY_TIMEOUT,
         check=False,
         what="docker inspect",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ktrdr.cli.limits import MAX_TEXT
-from ktrdr.cli.sandbox import claims, engine_context, registry, worktree
+from ktrdr.cli.sandbox import claims, docker_engine, registry, worktree
 from ktrdr.cli.sandbox.allocation import SkippedSlot
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import (
@@ -65,7 +65,7 @@ class CreateResult:
             "branch": self.branch,
             "new_branch": self.new_branch,
             "env_file": str(self.env_file),
-            "engine": engine_context.label(self.context),
+            "engine": docker_engine.label(self.context),
             "ports": self.ports.all_ports(),
             "urls": self.urls(),
             "skipped_slots": [{"slot": s.slot, "reason": s.reason} for s in self.skipped],
@@ -99,12 +99,13 @@ def create_instance(
     # The characters now; the length below (_check_target), where the real limit is known:
     # it depends on the checkout's name, and one message should give the one limit.
     validate_create_name(name, max_length=MAX_TEXT)
-    context = engine_context.validate(context)
+    engine = docker_engine.validate(context)
+    context = engine.context
     notes = claims.reap_dead_claims()
     target = _check_target(name, cwd, branch=branch, base=base)
     images_mode = validate_images(images)
     claim = claims.claim_slot(
-        context=context,
+        engine=engine,
         instance_id=target.instance_id,
         slot=slot,
         path=target.path,

@@ -15,7 +15,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ktrdr.cli.sandbox import docker_access, engine_context, registry, worktree
+from ktrdr.cli.sandbox import docker_access, registry, worktree
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import unused_evidence_path
 from ktrdr.cli.sandbox.locate import Instance
@@ -115,23 +116,24 @@ def _half_removed(entry: Entry) -> bool:
     )
 
 
-def engine_unknown_reason() -> str | None:
-    """Why the engine cannot be asked about containers, or None when it answers (or when this
+def engine_unknown_reason(engine: Engine) -> str | None:
+    """Why `engine` cannot be asked about containers, or None when it answers (or when this
     machine has neither a docker CLI nor an engine socket, so no container can exist)."""
-    engine = docker_access.engine()
-    if engine.engine_reachable():
+    queries = docker_access.engine()
+    if queries.engine_reachable(engine):
         return None
+    host = queries.engine_host(engine)
     if shutil.which("docker") is None:
-        if not engine.engine_socket_exists():
+        if not queries.engine_socket_exists(engine):
             return None
-        return f"the docker CLI is not on PATH but an engine socket exists ({engine.engine_host()})"
-    return f"the Docker engine at {engine.engine_host()} does not answer"
+        return f"the docker CLI is not on PATH but an engine socket exists ({host})"
+    return f"the Docker engine at {host} does not answer"
 
 
 def teardown_containers(instance: Instance) -> tuple[bool, str]:
     """Remove the instance's own containers, volumes and networks. (confirmed gone, note)."""
     compose, ownership = docker_access.compose(), docker_access.ownership()
-    unknown = engine_unknown_reason()
+    unknown = engine_unknown_reason(instance.engine)
     if unknown is not None:
         return False, (
             f"{unknown}: containers and volumes could not be removed or confirmed gone, so "
@@ -145,8 +147,8 @@ def teardown_containers(instance: Instance) -> tuple[bool, str]:
         from ktrdr.cli.sandbox import remote_instance
 
         remote_instance.stop(instance)
-    compose.down(instance.instance_id, instance, volumes=True)
-    left: list[str] = ownership.leftovers(instance.instance_id)
+    compose.down(instance.engine, instance.instance_id, instance, volumes=True)
+    left: list[str] = ownership.leftovers(instance.engine, instance.instance_id)
     if left:
         return False, (
             f"still present after down: {', '.join(left[:5])}; slot {instance.slot} stays claimed; "
@@ -166,7 +168,7 @@ def refuse_foreign_resources(instance: Instance) -> None:
         return
     project = docker_access.compose().project_of(instance.env)
     docker_access.ownership().refuse_foreign(
-        instance.instance_id, project, checkout=instance.root, action="destroy"
+        instance.engine, instance.instance_id, project, checkout=instance.root, action="destroy"
     )
 
 
@@ -262,7 +264,6 @@ def destroy_many(
     batch = DestroyBatch()
     for instance in targets:
         try:
-            engine_context.select(instance.context)  # each instance on its own engine
             batch.results.append(
                 destroy_instance(
                     instance, force=force, on_start=partial(on_start, instance), on_wait=on_wait
@@ -290,9 +291,9 @@ class DestroyInterrupted(Interrupted):
         self.instance = instance
 
 
-def _engine_hint() -> str:
-    if engine_context.current():
-        return engine_context.retry_hint()
+def _engine_hint(engine: Engine) -> str:
+    if engine.context:
+        return engine.retry_hint()
     return "start Docker (or put docker on PATH) and retry"
 
 
@@ -300,12 +301,12 @@ def _destroy_locked(
     instance: Instance, entry: Entry, *, force: bool, on_start: Callable[[], None] | None
 ) -> DestroyResult:
     check_destroyable(entry, force=force)
-    unknown = engine_unknown_reason()
+    unknown = engine_unknown_reason(instance.engine)
     if unknown is not None:
         raise SandboxError(
             f"cannot destroy {entry.instance_id}: {unknown}, so its containers and volumes can "
             "be neither removed nor confirmed gone; nothing was changed (its slot stays "
-            f"claimed): {_engine_hint()}"
+            f"claimed): {_engine_hint(instance.engine)}"
         )
     # Every refusal comes before the claim: a refused destroy leaves the entry as it was.
     refuse_foreign_resources(instance)

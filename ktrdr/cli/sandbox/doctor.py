@@ -37,8 +37,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ktrdr.cli.sandbox import engine, engine_context, registry
+from ktrdr.cli.sandbox import engine, listing, registry
 from ktrdr.cli.sandbox import host as host_facts
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.doctor_checks import (
     check_dead_claims,
     check_env_drift,
@@ -56,7 +57,8 @@ from ktrdr.cli.sandbox.registry import Entry
 
 def run_doctor(*, fix: bool, host: HostPaths | None = None) -> DoctorReport:
     report = DoctorReport(fix=fix)
-    engine_ok = _check_engine(report)
+    default = Engine()
+    engine_ok = _check_engine(report, default)
     report.docker_checked = engine_ok
     try:
         entries = registry.load()
@@ -72,33 +74,33 @@ def run_doctor(*, fix: bool, host: HostPaths | None = None) -> DoctorReport:
         shared = check_shared_slots(report, entries, current)
         check_env_drift(report, current, fix=fix, shared_slots=shared)
         if engine_ok:
-            check_docker_resources(report, current, fix=fix)
+            check_docker_resources(report, default, current, fix=fix)
         _check_other_engines(report, current, fix=fix)
         _check_companions(report, fix=fix)
         report.instances_checked = len(current)
-    _check_host(report, host or HostPaths(), fix=fix, engine=engine_ok)
+    _check_host(report, host or HostPaths(), fix=fix, engine=default if engine_ok else None)
     return report
 
 
 # --- engine ----------------------------------------------------------------------------------
 
 
-def _check_engine(report: DoctorReport) -> bool:
+def _check_engine(report: DoctorReport, default: Engine) -> bool:
     if not engine.cli_installed():
         report.problems.append(
             Problem("host", "docker", "docker CLI not installed: run `make docker`")
         )
         return False
-    if not engine.engine_reachable():
+    if not engine.engine_reachable(default):
         report.problems.append(
             Problem(
                 "host",
                 "docker engine",
-                f"not reachable at {engine.engine_host()}: start Docker (`make docker`)",
+                f"not reachable at {engine.engine_host(default)}: start Docker (`make docker`)",
             )
         )
         return False
-    if not engine.compose_plugin_works():
+    if not engine.compose_plugin_works(default):
         report.problems.append(
             Problem("host", "docker compose", "Compose v2 plugin missing: run `make docker`")
         )
@@ -109,10 +111,10 @@ def _check_engine(report: DoctorReport) -> bool:
 def _check_other_engines(report: DoctorReport, entries: dict[str, Entry], *, fix: bool) -> None:
     """Each Docker context an instance lives on: reachable, and its labelled resources
     reconciled like the default engine's (an orphan is of an instance registered nowhere)."""
-    for context in sorted({e.context for e in entries.values() if e.context}):
-        with engine_context.use(context):
-            if _engine_answers(report, context):
-                check_docker_resources(report, entries, fix=fix)
+    engines = listing.engines_of(entries.values())
+    for context in sorted(c for c in engines if c):
+        if _engine_answers(report, engines[context]):
+            check_docker_resources(report, engines[context], entries, fix=fix)
 
 
 def _check_companions(report: DoctorReport, *, fix: bool) -> None:
@@ -134,11 +136,11 @@ def _check_companions(report: DoctorReport, *, fix: bool) -> None:
             problem.fixed = "stopped"
 
 
-def _engine_answers(report: DoctorReport, context: str) -> bool:
-    held = engine_context.label(context)
+def _engine_answers(report: DoctorReport, other: Engine) -> bool:
+    held, context = other.label, other.context
     try:
-        where = engine.engine_host()
-        reachable = engine.engine_reachable()
+        where = engine.engine_host(other)
+        reachable = engine.engine_reachable(other)
     except SandboxError as e:
         where, reachable = str(e), False
     if not reachable:
@@ -156,7 +158,10 @@ def _engine_answers(report: DoctorReport, context: str) -> bool:
 # --- host ------------------------------------------------------------------------------------
 
 
-def _check_host(report: DoctorReport, paths: HostPaths, *, fix: bool, engine: bool) -> None:
+def _check_host(
+    report: DoctorReport, paths: HostPaths, *, fix: bool, engine: Engine | None
+) -> None:
+    """`engine`: the default engine when it answered (None: not asked)."""
     for path in _disk_paths(engine):
         free = host_facts.free_disk(path)
         if free < host_facts.MIN_FREE_DISK:
@@ -177,10 +182,10 @@ def _check_host(report: DoctorReport, paths: HostPaths, *, fix: bool, engine: bo
         _check_inotify(report, paths.inotify_dir / name, minimum, target, fix=fix)
 
 
-def _disk_paths(engine_ok: bool) -> list[Path]:
+def _disk_paths(default: Engine | None) -> list[Path]:
     """This home's filesystem, and the engine's (where images and volumes grow)."""
     paths = {host_facts.existing_parent(ktrdr_home())}
-    docker_root = engine.docker_root_dir() if engine_ok else None
+    docker_root = engine.docker_root_dir(default) if default is not None else None
     if docker_root is not None:
         paths.add(docker_root)
     return sorted(paths)

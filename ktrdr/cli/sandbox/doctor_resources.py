@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from ktrdr.cli.sandbox import compose, ownership, proc
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.doctor_checks import retry_once
 from ktrdr.cli.sandbox.doctor_report import DoctorReport, Problem
 from ktrdr.cli.sandbox.errors import SandboxError
@@ -55,17 +56,18 @@ def _unregistered_root(group: _InstanceResources) -> Path | None:
 
 def check_docker_resources(
     report: DoctorReport,
+    engine: Engine,
     entries: dict[str, Entry],
     *,
     fix: bool,
     now: Callable[[], float] = time.time,
 ) -> None:
-    """Sort every ktrdr-labelled resource on the engine by owner. Only this home's resources
+    """Sort every ktrdr-labelled resource on `engine` by owner. Only this home's resources
     whose instance is gone are orphans (removed with --fix); another home's are reported as
     belonging to it and resources without an owner label as legacy, neither ever touched."""
     mine = home_id()
     groups: dict[tuple[str, str], _InstanceResources] = {}
-    found = ownership.instance_resources()
+    found = ownership.instance_resources(engine)
     for item in found:
         key = (item.owner, item.instance_id)
         groups.setdefault(key, _InstanceResources(*key)).items.append(item)
@@ -75,9 +77,9 @@ def check_docker_resources(
             others.setdefault(owner, []).append(group)
         elif instance_id in entries:
             _check_duplicate_networks(report, group)
-            _check_mislabelled(report, group, fix=fix)
+            _check_mislabelled(report, engine, group, fix=fix)
         else:
-            _check_orphan(report, group, fix=fix, now=now)
+            _check_orphan(report, engine, group, fix=fix, now=now)
     from ktrdr.cli.sandbox.lost_homes import group_lost
 
     lost = {stack.owner for stack in group_lost([i for i in found if i.owner != mine])}
@@ -86,17 +88,19 @@ def check_docker_resources(
             _report_lost_home(report, owner, owned)
         else:
             _report_not_ours(report, owner, owned)
-    _check_cross_attached(report, [i for i in found if i.owner == mine], fix=fix)
+    _check_cross_attached(report, engine, [i for i in found if i.owner == mine], fix=fix)
 
 
-def _check_cross_attached(report: DoctorReport, mine: list[Resource], *, fix: bool) -> None:
+def _check_cross_attached(
+    report: DoctorReport, engine: Engine, mine: list[Resource], *, fix: bool
+) -> None:
     """This home's containers attached to a network of another of its instances (an external
     network, or a `docker network connect`): disconnected with --fix, nothing removed."""
     networks = {i.resource_id or i.name: i for i in mine if i.kind == "network"}
     containers = {i.resource_id: i for i in mine if i.kind == "container" and i.resource_id}
     if not networks or not containers:
         return
-    for network_id, container_id in ownership.network_attachments(list(networks)):
+    for network_id, container_id in ownership.network_attachments(engine, list(networks)):
         network = networks[network_id]
         container = next((c for cid, c in containers.items() if container_id.startswith(cid)), None)
         if container is None or container.instance_id == network.instance_id:
@@ -113,7 +117,7 @@ def _check_cross_attached(report: DoctorReport, mine: list[Resource], *, fix: bo
             continue
         try:
             proc.run(
-                ["docker", "network", "disconnect", "-f", network_id, container_id],
+                engine.argv("network", "disconnect", "-f", network_id, container_id),
                 timeout=60,
                 what="docker network disconnect",
             )
@@ -140,7 +144,9 @@ def _check_duplicate_networks(report: DoctorReport, group: _InstanceResources) -
             )
 
 
-def _check_mislabelled(report: DoctorReport, group: _InstanceResources, *, fix: bool) -> None:
+def _check_mislabelled(
+    report: DoctorReport, engine: Engine, group: _InstanceResources, *, fix: bool
+) -> None:
     """Resources labelled as this instance's but in another compose project: what a start with
     an edited project name made (it took over another instance's network and containers).
     Containers and networks are removed (the rightful instance's `up` recreates them); volumes
@@ -165,11 +171,11 @@ def _check_mislabelled(report: DoctorReport, group: _InstanceResources, *, fix: 
     try:
         containers = [i.resource_id or i.name for i in wrong if i.kind == "container"]
         if containers:
-            proc.run(["docker", "rm", "-f", *containers], timeout=120, what="docker rm")
+            proc.run(engine.argv("rm", "-f", *containers), timeout=120, what="docker rm")
             done.append(f"{len(containers)} container(s)")
         for network in (i for i in wrong if i.kind == "network"):
             attached = ownership.remove_network_with_its_containers(
-                network.resource_id or network.name
+                engine, network.resource_id or network.name
             )
             done.append(f"network {network.name} (and {len(attached)} attached container(s))")
     except SandboxError as e:
@@ -182,7 +188,12 @@ def _check_mislabelled(report: DoctorReport, group: _InstanceResources, *, fix: 
 
 
 def _check_orphan(
-    report: DoctorReport, group: _InstanceResources, *, fix: bool, now: Callable[[], float]
+    report: DoctorReport,
+    engine: Engine,
+    group: _InstanceResources,
+    *,
+    fix: bool,
+    now: Callable[[], float],
 ) -> None:
     root = _unregistered_root(group)
     if root is not None:
@@ -197,7 +208,7 @@ def _check_orphan(
         )
         return
     if not any(i.kind == "container" for i in group.items):
-        ages = [ownership.created_at(i.kind, i.name) for i in group.items]
+        ages = [ownership.created_at(engine, i.kind, i.name) for i in group.items]
         if any(a is None or now() - a < ORPHAN_GRACE_S for a in ages):
             return  # may be an `up`/`destroy` in flight; look again later
     problem = Problem(
@@ -210,8 +221,8 @@ def _check_orphan(
     if not fix:
         return
     try:
-        retry_once(partial(compose.down, group.instance_id, None, volumes=True))
-        left = ownership.leftovers(group.instance_id)
+        retry_once(partial(compose.down, engine, group.instance_id, None, volumes=True))
+        left = ownership.leftovers(engine, group.instance_id)
     except SandboxError as e:
         problem.detail += f"; fix failed: {e}"
         return

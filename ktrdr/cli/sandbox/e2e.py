@@ -113,25 +113,25 @@ def junit_summary(path: Path) -> dict[str, object]:
     return {**counts, "failing": failing, "junit": "ok"}
 
 
-def require_running(context: Instance) -> None:
+def require_running(instance: Instance) -> None:
     """Refuse (one line) unless the backend container of the instance is running."""
-    engine.ensure_engine()
-    containers = engine.ps(context.instance_id)
+    engine.ensure_engine(instance.engine)
+    containers = engine.ps(instance.engine, instance.instance_id)
     backend = [c for c in containers if c.service == "backend"]
     if not backend or not any(c.state == "running" for c in backend):
         state = backend[0].state if backend else "not created"
         raise SandboxError(
-            f"instance {context.instance_id} is not up (backend: {state}): start it with "
+            f"instance {instance.instance_id} is not up (backend: {state}): start it with "
             "`ktrdr sandbox up`, then rerun `make test-e2e`"
         )
 
 
-def e2e_argv(context: Instance, pytest_args: list[str], *, model: Path | None = None) -> list[str]:
+def e2e_argv(instance: Instance, pytest_args: list[str], *, model: Path | None = None) -> list[str]:
     """The one-off run (of the policy-checked `model` when given); the results dir is
     bind-mounted, except on a remote engine, where the override mounts a results volume that
     is pulled back afterwards."""
-    results = (context.root / RESULTS_DIR).absolute()
-    mount = [] if compose.is_remote(context.env) else ["-v", f"{results}:{CONTAINER_RESULTS}"]
+    results = (instance.root / RESULTS_DIR).absolute()
+    mount = [] if instance.engine.remote else ["-v", f"{results}:{CONTAINER_RESULTS}"]
     pytest_argv = [
         "python",
         "-m",
@@ -144,7 +144,7 @@ def e2e_argv(context: Instance, pytest_args: list[str], *, model: Path | None = 
         *check_pytest_args(pytest_args).argv(),
     ]
     return [
-        *compose.compose_argv(context.root, context.env, model=model),
+        *compose.compose_argv(instance.engine, instance.root, instance.env, model=model),
         "--profile",
         "e2e",
         "run",
@@ -170,46 +170,46 @@ def run_e2e(
     accept are refused before anything else; the stack policy is checked before the run
     (`allow`: rules a person overrode)."""
     check_pytest_args(pytest_args or [])
-    context = locate(None, start, name_hint="").require_env(keys=())
-    require_running(context)
+    instance = locate(None, start, name_hint="").require_env(keys=())
+    require_running(instance)
     say = notify or on_line or (lambda line: None)
-    model = checked_model_file(context, allow=allow, command="ktrdr sandbox test-e2e", notify=say)
-    results = context.root / RESULTS_DIR
+    model = checked_model_file(instance, allow=allow, command="ktrdr sandbox test-e2e", notify=say)
+    results = instance.root / RESULTS_DIR
     results.mkdir(parents=True, exist_ok=True)
     junit = results / JUNIT_NAME
     junit.unlink(missing_ok=True)  # never let evidence pick up a previous run's results
-    remote_plan = _push_tests(context, say)
-    code = _run_suite(context, e2e_argv(context, pytest_args or [], model=model), on_line)
+    remote_plan = _push_tests(instance, say)
+    code = _run_suite(instance, e2e_argv(instance, pytest_args or [], model=model), on_line)
     if remote_plan is not None:
         from ktrdr.cli.sandbox import remote_sync
 
         remote_sync.pull_e2e_results(remote_plan, results)
-    return E2EResult(context.instance_id, code, junit, junit_summary(junit))
+    return E2EResult(instance.instance_id, code, junit, junit_summary(junit))
 
 
-def _push_tests(context: Instance, notify: Callable[[str], None]) -> RemotePlan | None:
+def _push_tests(instance: Instance, notify: Callable[[str], None]) -> RemotePlan | None:
     """A remote instance's tests (and sources, in case watch missed an edit) copied to the
     engine; its plan, or None for a local instance (it bind-mounts them)."""
-    if not context.remote:
+    if not instance.remote:
         return None
     from ktrdr.cli.sandbox import remote_instance, remote_sync
 
-    plan = remote_instance.plan(context)
+    plan = remote_instance.plan(instance)
     report = remote_sync.prepare_e2e(plan)
     notify(f"Copied the tests to the engine: {report.files} files, {report.written} written")
     return plan
 
 
-def _run_suite(context: Instance, argv: list[str], on_line: Callable[[str], None] | None) -> int:
-    env = compose.compose_env(context.env, context.root)
-    what = f"E2E suite ({context.instance_id})"
+def _run_suite(instance: Instance, argv: list[str], on_line: Callable[[str], None] | None) -> int:
+    env = compose.compose_env(instance.engine, instance.env, instance.root)
+    what = f"E2E suite ({instance.instance_id})"
     if on_line is not None:
         return proc.stream(
-            argv, on_line=on_line, cwd=context.root, env=env, timeout=E2E_TIMEOUT, what=what
+            argv, on_line=on_line, cwd=instance.root, env=env, timeout=E2E_TIMEOUT, what=what
         )
     outcome = proc.run(
         argv,
-        cwd=context.root,
+        cwd=instance.root,
         env=env,
         timeout=E2E_TIMEOUT,
         check=False,

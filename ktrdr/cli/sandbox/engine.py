@@ -1,6 +1,5 @@
-"""Every question asked of the Docker engine directly (not through `docker compose`): the
-engine check, the labels, and the state of an instance's containers by label.
-
+"""Every question asked of a Docker engine (an `Engine` value, docker_engine.py) directly, not
+through `docker compose`: the engine check, the labels, and an instance's containers by label.
 Uses the docker CLI through proc.run (not the docker SDK) so `ktrdr sandbox list` stays fast.
 
 Ownership: the engine is shared by every KTRDR_HOME, checkout and test run on the machine.
@@ -12,7 +11,6 @@ labels say about who owns what is in ownership.py.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -23,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ktrdr.cli import settings
-from ktrdr.cli.sandbox import engine_context, proc
+from ktrdr.cli.sandbox import proc
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.errors import DockerUnavailableError, SandboxError
 from ktrdr.cli.sandbox.home import home_id
 
@@ -103,52 +102,56 @@ class ContainerState:
 # --- the engine check ----------------------------------------------------------------------
 
 
-def engine_host() -> str:
-    """The selected engine, as messages name it (a context with its endpoint, or DOCKER_HOST)."""
-    return engine_context.describe() or settings.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+def engine_host(engine: Engine) -> str:
+    """The engine as messages name it (a context with its endpoint, or DOCKER_HOST)."""
+    return engine.describe() or settings.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 
 
 def cli_installed() -> bool:
     return shutil.which("docker") is not None
 
 
-def engine_reachable() -> bool:
+def engine_reachable(engine: Engine) -> bool:
     """True when the docker CLI exists and the daemon answers; fast and never raises."""
     if not cli_installed():
         return False
     try:
-        argv = ["docker", "version", "--format", "{{.Server.Version}}"]
+        argv = engine.argv("version", "--format", "{{.Server.Version}}")
         result = proc.run(argv, timeout=5, check=False)
     except SandboxError:
         return False
     return result.returncode == 0 and bool(result.stdout.strip())
 
 
-def compose_plugin_works() -> bool:
+def compose_plugin_works(engine: Engine) -> bool:
     """Whether `docker compose version` succeeds (Compose v2); SandboxError when it hangs."""
-    result = proc.run(["docker", "compose", "version", "--short"], timeout=15, check=False)
+    result = proc.run(engine.argv("compose", "version", "--short"), timeout=15, check=False)
     return result.returncode == 0
 
 
-def _compose_plugin_answer() -> bool | SandboxError:
+def _compose_plugin_answer(engine: Engine) -> bool | SandboxError:
     try:
-        return compose_plugin_works()
+        return compose_plugin_works(engine)
     except SandboxError as e:  # it hangs: said only when the engine itself answers
         return e
 
 
-@functools.cache
-def _engine_checked(context: str | None) -> bool:
-    del context  # the cache key: each engine is checked once per command
+def ensure_engine(engine: Engine) -> None:
+    """Raise DockerUnavailableError with one actionable line unless engine + Compose v2 work.
+    A pass is trusted for a while (per Engine value, CHECK_TTL); a failure is asked again."""
+    if engine.checks.fresh():
+        return
     if not cli_installed():
         raise DockerUnavailableError(
             "Docker is not installed: install Docker Engine (`make docker` on Debian/Ubuntu) "
             "and retry"
         )
-    reachable, works = proc.concurrently(engine_reachable, _compose_plugin_answer)
+    reachable, works = proc.concurrently(
+        lambda: engine_reachable(engine), lambda: _compose_plugin_answer(engine)
+    )
     if not reachable:
         raise DockerUnavailableError(
-            f"Docker engine not reachable at {engine_host()}: {engine_context.retry_hint()}"
+            f"Docker engine not reachable at {engine_host(engine)}: {engine.retry_hint()}"
         )
     if isinstance(works, SandboxError):
         raise DockerUnavailableError(f"Docker Compose v2 check failed: {works}") from works
@@ -157,28 +160,25 @@ def _engine_checked(context: str | None) -> bool:
             "Docker Compose v2 is missing (`docker compose version` failed): install the "
             "compose plugin (`make docker`) and retry"
         )
-    return True
+    engine.checks.passed()
 
 
-def ensure_engine() -> None:
-    """Raise DockerUnavailableError with one actionable line unless engine + Compose v2 work."""
-    _engine_checked(engine_context.current())
-
-
-def engine_socket_exists() -> bool:
+def engine_socket_exists(engine: Engine) -> bool:
     """Whether an engine may be listening here even though the CLI cannot ask it: a local
     socket file, or a remote DOCKER_HOST (which may well hold containers)."""
-    if engine_context.current():
+    if engine.context:
         return True  # a context names an engine that may well hold containers
-    host = engine_host()
+    host = engine_host(engine)
     if host.startswith("unix://"):
         return os.path.exists(host[len("unix://") :])
     return True
 
 
-def docker_root_dir() -> Path | None:
+def docker_root_dir(engine: Engine) -> Path | None:
     """Where the engine keeps images and volumes (`docker info`), when it says and it exists."""
-    result = proc.run(["docker", "info", "--format", "{{.DockerRootDir}}"], timeout=15, check=False)
+    result = proc.run(
+        engine.argv("info", "--format", "{{.DockerRootDir}}"), timeout=15, check=False
+    )
     root = result.stdout.strip()
     if result.returncode == 0 and root and Path(root).exists():
         return Path(root)
@@ -197,10 +197,12 @@ def owned_filters(instance_id: str | None = None) -> list[str]:
     return filters
 
 
-def owned_ids(list_argv: list[str], instance_id: str) -> list[str]:
-    """What `list_argv` (e.g. `docker volume ls -q`) prints for the instance's own resources."""
+def owned_ids(engine: Engine, list_args: list[str], instance_id: str) -> list[str]:
+    """What `docker LIST_ARGS` (e.g. `volume ls -q`) prints for the instance's own resources."""
     result = proc.run(
-        [*list_argv, *owned_filters(instance_id)], timeout=QUERY_TIMEOUT, what=list_argv[1] + " ls"
+        engine.argv(*list_args, *owned_filters(instance_id)),
+        timeout=QUERY_TIMEOUT,
+        what=f"docker {list_args[0]} ls",
     )
     return list(dict.fromkeys(line for line in result.stdout.split() if line))
 
@@ -208,27 +210,27 @@ def owned_ids(list_argv: list[str], instance_id: str) -> list[str]:
 # --- container states ----------------------------------------------------------------------
 
 
-def ps(instance_id: str, root: Path | None = None) -> list[ContainerState]:
+def ps(engine: Engine, instance_id: str, root: Path | None = None) -> list[ContainerState]:
     """Every container of the instance owned by this home, in any state (one-off `run`
     containers excluded), with health, exit code, restart count and image id from `docker
     inspect`. `root` is unused: the query goes by label so it works when the compose file is
     gone."""
     del root
-    ensure_engine()
+    ensure_engine(engine)
     listed = proc.run(
-        ["docker", "ps", "-a", "-q", "--no-trunc", *owned_filters(instance_id)],
+        engine.argv("ps", "-a", "-q", "--no-trunc", *owned_filters(instance_id)),
         timeout=QUERY_TIMEOUT,
         what="docker ps",
     )
     ids = listed.stdout.split()
     if not ids:
         return []
-    return _inspect_containers(ids)
+    return _inspect_containers(engine, ids)
 
 
-def _inspect_containers(ids: list[str]) -> list[ContainerState]:
+def _inspect_containers(engine: Engine, ids: list[str]) -> list[ContainerState]:
     inspected = proc.run(
-        ["docker", "inspect", "--type", "container", *ids],
+        engine.argv("inspect", "--type", "container", *ids),
         timeout=QUERY_TIMEOUT,
         check=False,
         what="docker inspect",
@@ -278,18 +280,18 @@ def _inspect_ports(item: Mapping[str, Any]) -> list[int]:
     return sorted(ports)
 
 
-def containers_by_instance() -> dict[str, list[ContainerState]]:
+def containers_by_instance(engine: Engine) -> dict[str, list[ContainerState]]:
     """This home's containers grouped by instance id: ONE `docker ps` call (for `list`).
     Exit codes come from the status text; restart counts and image ids are not known here.
     No engine pre-check: `list` must stay fast, and a failing `docker ps` says the same. A
     missing CLI or an engine that does not answer within LIST_TIMEOUT raises
     DockerUnavailableError: the state is unknown, never "no containers"."""
-    argv = ["docker", "ps", "-a", *owned_filters(), "--format", _PS_FORMAT]
+    argv = engine.argv("ps", "-a", *owned_filters(), "--format", _PS_FORMAT)
     try:
         result = proc.run(argv, timeout=LIST_TIMEOUT, what="docker ps")
     except proc.CommandFailedError as e:
         raise DockerUnavailableError(
-            f"Docker engine not reachable at {engine_host()}: {engine_context.retry_hint()} "
+            f"Docker engine not reachable at {engine_host(engine)}: {engine.retry_hint()} "
             f"({proc.stderr_tail(e.result.stderr, 1)})"
         ) from e
     except SandboxError as e:  # no docker CLI, or the engine did not answer in time
@@ -297,7 +299,7 @@ def containers_by_instance() -> dict[str, list[ContainerState]]:
             f"it did not answer within {LIST_TIMEOUT:g}s" if "did not finish" in str(e) else str(e)
         )
         raise DockerUnavailableError(
-            f"Docker engine at {engine_host()} cannot be asked: {what}"
+            f"Docker engine at {engine_host(engine)} cannot be asked: {what}"
         ) from e
     grouped: dict[str, list[ContainerState]] = {}
     for line in result.stdout.splitlines():
@@ -359,25 +361,25 @@ def _ports_from_text(text: str) -> list[int]:
     return sorted(ports)
 
 
-def published_ports() -> set[int]:
-    """Every host port the selected engine's containers publish, whoever owns them: on a remote
+def published_ports(engine: Engine) -> set[int]:
+    """Every host port the engine's containers publish, whoever owns them: on a remote
     engine these are the ports a new slot must not use."""
     result = proc.run(
-        ["docker", "ps", "--format", "{{.Ports}}"], timeout=QUERY_TIMEOUT, what="docker ps"
+        engine.argv("ps", "--format", "{{.Ports}}"), timeout=QUERY_TIMEOUT, what="docker ps"
     )
     return {port for line in result.stdout.splitlines() for port in _ports_from_text(line)}
 
 
-def pause(instance_id: str) -> list[str]:
+def pause(engine: Engine, instance_id: str) -> list[str]:
     """Freeze the instance's running containers (cgroup freezer: no CPU, memory and state
     kept). Returns the names frozen now."""
-    wanted = [c.name for c in ps(instance_id) if c.state == "running"]
+    wanted = [c.name for c in ps(engine, instance_id) if c.state == "running"]
     still_running = wanted
     for attempt in range(1, PAUSE_ATTEMPTS + 1):
         if not still_running:
             break
         try:
-            proc.run(["docker", "pause", *still_running], timeout=60, what="docker pause")
+            proc.run(engine.argv("pause", *still_running), timeout=60, what="docker pause")
             break
         except proc.CommandFailedError as e:
             # The cgroup freezer gives up while a process is busy in the kernel (seen under
@@ -385,14 +387,14 @@ def pause(instance_id: str) -> list[str]:
             if "freeze" not in e.result.stderr or attempt == PAUSE_ATTEMPTS:
                 raise
         time.sleep(PAUSE_RETRY_DELAY * attempt)
-        still_running = [c.name for c in ps(instance_id) if c.state == "running"]
+        still_running = [c.name for c in ps(engine, instance_id) if c.state == "running"]
     return wanted
 
 
-def unpause(containers: list[ContainerState]) -> list[str]:
+def unpause(engine: Engine, containers: list[ContainerState]) -> list[str]:
     """Thaw those of an instance's `containers` (its ps) that are paused (compose cannot
     recreate a frozen one); their names."""
     paused = [c.name for c in containers if c.state == "paused"]
     if paused:
-        proc.run(["docker", "unpause", *paused], timeout=60, what="docker unpause")
+        proc.run(engine.argv("unpause", *paused), timeout=60, what="docker unpause")
     return paused

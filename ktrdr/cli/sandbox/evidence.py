@@ -83,22 +83,22 @@ def check_output_path(raw: str) -> Path:
 def collect_evidence(
     *, name: str | None = None, start: Path, output: Path | None = None
 ) -> EvidenceResult:
-    context = locate(name, start).require_env(keys=())
+    instance = locate(name, start).require_env(keys=())
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    prefix = f"evidence-{context.instance_id}-{stamp}"
+    prefix = f"evidence-{instance.instance_id}-{stamp}"
     bundle = _Bundle(prefix)
-    _add_gate_report(bundle, context)
-    _add_docker_state(bundle, context)
-    _add_test_results(bundle, context)
-    _add_git_state(bundle, context)
-    _add_env(bundle, context)
+    _add_gate_report(bundle, instance)
+    _add_docker_state(bundle, instance)
+    _add_test_results(bundle, instance)
+    _add_git_state(bundle, instance)
+    _add_env(bundle, instance)
     bundle.add_text(
         "manifest.json",
         json.dumps(
             {
-                "instance_id": context.instance_id,
-                "slot": context.env.get("KTRDR_SLOT"),
-                "root": str(context.root),
+                "instance_id": instance.instance_id,
+                "slot": instance.env.get("KTRDR_SLOT"),
+                "root": str(instance.root),
                 "collected_at": stamp,
                 "files": bundle.names,
                 "missing": bundle.missing,
@@ -106,11 +106,11 @@ def collect_evidence(
             indent=2,
         ),
     )
-    path = (output or unused_evidence_path(context.instance_id, prefix, ".tar.gz")).absolute()
+    path = (output or unused_evidence_path(instance.instance_id, prefix, ".tar.gz")).absolute()
     replaced = path.exists()
     bundle.write(path, make_parent=output is None)
     return EvidenceResult(
-        context.instance_id,
+        instance.instance_id,
         path,
         path.stat().st_size,
         list(bundle.names),
@@ -160,37 +160,37 @@ class _Bundle:
             raise
 
 
-def _add_gate_report(bundle: _Bundle, context: Instance) -> None:
-    report = context.root / GATE_REPORT
+def _add_gate_report(bundle: _Bundle, instance: Instance) -> None:
+    report = instance.root / GATE_REPORT
     if report.is_file():
         bundle.add_bytes("gate-report.json", report.read_bytes())
     else:
         bundle.note_missing(f"gate report: {GATE_REPORT} not found (run `ktrdr sandbox up`)")
 
 
-def _add_docker_state(bundle: _Bundle, context: Instance) -> None:
-    if not engine.engine_reachable():
+def _add_docker_state(bundle: _Bundle, instance: Instance) -> None:
+    if not engine.engine_reachable(instance.engine):
         bundle.note_missing("compose ps and service logs: Docker engine not reachable")
         return
-    base = compose.compose_argv(context.root, context.env)
-    env = compose.compose_env(context.env, context.root)
-    can_compose = (context.root / COMPOSE_FILE).is_file()
+    base = compose.compose_argv(instance.engine, instance.root, instance.env)
+    env = compose.compose_env(instance.engine, instance.env, instance.root)
+    can_compose = (instance.root / COMPOSE_FILE).is_file()
     if can_compose:
-        ps = proc.run([*base, "ps", "-a"], cwd=context.root, env=env, timeout=60, check=False)
+        ps = proc.run([*base, "ps", "-a"], cwd=instance.root, env=env, timeout=60, check=False)
         bundle.add_text("compose-ps.txt", ps.stdout + ps.stderr)
     else:
-        bundle.note_missing(f"compose ps: {COMPOSE_FILE} not found in {context.root}")
-    containers = engine.ps(context.instance_id)
+        bundle.note_missing(f"compose ps: {COMPOSE_FILE} not found in {instance.root}")
+    containers = engine.ps(instance.engine, instance.instance_id)
     if not containers:
         bundle.note_missing("service logs: the instance has no containers")
     for container in containers:
-        lines = container_logs.container_logs(container.name, tail=LOG_TAIL)
+        lines = container_logs.container_logs(instance.engine, container.name, tail=LOG_TAIL)
         bundle.add_text(f"logs/{container.service or container.name}.log", "\n".join(lines))
     bundle.add_text("containers.json", json.dumps([c.to_json() for c in containers], indent=2))
 
 
-def _add_test_results(bundle: _Bundle, context: Instance) -> None:
-    results = context.root / RESULTS_DIR
+def _add_test_results(bundle: _Bundle, instance: Instance) -> None:
+    results = instance.root / RESULTS_DIR
     files = sorted(p for p in results.rglob("*") if p.is_file()) if results.is_dir() else []
     if not files:
         bundle.note_missing(f"test results: none in {RESULTS_DIR} (run `make test-e2e`)")
@@ -205,13 +205,13 @@ def _add_test_results(bundle: _Bundle, context: Instance) -> None:
             )
 
 
-def _add_git_state(bundle: _Bundle, context: Instance) -> None:
+def _add_git_state(bundle: _Bundle, instance: Instance) -> None:
     for name, args in (
         ("git-head.txt", ["rev-parse", "HEAD"]),
         ("git-diff-stat.txt", ["diff", "--stat", "HEAD"]),
     ):
         try:
-            result = proc.run(["git", *args], cwd=context.root, timeout=60, check=False)
+            result = proc.run(["git", *args], cwd=instance.root, timeout=60, check=False)
         except SandboxError as e:
             bundle.note_missing(f"{name}: {e}")
             continue
@@ -223,6 +223,6 @@ def _add_git_state(bundle: _Bundle, context: Instance) -> None:
             )
 
 
-def _add_env(bundle: _Bundle, context: Instance) -> None:
-    lines = [f"{k}={'***' if k in SECRET_KEYS else v}" for k, v in context.env.items()]
+def _add_env(bundle: _Bundle, instance: Instance) -> None:
+    lines = [f"{k}={'***' if k in SECRET_KEYS else v}" for k, v in instance.env.items()]
     bundle.add_text("env.sandbox.redacted", "\n".join(lines) + "\n")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ktrdr.cli.sandbox import owned_process
-from ktrdr.cli.sandbox.engine_context import SshEndpoint
+from ktrdr.cli.sandbox.docker_engine import SshEndpoint
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.owned_process import Orphan, OwnedProcess
 from ktrdr.cli.sandbox.ports import SlotPorts

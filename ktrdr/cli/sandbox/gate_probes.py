@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ktrdr.cli.sandbox import container_logs, engine
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.engine import ContainerState
 
 HTTP_TIMEOUT = 2.0
@@ -47,17 +48,20 @@ class Startup(Protocol):
 class DockerProbes:
     """The real probes: `docker inspect` by label and HTTP to 127.0.0.1 published ports."""
 
-    def __init__(self, instance_id: str, *, engine_timeout: float | None = None) -> None:
+    def __init__(
+        self, docker: Engine, instance_id: str, *, engine_timeout: float | None = None
+    ) -> None:
         """`engine_timeout`: a shorter limit for docker queries (`status` must not hang)."""
         import httpx
 
+        self.docker = docker
         self.instance_id = instance_id
         self.engine_timeout = engine_timeout
         # Proxies must never see loopback probes: trust_env=False ignores HTTP(S)_PROXY.
         self._client = httpx.Client(timeout=HTTP_TIMEOUT, trust_env=False)
 
     def containers(self) -> list[ContainerState]:
-        return engine.ps(self.instance_id)
+        return engine.ps(self.docker, self.instance_id)
 
     def http_get(self, url: str) -> HttpAnswer:
         import httpx
@@ -78,10 +82,10 @@ class DockerProbes:
 
     def logs(self, container: str, tail: int) -> list[str]:
         timeout = self.engine_timeout or engine.QUERY_TIMEOUT
-        return container_logs.container_logs(container, tail=tail, timeout=timeout)
+        return container_logs.container_logs(self.docker, container, tail=tail, timeout=timeout)
 
     def engine_view(self, container: str) -> list[str]:
-        return container_logs.engine_view(container)
+        return container_logs.engine_view(self.docker, container)
 
     def close(self) -> None:
         self._client.close()

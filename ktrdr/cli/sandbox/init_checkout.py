@@ -10,7 +10,7 @@ from pathlib import Path
 from ktrdr.cli.sandbox import (
     claims,
     docker_access,
-    engine_context,
+    docker_engine,
     machine_slots,
     registry,
     slot_range,
@@ -18,6 +18,7 @@ from ktrdr.cli.sandbox import (
 )
 from ktrdr.cli.sandbox.allocation import Allocation, BusyPort, allocate
 from ktrdr.cli.sandbox.create import CreateResult
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import (
     IMAGE_MODES,
@@ -55,12 +56,12 @@ def init_instance(
         return restore_view(registered, previous, slot=slot, context=context)
     instance_id = instance_id_for(top)
     refuse_other_owner(top, previous)
-    refuse_lost_owner(top, dict(previous), adopting=adopting)
     if context is None and previous.get("KTRDR_INSTANCE_ID") == instance_id:
         context = previous.get("KTRDR_DOCKER_CONTEXT") or None
-    context = engine_context.validate(context)
-    with instance_lock(instance_id, command="ktrdr sandbox init"), engine_context.use(context):
-        return _init_locked(top, instance_id, previous, slot=slot, images=images, context=context)
+    engine = docker_engine.validate(context)
+    refuse_lost_owner(engine, top, dict(previous), adopting=adopting)
+    with instance_lock(instance_id, command="ktrdr sandbox init"):
+        return _init_locked(top, instance_id, previous, slot=slot, images=images, engine=engine)
 
 
 def _registered_at(top: Path) -> Entry | None:
@@ -154,15 +155,15 @@ def _init_locked(
     *,
     slot: int | None,
     images: str | None,
-    context: str | None,
+    engine: Engine,
 ) -> CreateResult:
     env_path = top / SANDBOX_ENV_FILENAME
     branch = worktree.current_branch(top)
-    remote = engine_context.is_remote(context)
+    context, remote = engine.context, engine.remote
     same_engine = (previous.get("KTRDR_DOCKER_CONTEXT") or None) == context
-    kept = _slot_to_keep(previous, instance_id) if slot is None and same_engine else None
+    kept = _slot_to_keep(engine, previous, instance_id) if slot is None and same_engine else None
     with machine_slots.allocation_lock():
-        busy, _ = claims.busy_slots(_slots_to_probe(slot, kept), remote=remote)
+        busy, _ = claims.busy_slots(engine, _slots_to_probe(slot, kept))
         if kept is not None and kept.running:
             busy = {**busy, kept.slot: []}  # its own containers hold those ports
         with registry.transaction() as entries:
@@ -183,7 +184,7 @@ def _init_locked(
                 context=context,
                 forward=forward,
             )
-        docker_access.ownership().mark_slot(instance_id, allocation.slot, replace=True)
+        docker_access.ownership().mark_slot(engine, instance_id, allocation.slot, replace=True)
     return CreateResult(
         context=context,
         forward=forward,
@@ -253,7 +254,7 @@ class _KeptSlot:
     running: bool  # this instance's own containers hold the slot's ports
 
 
-def _slot_to_keep(values: Mapping[str, str], instance_id: str) -> _KeptSlot | None:
+def _slot_to_keep(engine: Engine, values: Mapping[str, str], instance_id: str) -> _KeptSlot | None:
     """Re-`init` of an instance whose entry was lost (registry deleted, other KTRDR_HOME): keep
     the slot its `.env.sandbox` names, above all while its stack runs on those ports."""
     text = values.get("KTRDR_SLOT", "")
@@ -262,7 +263,7 @@ def _slot_to_keep(values: Mapping[str, str], instance_id: str) -> _KeptSlot | No
     if int(text) not in SANDBOX_SLOTS:
         return None
     try:
-        running = any(c.state == "running" for c in docker_access.engine().ps(instance_id))
+        running = any(c.state == "running" for c in docker_access.engine().ps(engine, instance_id))
     except SandboxError:  # no engine: nothing runs
         running = False
     return _KeptSlot(int(text), running)

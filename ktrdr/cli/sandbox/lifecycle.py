@@ -12,7 +12,6 @@ from pathlib import Path
 from ktrdr.cli.sandbox import (
     compose,
     engine,
-    engine_context,
     host,
     ownership,
     preflight,
@@ -90,7 +89,7 @@ def up(
     preflight.validate(instance)  # before waiting: a wrong instance is refused at once
     with instance_lock(instance.instance_id, command="ktrdr sandbox up", on_wait=notify):
         preflight.validate(instance)  # again: a destroy may have run while we waited
-        engine.ensure_engine()  # an engine that is down is said first
+        engine.ensure_engine(instance.engine)  # an engine that is down is said first
         preflight.check_shared_data(instance)
         stack_file.load(instance.root)  # a YAML error as one line with its line number
         # Before any container is touched; compose then runs the model that was checked.
@@ -172,7 +171,7 @@ def _start_under_gate(
     try:
         stack = compose.start(instance, model=model, build=build)
         # After compose is under way: the HTTP client (httpx, ~0.1 s) is not on the way to it.
-        probes = DockerProbes(instance.instance_id)
+        probes = DockerProbes(instance.engine, instance.instance_id)
         report = run_gate(spec, probes, on_update=remember, startup=stack)
         passed = report.passed
         return report
@@ -216,11 +215,15 @@ def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: 
     """Stop and remove the containers and network; keep volumes (data survives)."""
     preflight.check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox down", on_wait=notify):
-        engine.ensure_engine()
+        engine.ensure_engine(instance.engine)
         ownership.refuse_foreign(
-            instance.instance_id, instance.project, checkout=instance.root, action="stop"
+            instance.engine,
+            instance.instance_id,
+            instance.project,
+            checkout=instance.root,
+            action="stop",
         )
-        compose.down(instance.instance_id, instance, volumes=False)
+        compose.down(instance.engine, instance.instance_id, instance, volumes=False)
         if instance.remote:
             remote_instance.stop(instance)
 
@@ -228,20 +231,23 @@ def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: 
 def pause(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> list[str]:
     """Freeze every running container of the instance; returns their names ([] when it was
     already paused). Refused when nothing runs: there is nothing to keep ready."""
-    engine_context.select(instance.context)  # `pause --all` walks instances on several engines
     preflight.check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox pause", on_wait=notify):
-        engine.ensure_engine()
+        engine.ensure_engine(instance.engine)
         ownership.refuse_foreign(
-            instance.instance_id, instance.project, checkout=instance.root, action="pause"
+            instance.engine,
+            instance.instance_id,
+            instance.project,
+            checkout=instance.root,
+            action="pause",
         )
-        states = {c.state for c in engine.ps(instance.instance_id)}
+        states = {c.state for c in engine.ps(instance.engine, instance.instance_id)}
         if "running" not in states and "paused" not in states:
             raise SandboxError(
                 f"instance {instance.instance_id} is not running, so there is nothing to pause; "
                 "`ktrdr sandbox up` starts it"
             )
-        return engine.pause(instance.instance_id)
+        return engine.pause(instance.engine, instance.instance_id)
 
 
 def resume(
@@ -256,13 +262,16 @@ def resume(
     compose run, nothing recreated). The report is written like `up`'s."""
     preflight.check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox resume", on_wait=notify):
-        engine.ensure_engine()
+        engine.ensure_engine(instance.engine)
         check_stack(instance, allow=allow, command="ktrdr sandbox resume", notify=notify)
         foreign, containers = proc.concurrently(
             functools.partial(
-                ownership.foreign_in_project, instance.project, checkout=instance.root
+                ownership.foreign_in_project,
+                instance.engine,
+                instance.project,
+                checkout=instance.root,
             ),
-            functools.partial(engine.ps, instance.instance_id),
+            functools.partial(engine.ps, instance.engine, instance.instance_id),
         )
         ownership.refuse_found_foreign(
             instance.instance_id, instance.project, foreign, action="resume"
@@ -272,11 +281,11 @@ def resume(
                 f"instance {instance.instance_id} has no containers to resume; "
                 "`ktrdr sandbox up` starts it"
             )
-        if not engine.unpause(containers):
+        if not engine.unpause(instance.engine, containers):
             notify(f"Instance {instance.instance_id} was not paused; checking it anyway")
         if instance.remote:
             remote_instance.revive(instance, notify)
-        probes = DockerProbes(instance.instance_id)
+        probes = DockerProbes(instance.engine, instance.instance_id)
         try:
             report = run_gate(gate_spec(instance, timeout=timeout), probes, on_update=on_update)
         finally:
@@ -318,7 +327,7 @@ def _check_logs(instance: Instance, service: str | None) -> None:
     known = stack_file.load(instance.root).services
     if service is not None and service not in known:
         raise SandboxError(f"no service {service!r} in this stack; services: {', '.join(known)}")
-    if not engine.ps(instance.instance_id):
+    if not engine.ps(instance.engine, instance.instance_id):
         # compose would print nothing and exit 0: an empty answer that looks like "no output".
         raise SandboxError(
             f"instance {instance.instance_id} has no containers (it is down, and `down` removes "

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ktrdr.cli.sandbox import docker_access, ports, registry
+from ktrdr.cli.sandbox import docker_access, docker_engine, ports, registry
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.health import container_problems, docker_state
 from ktrdr.cli.sandbox.ports import SlotPorts
@@ -30,38 +31,45 @@ def stale_reason(entry: Entry) -> str | None:
     return None
 
 
-def containers_snapshot() -> dict[str, list[Any]] | None:
-    """All instances' containers from ONE Docker query, or None when no engine answers."""
-    return containers_snapshot_and_why()[0]
+def containers_snapshot(engine: Engine) -> dict[str, list[Any]] | None:
+    """All instances' containers on `engine` from ONE query, or None when it does not answer."""
+    return containers_snapshot_and_why(engine)[0]
 
 
-def containers_snapshot_and_why() -> tuple[dict[str, list[Any]] | None, str | None]:
+def containers_snapshot_and_why(
+    engine: Engine,
+) -> tuple[dict[str, list[Any]] | None, str | None]:
     """(snapshot, None), or (None, why the engine could not be asked)."""
     try:  # no separate engine ping: an unreachable engine raises DockerUnavailableError
-        grouped: dict[str, list[Any]] = docker_access.engine().containers_by_instance()
+        grouped: dict[str, list[Any]] = docker_access.engine().containers_by_instance(engine)
     except SandboxError as e:
         return None, str(e)
     return grouped, None
 
 
+def engines_of(entries: Iterable[Entry]) -> dict[str | None, Engine]:
+    """One Engine per context the entries live on, as the home recorded it."""
+    engines: dict[str | None, Engine] = {}
+    for entry in entries:
+        if entry.context not in engines:
+            engines[entry.context] = docker_engine.recorded(entry.context, forward=entry.forward)
+    return engines
+
+
 def snapshots_by_engine(
-    contexts: Iterable[str | None],
+    entries: Iterable[Entry],
 ) -> dict[str | None, tuple[dict[str, list[Any]] | None, str | None]]:
-    """`containers_snapshot_and_why` of every engine, asked in parallel: one slow or lost remote
-    engine costs its own timeout once, and leaves the other engines' instances known."""
-    from concurrent.futures import ThreadPoolExecutor
+    """`containers_snapshot_and_why` of every engine the entries live on (by context), asked in
+    parallel: one slow or lost remote engine costs its own timeout once, and leaves the other
+    engines' instances known."""
+    engines = engines_of(entries)
+    if len(engines) <= 1:
+        return {context: containers_snapshot_and_why(e) for context, e in engines.items()}
+    from concurrent.futures import ThreadPoolExecutor  # threads: only for several engines
 
-    def ask(context: str | None) -> tuple[dict[str, list[Any]] | None, str | None]:
-        from ktrdr.cli.sandbox import engine_context  # subprocess: only when asking an engine
-
-        with engine_context.use(context):
-            return containers_snapshot_and_why()
-
-    wanted = list(dict.fromkeys(contexts))
-    if len(wanted) <= 1:
-        return {context: ask(context) for context in wanted}
-    with ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
-        return dict(zip(wanted, pool.map(ask, wanted), strict=True))
+    with ThreadPoolExecutor(max_workers=min(8, len(engines))) as pool:
+        answers = pool.map(containers_snapshot_and_why, engines.values())
+        return dict(zip(engines, answers, strict=True))
 
 
 def short_lived(root: Path, containers: list[Any]) -> frozenset[str]:
@@ -100,9 +108,7 @@ class InstanceRow:
 
     @property
     def engine(self) -> str:
-        from ktrdr.cli.sandbox import engine_context
-
-        return engine_context.label(self.entry.context)
+        return docker_engine.label(self.entry.context)
 
     def to_json(self) -> dict[str, Any]:
         ports = local_ports(self.entry)
@@ -129,7 +135,7 @@ def list_instances() -> list[InstanceRow]:
 def list_instances_and_engine() -> Listing:
     """Every registered instance with its status. Read-only: never writes the registry."""
     entries = registry.load()
-    by_engine = snapshots_by_engine(e.context for e in entries.values())
+    by_engine = snapshots_by_engine(entries.values())
     rows = []
     for entry in sorted(entries.values(), key=lambda e: (e.context or "", e.slot, e.instance_id)):
         snapshot = by_engine[entry.context][0]
@@ -153,7 +159,7 @@ def local_ports(entry: Entry) -> SlotPorts:
 def running_entries() -> list[Entry]:
     """Registered instances of this home with running containers (one query per engine)."""
     entries = registry.load().values()
-    by_engine = snapshots_by_engine(e.context for e in entries)
+    by_engine = snapshots_by_engine(entries)
     problems = [why for _, why in by_engine.values() if why]
     if problems:
         raise SandboxError(f"cannot tell which instances run: {problems[0]}")

@@ -17,12 +17,14 @@ disagrees with the record unless the caller only repairs or removes the instance
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ktrdr.cli.sandbox import engine_context, identity, registry
+from ktrdr.cli.sandbox import docker_engine, identity, registry
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import find_instance_root, read_env, slugify
 from ktrdr.cli.sandbox.ports import SlotPorts, local_ports, port_map, ports_for_slot
@@ -76,10 +78,16 @@ class Instance:
             return int(text)
         return self.entry.forward if self.entry is not None and not text else None
 
+    @functools.cached_property
+    def engine(self) -> Engine:
+        """The engine the instance lives on, as the home recorded it (made once per Instance,
+        so its engine check is shared by everything this Instance is passed to)."""
+        return docker_engine.recorded(self.context, forward=self.forward_index)
+
     @property
     def remote(self) -> bool:
         """Whether the engine is reached over SSH (sources copied, ports forwarded)."""
-        return self.forward_index is not None
+        return self.engine.remote
 
     @property
     def port_map(self) -> dict[int, int]:
@@ -148,7 +156,6 @@ def locate(
         _refuse_unregistered(found)
     if check_view and found.entry is not None and found.view:
         identity.check_view(found.entry, found.view, found.root)
-    engine_context.select(found.context)  # a command acts on its instance's engine
     return found
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ktrdr.cli.sandbox import ownership, proc
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.engine import INSTANCE_LABEL, OWNER_LABEL
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import HOME_ID_FILE, home_id
@@ -77,23 +78,23 @@ def group_lost(found: list[Resource]) -> list[LostStack]:
     return [stacks[k] for k in sorted(stacks)]
 
 
-def lost_stacks() -> list[LostStack]:
-    return group_lost(ownership.instance_resources())
+def lost_stacks(engine: Engine) -> list[LostStack]:
+    return group_lost(ownership.instance_resources(engine))
 
 
-def _stacks_of(owner: str, instance_id: str | None = None) -> list[LostStack]:
+def _stacks_of(engine: Engine, owner: str, instance_id: str | None = None) -> list[LostStack]:
     filters = ["--filter", f"label={OWNER_LABEL}={owner}"]
     if instance_id is not None:
         filters += ["--filter", f"label={INSTANCE_LABEL}={instance_id}"]
-    return group_lost(ownership.resources(filters))
+    return group_lost(ownership.resources(engine, filters))
 
 
-def remove_lost(owner: str) -> list[str]:
+def remove_lost(engine: Engine, owner: str) -> list[str]:
     """Remove every resource labelled with the lost home `owner`; what was removed. Refused when
     that home is this one or still exists, or when nothing of it is on the engine."""
     if owner == home_id():
         raise SandboxError(f"{owner} is this home's id: nothing removed (see `ktrdr sandbox list`)")
-    found = ownership.resources(["--filter", f"label={OWNER_LABEL}={owner}"])
+    found = ownership.resources(engine, ["--filter", f"label={OWNER_LABEL}={owner}"])
     if not found:
         raise SandboxError(f"no container, network or volume of home {owner} is on this engine")
     alive = next((i.owner_home for i in found if not home_is_gone(i.owner, i.owner_home)), None)
@@ -102,15 +103,15 @@ def remove_lost(owner: str) -> list[str]:
             f"home {owner} is not lost ({alive or 'its path is not recorded'}): nothing "
             f"removed; run `ktrdr sandbox destroy` with KTRDR_HOME={alive} instead"
         )
-    return _remove(found, keep_volumes=False)
+    return _remove(engine, found, keep_volumes=False)
 
 
-def _remove(items: list[Resource], *, keep_volumes: bool) -> list[str]:
+def _remove(engine: Engine, items: list[Resource], *, keep_volumes: bool) -> list[str]:
     removed: list[str] = []
     for kind, argv in (
-        ("container", ["docker", "rm", "-f"]),
-        ("network", ["docker", "network", "rm"]),
-        ("volume", ["docker", "volume", "rm"]),
+        ("container", engine.argv("rm", "-f")),
+        ("network", engine.argv("network", "rm")),
+        ("volume", engine.argv("volume", "rm")),
     ):
         if kind == "volume" and keep_volumes:
             continue
@@ -133,7 +134,7 @@ class Released:
     path: Path
 
 
-def release_for_adoption(path: Path) -> Released:
+def release_for_adoption(engine: Engine, path: Path) -> Released:
     """The first step of `adopt` (the second is `init_instance(adopting=old owner)`): checks
     that the labels of a lost home's stack name the checkout at `path` and that its
     `.env.sandbox` names that instance and owner, then removes the old containers and networks
@@ -148,7 +149,8 @@ def release_for_adoption(path: Path) -> Released:
             f"{top} has no {SANDBOX_ENV_FILENAME} naming an instance and its owner: nothing to "
             "adopt there (`ktrdr sandbox doctor` lists the stacks of lost homes and their paths)"
         )
-    stack = next((s for s in _stacks_of(owner, instance_id) if s.instance_id == instance_id), None)
+    stacks = _stacks_of(engine, owner, instance_id)
+    stack = next((s for s in stacks if s.instance_id == instance_id), None)
     if stack is None:
         raise SandboxError(
             f"no stack of a lost home is labelled instance {instance_id} of home {owner}: "
@@ -163,13 +165,15 @@ def release_for_adoption(path: Path) -> Released:
         instance_id=instance_id,
         old_owner=owner,
         old_home=stack.owner_home,
-        removed=_remove(stack.items, keep_volumes=True),
+        removed=_remove(engine, stack.items, keep_volumes=True),
         kept_volumes=[i.name for i in stack.items if i.kind == "volume"],
         path=top,
     )
 
 
-def refuse_lost_owner(top: Path, view: dict[str, str] | None, *, adopting: str | None) -> None:
+def refuse_lost_owner(
+    engine: Engine, top: Path, view: dict[str, str] | None, *, adopting: str | None
+) -> None:
     """`init` in the checkout of a lost home's instance whose stack is still on the engine would
     register it anew and strand that stack: refused, naming the two ways out."""
     view = view or {}
@@ -180,7 +184,7 @@ def refuse_lost_owner(top: Path, view: dict[str, str] | None, *, adopting: str |
     if not home_is_gone(owner, owner_home):
         return
     try:
-        stacks = _stacks_of(owner, instance_id)
+        stacks = _stacks_of(engine, owner, instance_id)
     except SandboxError:
         return  # no engine: nothing of it can be seen, init's own checks follow
     if stacks:

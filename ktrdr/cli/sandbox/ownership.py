@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ktrdr.cli import settings
 from ktrdr.cli.sandbox import machine_slots, proc
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.engine import (
     CHECKOUT_LABEL,
     INSTANCE_LABEL,
@@ -40,41 +41,41 @@ from ktrdr.cli.sandbox.instance import project_name
 # --- one instance's resources ---------------------------------------------------------------
 
 
-def remove_by_label(instance_id: str, *, volumes: bool) -> bool:
+def remove_by_label(engine: Engine, instance_id: str, *, volumes: bool) -> bool:
     """Remove labelled containers, networks (and volumes); True when nothing is left."""
-    containers = owned_ids(["docker", "ps", "-a", "-q"], instance_id)
+    containers = owned_ids(engine, ["ps", "-a", "-q"], instance_id)
     if containers:
-        proc.run(["docker", "rm", "-f", "-v", *containers], timeout=120, what="docker rm")
-    networks = owned_ids(["docker", "network", "ls", "-q"], instance_id)
+        proc.run(engine.argv("rm", "-f", "-v", *containers), timeout=120, what="docker rm")
+    networks = owned_ids(engine, ["network", "ls", "-q"], instance_id)
     if networks:
-        proc.run(["docker", "network", "rm", *networks], timeout=60, what="docker network rm")
+        proc.run(engine.argv("network", "rm", *networks), timeout=60, what="docker network rm")
     if volumes:
-        vols = owned_ids(["docker", "volume", "ls", "-q"], instance_id)
+        vols = owned_ids(engine, ["volume", "ls", "-q"], instance_id)
         if vols:
-            proc.run(["docker", "volume", "rm", "-f", *vols], timeout=60, what="docker volume rm")
-    left = leftovers(instance_id)
+            proc.run(engine.argv("volume", "rm", "-f", *vols), timeout=60, what="docker volume rm")
+    left = leftovers(engine, instance_id)
     return not left or (not volumes and all(item.startswith("volume ") for item in left))
 
 
-def leftovers(instance_id: str) -> list[str]:
+def leftovers(engine: Engine, instance_id: str) -> list[str]:
     """Containers, volumes and networks still labelled for the instance; [] when clean."""
-    ensure_engine()
+    ensure_engine(engine)
     left: list[str] = []
     queries = (
-        ("container", ["docker", "ps", "-a", "--format", "{{.Names}}"]),
-        ("volume", ["docker", "volume", "ls", "--format", "{{.Name}}"]),
-        ("network", ["docker", "network", "ls", "--format", "{{.Name}}"]),
+        ("container", ["ps", "-a", "--format", "{{.Names}}"]),
+        ("volume", ["volume", "ls", "--format", "{{.Name}}"]),
+        ("network", ["network", "ls", "--format", "{{.Name}}"]),
     )
-    for kind, argv in queries:
-        for name in owned_ids(argv, instance_id):
+    for kind, args in queries:
+        for name in owned_ids(engine, args, instance_id):
             left.append(f"{kind} {name}")
     return left
 
 
-def created_at(kind: str, name: str) -> float | None:
+def created_at(engine: Engine, kind: str, name: str) -> float | None:
     """When a volume or network was made (epoch seconds); None when the engine does not say."""
     result = proc.run(
-        ["docker", kind, "inspect", "--format", "{{json .CreatedAt}}", name],
+        engine.argv(kind, "inspect", "--format", "{{json .CreatedAt}}", name),
         timeout=30,
         check=False,
     )
@@ -123,28 +124,30 @@ _RESOURCE_LABELS = (
 )
 
 
-def resources(filters: list[str], *, timeout: float = QUERY_TIMEOUT) -> list[Resource]:
+def resources(
+    engine: Engine, filters: list[str], *, timeout: float = QUERY_TIMEOUT
+) -> list[Resource]:
     """Containers, volumes and networks matching docker `--filter`s, with their labels (three
     queries). Raises SandboxError when the engine cannot be asked."""
     labels = "\t".join(label_format(key) for key in _RESOURCE_LABELS)
     queries = (  # at once: three short engine queries
         (
             "container",
-            ["docker", "ps", "-a"],
+            ["ps", "-a"],
             "{{.Names}}\t{{.ID}}\t" + labels + "\t" + label_format(WORKING_DIR_LABEL),
         ),
-        ("volume", ["docker", "volume", "ls"], "{{.Name}}\t{{.Name}}\t" + labels),
-        ("network", ["docker", "network", "ls"], "{{.Name}}\t{{.ID}}\t" + labels),
+        ("volume", ["volume", "ls"], "{{.Name}}\t{{.Name}}\t" + labels),
+        ("network", ["network", "ls"], "{{.Name}}\t{{.ID}}\t" + labels),
     )
     listings = proc.concurrently(
         *(
             functools.partial(
                 proc.run,
-                [*argv, *filters, "--format", fmt],
+                engine.argv(*args, *filters, "--format", fmt),
                 timeout=timeout,
                 what=f"docker {kind} ls",
             )
-            for kind, argv, fmt in queries
+            for kind, args, fmt in queries
         )
     )
     found: list[Resource] = []
@@ -169,30 +172,31 @@ def resources(filters: list[str], *, timeout: float = QUERY_TIMEOUT) -> list[Res
     return found
 
 
-def instance_resources() -> list[Resource]:
+def instance_resources(engine: Engine) -> list[Resource]:
     """Every resource on the engine carrying an instance label, whoever owns it (doctor)."""
-    return resources(["--filter", f"label={INSTANCE_LABEL}"])
+    return resources(engine, ["--filter", f"label={INSTANCE_LABEL}"])
 
 
-def foreign_in_project(project: str, *, checkout: Path) -> list[Resource]:
+def foreign_in_project(engine: Engine, project: str, *, checkout: Path) -> list[Resource]:
     """Resources of compose project `project` that this instance does not own: another home's
     (owner label differs), another checkout's, or unlabelled ones. Compose would adopt and
     recreate them, so `up`, `down` and `destroy` refuse to touch such a project."""
     mine = home_id()
     here = str(checkout.resolve())
     foreign: list[Resource] = []
-    for item in resources(["--filter", f"label={PROJECT_LABEL}={project}"]):
+    for item in resources(engine, ["--filter", f"label={PROJECT_LABEL}={project}"]):
         elsewhere = bool(item.checkout) and str(Path(item.checkout).resolve()) != here
         if item.owner != mine or elsewhere:
             foreign.append(item)
     return foreign
 
 
-def refuse_foreign(instance_id: str, project: str, *, checkout: Path, action: str) -> None:
+def refuse_foreign(
+    engine: Engine, instance_id: str, project: str, *, checkout: Path, action: str
+) -> None:
     """One line naming the owner when compose project `project` holds anything not ours."""
-    refuse_found_foreign(
-        instance_id, project, foreign_in_project(project, checkout=checkout), action=action
-    )
+    foreign = foreign_in_project(engine, project, checkout=checkout)
+    refuse_found_foreign(instance_id, project, foreign, action=action)
 
 
 def refuse_found_foreign(
@@ -211,37 +215,39 @@ def refuse_found_foreign(
     )
 
 
-def duplicate_networks(instance_id: str) -> dict[str, list[str]]:
+def duplicate_networks(engine: Engine, instance_id: str) -> dict[str, list[str]]:
     """Network name -> ids, for names this instance's networks hold more than once (two
     concurrent `compose up`s can each create `<project>_default`)."""
     by_name: dict[str, list[str]] = {}
-    for item in resources(owned_filters(instance_id)):
+    for item in resources(engine, owned_filters(instance_id)):
         if item.kind == "network":
             by_name.setdefault(item.name, []).append(item.resource_id)
     return {name: ids for name, ids in by_name.items() if len(ids) > 1}
 
 
-def repair_networks(instance_id: str, duplicates: dict[str, list[str]]) -> list[str]:
+def repair_networks(
+    engine: Engine, instance_id: str, duplicates: dict[str, list[str]]
+) -> list[str]:
     """For the networks duplicate_networks found held twice: remove the instance's containers
     (volumes kept, so no data is lost) and every copy of each, so the next `compose up` makes
     exactly one. Returns what was done."""
     if not duplicates:
         return []
-    containers = owned_ids(["docker", "ps", "-a", "-q"], instance_id)
+    containers = owned_ids(engine, ["ps", "-a", "-q"], instance_id)
     if containers:
-        proc.run(["docker", "rm", "-f", *containers], timeout=120, what="docker rm")
+        proc.run(engine.argv("rm", "-f", *containers), timeout=120, what="docker rm")
     ids = [network_id for group in duplicates.values() for network_id in group]
-    proc.run(["docker", "network", "rm", *ids], timeout=60, what="docker network rm")
+    proc.run(engine.argv("network", "rm", *ids), timeout=60, what="docker network rm")
     return [f"network {name} existed {len(group)} times" for name, group in duplicates.items()]
 
 
-def network_attachments(networks: list[str]) -> list[tuple[str, str]]:
+def network_attachments(engine: Engine, networks: list[str]) -> list[tuple[str, str]]:
     """(network, container id) for every container attached to the given networks (short
     ids, as `docker network ls` prints them); a network gone meanwhile is skipped."""
     if not networks:
         return []
     inspected = proc.run(
-        ["docker", "network", "inspect", "--format", "{{.Id}}\t{{json .Containers}}", *networks],
+        engine.argv("network", "inspect", "--format", "{{.Id}}\t{{json .Containers}}", *networks),
         timeout=QUERY_TIMEOUT,
         check=False,
         what="docker network inspect",
@@ -256,12 +262,12 @@ def network_attachments(networks: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def remove_network_with_its_containers(network: str) -> list[str]:
+def remove_network_with_its_containers(engine: Engine, network: str) -> list[str]:
     """Remove `network` and this home's containers attached to it (volumes kept: each
     instance's next `up` recreates its containers on a network of its own). Refused, touching
     nothing, when another owner's container is attached. Returns the containers removed."""
     inspected = proc.run(
-        ["docker", "network", "inspect", "--format", "{{json .Containers}}", network],
+        engine.argv("network", "inspect", "--format", "{{json .Containers}}", network),
         timeout=QUERY_TIMEOUT,
         what="docker network inspect",
     )
@@ -269,15 +275,9 @@ def remove_network_with_its_containers(network: str) -> list[str]:
     mine: set[str] = set()
     if attached:
         listed = proc.run(
-            [
-                "docker",
-                "ps",
-                "-a",
-                "-q",
-                "--no-trunc",
-                "--filter",
-                f"label={OWNER_LABEL}={home_id()}",
-            ],
+            engine.argv(
+                "ps", "-a", "-q", "--no-trunc", "--filter", f"label={OWNER_LABEL}={home_id()}"
+            ),
             timeout=QUERY_TIMEOUT,
             what="docker ps",
         )
@@ -289,8 +289,8 @@ def remove_network_with_its_containers(network: str) -> list[str]:
             f"({foreign[0][:12]}): not removed; disconnect them first"
         )
     if attached:
-        proc.run(["docker", "rm", "-f", *attached], timeout=120, what="docker rm")
-    proc.run(["docker", "network", "rm", network], timeout=60, what="docker network rm")
+        proc.run(engine.argv("rm", "-f", *attached), timeout=120, what="docker rm")
+    proc.run(engine.argv("network", "rm", network), timeout=60, what="docker network rm")
     return attached
 
 
@@ -311,13 +311,13 @@ class SlotFacts:
 CLAIMED_AT_LABEL = "ktrdr.claimed-at"  # on a slot-claim marker: when create/init claimed it
 
 
-def slot_facts(instance_id: str) -> SlotFacts:
+def slot_facts(engine: Engine, instance_id: str) -> SlotFacts:
     """This home's volumes of `instance_id` (an earlier instance's leftovers) and the slots
     other homes hold, from one query. Empty when the engine cannot be asked quickly: the port
     probe still guards running stacks."""
     fields = (INSTANCE_LABEL, OWNER_LABEL, OWNER_HOME_LABEL, SLOT_LABEL, CLAIMED_AT_LABEL)
-    argv = ["docker", "volume", "ls", "--filter", f"label={OWNER_LABEL}", "--format"]
-    argv.append("\t".join(["{{.Name}}", *(label_format(key) for key in fields)]))
+    row = "\t".join(["{{.Name}}", *(label_format(key) for key in fields)])
+    argv = engine.argv("volume", "ls", "--filter", f"label={OWNER_LABEL}", "--format", row)
     try:
         listed = proc.run(argv, timeout=LIST_TIMEOUT, check=False, what="docker volume ls")
     except SandboxError:
@@ -339,15 +339,15 @@ def slot_facts(instance_id: str) -> SlotFacts:
     return SlotFacts(own, {**claimed, **held}, frozenset(claimed.keys() - held.keys()))
 
 
-def slots_of_other_homes() -> dict[int, str]:
+def slots_of_other_homes(engine: Engine) -> dict[int, str]:
     """Slot -> who holds it, for slots whose volumes on this engine belong to another home that
     still exists (a stopped or never started stack holds no port, but it will want its slot's
     ports on `up`; machine_slots explains the claim marker). Empty
     when the engine cannot be asked quickly: the port probe still guards running stacks."""
-    return slot_facts("").other_homes
+    return slot_facts(engine, "").other_homes
 
 
-def mark_slot(instance_id: str, slot: int, *, replace: bool = False) -> bool:
+def mark_slot(engine: Engine, instance_id: str, slot: int, *, replace: bool = False) -> bool:
     """Make the instance's slot-claim marker (see machine_slots); `replace` first removes one
     an earlier claim left (init may move an instance to another slot). False when the engine
     could not be asked: the claim then lives only in this home's registry."""
@@ -364,21 +364,21 @@ def mark_slot(instance_id: str, slot: int, *, replace: bool = False) -> bool:
     label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
     try:
         if replace:  # a marker of an earlier slot must not keep that slot busy
-            proc.run(["docker", "volume", "rm", "-f", name], timeout=LIST_TIMEOUT, check=False)
+            proc.run(engine.argv("volume", "rm", "-f", name), timeout=LIST_TIMEOUT, check=False)
         made = proc.run(
-            ["docker", "volume", "create", *label_args, name], timeout=LIST_TIMEOUT, check=False
+            engine.argv("volume", "create", *label_args, name), timeout=LIST_TIMEOUT, check=False
         )
     except SandboxError:  # no docker CLI, or the engine hangs
         return False
     return made.returncode == 0
 
 
-def unmark_slot(instance_id: str) -> None:
+def unmark_slot(engine: Engine, instance_id: str) -> None:
     """Remove the slot-claim marker of a create that is undone (best effort: doctor reports
     a marker left behind as an orphan)."""
     name = machine_slots.marker_name(project_name(instance_id, home_id()))
     with contextlib.suppress(SandboxError):
-        proc.run(["docker", "volume", "rm", "-f", name], timeout=LIST_TIMEOUT, check=False)
+        proc.run(engine.argv("volume", "rm", "-f", name), timeout=LIST_TIMEOUT, check=False)
 
 
 def _home_exists(owner: str, owner_home: str) -> bool:

@@ -91,7 +91,7 @@ def preflight_ports(instance: Instance, own_ports: set[int]) -> None:
     from ktrdr.cli.sandbox import allocation
 
     if instance.remote:  # the slot's ports are on the remote: ask what its engine publishes
-        published = engine.published_ports()
+        published = engine.published_ports(instance.engine)
         busy = allocation.busy_ports(
             instance.slot, ignore_ports=own_ports, probe=published.__contains__, with_owners=False
         )
@@ -141,12 +141,14 @@ def prepare_start(instance: Instance, notify: Callable[[str], None]) -> set[int]
     repair duplicated networks, thaw paused containers. Returns the host ports the instance's
     own containers publish (in any state: paused, restarting or exited ones are still its
     own), which the port preflight must not call foreign."""
-    engine.ensure_engine()
+    engine.ensure_engine(instance.engine)
     foreign, other_homes, duplicates, containers = proc.concurrently(  # independent reads
-        functools.partial(ownership.foreign_in_project, instance.project, checkout=instance.root),
-        ownership.slots_of_other_homes,
-        functools.partial(ownership.duplicate_networks, instance.instance_id),
-        functools.partial(engine.ps, instance.instance_id),
+        functools.partial(
+            ownership.foreign_in_project, instance.engine, instance.project, checkout=instance.root
+        ),
+        functools.partial(ownership.slots_of_other_homes, instance.engine),
+        functools.partial(ownership.duplicate_networks, instance.engine, instance.instance_id),
+        functools.partial(engine.ps, instance.engine, instance.instance_id),
     )
     ownership.refuse_found_foreign(instance.instance_id, instance.project, foreign, action="start")
     holder = other_homes.get(instance.slot)
@@ -157,10 +159,12 @@ def prepare_start(instance: Instance, notify: Callable[[str], None]) -> set[int]
             "that one with its KTRDR_HOME"
         )
     if duplicates:
-        for repaired in ownership.repair_networks(instance.instance_id, duplicates):
+        for repaired in ownership.repair_networks(
+            instance.engine, instance.instance_id, duplicates
+        ):
             notify(f"Repaired: {repaired} (containers recreated, volumes kept)")
-        containers = engine.ps(instance.instance_id)  # the repair removed them
-    thawed = engine.unpause(containers)
+        containers = engine.ps(instance.engine, instance.instance_id)  # the repair removed them
+    thawed = engine.unpause(instance.engine, containers)
     if thawed:
         notify(f"Resumed paused containers: {', '.join(thawed)}")
     return {p for c in containers for p in c.ports}

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -16,33 +15,6 @@ from ktrdr.cli.sandbox.errors import SandboxError
 
 STDERR_TAIL_LINES = 15
 INTERRUPT_GRACE = 30.0  # seconds a child gets to clean up after SIGINT
-
-
-# The Docker context `docker …` children talk to (None: the docker CLI's own default,
-# DOCKER_HOST or the current context): the command's engine (engine_context.select), which every
-# thread sees (the gate probes in a pool), unless a block chose another (engine_context.use).
-_UNSCOPED = "\0unscoped"
-scoped_docker_context: ContextVar[str | None] = ContextVar("docker_context", default=_UNSCOPED)
-command_docker_context: list[str | None] = [None]
-
-
-def docker_context() -> str | None:
-    scoped = scoped_docker_context.get()
-    return command_docker_context[0] if scoped == _UNSCOPED else scoped
-
-
-def child_env(args: Sequence[str], env: Mapping[str, str] | None) -> dict[str, str] | None:
-    """The environment of a child: `env` as given, plus the selected Docker context for docker
-    itself (DOCKER_HOST dropped: it would override the context)."""
-    context = docker_context()
-    if context is None or not args or Path(args[0]).name != "docker":
-        return dict(env) if env is not None else None
-    import os
-
-    merged = dict(os.environ) if env is None else dict(env)
-    merged.pop("DOCKER_HOST", None)
-    merged["DOCKER_CONTEXT"] = context
-    return merged
 
 
 @dataclass(frozen=True)
@@ -78,7 +50,7 @@ def run(
         completed = subprocess.run(
             args,
             cwd=cwd,
-            env=child_env(args, env),
+            env=dict(env) if env is not None else None,
             timeout=timeout,
             text=True,
             capture_output=capture,
@@ -98,16 +70,15 @@ def run(
 
 
 def concurrently(*calls: Callable[[], Any]) -> list[Any]:
-    """Independent queries at once (each mostly waits on a `docker …` child), each thread in
-    a copy of the caller's context (the engine it selected). Results in order; the first
-    exception is raised once all have finished."""
+    """Independent queries at once (each mostly waits on a `docker …` child; each call names
+    its engine itself). Results in order; the first exception is raised once all have
+    finished."""
     if len(calls) < 2:
         return [call() for call in calls]
-    import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(len(calls), thread_name_prefix="ktrdr-query") as pool:
-        futures = [pool.submit(contextvars.copy_context().run, call) for call in calls]
+        futures = [pool.submit(call) for call in calls]
     return [future.result() for future in futures]
 
 
@@ -131,7 +102,7 @@ def stream(
         child = subprocess.Popen(
             args,
             cwd=cwd,
-            env=child_env(args, env),
+            env=dict(env) if env is not None else None,
             text=True,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -195,7 +166,7 @@ def spawn(
         return subprocess.Popen(
             args,
             cwd=cwd,
-            env=child_env(args, env),
+            env=dict(env) if env is not None else None,
             text=True,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -236,7 +207,7 @@ def detach(
             return subprocess.Popen(
                 args,
                 cwd=cwd,
-                env=child_env(args, env),
+                env=dict(env) if env is not None else None,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -267,7 +238,7 @@ def piped(
         child = subprocess.Popen(
             args,
             cwd=cwd,
-            env=child_env(args, env),
+            env=dict(env) if env is not None else None,
             stdin=subprocess.PIPE if write else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ktrdr.cli.sandbox import engine_context, registry, worktree
+from ktrdr.cli.sandbox import registry, worktree
 from ktrdr.cli.sandbox.destroy import forget_lock_files, teardown_containers
 from ktrdr.cli.sandbox.listing import (
     stale_reason,
@@ -50,8 +50,7 @@ def prune(*, dry_run: bool) -> list[PrunedEntry]:
         if entry.is_dead_claim() and not (entry.root / SANDBOX_ENV_FILENAME).exists():
             gone, note = True, "create never finished, so it has no containers"
         else:
-            with engine_context.use(entry.context):
-                gone, note = teardown_containers(from_entry(entry))
+            gone, note = teardown_containers(from_entry(entry))
         if gone:
             gone = _remove_if_unchanged(entry)
             note = note if gone else "entry changed meanwhile; left as is"

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ktrdr.cli.sandbox import compose, engine_context, forwards, owned_process, remote_sync
+from ktrdr.cli.sandbox import compose, forwards, owned_process, remote_sync
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.remote_stack import RemotePlan, override_for
 from ktrdr.cli.sandbox.volume_push import PushReport
@@ -39,16 +39,16 @@ def state_dir(instance: Instance) -> Path:
 
 def plan(instance: Instance) -> RemotePlan:
     """The instance's volumes and watch rule, its override file written afresh."""
-    return override_for(instance.root, instance.env)
+    return override_for(instance.engine, instance.root, instance.env)
 
 
 def prepare_up(instance: Instance, notify: Notify) -> RemotePlan:
     """Before `compose up`: everything the stack mounts is on the engine, and the forwards run."""
     the_plan = plan(instance)
-    base = compose.compose_argv(instance.root, instance.env)
-    env = compose.compose_env(instance.env, instance.root)
+    base = compose.compose_argv(instance.engine, instance.root, instance.env)
+    env = compose.compose_env(instance.engine, instance.env, instance.root)
     if remote_sync.ensure_image(the_plan, base, env=env):
-        notify(f"Built {the_plan.image} on {engine_context.label(instance.context)}")
+        notify(f"Built {the_plan.image} on {instance.engine.label}")
     _said(notify, remote_sync.push_shared(the_plan), "shared data")
     _said(notify, remote_sync.push_sources(the_plan), "sources")
     start_forwards(instance)
@@ -60,10 +60,10 @@ def after_start(instance: Instance, the_plan: RemotePlan, notify: Notify) -> Non
     first push (watch only sees changes from its own start on)."""
     record = remote_sync.start_watch(
         the_plan,
-        compose.compose_argv(instance.root, instance.env),
+        compose.compose_argv(instance.engine, instance.root, instance.env),
         instance_id=instance.instance_id,
         directory=state_dir(instance),
-        env=compose.compose_env(instance.env, instance.root),
+        env=compose.compose_env(instance.engine, instance.env, instance.root),
     )
     if record is not None:
         notify(f"Hot reload: edits under {instance.root} sync to the engine (compose watch)")
@@ -73,7 +73,7 @@ def after_start(instance: Instance, the_plan: RemotePlan, notify: Notify) -> Non
 def start_forwards(instance: Instance) -> None:
     """The SSH forwarder: every port of the slot on the remote's loopback, at the local ports
     the env file names."""
-    endpoint = engine_context.ssh_endpoint(instance.context)
+    endpoint = instance.engine.ssh_endpoint()
     if endpoint is None:
         raise SandboxError(
             f"instance {instance.instance_id} has forward ports but its Docker context "
@@ -128,12 +128,11 @@ def push_shared_everywhere(notify: Notify) -> list[str]:
 
     by_context = {e.context: e for e in registry.load().values() if e.forward and e.root.is_dir()}
     failures = []
-    for context, entry in sorted(by_context.items(), key=lambda item: str(item[0])):
-        where = engine_context.label(context)
+    for _, entry in sorted(by_context.items(), key=lambda item: str(item[0])):
+        instance = from_entry(entry)
+        where = instance.engine.label
         try:
-            with engine_context.use(context):
-                instance = from_entry(entry)
-                report = remote_sync.push_shared(plan(instance), force=True)
+            report = remote_sync.push_shared(plan(instance), force=True)
         except SandboxError as e:
             failures.append(f"shared data not copied to {where}: {e}")
             continue

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ktrdr.cli.sandbox import proc
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.stack_file import REMOTE_OVERRIDE_FILE
 
@@ -68,6 +69,7 @@ class RemotePlan:
     watch_service: str | None
     override_path: Path
     builder_service: str | None = None  # the service whose build section makes `image`
+    engine: Engine = field(default_factory=Engine)  # where the volumes and helpers are
 
     def instance_volumes(self) -> list[SyncedVolume]:
         return [v for v in self.volumes if not v.shared]
@@ -95,18 +97,18 @@ class RemotePlan:
 # --- the plan and the override ----------------------------------------------------------------
 
 
-def resolved_config(root: Path, env: Mapping[str, str]) -> dict[str, Any]:
+def resolved_config(engine: Engine, root: Path, env: Mapping[str, str]) -> dict[str, Any]:
     """`docker compose config --format json` of the instance with every profile (local)."""
     from ktrdr.cli.sandbox import compose
 
     argv = [
-        *compose.compose_argv(root, env, override=False),
+        *compose.compose_argv(engine, root, env, override=False),
         *("--profile", "*", "config", "--format", "json"),
     ]
     result = proc.run(
         argv,
         cwd=root,
-        env=compose.compose_env(env, root),
+        env=compose.compose_env(engine, env, root),
         timeout=CONFIG_TIMEOUT,
         what="reading the compose file (docker compose config)",
     )
@@ -117,7 +119,13 @@ def resolved_config(root: Path, env: Mapping[str, str]) -> dict[str, Any]:
     return dict(config)
 
 
-def plan_for(root: Path, env: Mapping[str, str], config: Mapping[str, Any]) -> RemotePlan:
+def plan_for(
+    root: Path,
+    env: Mapping[str, str],
+    config: Mapping[str, Any],
+    *,
+    engine: Engine | None = None,
+) -> RemotePlan:
     """Which bind becomes which volume, from the resolved config (see the module docstring)."""
     project = str(config.get("name") or env.get("COMPOSE_PROJECT_NAME", ""))
     labels = _instance_labels(config)
@@ -157,16 +165,17 @@ def plan_for(root: Path, env: Mapping[str, str], config: Mapping[str, Any]) -> R
             ),
             None,
         ),
+        engine=engine or Engine(),
     )
 
 
-def override_for(root: Path, env: Mapping[str, str]) -> RemotePlan:
+def override_for(engine: Engine, root: Path, env: Mapping[str, str]) -> RemotePlan:
     """Write the instance's remote override (`<root>/.sandbox/compose.remote.yml`) from its
     resolved config; returns the plan the push and watch functions take."""
     from ktrdr.cli.sandbox.atomic import write_atomic
 
-    config = resolved_config(root, env)
-    plan = plan_for(root, env, config)
+    config = resolved_config(engine, root, env)
+    plan = plan_for(root, env, config, engine=engine)
     plan.override_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(plan.override_path, override_text(plan), mode=0o644)
     return plan

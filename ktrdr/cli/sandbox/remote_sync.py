@@ -3,7 +3,7 @@ sources at `up`, the home's shared data once per engine (and on `init-shared`), 
 before a run and its results back after it, and `docker compose watch` keeping the live source
 in sync while the instance is up (an owned process, like the SSH forwarder).
 
-Call them inside `engine_context.use(instance.context)`: every `docker` command goes there.
+Every `docker` command goes to the plan's engine (the instance's).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ktrdr.cli.sandbox import owned_process, proc, volume_push
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.owned_process import OwnedProcess
 from ktrdr.cli.sandbox.remote_stack import (
@@ -35,6 +36,7 @@ def push_sources(plan: RemotePlan, *, keys: Sequence[str] | None = None) -> Push
     unchanged files are not rewritten, files deleted here are deleted there."""
     volumes = [v for v in plan.instance_volumes() if keys is None or v.key in keys]
     return volume_push.push(
+        plan.engine,
         {v.key: v.source for v in volumes},
         {v.key: v.name for v in volumes},
         {v.key: {"mode": "mirror"} for v in volumes},
@@ -57,13 +59,14 @@ def push_shared(plan: RemotePlan, *, force: bool = False) -> PushReport | None:
     in each volume (a push cut short leaves none)."""
     volumes = plan.shared_volumes()
     names = [v.name for v in volumes]
-    if not volumes or (not force and _recorded_complete(names)):
+    if not volumes or (not force and _recorded_complete(plan.engine, names)):
         return None
     labels = {v.key: plan.shared_labels() for v in volumes}
     todo = volumes if force else _incomplete(plan, volumes, labels)
     report = None
     if todo:
         report = volume_push.push(
+            plan.engine,
             {v.key: v.source for v in todo},
             {v.key: v.name for v in todo},
             {v.key: {"mode": "mirror" if v.mirror else "merge", "marker": True} for v in todo},
@@ -72,7 +75,7 @@ def push_shared(plan: RemotePlan, *, force: bool = False) -> PushReport | None:
             volume_labels=labels,
             what=f"copying the shared data to the engine ({len(todo)} volume(s))",
         )
-    _record_complete(names)
+    _record_complete(plan.engine, names)
     return report
 
 
@@ -82,6 +85,7 @@ def _incomplete(
     labels: Mapping[str, Mapping[str, str]],
 ) -> list[SyncedVolume]:
     done = volume_push.markers(
+        plan.engine,
         {v.key: v.name for v in volumes},
         labels,
         image=plan.image,
@@ -94,22 +98,18 @@ def _shared_record() -> Path:
     return owned_process.state_root() / SHARED_RECORD
 
 
-def _engine_key() -> str:
-    from ktrdr.cli.sandbox import engine_context
-
-    return engine_context.current() or ""
-
-
-def _recorded_complete(names: Sequence[str]) -> bool:
+def _recorded_complete(engine: Engine, names: Sequence[str]) -> bool:
     try:
-        recorded = json.loads(_shared_record().read_text(encoding="utf-8")).get(_engine_key(), {})
+        recorded = json.loads(_shared_record().read_text(encoding="utf-8")).get(
+            engine.context or "", {}
+        )
     except (OSError, ValueError, AttributeError):
         return False
-    created = volume_push.created_at(names)
+    created = volume_push.created_at(engine, names)
     return all(name in created and recorded.get(name) == created[name] for name in names)
 
 
-def _record_complete(names: Sequence[str]) -> None:
+def _record_complete(engine: Engine, names: Sequence[str]) -> None:
     from ktrdr.cli.sandbox.atomic import write_atomic
 
     path = _shared_record()
@@ -118,7 +118,7 @@ def _record_complete(names: Sequence[str]) -> None:
         data = data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         data = {}
-    data[_engine_key()] = volume_push.created_at(names)
+    data[engine.context or ""] = volume_push.created_at(engine, names)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -132,6 +132,7 @@ def prepare_e2e(plan: RemotePlan) -> PushReport:
     modes = {v.key: {"mode": "mirror"} for v in volumes}
     volume_labels = {v.key: plan.volume_labels(v.key) for v in volumes}
     return volume_push.push(
+        plan.engine,
         {v.key: v.source for v in volumes},
         {**{v.key: v.name for v in volumes}, E2E_RESULTS_KEY: plan.results_volume},
         {**modes, E2E_RESULTS_KEY: {"mode": "clear"}},
@@ -146,6 +147,7 @@ def pull_e2e_results(plan: RemotePlan, destination: Path) -> Mapping[str, int]:
     """After `test-e2e`: the results volume copied to `destination` (the instance's
     `.sandbox/test-results`), which then holds exactly what the run wrote."""
     return volume_push.pull(
+        plan.engine,
         plan.results_volume,
         destination,
         image=plan.image,
@@ -166,7 +168,7 @@ def ensure_image(plan: RemotePlan, compose_base: Sequence[str], *, env: Mapping[
     """The helper containers run the app image: build it on the engine (`compose build` of
     the service that builds it) when the engine lacks it, before the first push. True when it
     was built."""
-    inspect = ["docker", "image", "inspect", "--format", "{{.Id}}", plan.image]
+    inspect = plan.engine.argv("image", "inspect", "--format", "{{.Id}}", plan.image)
     found = proc.run(inspect, timeout=60, check=False)
     if found.returncode == 0:
         return False
@@ -200,7 +202,7 @@ def start_watch(
 ) -> OwnedProcess | None:
     """Start `<compose_base> watch --no-up <service>` detached (a previous one stopped first)
     and wait for "Watch enabled". `compose_base` is the instance's compose argv including the
-    override's `-f`; `env` its compose environment (with DOCKER_CONTEXT). None when the plan
+    override's `-f` and the engine's `--context`; `env` its compose environment. None when the plan
     has nothing live to watch."""
     if plan.watch_service is None:
         return None

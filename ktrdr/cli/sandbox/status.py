@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ktrdr.cli.sandbox import engine_context
+from ktrdr.cli.sandbox import docker_engine
 from ktrdr.cli.sandbox.listing import (
     containers_snapshot,
     containers_snapshot_and_why,
@@ -19,7 +19,6 @@ from ktrdr.cli.sandbox.listing import (
 from ktrdr.cli.sandbox.locate import Instance, locate
 from ktrdr.cli.sandbox.ports import local_ports as reached_ports
 from ktrdr.cli.sandbox.ports import port_map, ports_for_slot
-from ktrdr.cli.sandbox.registry import Entry
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.gate_probes import GateProbes
@@ -48,7 +47,7 @@ class InstanceStatus:
         ports = reached_ports(self.slot, self.forward)
         return {
             "instance_id": self.instance_id,
-            "engine": engine_context.label(self.context),
+            "engine": docker_engine.label(self.context),
             "slot": self.slot,
             "path": str(self.path),
             "registered": self.registered,
@@ -80,7 +79,7 @@ def instance_status(
     if instance.entry is None:
         return _unregistered_status(instance)
     entry = instance.entry
-    snapshot, engine_problem = containers_snapshot_and_why()
+    snapshot, engine_problem = containers_snapshot_and_why(instance.engine)
     result = InstanceStatus(
         instance_id=entry.instance_id,
         slot=entry.slot,
@@ -97,7 +96,7 @@ def instance_status(
     if result.status == "unknown" and engine_problem:
         result.reasons = [engine_problem]
     if result.status in ("running", "starting", "degraded", "paused"):
-        _observe(result, entry, snapshot, probes)
+        _observe(result, instance, snapshot, probes)
     else:
         _count_containers(result, entry.root, snapshot)
     if stale_reason(entry) is None:
@@ -119,12 +118,13 @@ def instance_status(
 
 def _observe(
     result: InstanceStatus,
-    entry: Entry,
+    instance: Instance,
     snapshot: dict[str, list[Any]] | None,
     probes: GateProbes | None,
 ) -> None:
     """The state from fresh probes of the API and each worker (health.observe); containers
     whose service did not answer just now are not counted healthy, whatever Docker says."""
+    entry = instance.require_entry()
     from ktrdr.cli.sandbox.engine import LIST_TIMEOUT
     from ktrdr.cli.sandbox.gate_probes import DockerProbes
     from ktrdr.cli.sandbox.health import StackFacts, observe
@@ -140,7 +140,7 @@ def _observe(
     if probes is not None:
         seen = observe(containers, facts, probes)
     else:
-        real = DockerProbes(entry.instance_id, engine_timeout=LIST_TIMEOUT)
+        real = DockerProbes(instance.engine, entry.instance_id, engine_timeout=LIST_TIMEOUT)
         try:
             seen = observe(containers, facts, real)
         finally:
@@ -198,5 +198,5 @@ def _unregistered_status(instance: Instance) -> InstanceStatus:
         status="unregistered",
         stale_reason=reason,
     )
-    _count_containers(result, instance.root, containers_snapshot())
+    _count_containers(result, instance.root, containers_snapshot(instance.engine))
     return result

@@ -4,7 +4,7 @@ here (`tarfile`, junk left out) piped into a short-lived helper container that u
 container is labelled (owner, and instance where the volumes are an instance's), so a run
 killed half-way is found and removed by label like the stack's own containers.
 
-Every `docker` command goes to the engine selected by engine_context.use() (the instance's).
+Every `docker` command goes to the engine passed in (the instance's).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ktrdr.cli.sandbox import proc, volume_unpack
+from ktrdr.cli.sandbox.docker_engine import Engine
 
 JUNK_DIRS = frozenset(
     {"__pycache__", ".git", ".sandbox", ".mypy_cache", ".pytest_cache", ".ruff_cache", ".venv"}
@@ -92,24 +93,25 @@ def _info(name: str, stat: os.stat_result, *, directory: bool) -> tarfile.TarInf
     return info
 
 
-def existing_volumes(filters: Mapping[str, str]) -> set[str]:
+def existing_volumes(engine: Engine, filters: Mapping[str, str]) -> set[str]:
     """Names of the volumes carrying all `filters` labels."""
-    argv = ["docker", "volume", "ls", "--format", "{{.Name}}"]
+    argv = engine.argv("volume", "ls", "--format", "{{.Name}}")
     for key, value in filters.items():
         argv += ["--filter", f"label={key}={value}"]
     listed = proc.run(argv, timeout=QUERY_TIMEOUT, what="docker volume ls")
     return set(listed.stdout.split())
 
 
-def created_at(names: Sequence[str]) -> dict[str, str]:
+def created_at(engine: Engine, names: Sequence[str]) -> dict[str, str]:
     """Volume name -> its creation time on the engine, for those of `names` that exist."""
-    argv = ["docker", "volume", "inspect", "--format", "{{.Name}}\t{{.CreatedAt}}", *names]
+    argv = engine.argv("volume", "inspect", "--format", "{{.Name}}\t{{.CreatedAt}}", *names)
     listed = proc.run(argv, timeout=QUERY_TIMEOUT, check=False, what="volume inspect")
     pairs = (line.split("\t", 1) for line in listed.stdout.splitlines() if "\t" in line)
     return {name: created for name, created in pairs}
 
 
 def push(
+    engine: Engine,
     sources: Mapping[str, Path],
     volumes: Mapping[str, str],
     modes: Mapping[str, dict[str, Any]],
@@ -125,7 +127,13 @@ def push(
     `volume_labels[key]`; `labels` go on the helper container."""
     spec = {"root": MOUNT_ROOT, "keys": {key: dict(modes.get(key, {})) for key in volumes}}
     argv = _helper_argv(
-        volumes, volume_labels, image=image, labels=labels, read_only=False, interactive=True
+        engine,
+        volumes,
+        volume_labels,
+        image=image,
+        labels=labels,
+        read_only=False,
+        interactive=True,
     )
     argv += ["--entrypoint", "python", image, "-c", _unpack_source(), json.dumps(spec)]
     counted: dict[str, int] = {}
@@ -148,6 +156,7 @@ def push(
 
 
 def markers(
+    engine: Engine,
     volumes: Mapping[str, str],
     volume_labels: Mapping[str, Mapping[str, str]],
     *,
@@ -158,7 +167,13 @@ def markers(
     (a missing volume is created, empty, with its labels: it then has no marker)."""
     spec = {"root": MOUNT_ROOT, "keys": {key: {} for key in volumes}}
     argv = _helper_argv(
-        volumes, volume_labels, image=image, labels=labels, read_only=True, interactive=False
+        engine,
+        volumes,
+        volume_labels,
+        image=image,
+        labels=labels,
+        read_only=True,
+        interactive=False,
     )
     argv += ["--entrypoint", "python", image, "-c", _unpack_source(), "--check", json.dumps(spec)]
     result = proc.run(argv, timeout=120, what="checking shared volumes")
@@ -167,6 +182,7 @@ def markers(
 
 
 def pull(
+    engine: Engine,
     volume: str,
     destination: Path,
     *,
@@ -178,6 +194,7 @@ def pull(
     missing volume is created, empty, with `volume_labels` (never left unlabelled)."""
     key = destination.name
     argv = _helper_argv(
+        engine,
         {key: volume},
         {key: volume_labels},
         image=image,
@@ -197,6 +214,7 @@ def pull(
 
 
 def _helper_argv(
+    engine: Engine,
     volumes: Mapping[str, str],
     volume_labels: Mapping[str, Mapping[str, str]],
     *,
@@ -205,7 +223,7 @@ def _helper_argv(
     read_only: bool,
     interactive: bool,
 ) -> list[str]:
-    argv = ["docker", "run", "--rm", "--network", "none", "--pull", "never"]
+    argv = engine.argv("run", "--rm", "--network", "none", "--pull", "never")
     argv += ["-i"] if interactive else []
     argv += _label_args({**labels, ROLE_LABEL: "volume-push"})
     for key, name in volumes.items():

@@ -14,7 +14,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +24,12 @@ import pytest
 from ktrdr.cli.sandbox import (
     compose,
     e2e,
-    engine_context,
     forwards,
     owned_process,
     remote_stack,
     remote_sync,
-    stack_file,
 )
-from ktrdr.cli.sandbox.engine_context import SshEndpoint
+from ktrdr.cli.sandbox.docker_engine import Engine, SshEndpoint
 from ktrdr.cli.sandbox.instance import EnvSettings, render_env
 from ktrdr.cli.sandbox.owned_process import OwnedProcess
 from ktrdr.cli.sandbox.ports import FORWARD_INDEXES, SlotPorts, forward_ports, ports_for_slot
@@ -71,16 +69,15 @@ class RemoteStack:
 
     @property
     def base(self) -> list[str]:
-        return [
-            *compose.compose_argv(self.root, self.env),
-            *stack_file.override_args(self.root),
-        ]
+        return compose.compose_argv(self.docker, self.root, self.env)  # override included
+
+    @property
+    def docker(self) -> Engine:
+        return Engine(self.engine.context, remote=True)
 
     @property
     def compose_env(self) -> dict[str, str]:
-        env = {**compose.compose_env(self.env, self.root), "DOCKER_CONTEXT": self.engine.context}
-        env.pop("DOCKER_HOST", None)
-        return env
+        return compose.compose_env(self.docker, self.env, self.root)
 
 
 def _copy_project(root: Path, shared: Path) -> None:
@@ -104,12 +101,6 @@ def _free_forward_block() -> SlotPorts:
         if all(forwards.free(port) for port in block.all_ports().values()):
             return block
     pytest.fail("no block of local forward ports is free")
-
-
-@pytest.fixture(autouse=True)
-def _on_the_remote_engine(remote_engine: RemoteEngine) -> Iterator[None]:
-    with engine_context.use(remote_engine.context):
-        yield
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
@@ -142,10 +133,8 @@ def stack(
     text = render_env(settings, command="test_remote_stack")
     (root / ".env.sandbox").write_text(text)
     env = parse_env_text(text)
-    plan = remote_stack.override_for(root, env)
+    plan = remote_stack.override_for(Engine(remote_engine.context, remote=True), root, env)
     state = owned_process.state_dir(root.name)
-    use = engine_context.use(remote_engine.context)
-    use.__enter__()  # the engine of every docker command here, until the teardown's end
     try:
         timings = {"shared": time.monotonic()}
         remote_sync.push_shared(plan)
@@ -180,7 +169,6 @@ def stack(
         cleanup.compose("--profile", "*", "down", "-v", "--remove-orphans", "-t", "2", check=False)
         names = [v.name for v in plan.shared_volumes()]
         remote_engine.docker("volume", "rm", "-f", *names, check=False)
-        use.__exit__(None, None, None)
 
 
 def test_nothing_is_bind_mounted_from_this_machine(stack: RemoteStack) -> None:
@@ -250,7 +238,7 @@ def test_e2e_tests_go_in_and_results_come_back(stack: RemoteStack) -> None:
     argv = e2e.e2e_argv(_Instance(stack.root, stack.env), ["-k", "health"])
     cut = argv.index("-v")
     del argv[cut : cut + 2]  # on a remote engine the override mounts the results volume
-    argv[: len(compose.compose_argv(stack.root, stack.env))] = stack.base
+    argv[: len(compose.compose_argv(Engine(), stack.root, stack.env))] = stack.base
 
     result = run(argv, cwd=stack.root, env=stack.compose_env, timeout=600, check=False)
     destination = stack.root / e2e.RESULTS_DIR
@@ -266,6 +254,7 @@ def test_e2e_tests_go_in_and_results_come_back(stack: RemoteStack) -> None:
 class _Instance:
     root: Path
     env: dict[str, str]
+    engine: Engine = field(default_factory=Engine)  # e2e_argv's prefix is replaced below
 
 
 def test_a_killed_forwarder_is_seen_dead_and_a_new_one_serves_again(stack: RemoteStack) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from ktrdr.cli.sandbox import compose, docker_access, engine_context
+from ktrdr.cli.sandbox import compose, docker_access
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.errors import DockerUnavailableError
 from ktrdr.cli.sandbox.ownership import SlotFacts
 from tests.git_repos import git, make_repo
@@ -57,64 +58,66 @@ class DockerStandIn:
     mark_engines: dict[str, str | None] = field(default_factory=dict)  # instance -> context
     published: set[int] = field(default_factory=set)  # ports the engine's containers publish
 
-    def engine_reachable(self) -> bool:
+    def engine_reachable(self, engine: Engine) -> bool:
         return self.reachable
 
-    def containers_by_instance(self) -> dict[str, list[Any]]:
+    def containers_by_instance(self, engine: Engine) -> dict[str, list[Any]]:
         if not self.reachable:
             raise DockerUnavailableError("Docker engine not reachable (stand-in)")
         self.queries += 1
         return dict(self.containers)
 
-    def down(self, instance_id: str, instance: Any, *, volumes: bool) -> None:
+    def down(self, engine: Engine, instance_id: str, instance: Any, *, volumes: bool) -> None:
         root = instance.root if instance is not None and instance.env else None
         self.downs.append((instance_id, root, volumes))
         self.containers.pop(instance_id, None)
 
-    def slot_facts(self, instance_id: str) -> SlotFacts:
+    def slot_facts(self, engine: Engine, instance_id: str) -> SlotFacts:
         if not self.reachable:
             return SlotFacts([], {})
         own = [v.removeprefix("volume ") for v in self.leftover.get(instance_id, [])]
         return SlotFacts(own, dict(self.other_homes_slots), frozenset(self.claimed_only))
 
-    def slots_of_other_homes(self) -> dict[int, str]:
-        return self.slot_facts("").other_homes
+    def slots_of_other_homes(self, engine: Engine) -> dict[int, str]:
+        return self.slot_facts(engine, "").other_homes
 
-    def mark_slot(self, instance_id: str, slot: int, *, replace: bool = False) -> bool:
+    def mark_slot(
+        self, engine: Engine, instance_id: str, slot: int, *, replace: bool = False
+    ) -> bool:
         if not self.reachable:
             return False
         self.slot_marks[instance_id] = slot
-        self.mark_engines[instance_id] = engine_context.current()
+        self.mark_engines[instance_id] = engine.context
         return True
 
-    def unmark_slot(self, instance_id: str) -> None:
+    def unmark_slot(self, engine: Engine, instance_id: str) -> None:
         self.slot_marks.pop(instance_id, None)
 
-    def ensure_engine(self) -> None:
+    def ensure_engine(self, engine: Engine) -> None:
         if not self.reachable:
             raise DockerUnavailableError("Docker engine not reachable (stand-in)")
 
-    def published_ports(self) -> set[int]:
+    def published_ports(self, engine: Engine) -> set[int]:
         return set(self.published)
 
-    def engine_socket_exists(self) -> bool:
+    def engine_socket_exists(self, engine: Engine) -> bool:
         return True  # an engine is on this (stand-in) machine: unknown is never "no containers"
 
-    def engine_host(self) -> str:
+    def engine_host(self, engine: Engine) -> str:
         return "unix:///stand-in/docker.sock"
 
     def project_of(self, env: dict[str, str]) -> str:
         return compose.project_of(env)
 
     def refuse_foreign(
-        self, instance_id: str, project: str, *, checkout: Path, action: str
+        self, engine: Engine, instance_id: str, project: str, *, checkout: Path, action: str
     ) -> None:
         self.foreign_checks.append(project)
 
-    def leftovers(self, instance_id: str) -> list[str]:
+    def leftovers(self, engine: Engine, instance_id: str) -> list[str]:
         return self.leftover.get(instance_id, [])
 
-    def ps(self, instance_id: str, root: Path | None = None) -> list[Container]:
+    def ps(self, engine: Engine, instance_id: str, root: Path | None = None) -> list[Container]:
         if not self.reachable:
             raise DockerUnavailableError("Docker engine not reachable (stand-in)")
         return list(self.containers.get(instance_id, []))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ktrdr.cli.sandbox import compose
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE
 
 
@@ -24,7 +25,7 @@ def test_compose_argv_names_the_project_and_compose_file_and_reads_no_env_file(
 ) -> None:
     monkeypatch.delenv("KTRDR_IMAGES", raising=False)
     env = {"KTRDR_IMAGES": "upstream", "COMPOSE_PROJECT_NAME": "ktrdr--a-0123abcd"}
-    argv = compose.compose_argv(root, env)
+    argv = compose.compose_argv(Engine(), root, env)
     assert argv == [
         "docker",
         "compose",
@@ -47,11 +48,15 @@ def test_offline_images_come_from_the_offline_env_file_and_nothing_else_of_it(
     (root / "docker/images-offline.env").write_text(
         "KTRDR_APP_IMAGE=app:offline\nCOMPOSE_PROJECT_NAME=someone-else\nDOCKER_HOST=tcp://x:1\n"
     )
-    env = compose.compose_env({"KTRDR_IMAGES": "offline", "COMPOSE_PROJECT_NAME": "a-1"}, root)
+    env = compose.compose_env(
+        Engine(), {"KTRDR_IMAGES": "offline", "COMPOSE_PROJECT_NAME": "a-1"}, root
+    )
     assert env["KTRDR_APP_IMAGE"] == "app:offline"
     assert env["COMPOSE_PROJECT_NAME"] == "a-1"
     assert env.get("DOCKER_HOST") == os.environ.get("DOCKER_HOST")
-    upstream = compose.compose_env({"KTRDR_IMAGES": "upstream", "COMPOSE_PROJECT_NAME": "a"}, root)
+    upstream = compose.compose_env(
+        Engine(), {"KTRDR_IMAGES": "upstream", "COMPOSE_PROJECT_NAME": "a"}, root
+    )
     assert upstream.get("KTRDR_APP_IMAGE") == os.environ.get("KTRDR_APP_IMAGE")
 
 
@@ -60,7 +65,7 @@ def test_the_instance_decides_the_images_whatever_the_shell_exports(
 ) -> None:
     monkeypatch.setenv("KTRDR_IMAGES", "offline")
     upstream = {"KTRDR_IMAGES": "upstream", "COMPOSE_PROJECT_NAME": "a-1"}
-    assert compose.compose_env(upstream)["KTRDR_IMAGES"] == "upstream"
+    assert compose.compose_env(Engine(), upstream)["KTRDR_IMAGES"] == "upstream"
     assert compose.images_mode(upstream) == "upstream"
 
 
@@ -82,7 +87,7 @@ def test_exported_instance_variables_cannot_override_the_instance_values(
 ) -> None:
     monkeypatch.setenv("KTRDR_API_PORT", "8009")
     monkeypatch.setenv("KTRDR_TEST", "1")
-    env = compose.compose_env({"KTRDR_API_PORT": "8003", "KTRDR_INSTANCE_ID": "a"})
+    env = compose.compose_env(Engine(), {"KTRDR_API_PORT": "8003", "KTRDR_INSTANCE_ID": "a"})
     assert env["KTRDR_API_PORT"] == "8003"
     assert env["KTRDR_TEST"] == "1"
     assert env["PATH"] == os.environ["PATH"]

@@ -255,7 +255,7 @@ def test_destroy_frees_the_slot_on_a_machine_without_any_docker_engine(
 ) -> None:
     docker.reachable = False
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    monkeypatch.setattr(docker, "engine_socket_exists", lambda: False)
+    monkeypatch.setattr(docker, "engine_socket_exists", lambda engine: False)
     create_instance(name="feat-a", cwd=repo)
     out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes", "--json"])
     assert json.loads(out.stdout)[0]["slot_released"] is True

@@ -9,12 +9,8 @@ from pathlib import Path
 import pytest
 
 from ktrdr.cli.sandbox import container_logs, engine
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.errors import DockerUnavailableError
-
-
-@pytest.fixture(autouse=True)
-def fresh_engine_check() -> None:
-    engine._engine_checked.cache_clear()
 
 
 def test_ps_lines_give_state_health_exit_code_and_host_ports() -> None:
@@ -80,9 +76,9 @@ def test_missing_docker_cli_is_one_actionable_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert engine.engine_reachable() is False
+    assert engine.engine_reachable(Engine()) is False
     with pytest.raises(DockerUnavailableError, match="Docker is not installed"):
-        engine.ensure_engine()
+        engine.ensure_engine(Engine())
 
 
 def test_unreachable_daemon_names_the_address_and_says_to_start_docker(
@@ -92,9 +88,9 @@ def test_unreachable_daemon_names_the_address_and_says_to_start_docker(
         pytest.skip("docker CLI not installed")
     address = f"unix://{tmp_path}/no-such.sock"
     monkeypatch.setenv("DOCKER_HOST", address)
-    assert engine.engine_reachable() is False
+    assert engine.engine_reachable(Engine()) is False
     with pytest.raises(DockerUnavailableError) as raised:
-        engine.ensure_engine()
+        engine.ensure_engine(Engine())
     assert str(raised.value) == (
         f"Docker engine not reachable at {address}: start Docker and retry"
     )

@@ -1,6 +1,6 @@
-"""Instances on Docker contexts: which engine docker children talk to, how a context's SSH
-endpoint is read, and slots per engine at create. Contexts are real (`docker context create`
-in a private DOCKER_CONFIG: client-side files, no engine needed)."""
+"""Instances on Docker contexts: the Engine value every docker argv is built from, how a
+context's SSH endpoint is read, and slots per engine at create. Contexts are real (`docker
+context create` in a private DOCKER_CONFIG: client-side files, no engine needed)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import engine_context, proc, registry
+from ktrdr.cli.sandbox import proc, registry
 from ktrdr.cli.sandbox.create import create_instance
-from ktrdr.cli.sandbox.engine_context import SshEndpoint
+from ktrdr.cli.sandbox.docker_engine import Engine, SshEndpoint
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import read_env
 from ktrdr.cli.sandbox.locate import locate
@@ -29,11 +29,8 @@ needs_docker_cli = pytest.mark.skipif(shutil.which("docker") is None, reason="no
 def contexts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two contexts in a DOCKER_CONFIG of this test's own: `buildbox` over SSH, `sock` local."""
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    engine_context.endpoint.cache_clear()
     for name, host in (("buildbox", "ssh://dev@buildbox.test:2222"), ("sock", "unix:///x.sock")):
         proc.run(["docker", "context", "create", name, "--docker", f"host={host}"], timeout=30)
-    yield
-    engine_context.endpoint.cache_clear()
 
 
 @pytest.fixture(autouse=True)
@@ -44,42 +41,42 @@ def _every_port_free(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("ktrdr.cli.sandbox.claims.port_in_use", lambda port: False)
 
 
-def test_docker_children_get_the_selected_context_and_lose_docker_host(
+def test_an_engine_puts_its_context_on_every_docker_argv() -> None:
+    assert Engine("buildbox").argv("ps", "-a", 3) == [
+        "docker",
+        "--context",
+        "buildbox",
+        "ps",
+        "-a",
+        "3",
+    ]
+    assert Engine().argv("ps") == ["docker", "ps"]  # the default: DOCKER_HOST or the current one
+
+
+@needs_docker_cli
+@pytest.mark.usefixtures("contexts")
+def test_a_real_docker_child_uses_the_engines_context_over_docker_host(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///elsewhere.sock")
-    assert proc.child_env(["docker", "ps"], None) is None  # default engine: inherited as is
-    with engine_context.use("buildbox"):
-        env = proc.child_env(["docker", "ps"], {"A": "1", "DOCKER_HOST": "tcp://x"})
-        assert env == {"A": "1", "DOCKER_CONTEXT": "buildbox"}
-        inherited = proc.child_env(["/usr/bin/docker", "ps"], None)
-        assert inherited is not None
-        assert inherited["DOCKER_CONTEXT"] == "buildbox"
-        assert "DOCKER_HOST" not in inherited
-        assert proc.child_env(["git", "status"], {"A": "1"}) == {"A": "1"}
-    assert engine_context.current() is None
-
-
-@needs_docker_cli
-@pytest.mark.usefixtures("contexts")
-def test_a_real_docker_child_uses_the_context() -> None:
-    with engine_context.use("buildbox"):
-        shown = proc.run(["docker", "context", "show"], timeout=30)
+    shown = proc.run(Engine("buildbox").argv("context", "show"), timeout=30)
     assert shown.stdout.strip() == "buildbox"
-    assert proc.run(["docker", "context", "show"], timeout=30).stdout.strip() != "buildbox"
-    printed = proc.run(["env"], timeout=10).stdout
-    assert "DOCKER_CONTEXT=buildbox" not in printed  # only docker children get it
+    assert proc.run(Engine().argv("context", "show"), timeout=30).stdout.strip() != "buildbox"
+    assert "DOCKER_CONTEXT=buildbox" not in proc.run(["env"], timeout=10).stdout
 
 
 @needs_docker_cli
 @pytest.mark.usefixtures("contexts")
-def test_ssh_endpoint_of_a_context() -> None:
-    assert engine_context.ssh_endpoint("buildbox") == SshEndpoint("buildbox.test", "dev", 2222)
-    assert engine_context.ssh_endpoint("sock") is None
-    assert engine_context.ssh_endpoint(None) is None
+def test_ssh_endpoint_and_remoteness_of_a_context() -> None:
+    buildbox = Engine.of("buildbox")
+    assert (buildbox.remote, buildbox.endpoint) == (True, "ssh://dev@buildbox.test:2222")
+    assert buildbox.ssh_endpoint() == SshEndpoint("buildbox.test", "dev", 2222)
+    assert Engine.of("sock").ssh_endpoint() is None
+    assert not Engine.of("sock").remote
+    assert Engine().ssh_endpoint() is None
     assert SshEndpoint("h", "u", 2).ssh_args() == ["-p", "2", "--", "u@h"]
     with pytest.raises(SandboxError, match=r"context 'nope' does not exist.*docker context create"):
-        engine_context.ssh_endpoint("nope")
+        Engine.of("nope")
 
 
 def test_forward_ports_stay_clear_of_every_slot() -> None:
@@ -117,7 +114,7 @@ def test_remote_instance_takes_its_engines_slot_1_beside_a_local_slot_1(
     assert (found.context, found.remote) == ("buildbox", True)
     assert found.engine_ports.api == 8001
     assert found.port_map[8001] == forward_ports(1, 1).api
-    assert engine_context.current() == "buildbox"  # locate selects the instance's engine
+    assert found.engine == Engine("buildbox", remote=True)  # the instance carries its engine
 
 
 @needs_docker_cli
@@ -153,22 +150,6 @@ def test_create_on_an_unknown_context_changes_nothing(repo: Path, docker: Docker
     assert registry.load() == {}
     assert not (repo.parent / "ktrdr--x").exists()
     assert os.listdir(repo.parent) == ["ktrdr"]
-
-
-def test_the_commands_engine_reaches_worker_threads() -> None:
-    """The gate probes the engine from a thread pool: they must ask the instance's engine."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def seen() -> str | None:
-        env = proc.child_env(["docker", "ps"], {})
-        return None if env is None else env.get("DOCKER_CONTEXT")
-
-    engine_context.select("buildbox")
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        assert pool.submit(seen).result() == "buildbox"
-    with engine_context.use(None):  # a block may still pick another engine
-        assert seen() is None
-    assert seen() == "buildbox"
 
 
 @needs_docker_cli

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from ktrdr.cli.sandbox import forwards, owned_process
-from ktrdr.cli.sandbox.engine_context import SshEndpoint
+from ktrdr.cli.sandbox.docker_engine import SshEndpoint
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.ports import ALL_SLOTS, forward_ports, ports_for_slot
 

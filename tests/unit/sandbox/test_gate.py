@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.engine import ContainerState
 from ktrdr.cli.sandbox.gate import run_gate
 from ktrdr.cli.sandbox.gate_checks import (
@@ -702,7 +703,7 @@ def test_real_http_probe_parses_json_and_reports_refused_connections() -> None:
     from ktrdr.cli.sandbox.gate_probes import DockerProbes
     from tests.unit.fake_api_server import standin_api_server
 
-    probes = DockerProbes(INSTANCE)
+    probes = DockerProbes(Engine(), INSTANCE)
     try:
         with standin_api_server() as (url, _state):
             answer = probes.http_get(f"{url}/api/v1/health")

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import compose, engine, host, lifecycle, preflight, registry, stack_file
+from ktrdr.cli.sandbox import compose, host, lifecycle, preflight, registry, stack_file
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import EnvSettings, render_env, write_env_file
 from ktrdr.cli.sandbox.locate import locate
@@ -22,11 +22,6 @@ from tests.unit.sandbox.conftest import StartedStackStandIn
 
 SLOT = TEST_SLOTS[7]  # 97: a test slot, whose ports the user's sandboxes never hold
 INSTANCE_ID = "ktrdr--feat-a"
-
-
-@pytest.fixture(autouse=True)
-def fresh_engine_check() -> None:
-    engine._engine_checked.cache_clear()
 
 
 @pytest.fixture
@@ -319,7 +314,7 @@ def test_an_instance_destroyed_under_the_gate_gets_no_report_directory_recreated
     monkeypatch.setattr(compose, "start", lambda *a, **k: StartedStackStandIn())
     monkeypatch.setattr(lifecycle, "run_gate", gate_while_destroy_removes_the_worktree)
     # The stack policy runs the docker CLI (tests/unit/sandbox/test_policy_*.py cover it).
-    monkeypatch.setattr(lifecycle.engine, "ensure_engine", lambda: None)
+    monkeypatch.setattr(lifecycle.engine, "ensure_engine", lambda docker: None)
     # Nor the policy's `docker compose config` (it needs the real project's files).
     monkeypatch.setattr(lifecycle, "checked_model_file", lambda *a, **k: instance_dir / "m.yml")
     instance = locate(None, instance_dir)

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox.create import create_instance
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.engine import ContainerState
 from ktrdr.cli.sandbox.gate_probes import DockerProbes
 from ktrdr.cli.sandbox.health import StackFacts, container_problems, docker_state, observe
@@ -58,7 +59,7 @@ def closed_port() -> int:
 
 @contextlib.contextmanager
 def probes() -> Iterator[DockerProbes]:
-    real = DockerProbes(INSTANCE)
+    real = DockerProbes(Engine(), INSTANCE)
     try:
         yield real
     finally:

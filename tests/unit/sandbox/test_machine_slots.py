@@ -171,10 +171,10 @@ def test_up_refuses_a_slot_another_home_claims(repo: Path, monkeypatch: pytest.M
     result = create_instance(name="feat-a", cwd=repo)
     instance = locate(None, result.path)
     holder = "instance ktrdr--x of KTRDR_HOME /elsewhere"
-    monkeypatch.setattr(engine, "ensure_engine", lambda: None)
+    monkeypatch.setattr(engine, "ensure_engine", lambda docker: None)
     monkeypatch.setattr(ownership, "foreign_in_project", lambda *args, **kwargs: [])
-    monkeypatch.setattr(ownership, "duplicate_networks", lambda instance_id: {})
-    monkeypatch.setattr(engine, "ps", lambda instance_id: [])
-    monkeypatch.setattr(ownership, "slots_of_other_homes", lambda: {result.slot: holder})
+    monkeypatch.setattr(ownership, "duplicate_networks", lambda docker, instance_id: {})
+    monkeypatch.setattr(engine, "ps", lambda docker, instance_id: [])
+    monkeypatch.setattr(ownership, "slots_of_other_homes", lambda docker: {result.slot: holder})
     with pytest.raises(SandboxError, match="claimed by instance ktrdr--x"):
         preflight.prepare_start(instance, notify=lambda line: None)

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
+from ktrdr.cli.sandbox import proc
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import EnvSettings, read_env, render_env, write_env_file
 from ktrdr.cli.sandbox.locate import Instance
@@ -93,11 +94,19 @@ def test_the_shipped_stack_passes_with_zero_violations(tmp_path: Path) -> None:
 
 
 @needs_compose
-def test_the_shipped_stack_with_a_remote_override_passes(tmp_path: Path) -> None:
+def test_the_shipped_stack_with_a_remote_override_passes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ktrdr.cli.sandbox.remote_stack import override_for
 
+    # compose runs with the instance's `--context`: a real one, in a DOCKER_CONFIG of its own
+    # (client-side files only: `compose config` asks no engine).
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    proc.run(["docker", "context", "create", "far-away", "--docker", "host=ssh://x@far.test"])
     instance = make_instance(tmp_path / INSTANCE_ID, remote=True)
-    override_for(instance.root, instance.env)  # what `up` writes before compose starts
+    override_for(
+        instance.engine, instance.root, instance.env
+    )  # what `up` writes before compose starts
     model = resolved_model(instance)
     mounts = [m for s in model["services"].values() for m in s.get("volumes", [])]
     assert mounts
@@ -206,7 +215,7 @@ def test_compose_starts_the_model_that_was_checked_not_a_later_edit(tmp_path: Pa
     assert oct(model_file.stat().st_mode & 0o777) == "0o600"  # it holds the instance's secrets
     checked = model_file.read_text()
     (instance.root / COMPOSE_FILE).write_text(hostile_compose(tmp_path / "other"))
-    argv = compose.compose_argv(instance.root, instance.env, model=model_file)
+    argv = compose.compose_argv(instance.engine, instance.root, instance.env, model=model_file)
     assert argv[argv.index("-f") + 1] == str(model_file)
     assert str(instance.root / COMPOSE_FILE) not in argv
     assert model_file.read_text() == checked

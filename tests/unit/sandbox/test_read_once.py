@@ -126,7 +126,7 @@ def test_up_reads_the_env_file_and_the_compose_file_once(
     monkeypatch.setattr(compose, "start", lambda *a, **k: StartedStackStandIn())
     monkeypatch.setattr(lifecycle, "run_gate", passing_gate)
     # The stack policy runs the docker CLI (tests/unit/sandbox/test_policy_*.py cover it).
-    monkeypatch.setattr(lifecycle.engine, "ensure_engine", lambda: None)
+    monkeypatch.setattr(lifecycle.engine, "ensure_engine", lambda docker: None)
     monkeypatch.setattr(lifecycle, "checked_model_file", lambda *a, **k: Path("checked.json"))
     for name in ("data", "strategies", "models"):  # as `init-shared` makes them
         (shared_root() / name).mkdir(parents=True)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ktrdr.cli.sandbox import e2e, remote_stack, stack_file
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.instance import EnvSettings, render_env
 from ktrdr.cli.sandbox.proc import run
@@ -70,7 +71,7 @@ def _mounts(config: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
 def planned(tmp_path: Path) -> tuple[Path, remote_stack.RemotePlan, dict[str, Any]]:
     root, env = _checkout(tmp_path)
     before = _merged(root)
-    plan = remote_stack.override_for(root, env)
+    plan = remote_stack.override_for(Engine(), root, env)
     return root, plan, before
 
 

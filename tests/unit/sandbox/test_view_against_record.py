@@ -124,13 +124,13 @@ def test_compose_gets_the_records_values_and_the_views_own_secrets(
     edit_view(x, "KTRDR_DB_PASSWORD", "changed-by-the-agent")
     edit_view(x, "DOCKER_HOST", "tcp://elsewhere:2375")
     found = locate(None, x)
-    argv = compose.compose_argv(found.root, found.env)
+    argv = compose.compose_argv(found.engine, found.root, found.env)
     assert argv[argv.index("--env-file") + 1] == "/dev/null"  # the worktree's file is never read
     assert (
         argv[argv.index("-p") + 1]
         == identity.recorded(found.require_entry())["COMPOSE_PROJECT_NAME"]
     )
-    env = compose.compose_env(found.env, found.root)
+    env = compose.compose_env(found.engine, found.env, found.root)
     assert env["KTRDR_DB_PASSWORD"] == "changed-by-the-agent"  # its own database, its own risk
     assert env.get("DOCKER_HOST") != "tcp://elsewhere:2375"
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox import engine_context, proc, volume_push, volume_unpack
+from ktrdr.cli.sandbox import proc, volume_push, volume_unpack
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.errors import SandboxError
 
 
@@ -184,19 +185,17 @@ def test_the_helper_mount_is_csv_so_label_values_may_hold_commas() -> None:
     )
 
 
-def test_piped_and_detach_give_docker_children_the_selected_context(tmp_path: Path) -> None:
-    """engine_context.use() reaches the tar streams and the companion processes too."""
+def test_volume_queries_and_helpers_go_to_the_engine_passed_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in `docker` first on PATH prints the argv it got."""
     fake = tmp_path / "docker"
-    fake.write_text('#!/bin/sh\necho "$DOCKER_CONTEXT ${DOCKER_HOST:-no-host}"\n')
+    fake.write_text('#!/bin/sh\necho "$@"\n')
     fake.chmod(0o755)
-    env = {**os.environ, "DOCKER_HOST": "tcp://elsewhere:2375"}
-    with engine_context.use("buildbox"):
-        piped = proc.piped([str(fake)], env=env)
-        child = proc.detach([str(fake)], log_path=tmp_path / "log", env=env)
-        child.wait()
-
-    assert piped.stdout.strip() == "buildbox no-host"
-    assert (tmp_path / "log").read_text().strip() == "buildbox no-host"
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    listed = volume_push.existing_volumes(Engine("buildbox"), {"k": "v"})
+    assert {"--context", "buildbox", "volume", "ls"} <= listed
+    assert "--context" not in volume_push.existing_volumes(Engine(), {"k": "v"})
 
 
 # --- proc.piped ---------------------------------------------------------------------------------

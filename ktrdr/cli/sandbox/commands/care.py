@@ -124,9 +124,10 @@ def doctor_command(fix: bool, lost_owner: str | None, as_json: bool) -> None:
     from ktrdr.cli.sandbox.doctor import run_doctor
 
     if lost_owner is not None:
+        from ktrdr.cli.sandbox.docker_engine import Engine
         from ktrdr.cli.sandbox.lost_homes import remove_lost
 
-        removed = remove_lost(lost_owner)
+        removed = remove_lost(Engine(), lost_owner)  # lost homes' stacks: the default engine
         if as_json:
             print_json({"home": lost_owner, "removed": removed})
         else:
@@ -161,10 +162,11 @@ def db_env_command() -> None:
 def adopt_command(path: str, as_json: bool) -> None:
     """Take the checkout PATH of a lost home's stack into this home (its containers are
     removed, its volumes kept under their old names; a new stack starts on `up`)."""
+    from ktrdr.cli.sandbox.docker_engine import Engine
     from ktrdr.cli.sandbox.init_checkout import init_instance
     from ktrdr.cli.sandbox.lost_homes import release_for_adoption
 
-    result = release_for_adoption(Path(path))
+    result = release_for_adoption(Engine(), Path(path))
     made = init_instance(cwd=result.path, adopting=result.old_owner)
     if as_json:
         print_json(

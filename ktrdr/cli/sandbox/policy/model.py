@@ -25,15 +25,15 @@ def resolved_model(instance: Instance) -> dict[str, Any]:
     if instance.remote:
         from ktrdr.cli.sandbox.remote_stack import override_for
 
-        override_for(instance.root, instance.env)
+        override_for(instance.engine, instance.root, instance.env)
     argv = [
-        *compose.compose_argv(instance.root, instance.env),
+        *compose.compose_argv(instance.engine, instance.root, instance.env),
         *("--profile", "*", "config", "--format", "json"),
     ]
     result = proc.run(
         argv,
         cwd=instance.root,
-        env=compose.compose_env(instance.env, instance.root),
+        env=compose.compose_env(instance.engine, instance.env, instance.root),
         timeout=CONFIG_TIMEOUT,
         check=False,
         what="checking the stack (docker compose config)",
