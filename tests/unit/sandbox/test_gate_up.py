@@ -180,7 +180,7 @@ def test_up_without_shared_data_refuses_in_one_line_before_starting_anything(
 
     shutil.rmtree(isolated_ktrdr_home / "shared" / "strategies")
     started: list[object] = []
-    monkeypatch.setattr(lifecycle.engine, "ensure_engine", lambda: None)
+    monkeypatch.setattr(lifecycle.engine, "ensure_engine", lambda docker: None)
     monkeypatch.setattr(compose, "start", lambda *a, **k: started.append(a))
     monkeypatch.setattr(compose, "up", lambda *a, **k: started.append(a))
     monkeypatch.setattr(preflight, "prepare_start", lambda *a: started.append(a))
