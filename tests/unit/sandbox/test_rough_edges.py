@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox import claims, locks, registry, stack_file
 from ktrdr.cli.sandbox.allocation import allocate
+from ktrdr.cli.sandbox.docker_engine import Engine
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import home_id
 from ktrdr.cli.sandbox.registry import Entry
@@ -74,7 +75,7 @@ def test_a_slot_another_home_only_claimed_is_worded_as_claimed_with_who_and_when
         5: "instance ktrdr--y of KTRDR_HOME /elsewhere",
     }
     docker.claimed_only = {4}
-    busy, _ = claims.busy_slots([4, 5], remote=False, instance_id="ktrdr--z")
+    busy, _ = claims.busy_slots(Engine(), [4, 5], instance_id="ktrdr--z")
     assert (
         busy[4][0]
         .describe()
@@ -168,7 +169,7 @@ def test_init_in_a_lost_homes_checkout_refuses_while_its_stack_is_on_the_engine(
         Resource("container", "ktrdr-db-1", "ktrdr", "0badc0de", str(gone), str(repo), "p"),
         Resource("volume", "ktrdr-0badc0de_pgdata", "ktrdr", "0badc0de", str(gone), "", "p"),
     ]
-    monkeypatch.setattr(lost_homes.ownership, "resources", lambda filters: labelled)
+    monkeypatch.setattr(lost_homes.ownership, "resources", lambda engine, filters: labelled)
     out = CliRunner().invoke(cli, ["sandbox", "init"])
     assert out.exit_code == 1
     assert out.stderr.count("\n") == 1
@@ -189,9 +190,9 @@ def test_remove_lost_refuses_a_home_that_still_exists(
     alive.mkdir()
     (alive / "home-id").write_text("0badc0de\n")
     labelled = [Resource("volume", "v", "ktrdr", "0badc0de", str(alive), "", "p")]
-    monkeypatch.setattr(lost_homes.ownership, "resources", lambda filters: labelled)
+    monkeypatch.setattr(lost_homes.ownership, "resources", lambda engine, filters: labelled)
     removed: list[object] = []
     monkeypatch.setattr(lost_homes.proc, "run", lambda *a, **k: removed.append(a))
     with pytest.raises(SandboxError, match="home 0badc0de is not lost"):
-        lost_homes.remove_lost("0badc0de")
+        lost_homes.remove_lost(Engine(), "0badc0de")
     assert removed == []
