@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,18 @@ from tests.unit.sandbox.test_doctor import quiet_host
 
 OFFLINE_IMAGE = "ktrdr-offline/debian:bookworm"
 OTHER_HOME = "0badf00d"
+OTHER_HOME_DIR = Path("/elsewhere/h")  # replaced per test by a real home holding OTHER_HOME
+
+
+@pytest.fixture(autouse=True)
+def other_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Another home that exists (its id on disk): its resources are another home's, not a lost
+    home's."""
+    home = tmp_path / "other-home"
+    home.mkdir()
+    (home / "home-id").write_text(OTHER_HOME + "\n")
+    monkeypatch.setattr(sys.modules[__name__], "OTHER_HOME_DIR", home)
+    return home
 
 
 def docker(*args: str, check: bool = True) -> str:
@@ -52,7 +65,12 @@ def labels(instance_id: str, owner: str | None) -> list[str]:
     found = ["--label", f"ktrdr.instance={instance_id}", "--label", "ktrdr.slot=9"]
     found += ["--label", "ktrdr.test=1"]
     if owner is not None:
-        found += ["--label", f"ktrdr.owner={owner}", "--label", "ktrdr.owner-home=/elsewhere/h"]
+        found += [
+            "--label",
+            f"ktrdr.owner={owner}",
+            "--label",
+            f"ktrdr.owner-home={OTHER_HOME_DIR}",
+        ]
     return found
 
 
@@ -100,7 +118,7 @@ def test_doctor_fix_reports_but_never_removes_what_this_home_does_not_own(
     assert notes[0].severity == "info"
     assert notes[0].fixed is None
     if owner:
-        assert "/elsewhere/h" in notes[0].subject
+        assert str(OTHER_HOME_DIR) in notes[0].subject
     assert report.healthy
     assert exists(instance_id)
     assert exists(instance_id, kind="volume")

@@ -73,9 +73,10 @@ class PolicyInstance:
 
 def free_slot() -> int:
     """A slot of the test range no process holds a port of and no other home has claimed."""
+    from ktrdr.cli.sandbox.docker_engine import Engine
     from ktrdr.cli.sandbox.ownership import slots_of_other_homes
 
-    claimed = slots_of_other_homes()
+    claimed = slots_of_other_homes(Engine())
     for slot in TEST_SLOTS:
         if slot not in claimed and not allocation.busy_ports(slot, with_owners=False):
             return slot

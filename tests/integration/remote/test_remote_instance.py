@@ -27,6 +27,7 @@ import pytest
 from ktrdr.cli.sandbox import e2e
 from ktrdr.cli.sandbox.allocation import busy_ports
 from ktrdr.cli.sandbox.instance import read_env
+from ktrdr.cli.sandbox.ports import ports_for_slot
 from tests.integration.project_copy import bump_version, copy_project
 from tests.integration.remote.conftest import RemoteEngine
 from tests.support import slots
@@ -139,8 +140,8 @@ def test_the_remote_stack_answers_at_local_ports_and_publishes_only_on_its_loopb
     assert status["forwards"] == "running"
     assert status["watch"] == "running"
     listening = remote_engine.exec("ss", "-ltnH").stdout
-    slot = int(env["KTRDR_SLOT"])
-    for port in (8000 + slot, 5432 + slot, 3000 + slot):
+    published = ports_for_slot(int(env["KTRDR_SLOT"]))
+    for port in (published.api, published.db, published.grafana):
         bound = [
             line.split()[3]
             for line in listening.splitlines()
