@@ -13,7 +13,6 @@ Imported by `list`: no heavy imports at module level.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -149,6 +148,9 @@ def _probe_all(probes: GateProbes, urls: Mapping[str, str]) -> dict[str, Any]:
             return probes.http_get(url)
         except ProbeError as e:
             return e
+
+    # Here, not at the top: `list` imports this module and never probes.
+    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=len(urls)) as pool:
         futures = {key: pool.submit(get, url) for key, url in urls.items()}

@@ -64,16 +64,17 @@ def home_id() -> str:
     Every container, volume and network the tool creates carries it as the `ktrdr.owner` label,
     and it is part of every compose project name, so two homes on one engine never share a
     project even when their instances have the same readable id."""
-    import secrets
-
-    from ktrdr.cli.sandbox.atomic import write_atomic
-    from ktrdr.cli.sandbox.errors import SandboxError
-
     home = ktrdr_home()
     path = home / HOME_ID_FILE
     existing = _read_home_id(path)
     if existing:
         return existing
+    # Only a new home needs these (`list` and every other command read the id).
+    import secrets
+
+    from ktrdr.cli.sandbox.atomic import write_atomic
+    from ktrdr.cli.sandbox.errors import SandboxError
+
     candidate = secrets.token_hex(HOME_ID_LENGTH // 2)
     try:
         home.mkdir(parents=True, exist_ok=True)
