@@ -12,7 +12,6 @@ from pathlib import Path
 from ktrdr.cli.sandbox import engine, ownership, proc, stack_file
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.home import home_id, ktrdr_home
-from ktrdr.cli.sandbox.instance import project_name
 from ktrdr.cli.sandbox.locate import Instance
 from ktrdr.cli.sandbox.shared_data import SUBDIRS as SHARED_SUBDIRS
 
@@ -20,24 +19,13 @@ DEFAULT_TIMEOUT = 300.0
 
 
 def validate(instance: Instance) -> None:
-    """The env file must agree with itself, the registry and the port map before starting."""
+    """The instance is still registered here as it was located (a destroy or re-create may have
+    run meanwhile), ready, and has a stack definition. Its identity needs no check here: it is
+    the home's record, and `locate` refused a view that disagrees with it."""
     from ktrdr.cli.sandbox import registry
 
-    env_path = instance.require_env().env_path
+    instance.require_env()
     check_owner(instance)
-    expected_project = project_name(instance.instance_id, instance.env["KTRDR_OWNER"])
-    if instance.project != expected_project:
-        raise SandboxError(
-            f"{env_path}: COMPOSE_PROJECT_NAME={instance.project} is not this instance's project "
-            f"({expected_project}); run `ktrdr sandbox doctor --fix`"
-        )
-    for key, expected in instance.ports.env_variables().items():
-        found = instance.env.get(key)
-        if found != expected:
-            raise SandboxError(
-                f"{env_path}: {key}={found or '(missing)'} does not match slot {instance.slot} "
-                f"(expected {expected}); run `ktrdr sandbox doctor --fix`"
-            )
     entry = registry.load().get(instance.instance_id)
     if entry is None:
         raise SandboxError(
@@ -46,8 +34,8 @@ def validate(instance: Instance) -> None:
         )
     if entry.slot != instance.slot:
         raise SandboxError(
-            f"instance {instance.instance_id}: {env_path} says slot {instance.slot} but the "
-            f"registry says slot {entry.slot}; run `ktrdr sandbox doctor --fix`"
+            f"instance {instance.instance_id} was on slot {instance.slot} when this command "
+            f"started, and the registry now says slot {entry.slot}; run the command again"
         )
     if Path(entry.path).resolve() != instance.root.resolve():
         raise SandboxError(
