@@ -7,16 +7,23 @@ subprocess harness that drops the caller's KTRDR_* variables adds it back with `
 `make test` neither waits for nor takes a slot the user's stacks hold, whether they run or not,
 and no test has to skip because a port of slots 1..10 is busy. A machine whose own range reaches
 into 90..99 shares those slots with the suite: keep KTRDR_SLOTS below 90 where tests run.
+
+KTRDR_TEST_SLOTS moves the suite to another range of ten or more (for example 70-79), so two
+test runs on one machine (two worktrees, two agents) never wait for each other's slots.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from ktrdr.cli.sandbox import slot_range
 
-TEST_SLOTS_TEXT = "90-99"
+TEST_SLOTS_TEXT = os.environ.get("KTRDR_TEST_SLOTS") or "90-99"
 TEST_SLOTS = slot_range.parse(TEST_SLOTS_TEXT)
+if len(TEST_SLOTS) < 10:
+    raise RuntimeError(f"KTRDR_TEST_SLOTS={TEST_SLOTS_TEXT}: the suite needs ten slots or more")
 FIRST = TEST_SLOTS[0]
 
 
