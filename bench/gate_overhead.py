@@ -32,7 +32,7 @@ def _down(env: dict[str, str], instance: Path) -> None:
 
 def _stack_ready(instance: Path) -> Callable[[], bool]:
     """The gate's conditions, checked from outside (HTTP only)."""
-    from ktrdr.cli.sandbox.ports import ports_for_slot
+    from ktrdr.cli.sandbox.slots.ports import ports_for_slot
 
     slot = int(
         next(

@@ -58,7 +58,7 @@ async def _calls(env: dict[str, str], cwd: Path) -> list[float]:
 def _in_process(env: dict[str, str]) -> list[float]:
     import json
 
-    from ktrdr.cli.sandbox.listing import list_instances
+    from ktrdr.cli.sandbox.overview.listing import list_instances
 
     saved = dict(os.environ)
     os.environ.clear()

@@ -159,7 +159,7 @@ def _engine_down(engine_id: str) -> None:
 
 
 def _api_port(path: Path) -> int:
-    from ktrdr.cli.sandbox.instance import read_env
+    from ktrdr.cli.sandbox.home.instance import read_env
 
     return int(read_env(path / ".env.sandbox")["KTRDR_API_PORT"])
 

@@ -87,7 +87,7 @@ class Bystanders:
 
     def settings(self, name: str) -> dict[str, str]:
         """The instance's .env.sandbox (instance id, owner, DB port and password)."""
-        from ktrdr.cli.sandbox.instance import read_env
+        from ktrdr.cli.sandbox.home.instance import read_env
 
         return read_env(self.path_of(name) / ".env.sandbox")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox.proc import ProcResult, run
+from ktrdr.cli.sandbox.base.proc import ProcResult, run
 
 TEST_LABEL = "ktrdr.test=1"
 # Not ktrdr.instance: harness projects are no sandbox instances, so `sandbox doctor --fix`

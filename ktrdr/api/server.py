@@ -149,7 +149,7 @@ def serve(
         if watcher is None:
             raise
         # The log must end in the exception, as with `uvicorn --reload`: that is how the gate
-        # and `status` tell a service stuck on a broken edit (ktrdr/cli/sandbox/gate_checks.py).
+        # and `status` tell a service stuck on a broken edit (ktrdr/cli/sandbox/gate/checks.py).
         if not isinstance(e, SystemExit):  # uvicorn logged its own reason before exiting
             log.exception(
                 "%s did not start; the next change under %s restarts it", target, reload_dir

@@ -116,7 +116,7 @@ def recorded_api_port(env_file: Path) -> int:
     """The API port of the instance whose view `env_file` is, as its home recorded it: the
     file is in a worktree an agent edits, and a port edited there would reach another
     instance's API. A file no instance of this home owns names no port to trust."""
-    from ktrdr.cli.sandbox.locate import locate
+    from ktrdr.cli.sandbox.instances.locate import locate
 
     try:
         instance = locate(None, env_file.parent, name_hint="")

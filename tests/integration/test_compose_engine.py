@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox import compose, container_logs, engine, ownership
-from ktrdr.cli.sandbox.docker_engine import Engine
-from ktrdr.cli.sandbox.home import home_id
-from ktrdr.cli.sandbox.instance import read_env
-from ktrdr.cli.sandbox.locate import Instance
-from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE
+from ktrdr.cli.sandbox.base.stack_file import COMPOSE_FILE
+from ktrdr.cli.sandbox.engine import logs as container_logs
+from ktrdr.cli.sandbox.engine import ownership
+from ktrdr.cli.sandbox.engine import queries as engine
+from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.home.directory import home_id
+from ktrdr.cli.sandbox.home.instance import read_env
+from ktrdr.cli.sandbox.instances.locate import Instance
+from ktrdr.cli.sandbox.stack import compose
 
 SMALL_IMAGE = "ktrdr-offline/debian:bookworm"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from ktrdr.cli.sandbox.proc import run
+from ktrdr.cli.sandbox.base.proc import run
 from tests.unit.test_compose_contract import rendered
 
 

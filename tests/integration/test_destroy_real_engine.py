@@ -17,10 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import engine, ownership, registry
-from ktrdr.cli.sandbox.create import create_instance
-from ktrdr.cli.sandbox.docker_engine import Engine
-from ktrdr.cli.sandbox.home import home_id
+from ktrdr.cli.sandbox.engine import ownership
+from ktrdr.cli.sandbox.engine import queries as engine
+from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.directory import home_id
+from ktrdr.cli.sandbox.provision.create import create_instance
 
 pytestmark = pytest.mark.docker
 

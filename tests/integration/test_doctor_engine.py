@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import registry
-from ktrdr.cli.sandbox.doctor import run_doctor
-from ktrdr.cli.sandbox.home import home_id
-from ktrdr.cli.sandbox.instance import new_settings, render_env, write_env_file
-from ktrdr.cli.sandbox.shared_data import shared_root
+from ktrdr.cli.sandbox.doctor.diagnose import run_doctor
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.directory import home_id
+from ktrdr.cli.sandbox.home.instance import new_settings, render_env, write_env_file
+from ktrdr.cli.sandbox.home.shared_data import shared_root
 from tests.unit.sandbox.test_doctor import quiet_host
 
 OFFLINE_IMAGE = "ktrdr-offline/debian:bookworm"

@@ -17,9 +17,12 @@ from typing import Any
 
 import pytest
 
-from ktrdr.cli.sandbox import engine, listing, ownership, proc
-from ktrdr.cli.sandbox.docker_engine import Engine
-from ktrdr.cli.sandbox.locate import Instance
+from ktrdr.cli.sandbox.base import proc
+from ktrdr.cli.sandbox.engine import ownership
+from ktrdr.cli.sandbox.engine import queries as engine
+from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.instances.locate import Instance
+from ktrdr.cli.sandbox.overview import listing
 
 ROUNDS = 6
 
@@ -97,7 +100,7 @@ def test_an_engine_check_is_kept_per_engine_value_and_only_when_it_passed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A lost engine is noticed by a long-lived process: a failed check is asked again."""
-    from ktrdr.cli.sandbox.errors import DockerUnavailableError
+    from ktrdr.cli.sandbox.base.errors import DockerUnavailableError
 
     answers = iter([False, True])
     asked: list[Engine] = []

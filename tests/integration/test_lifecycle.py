@@ -29,8 +29,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ktrdr.cli.sandbox import compose
-from ktrdr.cli.sandbox.docker_engine import Engine
+from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.stack import compose
 from tests.integration.project_copy import copy_project
 from tests.support import slots
 

@@ -17,10 +17,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import allocation, registry
-from ktrdr.cli.sandbox.instance import EnvSettings, read_env, render_env, write_env_file
-from ktrdr.cli.sandbox.shared_data import shared_root
-from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE
+from ktrdr.cli.sandbox.base.stack_file import COMPOSE_FILE
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.instance import EnvSettings, read_env, render_env, write_env_file
+from ktrdr.cli.sandbox.home.shared_data import shared_root
+from ktrdr.cli.sandbox.provision import allocation
 from tests.docker_fixtures import image_exists, leftovers, remove_project, skip_or_fail
 from tests.support.slots import TEST_SLOTS
 
@@ -73,8 +74,8 @@ class PolicyInstance:
 
 def free_slot() -> int:
     """A slot of the test range no process holds a port of and no other home has claimed."""
-    from ktrdr.cli.sandbox.docker_engine import Engine
-    from ktrdr.cli.sandbox.ownership import slots_of_other_homes
+    from ktrdr.cli.sandbox.engine.handle import Engine
+    from ktrdr.cli.sandbox.engine.ownership import slots_of_other_homes
 
     claimed = slots_of_other_homes(Engine())
     for slot in TEST_SLOTS:

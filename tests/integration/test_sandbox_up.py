@@ -23,9 +23,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ktrdr.cli.sandbox import compose, engine, machine_slots, ownership
-from ktrdr.cli.sandbox.docker_engine import Engine
-from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.engine import ownership
+from ktrdr.cli.sandbox.engine import queries as engine
+from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.slots import machine_slots
+from ktrdr.cli.sandbox.slots.ports import ports_for_slot
+from ktrdr.cli.sandbox.stack import compose
 from ktrdr.envfile import read_env_file
 from ktrdr.errors import ExitCode
 from tests.integration.project_copy import copy_project

@@ -20,9 +20,9 @@ import httpx
 import psycopg
 import pytest
 
-from ktrdr.cli.sandbox.instance import EnvSettings, render_env
-from ktrdr.cli.sandbox.ports import SlotPorts, ports_for_slot
-from ktrdr.cli.sandbox.proc import run
+from ktrdr.cli.sandbox.base.proc import run
+from ktrdr.cli.sandbox.home.instance import EnvSettings, render_env
+from ktrdr.cli.sandbox.slots.ports import SlotPorts, ports_for_slot
 from tests.support.slots import TEST_SLOTS
 
 pytestmark = pytest.mark.docker

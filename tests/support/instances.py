@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ktrdr.cli.sandbox import registry
-from ktrdr.cli.sandbox.instance import new_settings, render_env, slugify, write_env_file
-from ktrdr.cli.sandbox.registry import Entry
-from ktrdr.cli.sandbox.shared_data import shared_root
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.instance import new_settings, render_env, slugify, write_env_file
+from ktrdr.cli.sandbox.home.registry import Entry
+from ktrdr.cli.sandbox.home.shared_data import shared_root
 
 
 def register_instance(

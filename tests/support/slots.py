@@ -18,7 +18,7 @@ import os
 
 import pytest
 
-from ktrdr.cli.sandbox import slot_range
+from ktrdr.cli.sandbox.slots import slot_range
 
 TEST_SLOTS_TEXT = os.environ.get("KTRDR_TEST_SLOTS") or "90-99"
 TEST_SLOTS = slot_range.parse(TEST_SLOTS_TEXT)

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from ktrdr.cli.sandbox.instance import EnvSettings, render_env
-from ktrdr.cli.sandbox.ports import ALL_SLOTS, ports_for_slot
-from ktrdr.cli.sandbox.proc import run
+from ktrdr.cli.sandbox.base.proc import run
+from ktrdr.cli.sandbox.home.instance import EnvSettings, render_env
+from ktrdr.cli.sandbox.slots.ports import ALL_SLOTS, ports_for_slot
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.sandbox.yml"

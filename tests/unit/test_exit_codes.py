@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from ktrdr.cli import entry
 from ktrdr.cli.main import KtrdrGroup
-from ktrdr.cli.sandbox.errors import GateFailedError, SandboxError
+from ktrdr.cli.sandbox.base.errors import GateFailedError, SandboxError
 from ktrdr.cli.target import BadTargetError
 from ktrdr.errors import ExitCode, Interrupted, KtrdrError
 

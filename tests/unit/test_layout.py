@@ -1,5 +1,6 @@
-"""The shape issue 12 set for `ktrdr/`: no import cycles (imports inside functions count), no
-module over 400 lines, no function over 50 lines."""
+"""The shape issues 12 and 23 set for `ktrdr/`: no import cycles (imports inside functions count),
+no module over 400 lines, no function over 50 lines; `ktrdr sandbox` is a stack of feature
+packages, each importing only packages below it, none holding more than 20 modules."""
 
 from __future__ import annotations
 
@@ -10,6 +11,28 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "ktrdr"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 50
+MAX_MODULES_PER_FOLDER = 20
+SANDBOX = "ktrdr.cli.sandbox"
+# Lowest first: a package may import itself and the packages before it, never one after it.
+SANDBOX_LAYERS = (
+    "base",
+    "slots",
+    "home",
+    "engine",
+    "instances",
+    "journal",
+    "stack",
+    "remote",
+    "policy",
+    "gate",
+    "overview",
+    "provision",
+    "lifecycle",
+    "e2e",
+    "doctor",
+    "mcp",
+    "commands",
+)
 
 
 def _module_name(path: Path) -> str:
@@ -103,3 +126,54 @@ def test_no_function_over_50_lines() -> None:
                 if length > MAX_FUNCTION_LINES:
                     too_long.append(f"{name}.{node.name}: {length} lines")
     assert too_long == []
+
+
+def _sandbox_package(module: str) -> str | None:
+    if not module.startswith(SANDBOX + "."):
+        return None
+    return module[len(SANDBOX) + 1 :].split(".")[0]
+
+
+def upward_imports(graph: dict[str, set[str]], layers: tuple[str, ...]) -> list[str]:
+    """Arrows from a sandbox package to one above it in `layers` (or to one not in it)."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        here = _sandbox_package(module)
+        for target in sorted(targets):
+            there = _sandbox_package(target)
+            if here is None or there is None or here == there:
+                continue
+            if here not in layers or there not in layers:
+                found.append(f"{module} -> {target}: package not in SANDBOX_LAYERS")
+            elif layers.index(there) > layers.index(here):
+                found.append(f"{module} -> {target}")
+    return found
+
+
+def test_sandbox_packages_import_only_the_packages_below_them() -> None:
+    assert upward_imports(import_graph(_modules()), SANDBOX_LAYERS) == []
+
+
+def test_the_layer_check_sees_an_upward_import() -> None:
+    graph = {f"{SANDBOX}.base.proc": {f"{SANDBOX}.gate.loop"}, f"{SANDBOX}.gate.loop": set()}
+    assert upward_imports(graph, ("base", "gate")) == [
+        f"{SANDBOX}.base.proc -> {SANDBOX}.gate.loop"
+    ]
+
+
+def test_every_sandbox_package_is_layered_and_says_what_it_owns() -> None:
+    root = PACKAGE / "cli" / "sandbox"
+    packages = {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+    assert packages == set(SANDBOX_LAYERS)
+    for name in packages:
+        docstring = ast.get_docstring(ast.parse((root / name / "__init__.py").read_text()))
+        assert "import" in (docstring or ""), f"{name}/__init__.py says what it may import"
+
+
+def test_no_folder_over_20_modules() -> None:
+    counts: dict[Path, int] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name != "__init__.py":
+            counts[path.parent] = counts.get(path.parent, 0) + 1
+    crowded = {str(folder.relative_to(ROOT)): n for folder, n in counts.items()}
+    assert {f: n for f, n in crowded.items() if n > MAX_MODULES_PER_FOLDER} == {}

@@ -16,7 +16,7 @@ MUTABLE = (list, dict, set, bytearray, ContextVar)
 # allowed global says why it holds no state of a command, an engine or an instance:
 ALLOWED = {
     # Parsed compose files keyed by (path, mtime, size): a pure function of the file's content.
-    "ktrdr.cli.sandbox.stack_file._cache",
+    "ktrdr.cli.sandbox.base.stack_file._cache",
 }
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox.proc import ProcResult, run
+from ktrdr.cli.sandbox.base.proc import ProcResult, run
 from tests.docker_fixtures import DockerEngine, skip_or_fail
 
 SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "remote-engine.sh"

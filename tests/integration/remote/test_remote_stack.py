@@ -21,19 +21,17 @@ from typing import Any
 import httpx
 import pytest
 
-from ktrdr.cli.sandbox import (
-    compose,
-    e2e,
-    forwards,
-    owned_process,
-    remote_stack,
-    remote_sync,
-)
-from ktrdr.cli.sandbox.docker_engine import Engine, SshEndpoint
-from ktrdr.cli.sandbox.instance import EnvSettings, render_env
-from ktrdr.cli.sandbox.owned_process import OwnedProcess
-from ktrdr.cli.sandbox.ports import FORWARD_INDEXES, SlotPorts, forward_ports, ports_for_slot
-from ktrdr.cli.sandbox.proc import ProcResult, run
+from ktrdr.cli.sandbox.base.proc import ProcResult, run
+from ktrdr.cli.sandbox.e2e import run as e2e
+from ktrdr.cli.sandbox.engine.handle import Engine, SshEndpoint
+from ktrdr.cli.sandbox.home import owned_process
+from ktrdr.cli.sandbox.home.instance import EnvSettings, render_env
+from ktrdr.cli.sandbox.home.owned_process import OwnedProcess
+from ktrdr.cli.sandbox.remote import forwards
+from ktrdr.cli.sandbox.remote import stack as remote_stack
+from ktrdr.cli.sandbox.remote import sync as remote_sync
+from ktrdr.cli.sandbox.slots.ports import FORWARD_INDEXES, SlotPorts, forward_ports, ports_for_slot
+from ktrdr.cli.sandbox.stack import compose
 from ktrdr.envfile import parse_env_text
 from tests.integration.project_copy import bump_version
 from tests.integration.remote.conftest import RemoteEngine

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from ktrdr.cli.sandbox import compose, docker_access
-from ktrdr.cli.sandbox.docker_engine import Engine
-from ktrdr.cli.sandbox.errors import DockerUnavailableError
-from ktrdr.cli.sandbox.ownership import SlotFacts
+from ktrdr.cli.sandbox.base.errors import DockerUnavailableError
+from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.engine.ownership import SlotFacts
+from ktrdr.cli.sandbox.stack import compose, docker_access
 from tests.git_repos import git, make_repo
 
 __all__ = ["git", "make_repo"]  # imported from here by the tests of this directory
@@ -42,8 +42,8 @@ class Container:
 
 @dataclass
 class DockerStandIn:
-    """Stands in for the Docker engine (ktrdr.cli.sandbox.engine, ownership and compose, as
-    docker_access.py hands them out) in unit tests, so they do not depend on whether an
+    """Stands in for the Docker engine (ktrdr.cli.sandbox.engine.queries, ownership and compose, as
+    stack/docker_access.py hands them out) in unit tests, so they do not depend on whether an
     engine runs on this machine. Real-engine tests are marked docker."""
 
     reachable: bool = True

@@ -12,17 +12,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from ktrdr.cli.sandbox import registry
-from ktrdr.cli.sandbox.allocation import (
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.registry import Entry
+from ktrdr.cli.sandbox.provision.allocation import (
     allocate,
     busy_ports,
     listening_processes,
     port_in_use,
     probe_slots,
 )
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.ports import ports_for_slot
-from ktrdr.cli.sandbox.registry import Entry
+from ktrdr.cli.sandbox.slots.ports import ports_for_slot
 from tests.support.slots import TEST_SLOTS
 
 

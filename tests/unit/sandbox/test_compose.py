@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox import compose
-from ktrdr.cli.sandbox.docker_engine import Engine
-from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE
+from ktrdr.cli.sandbox.base.stack_file import COMPOSE_FILE
+from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.stack import compose
 
 
 @pytest.fixture

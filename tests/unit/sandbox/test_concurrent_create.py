@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from ktrdr.cli.sandbox import registry
-from ktrdr.cli.sandbox.allocation import busy_ports
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.provision.allocation import busy_ports
 from tests.support.slots import TEST_SLOTS
 
 PROCESSES = 30

@@ -11,15 +11,15 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import registry
-from ktrdr.cli.sandbox.create import create_instance
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.home import home_id
-from ktrdr.cli.sandbox.init_checkout import init_instance
-from ktrdr.cli.sandbox.instance import read_env
-from ktrdr.cli.sandbox.ports import SANDBOX_SLOTS
-from ktrdr.cli.sandbox.registry import Entry
-from ktrdr.cli.sandbox.worktree import list_worktrees
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.directory import home_id
+from ktrdr.cli.sandbox.home.instance import read_env
+from ktrdr.cli.sandbox.home.registry import Entry
+from ktrdr.cli.sandbox.instances.worktree import list_worktrees
+from ktrdr.cli.sandbox.provision.create import create_instance
+from ktrdr.cli.sandbox.provision.init_checkout import init_instance
+from ktrdr.cli.sandbox.slots.ports import SANDBOX_SLOTS
 from tests.support import slots
 from tests.unit.sandbox.conftest import Container, DockerStandIn, git, make_repo
 
@@ -28,7 +28,7 @@ from tests.unit.sandbox.conftest import Container, DockerStandIn, git, make_repo
 def _no_port_probing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stand-in probe: every port free, so slot numbers do not depend on what runs on this
     machine. Real probing is covered in test_allocation and the concurrency test."""
-    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    monkeypatch.setattr("ktrdr.cli.sandbox.provision.allocation.port_in_use", lambda port: False)
     slots.use_the_default_range(monkeypatch)
 
 
@@ -436,7 +436,9 @@ def test_re_init_keeps_the_slot_its_running_stack_holds_even_though_its_ports_ar
     docker.containers["ktrdr"] = [Container("backend", "running", "healthy")]
     # What the instance's own backend container holds (a stand-in probe: binding the real port
     # would collide with whatever runs on slot 4 of this machine).
-    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: port == 8004)
+    monkeypatch.setattr(
+        "ktrdr.cli.sandbox.provision.allocation.port_in_use", lambda port: port == 8004
+    )
     assert init_instance(cwd=repo).slot == 4
 
 

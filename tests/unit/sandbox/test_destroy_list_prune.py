@@ -11,15 +11,15 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import registry
+from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.commands.render import ago
-from ktrdr.cli.sandbox.create import create_instance
-from ktrdr.cli.sandbox.destroy import destroy_instance
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.init_checkout import init_instance
-from ktrdr.cli.sandbox.locate import from_entry, locate
-from ktrdr.cli.sandbox.registry import Entry
-from ktrdr.cli.sandbox.status import instance_status
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.registry import Entry
+from ktrdr.cli.sandbox.instances.locate import from_entry, locate
+from ktrdr.cli.sandbox.lifecycle.destroy import destroy_instance
+from ktrdr.cli.sandbox.overview.status import instance_status
+from ktrdr.cli.sandbox.provision.create import create_instance
+from ktrdr.cli.sandbox.provision.init_checkout import init_instance
 from tests.support import slots
 from tests.unit.sandbox.conftest import Container, DockerStandIn, git, make_repo
 
@@ -27,7 +27,7 @@ from tests.unit.sandbox.conftest import Container, DockerStandIn, git, make_repo
 @pytest.fixture(autouse=True)
 def _no_port_probing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stand-in probe: every port free (real probing is tested in test_allocation)."""
-    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    monkeypatch.setattr("ktrdr.cli.sandbox.provision.allocation.port_in_use", lambda port: False)
     slots.use_the_default_range(monkeypatch)
 
 

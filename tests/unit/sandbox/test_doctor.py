@@ -14,16 +14,16 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import owned_process, registry
-from ktrdr.cli.sandbox.doctor import run_doctor
-from ktrdr.cli.sandbox.doctor_checks import env_drift, remove_empty_tree, rewrite_env
-from ktrdr.cli.sandbox.doctor_report import DoctorReport, Problem
-from ktrdr.cli.sandbox.home import home_id
-from ktrdr.cli.sandbox.host import HostPaths, memory_warning
-from ktrdr.cli.sandbox.instance import new_settings, read_env, render_env, write_env_file
-from ktrdr.cli.sandbox.ports import ports_for_slot
-from ktrdr.cli.sandbox.registry import Entry
-from ktrdr.cli.sandbox.shared_data import shared_root
+from ktrdr.cli.sandbox.base.host import HostPaths, memory_warning
+from ktrdr.cli.sandbox.doctor.checks import env_drift, remove_empty_tree, rewrite_env
+from ktrdr.cli.sandbox.doctor.diagnose import run_doctor
+from ktrdr.cli.sandbox.doctor.report import DoctorReport, Problem
+from ktrdr.cli.sandbox.home import owned_process, registry
+from ktrdr.cli.sandbox.home.directory import home_id
+from ktrdr.cli.sandbox.home.instance import new_settings, read_env, render_env, write_env_file
+from ktrdr.cli.sandbox.home.registry import Entry
+from ktrdr.cli.sandbox.home.shared_data import shared_root
+from ktrdr.cli.sandbox.slots.ports import ports_for_slot
 from tests.unit.sandbox.conftest import git, make_repo
 
 OFFLINE_IMAGE = "ktrdr-offline/debian:bookworm"

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox.e2e import E2EResult, junit_summary
-from ktrdr.cli.sandbox.e2e_args import check_pytest_args
-from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.e2e.args import check_pytest_args
+from ktrdr.cli.sandbox.e2e.run import E2EResult, junit_summary
 from ktrdr.errors import ExitCode
 
 # --- the allowlist -------------------------------------------------------------------------------

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox import container_logs, engine
-from ktrdr.cli.sandbox.docker_engine import Engine
-from ktrdr.cli.sandbox.errors import DockerUnavailableError
+from ktrdr.cli.sandbox.base.errors import DockerUnavailableError
+from ktrdr.cli.sandbox.engine import logs as container_logs
+from ktrdr.cli.sandbox.engine import queries as engine
+from ktrdr.cli.sandbox.engine.handle import Engine
 
 
 def test_ps_lines_give_state_health_exit_code_and_host_ports() -> None:

@@ -12,13 +12,14 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import proc, registry
-from ktrdr.cli.sandbox.create import create_instance
-from ktrdr.cli.sandbox.docker_engine import Engine, SshEndpoint
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.instance import read_env
-from ktrdr.cli.sandbox.locate import locate
-from ktrdr.cli.sandbox.ports import FORWARD_BASE, FORWARD_BLOCK, forward_ports, ports_for_slot
+from ktrdr.cli.sandbox.base import proc
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.engine.handle import Engine, SshEndpoint
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.instance import read_env
+from ktrdr.cli.sandbox.instances.locate import locate
+from ktrdr.cli.sandbox.provision.create import create_instance
+from ktrdr.cli.sandbox.slots.ports import FORWARD_BASE, FORWARD_BLOCK, forward_ports, ports_for_slot
 from tests.support import slots
 from tests.unit.sandbox.conftest import DockerStandIn
 
@@ -36,9 +37,9 @@ def contexts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def _every_port_free(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stand-in probe: slot numbers must not depend on what runs on this machine."""
-    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    monkeypatch.setattr("ktrdr.cli.sandbox.provision.allocation.port_in_use", lambda port: False)
     slots.use_the_default_range(monkeypatch)
-    monkeypatch.setattr("ktrdr.cli.sandbox.claims.port_in_use", lambda port: False)
+    monkeypatch.setattr("ktrdr.cli.sandbox.provision.claims.port_in_use", lambda port: False)
 
 
 def test_an_engine_puts_its_context_on_every_docker_argv() -> None:
@@ -181,7 +182,7 @@ def test_create_on_a_remote_engine_that_does_not_answer_changes_nothing(
 def test_init_on_a_context_and_a_reinit_keeps_engine_and_forward_ports(
     repo: Path, docker: DockerStandIn
 ) -> None:
-    from ktrdr.cli.sandbox.init_checkout import init_instance
+    from ktrdr.cli.sandbox.provision.init_checkout import init_instance
 
     first = init_instance(cwd=repo, context="buildbox")
     env_file = repo / ".env.sandbox"
@@ -199,8 +200,8 @@ def test_init_on_a_context_and_a_reinit_keeps_engine_and_forward_ports(
 def test_doctor_names_a_context_whose_engine_does_not_answer(
     repo: Path, docker: DockerStandIn, tmp_path: Path
 ) -> None:
-    from ktrdr.cli.sandbox.doctor import run_doctor
-    from ktrdr.cli.sandbox.host import HostPaths
+    from ktrdr.cli.sandbox.base.host import HostPaths
+    from ktrdr.cli.sandbox.doctor.diagnose import run_doctor
 
     create_instance(name="there", cwd=repo, context="buildbox")  # buildbox.test does not exist
     meminfo = tmp_path / "meminfo"

@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import registry
-from ktrdr.cli.sandbox.e2e import db_env_exports
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.evidence import collect_evidence
-from ktrdr.cli.sandbox.registry import Entry
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.e2e.evidence import collect_evidence
+from ktrdr.cli.sandbox.e2e.run import db_env_exports
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.registry import Entry
 from tests.support.instances import register_instance
 
 

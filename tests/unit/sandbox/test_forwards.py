@@ -14,10 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ktrdr.cli.sandbox import forwards, owned_process
-from ktrdr.cli.sandbox.docker_engine import SshEndpoint
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.ports import ALL_SLOTS, forward_ports, ports_for_slot
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.engine.handle import SshEndpoint
+from ktrdr.cli.sandbox.home import owned_process
+from ktrdr.cli.sandbox.remote import forwards
+from ktrdr.cli.sandbox.slots.ports import ALL_SLOTS, forward_ports, ports_for_slot
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 STAND_IN = [sys.executable, str(Path(__file__).with_name("ssh_stand_in.py"))]

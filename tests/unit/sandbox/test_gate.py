@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from ktrdr.cli.sandbox.docker_engine import Engine
-from ktrdr.cli.sandbox.engine import ContainerState
-from ktrdr.cli.sandbox.gate import run_gate
-from ktrdr.cli.sandbox.gate_checks import (
+from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.engine.queries import ContainerState
+from ktrdr.cli.sandbox.gate.checks import (
     GateSpec,
     backend_verdict,
     database_verdict,
@@ -23,9 +22,10 @@ from ktrdr.cli.sandbox.gate_checks import (
     python_error_at_end,
     workers_verdict,
 )
-from ktrdr.cli.sandbox.gate_probes import HttpAnswer, ProbeError
-from ktrdr.cli.sandbox.gate_report import read_report, write_report
-from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.gate.loop import run_gate
+from ktrdr.cli.sandbox.gate.probes import HttpAnswer, ProbeError
+from ktrdr.cli.sandbox.gate.report import read_report, write_report
+from ktrdr.cli.sandbox.slots.ports import ports_for_slot
 from tests.support.slots import TEST_SLOTS
 
 INSTANCE = "ktrdr--feat-a"
@@ -700,7 +700,7 @@ def test_read_report_is_none_when_missing_or_corrupt(tmp_path: Path) -> None:
 
 
 def test_real_http_probe_parses_json_and_reports_refused_connections() -> None:
-    from ktrdr.cli.sandbox.gate_probes import DockerProbes
+    from ktrdr.cli.sandbox.gate.probes import DockerProbes
     from tests.unit.fake_api_server import standin_api_server
 
     probes = DockerProbes(Engine(), INSTANCE)

@@ -13,9 +13,9 @@ from ktrdr.cli.sandbox.commands.gate_render import (
     progress_line,
     render_result,
 )
-from ktrdr.cli.sandbox.engine import ContainerState
-from ktrdr.cli.sandbox.gate_checks import CheckResult
-from ktrdr.cli.sandbox.gate_report import GateReport
+from ktrdr.cli.sandbox.engine.queries import ContainerState
+from ktrdr.cli.sandbox.gate.checks import CheckResult
+from ktrdr.cli.sandbox.gate.report import GateReport
 
 
 def checks(*statuses: str) -> list[CheckResult]:

@@ -11,11 +11,15 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import compose, host, lifecycle, preflight, registry, stack_file
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.instance import EnvSettings, render_env, write_env_file
-from ktrdr.cli.sandbox.locate import locate
-from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.base import host, stack_file
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.instance import EnvSettings, render_env, write_env_file
+from ktrdr.cli.sandbox.instances.locate import locate
+from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
+from ktrdr.cli.sandbox.lifecycle import preflight
+from ktrdr.cli.sandbox.slots.ports import ports_for_slot
+from ktrdr.cli.sandbox.stack import compose
 from ktrdr.errors import ExitCode
 from tests.support.slots import TEST_SLOTS
 from tests.unit.sandbox.conftest import StartedStackStandIn
@@ -298,7 +302,7 @@ def test_an_instance_destroyed_under_the_gate_gets_no_report_directory_recreated
 ) -> None:
     import shutil
 
-    from ktrdr.cli.sandbox.gate_report import GateReport
+    from ktrdr.cli.sandbox.gate.report import GateReport
 
     def gate_while_destroy_removes_the_worktree(spec, probes, **kwargs):  # type: ignore[no-untyped-def]
         shutil.rmtree(instance_dir)
@@ -327,8 +331,8 @@ def test_an_instance_destroyed_under_the_gate_gets_no_report_directory_recreated
 
 
 def _failed_gate(instance_dir: Path) -> lifecycle.UpResult:
-    from ktrdr.cli.sandbox.gate_checks import CheckResult
-    from ktrdr.cli.sandbox.gate_report import GateReport
+    from ktrdr.cli.sandbox.gate.checks import CheckResult
+    from ktrdr.cli.sandbox.gate.report import GateReport
 
     check = CheckResult("backend", "Backend healthy", 60.0, status="failed", detail="no answer")
     report = GateReport(
@@ -366,9 +370,9 @@ def test_a_failed_gate_exits_3_after_the_verdict_so_scripts_tell_it_from_a_refus
 def test_a_failed_gate_is_an_mcp_tool_error_with_the_same_exit_code(
     instance_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ktrdr.cli.sandbox.mcp_scope import Scope
-    from ktrdr.cli.sandbox.mcp_server import tool_result
-    from ktrdr.cli.sandbox.mcp_tools import run_tool
+    from ktrdr.cli.sandbox.mcp.scope import Scope
+    from ktrdr.cli.sandbox.mcp.server import tool_result
+    from ktrdr.cli.sandbox.mcp.tools import run_tool
 
     def gate_fails(*args: object, **kwargs: object) -> lifecycle.UpResult:
         return _failed_gate(instance_dir)

@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox.create import create_instance
-from ktrdr.cli.sandbox.docker_engine import Engine
-from ktrdr.cli.sandbox.engine import ContainerState
-from ktrdr.cli.sandbox.gate_probes import DockerProbes
-from ktrdr.cli.sandbox.health import StackFacts, container_problems, docker_state, observe
-from ktrdr.cli.sandbox.ports import ports_for_slot
-from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE, StackFile, fallback
+from ktrdr.cli.sandbox.base.stack_file import COMPOSE_FILE, StackFile, fallback
+from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.engine.queries import ContainerState
+from ktrdr.cli.sandbox.gate.health import StackFacts, container_problems, docker_state, observe
+from ktrdr.cli.sandbox.gate.probes import DockerProbes
+from ktrdr.cli.sandbox.provision.create import create_instance
+from ktrdr.cli.sandbox.slots.ports import ports_for_slot
 from tests.support.slots import TEST_SLOTS
 from tests.unit.fake_api_server import standin_api_server
 from tests.unit.sandbox.conftest import Container, DockerStandIn
@@ -33,7 +33,7 @@ SHORT_LIVED = fallback().short_lived  # migrate, e2e-tests: as the checked-in co
 @pytest.fixture(autouse=True)
 def _no_port_probing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stand-in probe for slot allocation only: every port free."""
-    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    monkeypatch.setattr("ktrdr.cli.sandbox.provision.allocation.port_in_use", lambda port: False)
 
 
 def state(service: str, status: str = "running", health: str | None = "healthy", **kw: object):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from ktrdr.cli.sandbox.heartbeat import heartbeat
+from ktrdr.cli.sandbox.base.heartbeat import heartbeat
 
 
 def test_a_long_step_says_what_it_is_doing_until_it_ends() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.home import home_id
-from ktrdr.cli.sandbox.instance import (
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.home.directory import home_id
+from ktrdr.cli.sandbox.home.instance import (
     find_instance_root,
     instance_id_for,
     new_settings,
@@ -20,7 +20,7 @@ from ktrdr.cli.sandbox.instance import (
     validate_create_name,
     write_env_file,
 )
-from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.slots.ports import ports_for_slot
 
 
 @pytest.mark.parametrize(
@@ -156,7 +156,7 @@ def test_instance_root_is_found_from_a_subdirectory(tmp_path: Path) -> None:
 
 
 def test_docs_port_table_matches_the_port_module() -> None:
-    from ktrdr.cli.sandbox.ports import port_table_rows
+    from ktrdr.cli.sandbox.slots.ports import port_table_rows
 
     docs = Path(__file__).resolve().parents[3] / "docs" / "sandbox.md"
     text = docs.read_text(encoding="utf-8")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox import journal
-from ktrdr.cli.sandbox.journal_entry import (
+from ktrdr.cli.sandbox.journal import log as journal
+from ktrdr.cli.sandbox.journal.entry import (
     Action,
     Recorder,
     cli_recorded,
@@ -115,8 +115,8 @@ def test_a_complete_last_record_without_its_newline_still_counts(tmp_path: Path)
 
 APPENDER = """
 import sys
-from ktrdr.cli.sandbox import journal
-from ktrdr.cli.sandbox.journal_entry import Action
+from ktrdr.cli.sandbox.journal import log as journal
+from ktrdr.cli.sandbox.journal.entry import Action
 
 path, writer, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for n in range(count):

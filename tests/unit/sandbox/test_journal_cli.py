@@ -12,14 +12,14 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import journal
-from ktrdr.cli.sandbox.create import create_instance
+from ktrdr.cli.sandbox.journal import log as journal
+from ktrdr.cli.sandbox.provision.create import create_instance
 from tests.unit.sandbox.conftest import DockerStandIn
 
 
 @pytest.fixture(autouse=True)
 def _no_port_probing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    monkeypatch.setattr("ktrdr.cli.sandbox.provision.allocation.port_in_use", lambda port: False)
 
 
 def run(*args: str) -> Result:
@@ -208,7 +208,8 @@ def test_ctrl_c_is_recorded_with_exit_130(repo: Path, monkeypatch: pytest.Monkey
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("ktrdr.cli.sandbox.locate.locate", interrupted)  # stands in for Ctrl-C
+    # stands in for Ctrl-C
+    monkeypatch.setattr("ktrdr.cli.sandbox.instances.locate.locate", interrupted)
     out = run("down")
     assert out.exit_code == 130
     [record] = records()
@@ -222,7 +223,7 @@ def test_a_bug_in_the_journal_never_stops_or_changes_the_command(
     def broken(*args: object) -> None:
         raise RuntimeError("resolver bug")
 
-    monkeypatch.setattr("ktrdr.cli.sandbox.journal_entry.resolve_instance", broken)
+    monkeypatch.setattr("ktrdr.cli.sandbox.journal.entry.resolve_instance", broken)
     out = run("up")
     assert out.exit_code == 1
     assert "no .env.sandbox" in out.stderr

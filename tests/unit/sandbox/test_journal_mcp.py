@@ -16,7 +16,7 @@ import anyio
 import mcp.types as types
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
-from ktrdr.cli.sandbox import journal
+from ktrdr.cli.sandbox.journal import log as journal
 from tests.unit.sandbox.test_mcp import KTRDR, checkout, create
 
 __all__ = ["checkout"]  # the fixture, used by name below

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.locks import instance_lock
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.home.locks import instance_lock
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from ktrdr.cli.sandbox.locks import instance_lock
+from ktrdr.cli.sandbox.home.locks import instance_lock
 with instance_lock("ktrdr--feat", command="ktrdr sandbox up"):
     Path(sys.argv[1]).write_text("held")
     time.sleep(float(sys.argv[2]))

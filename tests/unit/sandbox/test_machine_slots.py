@@ -13,17 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox import engine, machine_slots, ownership, registry
-from ktrdr.cli.sandbox.create import create_instance
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.init_checkout import init_instance
-from ktrdr.cli.sandbox.locate import locate
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.engine import ownership
+from ktrdr.cli.sandbox.engine import queries as engine
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.instances.locate import locate
+from ktrdr.cli.sandbox.provision.create import create_instance
+from ktrdr.cli.sandbox.provision.init_checkout import init_instance
+from ktrdr.cli.sandbox.slots import machine_slots
 from tests.unit.sandbox.conftest import DockerStandIn
 
 
 @pytest.fixture(autouse=True)
 def _no_port_probing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    monkeypatch.setattr("ktrdr.cli.sandbox.provision.allocation.port_in_use", lambda port: False)
 
 
 def test_create_leaves_a_claim_marker_with_its_slot(repo: Path, docker: DockerStandIn) -> None:
@@ -42,7 +45,7 @@ def test_a_failed_create_removes_its_marker(
     def failing_add(*args: object, **kwargs: object) -> None:
         raise SandboxError("git worktree add failed (injected)")
 
-    monkeypatch.setattr("ktrdr.cli.sandbox.worktree.add", failing_add)
+    monkeypatch.setattr("ktrdr.cli.sandbox.instances.worktree.add", failing_add)
     with pytest.raises(SandboxError, match="injected"):
         create_instance(name="feat-a", cwd=repo)
     assert docker.slot_marks == {}
@@ -121,9 +124,9 @@ def test_the_allocation_lock_times_out_with_one_clear_line(
             [
                 sys.executable,
                 "-c",
-                "from ktrdr.cli.sandbox import machine_slots\n"
+                "from ktrdr.cli.sandbox.slots import machine_slots\n"
                 "machine_slots.LOCK_TIMEOUT = 0.2\n"
-                "from ktrdr.cli.sandbox.errors import SandboxError\n"
+                "from ktrdr.cli.sandbox.base.errors import SandboxError\n"
                 "try:\n"
                 "    with machine_slots.allocation_lock(): print('taken')\n"
                 "except SandboxError as e: print(e)",
@@ -166,7 +169,7 @@ def test_up_refuses_a_slot_another_home_claims(repo: Path, monkeypatch: pytest.M
     """A create that ran while the engine was down has no marker; if another home took the
     slot meanwhile, `up` says so instead of colliding on ports. The engine calls before that
     check are stand-ins (no engine in unit tests)."""
-    from ktrdr.cli.sandbox import preflight
+    from ktrdr.cli.sandbox.lifecycle import preflight
 
     result = create_instance(name="feat-a", cwd=repo)
     instance = locate(None, result.path)

@@ -18,8 +18,8 @@ import anyio
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
-from ktrdr.cli.sandbox.e2e import junit_summary
-from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.e2e.run import junit_summary
+from ktrdr.cli.sandbox.slots.ports import ports_for_slot
 from tests.git_repos import git, make_repo
 from tests.unit.fake_api_server import standin_api_server
 

@@ -1,4 +1,4 @@
-"""The MCP tools' arguments checked against their declared schemas (mcp_args.py): the checks
+"""The MCP tools' arguments checked against their declared schemas (mcp/args.py): the checks
 an agent meets before any tool runs, called directly on the real tool table."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from ktrdr.cli.sandbox.mcp_scope import Scope
-from ktrdr.cli.sandbox.mcp_spec import check_arguments
-from ktrdr.cli.sandbox.mcp_tools import TOOLS, find_tool
+from ktrdr.cli.sandbox.mcp.scope import Scope
+from ktrdr.cli.sandbox.mcp.spec import check_arguments
+from ktrdr.cli.sandbox.mcp.tools import TOOLS, find_tool
 from ktrdr.errors import ExitCode, KtrdrError
 
 PINNED = Scope(cwd=Path("/nowhere"), pinned_id="ktrdr--feat", pinned_root=Path("/nowhere"))
@@ -183,7 +183,7 @@ def test_every_declared_argument_has_limits_a_client_can_see(scope: Scope) -> No
 
 
 def test_every_default_passes_its_own_check() -> None:
-    from ktrdr.cli.sandbox.mcp_args import value_problem
+    from ktrdr.cli.sandbox.mcp.args import value_problem
 
     for tool in TOOLS:
         for name, spec in tool.input_schema(UNPINNED)["properties"].items():
@@ -201,7 +201,7 @@ def test_a_tool_name_that_is_huge_is_quoted_short() -> None:
 def test_an_unexpected_exception_becomes_a_one_line_tool_error_with_exit_code_1(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from ktrdr.cli.sandbox.mcp_server import _bug, tool_result
+    from ktrdr.cli.sandbox.mcp.server import _bug, tool_result
 
     try:
         raise TypeError("unsupported operand\ntype(s)")

@@ -11,17 +11,17 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import registry
+from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.commands.render import what_goes
-from ktrdr.cli.sandbox.create import create_instance
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.init_checkout import init_instance
-from ktrdr.cli.sandbox.instance import (
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.instance import (
     max_name_length,
     slugify,
     suggest_name,
     validate_create_name,
 )
+from ktrdr.cli.sandbox.provision.create import create_instance
+from ktrdr.cli.sandbox.provision.init_checkout import init_instance
 from tests.support.instances import register_instance
 from tests.unit.sandbox.conftest import make_repo
 
@@ -29,7 +29,7 @@ from tests.unit.sandbox.conftest import make_repo
 @pytest.fixture(autouse=True)
 def _no_port_probing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stand-in probe: every port free (real probing is covered in test_allocation)."""
-    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    monkeypatch.setattr("ktrdr.cli.sandbox.provision.allocation.port_in_use", lambda port: False)
 
 
 # --- Ctrl-C after the point of no return ---------------------------------------------------
@@ -57,7 +57,7 @@ def _ctrl_c_right_after(monkeypatch: pytest.MonkeyPatch, target: str) -> None:
 def test_ctrl_c_just_after_registration_keeps_the_instance_and_reports_it(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _ctrl_c_right_after(monkeypatch, "ktrdr.cli.sandbox.claims.finish_claim")
+    _ctrl_c_right_after(monkeypatch, "ktrdr.cli.sandbox.provision.claims.finish_claim")
     out = CliRunner().invoke(cli, ["sandbox", "create", "feat-a"])
     assert out.exit_code == 0, out.output
     assert "Instance: ktrdr--feat-a" in out.stdout
@@ -81,7 +81,7 @@ def test_ctrl_c_while_printing_the_result_still_prints_it_all(
 def test_ctrl_c_before_registration_still_rolls_back(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _ctrl_c_right_after(monkeypatch, "ktrdr.cli.sandbox.worktree.ensure_excluded")
+    _ctrl_c_right_after(monkeypatch, "ktrdr.cli.sandbox.instances.worktree.ensure_excluded")
     out = CliRunner().invoke(cli, ["sandbox", "create", "feat-a"])
     assert out.exit_code == 130
     assert registry.load() == {}

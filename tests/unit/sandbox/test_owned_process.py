@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox import owned_process
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.owned_process import OwnedProcess
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.home import owned_process
+from ktrdr.cli.sandbox.home.owned_process import OwnedProcess
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 

@@ -11,7 +11,7 @@ import pytest
 
 from ktrdr.cli.sandbox.policy.checker import StackFacts, Violation, check, overridden
 from ktrdr.cli.sandbox.policy.rules import RULES
-from ktrdr.cli.sandbox.ports import ports_for_slot
+from ktrdr.cli.sandbox.slots.ports import ports_for_slot
 
 PROJECT = "ktrdr--feat-a-c0ffee42"
 OWNER_LABELS = {

@@ -13,10 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import proc
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.instance import EnvSettings, read_env, render_env, write_env_file
-from ktrdr.cli.sandbox.locate import Instance
+from ktrdr.cli.sandbox.base import proc
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.base.stack_file import COMPOSE_FILE
+from ktrdr.cli.sandbox.home.instance import EnvSettings, read_env, render_env, write_env_file
+from ktrdr.cli.sandbox.home.shared_data import shared_root
+from ktrdr.cli.sandbox.instances.locate import Instance
 from ktrdr.cli.sandbox.policy.checker import check
 from ktrdr.cli.sandbox.policy.enforcement import (
     StackRefusedError,
@@ -26,8 +28,6 @@ from ktrdr.cli.sandbox.policy.enforcement import (
 )
 from ktrdr.cli.sandbox.policy.model import first_error_line, resolved_model
 from ktrdr.cli.sandbox.policy.rules import RULES
-from ktrdr.cli.sandbox.shared_data import shared_root
-from ktrdr.cli.sandbox.stack_file import COMPOSE_FILE
 
 REPO = Path(__file__).resolve().parents[3]
 SLOT = 4
@@ -97,7 +97,7 @@ def test_the_shipped_stack_passes_with_zero_violations(tmp_path: Path) -> None:
 def test_the_shipped_stack_with_a_remote_override_passes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ktrdr.cli.sandbox.remote_stack import override_for
+    from ktrdr.cli.sandbox.remote.stack import override_for
 
     # compose runs with the instance's `--context`: a real one, in a DOCKER_CONFIG of its own
     # (client-side files only: `compose config` asks no engine).
@@ -194,8 +194,8 @@ def test_an_unknown_rule_is_a_usage_error_listing_the_rules(args: list[str]) -> 
 
 
 def test_no_mcp_tool_offers_an_override() -> None:
-    from ktrdr.cli.sandbox.mcp_scope import Scope
-    from ktrdr.cli.sandbox.mcp_tools import tools_for
+    from ktrdr.cli.sandbox.mcp.scope import Scope
+    from ktrdr.cli.sandbox.mcp.tools import tools_for
 
     for scope in (Scope(Path.cwd()), Scope(Path.cwd(), "x", Path.cwd())):
         for tool in tools_for(scope):
@@ -206,8 +206,8 @@ def test_no_mcp_tool_offers_an_override() -> None:
 def test_compose_starts_the_model_that_was_checked_not_a_later_edit(tmp_path: Path) -> None:
     """Between the check and the start an agent rewrites its compose file: what starts is the
     checked model, kept in the home, never the worktree's file."""
-    from ktrdr.cli.sandbox import compose
     from ktrdr.cli.sandbox.policy.enforcement import checked_model_file
+    from ktrdr.cli.sandbox.stack import compose
 
     instance = make_instance(tmp_path / INSTANCE_ID)
     model_file = checked_model_file(instance)

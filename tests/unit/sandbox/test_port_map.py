@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import slot_range
-from ktrdr.cli.sandbox.allocation import allocate
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.ports import (
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.provision.allocation import allocate
+from ktrdr.cli.sandbox.slots import slot_range
+from ktrdr.cli.sandbox.slots.ports import (
     ALL_SLOTS,
     COMMON_TOOL_PORTS,
     FORWARD_INDEXES,
@@ -145,7 +145,7 @@ def test_a_requested_slot_outside_the_range_is_given(monkeypatch: pytest.MonkeyP
 
 
 def test_create_and_list_work_on_a_high_slot(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    monkeypatch.setattr("ktrdr.cli.sandbox.provision.allocation.port_in_use", lambda port: False)
     created = CliRunner().invoke(cli, ["sandbox", "create", "feat-a", "--slot", "50", "--json"])
     assert created.exit_code == 0, created.output
     assert json.loads(created.stdout)["urls"]["api"] == "http://localhost:23000"

@@ -12,10 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import compose, lifecycle, preflight, stack_file
-from ktrdr.cli.sandbox.create import create_instance
-from ktrdr.cli.sandbox.gate_report import GateReport
-from ktrdr.cli.sandbox.shared_data import shared_root
+from ktrdr.cli.sandbox.base import stack_file
+from ktrdr.cli.sandbox.gate.report import GateReport
+from ktrdr.cli.sandbox.home.shared_data import shared_root
+from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
+from ktrdr.cli.sandbox.lifecycle import preflight
+from ktrdr.cli.sandbox.provision.create import create_instance
+from ktrdr.cli.sandbox.stack import compose
 from tests.unit.sandbox.conftest import DockerStandIn, StartedStackStandIn
 
 WATCHED = (".env.sandbox", stack_file.COMPOSE_FILE)
@@ -40,7 +43,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
 
 @pytest.fixture(autouse=True)
 def _no_port_probing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    monkeypatch.setattr("ktrdr.cli.sandbox.provision.allocation.port_in_use", lambda port: False)
 
 
 @pytest.fixture

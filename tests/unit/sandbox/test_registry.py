@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from filelock import FileLock
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import registry
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.home import ktrdr_home
-from ktrdr.cli.sandbox.registry import Entry
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.directory import ktrdr_home
+from ktrdr.cli.sandbox.home.registry import Entry
 
 
 def _entry(instance_id: str = "ktrdr--a", slot: int = 1) -> Entry:

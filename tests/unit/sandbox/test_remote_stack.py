@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
-from ktrdr.cli.sandbox import e2e, remote_stack, stack_file
-from ktrdr.cli.sandbox.docker_engine import Engine
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.instance import EnvSettings, render_env
-from ktrdr.cli.sandbox.proc import run
+from ktrdr.cli.sandbox.base import stack_file
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.base.proc import run
+from ktrdr.cli.sandbox.e2e import run as e2e
+from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.home.instance import EnvSettings, render_env
+from ktrdr.cli.sandbox.remote import stack as remote_stack
 from ktrdr.envfile import parse_env_text
 
 REPO = Path(__file__).resolve().parents[3]

@@ -14,12 +14,14 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import claims, locks, registry, stack_file
-from ktrdr.cli.sandbox.allocation import allocate
-from ktrdr.cli.sandbox.docker_engine import Engine
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.home import home_id
-from ktrdr.cli.sandbox.registry import Entry
+from ktrdr.cli.sandbox.base import stack_file
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.home import locks, registry
+from ktrdr.cli.sandbox.home.directory import home_id
+from ktrdr.cli.sandbox.home.registry import Entry
+from ktrdr.cli.sandbox.provision import claims
+from ktrdr.cli.sandbox.provision.allocation import allocate
 from tests.unit.sandbox.conftest import DockerStandIn
 
 
@@ -159,8 +161,8 @@ def test_status_of_a_recreated_homes_instance_says_the_home_is_gone_not_set_it(
 def test_init_in_a_lost_homes_checkout_refuses_while_its_stack_is_on_the_engine(
     repo: Path, tmp_path: Path, docker: DockerStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ktrdr.cli.sandbox import lost_homes
-    from ktrdr.cli.sandbox.ownership import Resource
+    from ktrdr.cli.sandbox.engine import lost_homes
+    from ktrdr.cli.sandbox.engine.ownership import Resource
 
     gone = tmp_path / "deleted-home"
     _lost_view(repo, owner="0badc0de", owner_home=gone)
@@ -183,8 +185,8 @@ def test_init_in_a_lost_homes_checkout_refuses_while_its_stack_is_on_the_engine(
 def test_remove_lost_refuses_a_home_that_still_exists(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ktrdr.cli.sandbox import lost_homes
-    from ktrdr.cli.sandbox.ownership import Resource
+    from ktrdr.cli.sandbox.engine import lost_homes
+    from ktrdr.cli.sandbox.engine.ownership import Resource
 
     alive = tmp_path / "alive"
     alive.mkdir()

@@ -26,10 +26,11 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import doctor, host
+from ktrdr.cli.sandbox.base import host
 from ktrdr.cli.sandbox.commands.gate_render import PASS_MARK, check_line, render_result
-from ktrdr.cli.sandbox.gate_checks import TITLES, CheckResult
-from ktrdr.cli.sandbox.gate_report import GateReport
+from ktrdr.cli.sandbox.doctor import diagnose as doctor
+from ktrdr.cli.sandbox.gate.checks import TITLES, CheckResult
+from ktrdr.cli.sandbox.gate.report import GateReport
 from tests.support import slots
 from tests.unit.sandbox.conftest import DockerStandIn, git, make_repo
 
@@ -156,7 +157,7 @@ SETUPS: dict[str, Callable[[Path, pytest.MonkeyPatch], Path]] = {
 def _every_port_free(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stand-in probe: the doc's machine has nothing on the slots' ports (this one may run
     stacks of its own, which would move the slots shown)."""
-    monkeypatch.setattr("ktrdr.cli.sandbox.allocation.port_in_use", lambda port: False)
+    monkeypatch.setattr("ktrdr.cli.sandbox.provision.allocation.port_in_use", lambda port: False)
     slots.use_the_default_range(monkeypatch)
 
 

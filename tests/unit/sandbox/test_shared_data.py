@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.shared_data import init_shared, shared_root, shared_status
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.home.shared_data import init_shared, shared_root, shared_status
 
 SAMPLE_FILES = {
     "data/AAPL_1d.csv",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox import stack_file
-from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.base import stack_file
+from ktrdr.cli.sandbox.base.errors import SandboxError
 
 COMPOSE_TEXT = """
 services:

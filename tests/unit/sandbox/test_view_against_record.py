@@ -13,10 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox import compose, identity, registry
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.instance import read_env
-from ktrdr.cli.sandbox.locate import locate
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.instance import read_env
+from ktrdr.cli.sandbox.instances import identity
+from ktrdr.cli.sandbox.instances.locate import locate
+from ktrdr.cli.sandbox.stack import compose
 from tests.git_repos import git, make_repo
 from tests.support.instances import edit_view
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox import proc, volume_push, volume_unpack
-from ktrdr.cli.sandbox.docker_engine import Engine
-from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.base import proc
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.remote import volume_push, volume_unpack
 
 
 def _tree(root: Path) -> Path:

@@ -24,8 +24,8 @@ from ktrdr.errors import ExitCode
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def init_shared_command(source: str | None, force: bool, as_json: bool) -> None:
     """Create $KTRDR_HOME/shared/{data,strategies,models} and fill it (idempotent)."""
-    from ktrdr.cli.sandbox.errors import SandboxError
-    from ktrdr.cli.sandbox.shared_data import init_shared
+    from ktrdr.cli.sandbox.base.errors import SandboxError
+    from ktrdr.cli.sandbox.home.shared_data import init_shared
 
     if source is not None and not source.strip():
         # Path("") would silently mean the current directory.
@@ -53,10 +53,10 @@ def init_shared_command(source: str | None, force: bool, as_json: bool) -> None:
 
 
 def _push_to_remote_engines() -> None:
-    from ktrdr.cli.sandbox import registry
+    from ktrdr.cli.sandbox.home import registry
 
     if any(entry.forward for entry in registry.load().values()):
-        from ktrdr.cli.sandbox.remote_instance import push_shared_everywhere
+        from ktrdr.cli.sandbox.remote.instance import push_shared_everywhere
 
         for failure in push_shared_everywhere(info):
             info(f"Warning: {failure}")
@@ -74,7 +74,7 @@ def test_e2e_command(pytest_args: tuple[str, ...], allow: tuple[str, ...]) -> No
     JUnit XML shows tests that ran and passed; otherwise the exit code is the suite's own
     (pytest's), or 1 when pytest exited 0 without proof that tests ran.
     """
-    from ktrdr.cli.sandbox.e2e import run_e2e
+    from ktrdr.cli.sandbox.e2e.run import run_e2e
 
     result = run_e2e(
         start=Path.cwd(), pytest_args=list(pytest_args), notify=info, allow=frozenset(allow)
@@ -92,7 +92,7 @@ def test_e2e_command(pytest_args: tuple[str, ...], allow: tuple[str, ...]) -> No
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evidence_command(name: str | None, output: str | None, as_json: bool) -> None:
     """Bundle gate report, compose ps, service logs, test results and git state into a tar.gz."""
-    from ktrdr.cli.sandbox.evidence import check_output_path, collect_evidence
+    from ktrdr.cli.sandbox.e2e.evidence import check_output_path, collect_evidence
 
     target = check_output_path(output) if output is not None else None
     result = collect_evidence(name=name, start=Path.cwd(), output=target)
@@ -121,11 +121,11 @@ def evidence_command(name: str | None, output: str | None, as_json: bool) -> Non
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def doctor_command(fix: bool, lost_owner: str | None, as_json: bool) -> None:
     """Reconcile registry, Docker and filesystem; check the host. Exit 1 while problems remain."""
-    from ktrdr.cli.sandbox.doctor import run_doctor
+    from ktrdr.cli.sandbox.doctor.diagnose import run_doctor
 
     if lost_owner is not None:
-        from ktrdr.cli.sandbox.docker_engine import Engine
-        from ktrdr.cli.sandbox.lost_homes import remove_lost
+        from ktrdr.cli.sandbox.engine.handle import Engine
+        from ktrdr.cli.sandbox.engine.lost_homes import remove_lost
 
         removed = remove_lost(Engine(), lost_owner)  # lost homes' stacks: the default engine
         if as_json:
@@ -151,7 +151,7 @@ def doctor_command(fix: bool, lost_owner: str | None, as_json: bool) -> None:
 @click.command("db-env", hidden=True)
 def db_env_command() -> None:
     """`export` lines for the instance's DB (used by `make test-integration`); empty outside."""
-    from ktrdr.cli.sandbox.e2e import db_env_exports
+    from ktrdr.cli.sandbox.e2e.run import db_env_exports
 
     click.echo(db_env_exports(start=Path.cwd()), nl=False)
 
@@ -162,9 +162,9 @@ def db_env_command() -> None:
 def adopt_command(path: str, as_json: bool) -> None:
     """Take the checkout PATH of a lost home's stack into this home (its containers are
     removed, its volumes kept under their old names; a new stack starts on `up`)."""
-    from ktrdr.cli.sandbox.docker_engine import Engine
-    from ktrdr.cli.sandbox.init_checkout import init_instance
-    from ktrdr.cli.sandbox.lost_homes import release_for_adoption
+    from ktrdr.cli.sandbox.engine.handle import Engine
+    from ktrdr.cli.sandbox.engine.lost_homes import release_for_adoption
+    from ktrdr.cli.sandbox.provision.init_checkout import init_instance
 
     result = release_for_adoption(Engine(), Path(path))
     made = init_instance(cwd=result.path, adopting=result.old_owner)

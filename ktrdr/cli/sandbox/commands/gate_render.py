@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
 
-    from ktrdr.cli.sandbox.gate_checks import CheckResult
-    from ktrdr.cli.sandbox.gate_report import GateReport
-    from ktrdr.cli.sandbox.lifecycle import UpResult
+    from ktrdr.cli.sandbox.gate.checks import CheckResult
+    from ktrdr.cli.sandbox.gate.report import GateReport
+    from ktrdr.cli.sandbox.lifecycle.operations import UpResult
 
 PASS_MARK, FAIL_MARK = "✓", "✗"
 

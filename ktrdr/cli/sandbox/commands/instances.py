@@ -11,6 +11,7 @@ import click
 from ktrdr.cli import settings
 from ktrdr.cli.output import info
 from ktrdr.cli.params import NAME, NEW_NAME
+from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.commands.options import json_flag
 from ktrdr.cli.sandbox.commands.render import (
     render_created,
@@ -20,12 +21,11 @@ from ktrdr.cli.sandbox.commands.render import (
     render_status,
     what_goes,
 )
-from ktrdr.cli.sandbox.errors import SandboxError
-from ktrdr.cli.sandbox.ports import FIRST_SANDBOX_SLOT, LAST_SLOT, MAIN_SLOT
+from ktrdr.cli.sandbox.slots.ports import FIRST_SANDBOX_SLOT, LAST_SLOT, MAIN_SLOT
 
 if TYPE_CHECKING:
-    from ktrdr.cli.sandbox.locate import Instance
-    from ktrdr.cli.sandbox.registry import Entry
+    from ktrdr.cli.sandbox.home.registry import Entry
+    from ktrdr.cli.sandbox.instances.locate import Instance
 
 json_option = json_flag()
 slot_option = click.option(
@@ -68,7 +68,7 @@ def create_command(
     as_json: bool,
 ) -> None:
     """Add a worktree ../<repo>--NAME on a new branch NAME with its own port slot."""
-    from ktrdr.cli.sandbox.create import create_instance
+    from ktrdr.cli.sandbox.provision.create import create_instance
 
     result = create_instance(
         name=name,
@@ -88,7 +88,7 @@ def create_command(
 @json_option
 def init_command(slot: int | None, context: str | None, as_json: bool) -> None:
     """Make this clone (or worktree) an instance. Slot 0 (main ports) only via --slot 0."""
-    from ktrdr.cli.sandbox.init_checkout import init_instance
+    from ktrdr.cli.sandbox.provision.init_checkout import init_instance
 
     result = init_instance(
         cwd=Path.cwd(),
@@ -103,7 +103,7 @@ def init_command(slot: int | None, context: str | None, as_json: bool) -> None:
 @json_option
 def list_command(as_json: bool) -> None:
     """Registered instances with slot, status, API port and path (read-only)."""
-    from ktrdr.cli.sandbox.listing import list_instances_and_engine
+    from ktrdr.cli.sandbox.overview.listing import list_instances_and_engine
 
     listing = list_instances_and_engine()
     if listing.engine_problem:
@@ -116,7 +116,7 @@ def list_command(as_json: bool) -> None:
 @json_option
 def status_command(name: str | None, as_json: bool) -> None:
     """Slot, ports, URLs and container state of NAME or of the instance you are in."""
-    from ktrdr.cli.sandbox.status import instance_status
+    from ktrdr.cli.sandbox.overview.status import instance_status
 
     render_status(instance_status(name, cwd=Path.cwd()), as_json=as_json)
 
@@ -134,8 +134,8 @@ def destroy_command(
 
     For an `init`ed clone only its .env.sandbox and the entry are removed.
     """
-    from ktrdr.cli.sandbox.destroy import destroy_many
-    from ktrdr.cli.sandbox.heartbeat import heartbeat
+    from ktrdr.cli.sandbox.base.heartbeat import heartbeat
+    from ktrdr.cli.sandbox.lifecycle.destroy import destroy_many
 
     targets = _destroy_targets(name, destroy_all=destroy_all)
     if not targets:
@@ -160,8 +160,8 @@ def destroy_command(
 
 
 def _destroy_targets(name: str | None, *, destroy_all: bool) -> list[Instance]:
-    from ktrdr.cli.sandbox import registry
-    from ktrdr.cli.sandbox.locate import from_entry, locate
+    from ktrdr.cli.sandbox.home import registry
+    from ktrdr.cli.sandbox.instances.locate import from_entry, locate
 
     if destroy_all and name:
         raise click.UsageError("pass NAME or --all, not both")
@@ -191,6 +191,6 @@ def _confirm(targets: list[Entry], *, yes: bool) -> None:
 @json_option
 def prune_command(dry_run: bool, as_json: bool) -> None:
     """Remove stale entries (path or .env.sandbox gone, unfinished creates) and their leftovers."""
-    from ktrdr.cli.sandbox.prune import prune
+    from ktrdr.cli.sandbox.lifecycle.prune import prune
 
     render_pruned(prune(dry_run=dry_run), dry_run=dry_run, as_json=as_json)

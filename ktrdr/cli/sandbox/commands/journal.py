@@ -20,7 +20,7 @@ from ktrdr.cli.output import info, print_json, print_table
 from ktrdr.cli.sandbox.commands.options import json_flag
 
 if TYPE_CHECKING:
-    from ktrdr.cli.sandbox.journal_entry import Action
+    from ktrdr.cli.sandbox.journal.entry import Action
 
 PENDING = "ktrdr.journal.pending"
 HOME_WIDE = frozenset({"prune", "doctor", "init-shared"})  # act on the home, not one instance
@@ -62,7 +62,7 @@ def _begin(
     if any(arg in ctx.help_option_names for arg in options):
         return None
     params = _parsed(ctx, name, command, rest)
-    from ktrdr.cli.sandbox import journal_entry as entry
+    from ktrdr.cli.sandbox.journal import entry
 
     if not entry.cli_recorded(name, params):
         return None
@@ -102,7 +102,7 @@ def _cwd() -> Path | None:
 
 
 def _finish(action: Action, after: Callable[[], str | None], error: BaseException | None) -> None:
-    from ktrdr.cli.sandbox.journal_entry import Recorder
+    from ktrdr.cli.sandbox.journal.entry import Recorder
 
     recorder = Recorder(warn=info)
     try:
@@ -118,7 +118,7 @@ def _finish(action: Action, after: Callable[[], str | None], error: BaseExceptio
 def _ending(error: BaseException | None) -> tuple[str, int]:
     """(result, exit code) as the root group renders `error`: click's exceptions here, the
     core's (KtrdrError, Ctrl-C, SystemExit, a bug) in journal_entry.ending_of."""
-    from ktrdr.cli.sandbox.journal_entry import ending_of, one_line_result
+    from ktrdr.cli.sandbox.journal.entry import ending_of, one_line_result
 
     if isinstance(error, click.exceptions.Exit):
         code = int(error.exit_code)
@@ -131,7 +131,7 @@ def _ending(error: BaseException | None) -> tuple[str, int]:
 
 
 def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    from ktrdr.cli.sandbox.journal import parse_since
+    from ktrdr.cli.sandbox.journal.log import parse_since
 
     if value is None:
         return None
@@ -155,7 +155,7 @@ def journal_command(name: str | None, since: datetime | None, as_json: bool) -> 
 
     NAME shows one instance's records, also after it was destroyed.
     """
-    from ktrdr.cli.sandbox.journal_query import query, to_json
+    from ktrdr.cli.sandbox.journal.query import query, to_json
 
     reading = query(name, since=since)
     problem = reading.problem()

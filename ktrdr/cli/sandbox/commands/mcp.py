@@ -12,7 +12,7 @@ import click
 
 from ktrdr.cli.output import print_json
 from ktrdr.cli.params import NAME
-from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.base.errors import SandboxError
 
 
 @click.command("mcp")
@@ -39,8 +39,8 @@ def mcp_command(instance: str | None, all_instances: bool, print_config: bool) -
     Pinned to one instance (--instance NAME, or the instance directory it starts in), its
     tools act only on that instance and take no instance argument. See docs/sandbox.md.
     """
-    from ktrdr.cli.sandbox.mcp_config import client_config
-    from ktrdr.cli.sandbox.mcp_scope import resolve_scope
+    from ktrdr.cli.sandbox.mcp.config import client_config
+    from ktrdr.cli.sandbox.mcp.scope import resolve_scope
 
     if instance is not None and all_instances:
         raise click.UsageError("pass --instance NAME or --all-instances, not both")
@@ -49,7 +49,7 @@ def mcp_command(instance: str | None, all_instances: bool, print_config: bool) -
         print_json(client_config(scope.pinned_id, cwd=scope.cwd))
         return
     try:
-        from ktrdr.cli.sandbox.mcp_server import serve
+        from ktrdr.cli.sandbox.mcp.server import serve
     except ImportError as e:
         raise SandboxError(
             f"the MCP server needs the `mcp` package ({e}): install the agent extra, "

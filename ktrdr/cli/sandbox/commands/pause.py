@@ -24,9 +24,9 @@ def pause(name: str | None, pause_all: bool, as_json: bool) -> None:
 
     `ktrdr sandbox resume` (or `up`) thaws it and re-runs the Startability Gate.
     """
-    from ktrdr.cli.sandbox import lifecycle
-    from ktrdr.cli.sandbox.listing import running_entries
-    from ktrdr.cli.sandbox.locate import from_entry, locate
+    from ktrdr.cli.sandbox.instances.locate import from_entry, locate
+    from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
+    from ktrdr.cli.sandbox.overview.listing import running_entries
 
     if pause_all and name:
         raise click.UsageError("pass NAME or --all, not both")
@@ -58,9 +58,9 @@ def pause(name: str | None, pause_all: bool, as_json: bool) -> None:
 @allow_rules("resume")
 def resume(name: str | None, timeout: float, as_json: bool, allow: tuple[str, ...]) -> None:
     """Thaw a paused instance and re-run the Startability Gate (exit code 3 when it fails)."""
-    from ktrdr.cli.sandbox import lifecycle
     from ktrdr.cli.sandbox.commands.gate_render import GateRenderer, show_gate_result
-    from ktrdr.cli.sandbox.locate import locate
+    from ktrdr.cli.sandbox.instances.locate import locate
+    from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 
     instance = locate(name, Path.cwd()).require_env()  # refused before "Starting"
     info(f"Resuming instance: {instance.instance_id} (slot {instance.slot})")

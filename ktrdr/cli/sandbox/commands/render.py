@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING, Any
 from ktrdr.cli.output import info, print_fields, print_json, print_table
 
 if TYPE_CHECKING:
-    from ktrdr.cli.sandbox.create import CreateResult
-    from ktrdr.cli.sandbox.destroy import DestroyResult
-    from ktrdr.cli.sandbox.listing import InstanceRow
-    from ktrdr.cli.sandbox.prune import PrunedEntry
-    from ktrdr.cli.sandbox.registry import Entry
-    from ktrdr.cli.sandbox.status import InstanceStatus
+    from ktrdr.cli.sandbox.home.registry import Entry
+    from ktrdr.cli.sandbox.lifecycle.destroy import DestroyResult
+    from ktrdr.cli.sandbox.lifecycle.prune import PrunedEntry
+    from ktrdr.cli.sandbox.overview.listing import InstanceRow
+    from ktrdr.cli.sandbox.overview.status import InstanceStatus
+    from ktrdr.cli.sandbox.provision.create import CreateResult
 
 
 def render_created(result: CreateResult, *, as_json: bool) -> None:
-    from ktrdr.cli.sandbox.interrupts import deferred_interrupt
+    from ktrdr.cli.sandbox.base.interrupts import deferred_interrupt
 
     # The instance exists: a Ctrl-C now must not swallow the only report of it.
     with deferred_interrupt() as late:

@@ -37,9 +37,9 @@ def up(
     Runs in an instance directory, or names one: `ktrdr sandbox up feat-a`. On a running
     instance it just re-runs the gate. Exit code 3 when the gate fails.
     """
-    from ktrdr.cli.sandbox import lifecycle
     from ktrdr.cli.sandbox.commands.gate_render import GateRenderer, show_gate_result
-    from ktrdr.cli.sandbox.locate import locate
+    from ktrdr.cli.sandbox.instances.locate import locate
+    from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 
     instance = locate(name, Path.cwd()).require_env()  # refused before "Starting"
     info(f"Starting instance: {instance.instance_id} (slot {instance.slot})")
@@ -63,9 +63,9 @@ def up(
 @click.argument("name", required=False, type=NAME)
 def down(name: str | None) -> None:
     """Stop the instance's containers (volumes, so its data, are kept)."""
-    from ktrdr.cli.sandbox import lifecycle
-    from ktrdr.cli.sandbox.heartbeat import heartbeat
-    from ktrdr.cli.sandbox.locate import locate
+    from ktrdr.cli.sandbox.base.heartbeat import heartbeat
+    from ktrdr.cli.sandbox.instances.locate import locate
+    from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 
     instance = locate(name, Path.cwd())
     info(f"Stopping instance {instance.instance_id} (slot {instance.slot})…")
@@ -89,8 +89,8 @@ def down(name: str | None) -> None:
 )
 def logs(service: str | None, follow: bool, tail: int, name: str | None) -> None:
     """Show the logs of every service, or of SERVICE (e.g. backend, db, backtest-worker-1)."""
-    from ktrdr.cli.sandbox import lifecycle
-    from ktrdr.cli.sandbox.locate import locate
+    from ktrdr.cli.sandbox.instances.locate import locate
+    from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 
     instance = locate(name, Path.cwd(), name_hint="pass --instance NAME")
     try:

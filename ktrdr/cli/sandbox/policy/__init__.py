@@ -10,6 +10,6 @@ host namespaces, published addresses, resources the instance does not own, owner
 - model.py: the resolved model (`docker compose … config --format json`)
 - enforcement.py: `check_stack(instance, allow=…)`, the one call every start path makes
 
-May import: the flat base (errors, proc, home, shared_data, ports) and compose, locate. Never
+May import: base, slots, home, engine, instances, stack, remote. Never
 click, never printing: refusals are one SandboxError line.
 """

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.policy.checker import StackFacts, Violation, check, overridden
 from ktrdr.cli.sandbox.policy.rules import RULES
 
 if TYPE_CHECKING:
-    from ktrdr.cli.sandbox.locate import Instance
+    from ktrdr.cli.sandbox.instances.locate import Instance
 
 
 class StackRefusedError(SandboxError):
@@ -27,8 +27,8 @@ class StackRefusedError(SandboxError):
 
 def facts_for(instance: Instance, *, allow: frozenset[str] = frozenset()) -> StackFacts:
     """The instance as this home knows it: its directory, slot, project and owner."""
-    from ktrdr.cli.sandbox.home import home_id, ktrdr_home
-    from ktrdr.cli.sandbox.shared_data import shared_root
+    from ktrdr.cli.sandbox.home.directory import home_id, ktrdr_home
+    from ktrdr.cli.sandbox.home.shared_data import shared_root
 
     return StackFacts(
         worktree=instance.root,
@@ -69,7 +69,7 @@ def checked_model_file(
     """`check_stack`, then the checked model written to this home (mode 0600: it holds the
     instance's secrets) for compose to run from: an edit to the worktree's compose file
     between the check and the start is never what starts."""
-    from ktrdr.cli.sandbox.atomic import write_atomic
+    from ktrdr.cli.sandbox.base.atomic import write_atomic
 
     model, _ = _checked(instance, allow=allow, command=command, notify=notify)
     path = checked_model_path(instance.instance_id)
@@ -85,7 +85,7 @@ def checked_model_file(
 
 
 def checked_model_path(instance_id: str) -> Path:
-    from ktrdr.cli.sandbox.home import ktrdr_home
+    from ktrdr.cli.sandbox.home.directory import ktrdr_home
 
     return ktrdr_home() / "sandbox" / "checked" / f"{instance_id}.json"
 

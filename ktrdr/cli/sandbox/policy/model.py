@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from ktrdr.cli.sandbox import compose, proc
-from ktrdr.cli.sandbox.errors import SandboxError
+from ktrdr.cli.sandbox.base import proc
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.stack import compose
 
 if TYPE_CHECKING:
-    from ktrdr.cli.sandbox.locate import Instance
+    from ktrdr.cli.sandbox.instances.locate import Instance
 
 CONFIG_TIMEOUT = 60.0
 # Lines compose prints before the error that say nothing about it.
@@ -23,7 +24,7 @@ def resolved_model(instance: Instance) -> dict[str, Any]:
     remote instance's override is written afresh first: it is part of what runs, and it lives
     in the worktree."""
     if instance.remote:
-        from ktrdr.cli.sandbox.remote_stack import override_for
+        from ktrdr.cli.sandbox.remote.stack import override_for
 
         override_for(instance.engine, instance.root, instance.env)
     argv = [
