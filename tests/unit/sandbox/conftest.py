@@ -42,9 +42,9 @@ class Container:
 
 @dataclass
 class DockerStandIn:
-    """Stands in for the Docker engine (ktrdr.cli.sandbox.engine.queries, ownership and compose, as
-    stack/docker_access.py hands them out) in unit tests, so they do not depend on whether an
-    engine runs on this machine. Real-engine tests are marked docker."""
+    """Stands in for the Docker engine (the `Docker` protocol of stack/docker_access.py) in unit
+    tests, so they do not depend on whether an engine runs on this machine. Real-engine tests
+    are marked docker."""
 
     reachable: bool = True
     containers: dict[str, list[Container]] = field(default_factory=dict)
@@ -126,8 +126,7 @@ class DockerStandIn:
 @pytest.fixture
 def docker(monkeypatch: pytest.MonkeyPatch) -> DockerStandIn:
     stand_in = DockerStandIn()
-    for accessor in ("engine", "ownership", "compose"):
-        monkeypatch.setattr(docker_access, accessor, lambda: stand_in)
+    monkeypatch.setattr(docker_access, "docker", lambda: stand_in)
     return stand_in
 
 

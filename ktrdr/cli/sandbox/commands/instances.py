@@ -12,7 +12,7 @@ from ktrdr.cli import settings
 from ktrdr.cli.output import info
 from ktrdr.cli.params import NAME, NEW_NAME
 from ktrdr.cli.sandbox.base.errors import SandboxError
-from ktrdr.cli.sandbox.commands.options import json_flag
+from ktrdr.cli.sandbox.commands.options import json_flag, name_or_all
 from ktrdr.cli.sandbox.commands.render import (
     render_created,
     render_destroyed,
@@ -163,8 +163,7 @@ def _destroy_targets(name: str | None, *, destroy_all: bool) -> list[Instance]:
     from ktrdr.cli.sandbox.home import registry
     from ktrdr.cli.sandbox.instances.locate import from_entry, locate
 
-    if destroy_all and name:
-        raise click.UsageError("pass NAME or --all, not both")
+    name_or_all(name, every=destroy_all)
     if destroy_all:
         return [from_entry(entry) for entry in registry.load().values()]
     # An edited env file must not stop its removal: destroy acts on the home's record only.

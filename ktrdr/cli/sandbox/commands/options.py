@@ -14,6 +14,12 @@ def json_flag(help_text: str = "Print JSON.") -> Decorator:
     return click.option("--json", "as_json", is_flag=True, help=help_text)
 
 
+def name_or_all(name: str | None, *, every: bool) -> None:
+    """The one check of "NAME or `--all`" (pause, destroy): both at once is a usage error."""
+    if every and name:
+        raise click.UsageError("pass NAME or --all, not both")
+
+
 def gate_timeout(default: float, waits_for: str) -> Decorator:
     """`--timeout S`: how long the Startability Gate waits."""
     return click.option(

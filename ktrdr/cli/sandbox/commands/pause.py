@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from ktrdr.cli.output import info, print_json
 from ktrdr.cli.params import NAME
-from ktrdr.cli.sandbox.commands.options import allow_rules, gate_timeout, json_flag
-
-if TYPE_CHECKING:
-    pass
+from ktrdr.cli.sandbox.commands.options import allow_rules, gate_timeout, json_flag, name_or_all
 
 
 @click.command()
@@ -28,19 +24,18 @@ def pause(name: str | None, pause_all: bool, as_json: bool) -> None:
     from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
     from ktrdr.cli.sandbox.overview.listing import running_entries
 
-    if pause_all and name:
-        raise click.UsageError("pass NAME or --all, not both")
+    name_or_all(name, every=pause_all)
     if pause_all:
         targets = [from_entry(entry) for entry in running_entries()]
     else:
         targets = [locate(name, Path.cwd())]
     results = []
     for instance in targets:
-        frozen = lifecycle.pause(instance, notify=info)
-        results.append({"instance_id": instance.instance_id, "paused": frozen})
-        if frozen:
+        paused = lifecycle.pause(instance, notify=info)
+        results.append(paused.to_json())
+        if paused.frozen:
             info(
-                f"Paused {instance.instance_id}: {len(frozen)} containers frozen "
+                f"Paused {instance.instance_id}: {len(paused.frozen)} containers frozen "
                 "(`ktrdr sandbox resume` thaws them)"
             )
         else:

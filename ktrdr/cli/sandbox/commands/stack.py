@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ktrdr.cli.output import info
+from ktrdr.cli.output import info, print_json
 from ktrdr.cli.params import NAME
 from ktrdr.cli.sandbox.commands.options import allow_rules, gate_timeout, json_flag
 from ktrdr.errors import ExitCode, Interrupted
@@ -61,7 +61,8 @@ def up(
 
 @click.command()
 @click.argument("name", required=False, type=NAME)
-def down(name: str | None) -> None:
+@json_flag("Print what was stopped as JSON.")
+def down(name: str | None, as_json: bool) -> None:
     """Stop the instance's containers (volumes, so its data, are kept)."""
     from ktrdr.cli.sandbox.base.heartbeat import heartbeat
     from ktrdr.cli.sandbox.instances.locate import locate
@@ -70,8 +71,10 @@ def down(name: str | None) -> None:
     instance = locate(name, Path.cwd())
     info(f"Stopping instance {instance.instance_id} (slot {instance.slot})…")
     with heartbeat(f"stopping {instance.instance_id}", info):
-        lifecycle.down(instance, notify=info)
+        stopped = lifecycle.down(instance, notify=info)
     info(f"Stopped instance {instance.instance_id} (volumes kept; `ktrdr sandbox up` restarts it)")
+    if as_json:
+        print_json(stopped.to_json())
 
 
 @click.command()

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import stat
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ktrdr.cli.sandbox.base import proc
+from ktrdr.cli.sandbox.base.atomic import write_atomic
 from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.base.stack_file import COMPOSE_FILE
 from ktrdr.cli.sandbox.e2e.run import RESULTS_DIR
@@ -142,25 +141,23 @@ class _Bundle:
         self.missing.append(what)
 
     def write(self, path: Path, *, make_parent: bool) -> None:
-        """`make_parent` only for the default path under KTRDR_HOME: never for --output."""
+        """`make_parent` only for the default path under KTRDR_HOME: never for --output. The
+        bundle is small (log tails, a diff stat), so it is made in memory and written as any
+        state file is."""
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+            for name, data in self.members:
+                info = tarfile.TarInfo(f"{self.prefix}/{name}")
+                info.size = len(data)
+                info.mtime = int(time.time())
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(data))
         try:
             if make_parent:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".evidence.", suffix=".tmp", dir=path.parent)
+            write_atomic(path, archive.getvalue(), mode=None)
         except OSError as e:
             raise SandboxError(f"cannot write evidence to {path}: {e.strerror or e}") from e
-        try:
-            with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-                for name, data in self.members:
-                    info = tarfile.TarInfo(f"{self.prefix}/{name}")
-                    info.size = len(data)
-                    info.mtime = int(time.time())
-                    info.mode = 0o644
-                    tar.addfile(info, io.BytesIO(data))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 def _add_gate_report(bundle: _Bundle, instance: Instance) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ktrdr.cli.sandbox.base.atomic import write_atomic
 from ktrdr.cli.sandbox.engine.queries import ContainerState
 from ktrdr.cli.sandbox.gate.checks import CheckResult
 
@@ -74,12 +74,7 @@ def write_report(root: Path, report: GateReport) -> Path:
     """Write `.sandbox/gate-report.json` atomically (temp file + fsync + rename)."""
     path = report_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{REPORT_FILE}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(json.dumps(report.to_json(), indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(report.to_json(), indent=2) + "\n", mode=None)
     return path
 
 

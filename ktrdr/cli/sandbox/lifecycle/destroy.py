@@ -121,12 +121,12 @@ def _half_removed(entry: Entry) -> bool:
 def engine_unknown_reason(engine: Engine) -> str | None:
     """Why `engine` cannot be asked about containers, or None when it answers (or when this
     machine has neither a docker CLI nor an engine socket, so no container can exist)."""
-    queries = docker_access.engine()
-    if queries.engine_reachable(engine):
+    docker = docker_access.docker()
+    if docker.engine_reachable(engine):
         return None
-    host = queries.engine_host(engine)
+    host = docker.engine_host(engine)
     if shutil.which("docker") is None:
-        if not queries.engine_socket_exists(engine):
+        if not docker.engine_socket_exists(engine):
             return None
         return f"the docker CLI is not on PATH but an engine socket exists ({host})"
     return f"the Docker engine at {host} does not answer"
@@ -134,7 +134,7 @@ def engine_unknown_reason(engine: Engine) -> str | None:
 
 def teardown_containers(instance: Instance) -> tuple[bool, str]:
     """Remove the instance's own containers, volumes and networks. (confirmed gone, note)."""
-    compose, ownership = docker_access.compose(), docker_access.ownership()
+    docker = docker_access.docker()
     unknown = engine_unknown_reason(instance.engine)
     if unknown is not None:
         return False, (
@@ -149,8 +149,8 @@ def teardown_containers(instance: Instance) -> tuple[bool, str]:
         from ktrdr.cli.sandbox.remote import instance as remote_instance
 
         remote_instance.stop(instance)
-    compose.down(instance.engine, instance.instance_id, instance, volumes=True)
-    left: list[str] = ownership.leftovers(instance.engine, instance.instance_id)
+    docker.down(instance.engine, instance.instance_id, instance, volumes=True)
+    left = docker.leftovers(instance.engine, instance.instance_id)
     if left:
         return False, (
             f"still present after down: {', '.join(left[:5])}; slot {instance.slot} stays claimed; "
@@ -168,8 +168,9 @@ def refuse_foreign_resources(instance: Instance) -> None:
     would take that owner's stack down). The project is the home's record, never the view."""
     if not instance.env or shutil.which("docker") is None:
         return
-    project = docker_access.compose().project_of(instance.env)
-    docker_access.ownership().refuse_foreign(
+    docker = docker_access.docker()
+    project = docker.project_of(instance.env)
+    docker.refuse_foreign(
         instance.engine, instance.instance_id, project, checkout=instance.root, action="destroy"
     )
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ktrdr.cli.sandbox.base import host, proc, stack_file
 from ktrdr.cli.sandbox.base.errors import GateFailedError, SandboxError
@@ -207,7 +208,28 @@ def interrupted_report(
     )
 
 
-def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> None:
+@dataclass(frozen=True)
+class Stopped:
+    """What `down` did, for both faces (CLI `--json`, MCP)."""
+
+    instance_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"instance_id": self.instance_id, "result": "stopped", "volumes_kept": True}
+
+
+@dataclass(frozen=True)
+class Paused:
+    """What `pause` did: the containers it froze ([] when the instance was already paused)."""
+
+    instance_id: str
+    frozen: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"instance_id": self.instance_id, "paused": self.frozen}
+
+
+def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> Stopped:
     """Stop and remove the containers and network; keep volumes (data survives)."""
     preflight.check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox down", on_wait=notify):
@@ -222,11 +244,12 @@ def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: 
         compose.down(instance.engine, instance.instance_id, instance, volumes=False)
         if instance.remote:
             remote_instance.stop(instance)
+    return Stopped(instance.instance_id)
 
 
-def pause(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> list[str]:
-    """Freeze every running container of the instance; returns their names ([] when it was
-    already paused). Refused when nothing runs: there is nothing to keep ready."""
+def pause(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> Paused:
+    """Freeze every running container of the instance. Refused when nothing runs: there is
+    nothing to keep ready."""
     preflight.check_owner(instance)
     with instance_lock(instance.instance_id, command="ktrdr sandbox pause", on_wait=notify):
         engine.ensure_engine(instance.engine)
@@ -243,7 +266,7 @@ def pause(instance: Instance, *, notify: Callable[[str], None] = lambda message:
                 f"instance {instance.instance_id} is not running, so there is nothing to pause; "
                 "`ktrdr sandbox up` starts it"
             )
-        return engine.pause(instance.engine, instance.instance_id)
+        return Paused(instance.instance_id, engine.pause(instance.engine, instance.instance_id))
 
 
 def resume(

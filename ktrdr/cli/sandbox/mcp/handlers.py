@@ -80,8 +80,7 @@ def on_pause(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
     from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 
     instance = scope.target(args.get("instance"))
-    frozen = lifecycle.pause(instance, notify=progress)
-    return Outcome({"instance_id": instance.instance_id, "paused": frozen})
+    return Outcome(lifecycle.pause(instance, notify=progress).to_json())
 
 
 def on_resume(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
@@ -98,8 +97,7 @@ def on_down(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
     from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 
     instance = scope.target(args.get("instance"))
-    lifecycle.down(instance, notify=progress)
-    return Outcome({"instance_id": instance.instance_id, "result": "stopped", "volumes_kept": True})
+    return Outcome(lifecycle.down(instance, notify=progress).to_json())
 
 
 def on_destroy(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:

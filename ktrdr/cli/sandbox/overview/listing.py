@@ -44,7 +44,7 @@ def containers_snapshot_and_why(
 ) -> tuple[dict[str, list[Any]] | None, str | None]:
     """(snapshot, None), or (None, why the engine could not be asked)."""
     try:  # no separate engine ping: an unreachable engine raises DockerUnavailableError
-        grouped: dict[str, list[Any]] = docker_access.engine().containers_by_instance(engine)
+        grouped: dict[str, list[Any]] = docker_access.docker().containers_by_instance(engine)
     except SandboxError as e:
         return None, str(e)
     return grouped, None

@@ -89,7 +89,7 @@ def drop_claim(instance_id: str) -> None:
             del entries[instance_id]
     if dropped and entry is not None:
         engine = docker_engine.recorded(entry.context, forward=entry.forward)
-        docker_access.ownership().unmark_slot(engine, instance_id)
+        docker_access.docker().unmark_slot(engine, instance_id)
 
 
 def undo_interrupted_create(entry: Entry) -> list[str]:
@@ -149,12 +149,12 @@ def busy_slots(
     the ports are per engine. Also this home's volumes already labelled `instance_id` (one
     engine query answers both)."""
     if engine.remote:  # a remote engine must answer: its ports cannot be probed from here
-        docker_access.engine().ensure_engine(engine)
-        published = docker_access.engine().published_ports(engine)
+        docker_access.docker().ensure_engine(engine)
+        published = docker_access.docker().published_ports(engine)
         busy = {slot: busy_ports(slot, probe=published.__contains__) for slot in slots}
     else:
         busy = probe_slots(slots)
-    facts = docker_access.ownership().slot_facts(engine, instance_id)
+    facts = docker_access.docker().slot_facts(engine, instance_id)
     for slot, holder in facts.other_homes.items():
         if slot in busy and not busy[slot]:
             api = ports_for_slot(slot).api
@@ -204,7 +204,7 @@ def claim_slot(
                 context=context,
                 forward=forward,
             )
-        docker_access.ownership().mark_slot(engine, instance_id, allocation.slot)
+        docker_access.docker().mark_slot(engine, instance_id, allocation.slot)
     return Claim(allocation.slot, allocation.skipped, forward)
 
 

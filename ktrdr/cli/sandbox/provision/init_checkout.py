@@ -181,7 +181,7 @@ def _init_locked(
                 context=context,
                 forward=forward,
             )
-        docker_access.ownership().mark_slot(engine, instance_id, allocation.slot, replace=True)
+        docker_access.docker().mark_slot(engine, instance_id, allocation.slot, replace=True)
     return CreateResult(
         context=context,
         forward=forward,
@@ -260,7 +260,7 @@ def _slot_to_keep(engine: Engine, values: Mapping[str, str], instance_id: str) -
     if int(text) not in SANDBOX_SLOTS:
         return None
     try:
-        running = any(c.state == "running" for c in docker_access.engine().ps(engine, instance_id))
+        running = any(c.state == "running" for c in docker_access.docker().ps(engine, instance_id))
     except SandboxError:  # no engine: nothing runs
         running = False
     return _KeptSlot(int(text), running)
