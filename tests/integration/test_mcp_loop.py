@@ -13,24 +13,22 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tarfile
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import ClientSession
 
 from tests.docker_fixtures import leftovers, remove_labelled
 from tests.integration.project_copy import copy_project
 from tests.support import slots
+from tests.support.mcp_client import KTRDR, ok, server
 
 pytestmark = pytest.mark.docker
 
-KTRDR = Path(sys.executable).parent / "ktrdr"
 UP_TIMEOUT = 600.0
 
 
@@ -52,22 +50,6 @@ def agent_env(tmp_path: Path, isolated_ktrdr_home: Path) -> Iterator[dict[str, s
     yield env
     owner = (isolated_ktrdr_home / "home-id").read_text().strip()
     remove_labelled(f"ktrdr.owner={owner}")
-
-
-@asynccontextmanager
-async def server(env: dict[str, str], cwd: Path, *args: str) -> AsyncIterator[ClientSession]:
-    params = StdioServerParameters(
-        command=str(KTRDR), args=["sandbox", "mcp", *args], env=env, cwd=str(cwd)
-    )
-    async with stdio_client(params) as (read, write), ClientSession(read, write) as client:
-        await client.initialize()
-        yield client
-
-
-def ok(result: Any) -> dict[str, Any]:
-    assert not result.is_error, result.content[0].text
-    data: dict[str, Any] = result.structured_content
-    return data
 
 
 async def loop(env: dict[str, str], root: Path, record: dict[str, Any]) -> None:

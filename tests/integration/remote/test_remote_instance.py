@@ -3,7 +3,8 @@ the real CLI, the way a user runs it:
 
 - create --context → up (PASSED) → the API at a local port → an edit here served there →
   test-e2e → evidence → destroy, with nothing of the instance left on either machine;
-- a local and a remote instance up at the same time on the same slot number;
+- a local and a remote instance up at the same time on the same slot number, and one unpinned
+  MCP server driving both at once, each `docker` call on its own instance's engine;
 - the forwarder killed while up: status says so, `up` brings it back;
 - the SSH connection dropped mid-`up` and blocked mid-`destroy`: a clear error, the slot kept.
 
@@ -14,13 +15,17 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -31,6 +36,8 @@ from ktrdr.cli.sandbox.slots.ports import ports_for_slot
 from tests.integration.project_copy import bump_version, copy_project
 from tests.integration.remote.conftest import RemoteEngine
 from tests.support import slots
+from tests.support.mcp_client import ok
+from tests.support.mcp_client import server as mcp_server
 from tests.support.slots import TEST_SLOTS
 
 pytestmark = pytest.mark.docker
@@ -180,23 +187,98 @@ def test_init_shared_copies_to_the_remote_engine_again(
     assert "running" in listed
 
 
-def test_a_local_and_a_remote_instance_share_a_slot_number(home: Home, remote_up: Path) -> None:
+@pytest.fixture(scope="module")
+def near_up(home: Home, remote_up: Path) -> Iterator[Path]:
+    """A local instance on the remote one's slot number, up (removed after the module's tests
+    that use it)."""
     remote_slot = int(read_env(remote_up / ".env.sandbox")["KTRDR_SLOT"])
     local = home.run("create", "near", "--slot", str(remote_slot))
-    if local.returncode != 0 and "busy" in local.stderr:
-        pytest.skip(f"slot {remote_slot} is busy on this machine: {local.stderr.strip()}")
     assert local.returncode == 0, local.stderr
     near = home.path_of("near")
     try:
         assert "Startability Gate: PASSED" in home.ok("up", cwd=near, timeout=UP_TIMEOUT)
-        rows = {row["instance_id"]: row for row in json.loads(home.ok("list", "--json"))}
-        assert rows["ktrdr--near"]["slot"] == rows["ktrdr--far"]["slot"] == remote_slot
-        assert rows["ktrdr--near"]["engine"] == "local"
-        assert rows["ktrdr--near"]["status"] == rows["ktrdr--far"]["status"] == "running"
-        assert httpx.get(f"{api_of(near)}/health", timeout=5).json()["status"] == "ok"
-        assert httpx.get(f"{api_of(remote_up)}/health", timeout=5).json()["status"] == "ok"
+        yield near
     finally:
         home.ok("destroy", "near", "--yes", "--force", timeout=600)
+
+
+def test_a_local_and_a_remote_instance_share_a_slot_number(
+    home: Home, remote_up: Path, near_up: Path
+) -> None:
+    remote_slot = int(read_env(remote_up / ".env.sandbox")["KTRDR_SLOT"])
+    rows = {row["instance_id"]: row for row in json.loads(home.ok("list", "--json"))}
+    assert rows["ktrdr--near"]["slot"] == rows["ktrdr--far"]["slot"] == remote_slot
+    assert rows["ktrdr--near"]["engine"] == "local"
+    assert rows["ktrdr--near"]["status"] == rows["ktrdr--far"]["status"] == "running"
+    assert httpx.get(f"{api_of(near_up)}/health", timeout=5).json()["status"] == "ok"
+    assert httpx.get(f"{api_of(remote_up)}/health", timeout=5).json()["status"] == "ok"
+
+
+RACE_ROUNDS = 2
+RACE_TOOLS = ("sandbox_status", "sandbox_logs", "sandbox_pause", "sandbox_resume")
+
+
+def recording_docker(directory: Path, log: Path) -> dict[str, str]:
+    """A `docker` first on PATH that appends its argv (one line, one write) to `log` and runs
+    the real one: what every child of the server asked, and of which engine."""
+    real = shutil.which("docker")
+    assert real, "the docker CLI is needed"
+    directory.mkdir()
+    wrapper = directory / "docker"
+    wrapper.write_text(
+        "#!/usr/bin/env bash\n"
+        'line=$(printf "%q " "$@")\n'
+        f'printf "%s\\n" "$line" >> {shlex.quote(str(log))}\n'
+        f'exec {shlex.quote(real)} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return {"PATH": f"{directory}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def test_one_unpinned_mcp_server_sends_each_instances_docker_calls_to_its_own_engine(
+    home: Home,
+    remote_up: Path,
+    near_up: Path,
+    remote_engine: RemoteEngine,
+    tmp_path: Path,
+) -> None:
+    """Issue 23: the engine is a value. One `--all-instances` server gets concurrent calls for a
+    local and a remote instance (each tool call runs in its own thread); every `docker` child
+    it starts for one instance must name that instance's engine, never the other's."""
+    log = tmp_path / "docker-calls.log"
+    env = {**home.env, **recording_docker(tmp_path / "bin", log)}
+    results: dict[tuple[str, str, int], dict[str, Any]] = {}
+
+    async def call(client: Any, tool: str, instance: str, n: int) -> None:
+        arguments: dict[str, Any] = {"instance": instance}
+        if tool == "sandbox_logs":
+            arguments["tail"] = 5
+        result = await client.call_tool(tool, arguments, read_timeout_seconds=UP_TIMEOUT)
+        results[(tool, instance, n)] = ok(result)
+
+    async def main() -> None:
+        async with mcp_server(env, home.repo, "--all-instances") as client:
+            for n in range(RACE_ROUNDS):
+                for tool in RACE_TOOLS:  # each tool for both instances at once
+                    async with anyio.create_task_group() as group:
+                        for instance in ("near", "far"):
+                            group.start_soon(call, client, tool, instance, n)
+
+    anyio.run(main)
+    for (tool, instance, _), data in results.items():
+        assert data["instance_id"] == f"ktrdr--{instance}", (tool, data)
+        if tool == "sandbox_resume":
+            assert data["result"] == "passed", (instance, data.get("failure"))
+    assert len(results) == RACE_ROUNDS * len(RACE_TOOLS) * 2
+    calls = log.read_text().splitlines()
+    context = f"--context {remote_engine.context}"
+    for_far = [line for line in calls if "ktrdr--far" in line]
+    for_near = [line for line in calls if "ktrdr--near" in line]
+    assert for_far, calls  # the log saw the calls made for each instance
+    assert for_near, calls
+    assert [line for line in for_far if context not in line] == []
+    assert [line for line in for_near if "--context" in line] == []
+    assert home.status("near")["status"] == home.status("far")["status"] == "running"
 
 
 def test_pause_and_resume_on_the_remote_engine(home: Home, remote_up: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import sys
 import threading
@@ -75,6 +76,7 @@ def concurrently(*calls: Callable[[], Any]) -> list[Any]:
     finished."""
     if len(calls) < 2:
         return [call() for call in calls]
+    # Here, not at the top: thread pools cost `list` ~4 MiB, and most commands run one child.
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(len(calls), thread_name_prefix="ktrdr-query") as pool:
@@ -131,7 +133,6 @@ def stream(
 
 def _pump_lines(child: subprocess.Popen[str], on_line: Callable[[str], None]) -> int:
     """Hand the child's output to `on_line` until it exits; Ctrl-C reaches it as SIGINT."""
-    import signal
 
     try:
         assert child.stdout is not None  # stdout=PIPE
@@ -183,8 +184,7 @@ def _die_with_parent() -> None:
     follows the spawning *thread*, so spawn from the main thread."""
     if sys.platform != "linux":
         return
-    import ctypes
-    import signal
+    import ctypes  # here: only children that must die with us need it, and only on Linux
 
     pr_set_pdeathsig = 1
     with contextlib.suppress(OSError):

@@ -127,7 +127,7 @@ def _missing(path: Path) -> SandboxError:
 
 
 def _services(path: Path) -> dict[str, dict[str, Any]]:
-    import yaml
+    import yaml  # here: PyYAML costs `list` and `--help` ~40 ms; only a read of the file needs it
 
     # libyaml's safe loader when built (ten times faster than the pure-Python one).
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -51,7 +51,7 @@ from ktrdr.cli.sandbox.doctor.report import DoctorReport, Problem
 from ktrdr.cli.sandbox.doctor.resources import check_docker_resources
 from ktrdr.cli.sandbox.engine import queries as engine
 from ktrdr.cli.sandbox.engine.handle import Engine
-from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home import owned_process, registry
 from ktrdr.cli.sandbox.home.directory import ktrdr_home
 from ktrdr.cli.sandbox.home.registry import Entry
 from ktrdr.cli.sandbox.overview import listing
@@ -122,7 +122,6 @@ def _check_other_engines(report: DoctorReport, entries: dict[str, Entry], *, fix
 def _check_companions(report: DoctorReport, *, fix: bool) -> None:
     """SSH forwarders and compose watches of remote instances that no record accounts for (a
     killed `up`, a lost state dir): they hold local ports, so they are stopped with --fix."""
-    from ktrdr.cli.sandbox.home import owned_process
 
     for orphan in owned_process.orphans(owned_process.state_root()):
         problem = Problem(

@@ -17,6 +17,7 @@ from ktrdr.cli.sandbox.doctor.checks import retry_once
 from ktrdr.cli.sandbox.doctor.report import DoctorReport, Problem
 from ktrdr.cli.sandbox.engine import ownership
 from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.engine.lost_homes import LostStack, group_lost
 from ktrdr.cli.sandbox.engine.ownership import Resource
 from ktrdr.cli.sandbox.home.directory import home_id
 from ktrdr.cli.sandbox.home.instance import project_name, read_env
@@ -82,7 +83,6 @@ def check_docker_resources(
             _check_mislabelled(report, engine, group, fix=fix)
         else:
             _check_orphan(report, engine, group, fix=fix, now=now)
-    from ktrdr.cli.sandbox.engine.lost_homes import group_lost
 
     lost = {stack.owner for stack in group_lost([i for i in found if i.owner != mine])}
     for owner, owned in others.items():
@@ -237,7 +237,6 @@ def _check_orphan(
 def _report_lost_home(report: DoctorReport, owner: str, groups: list[_InstanceResources]) -> None:
     """Stacks of a home whose directory is gone (or holds another id now): one line per stack
     with the path it had, what it holds and the two explicit ways out (lost_homes)."""
-    from ktrdr.cli.sandbox.engine.lost_homes import LostStack
 
     for group in groups:
         first = group.items[0]

@@ -9,6 +9,7 @@ pytest writes JUnit XML that `ktrdr sandbox evidence` picks up.
 from __future__ import annotations
 
 import shlex
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from ktrdr.cli.sandbox.engine import queries as engine
 from ktrdr.cli.sandbox.home.instance import find_instance_root
 from ktrdr.cli.sandbox.instances.locate import Instance, locate
 from ktrdr.cli.sandbox.policy.enforcement import checked_model_file
+from ktrdr.cli.sandbox.remote import instance as remote_instance
+from ktrdr.cli.sandbox.remote import sync as remote_sync
 from ktrdr.cli.sandbox.stack import compose
 
 if TYPE_CHECKING:
@@ -86,7 +89,6 @@ def e2e_verdict(returncode: int, summary: dict[str, object]) -> str | None:
 def junit_summary(path: Path) -> dict[str, object]:
     """Counts and failing tests of a pytest JUnit XML file; `junit: missing` when pytest did
     not get as far as writing one (e.g. a bad argument)."""
-    import xml.etree.ElementTree as ElementTree
 
     counts = {"tests": 0, "passed_tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     failing: list[dict[str, str]] = []
@@ -183,8 +185,6 @@ def run_e2e(
     remote_plan = _push_tests(instance, say)
     code = _run_suite(instance, e2e_argv(instance, pytest_args or [], model=model), on_line)
     if remote_plan is not None:
-        from ktrdr.cli.sandbox.remote import sync as remote_sync
-
         remote_sync.pull_e2e_results(remote_plan, results)
     return E2EResult(instance.instance_id, code, junit, junit_summary(junit))
 
@@ -194,8 +194,6 @@ def _push_tests(instance: Instance, notify: Callable[[str], None]) -> RemotePlan
     engine; its plan, or None for a local instance (it bind-mounts them)."""
     if not instance.remote:
         return None
-    from ktrdr.cli.sandbox.remote import instance as remote_instance
-    from ktrdr.cli.sandbox.remote import sync as remote_sync
 
     plan = remote_instance.plan(instance)
     report = remote_sync.prepare_e2e(plan)

@@ -28,6 +28,7 @@ from ktrdr.cli.sandbox.engine.handle import Engine
 from ktrdr.cli.sandbox.engine.ownership import Resource
 from ktrdr.cli.sandbox.engine.queries import INSTANCE_LABEL, OWNER_LABEL
 from ktrdr.cli.sandbox.home.directory import HOME_ID_FILE, home_id
+from ktrdr.cli.sandbox.home.instance import read_env
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 
 
@@ -140,7 +141,6 @@ def release_for_adoption(engine: Engine, path: Path) -> Released:
     that the labels of a lost home's stack name the checkout at `path` and that its
     `.env.sandbox` names that instance and owner, then removes the old containers and networks
     (volumes kept). Refused, changing nothing, when any check fails."""
-    from ktrdr.cli.sandbox.home.instance import read_env
 
     top = path.resolve()
     view = read_env(top / SANDBOX_ENV_FILENAME) if (top / SANDBOX_ENV_FILENAME).is_file() else {}

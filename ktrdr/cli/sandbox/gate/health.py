@@ -141,6 +141,8 @@ def _ok(answer: Any) -> bool:
 
 def _probe_all(probes: GateProbes, urls: Mapping[str, str]) -> dict[str, Any]:
     """url key -> HttpAnswer, or the ProbeError when there was no answer."""
+    # The probes here, not at the top: they load httpx, and `list` imports this module
+    # without ever probing (only `status` does).
     from ktrdr.cli.sandbox.gate.probes import ProbeError
 
     def get(url: str) -> Any:
@@ -158,6 +160,7 @@ def _probe_all(probes: GateProbes, urls: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _judge_api(seen: Observation, answer: Any, instance_id: str, reasons: list[str]) -> None:
+    # here: the gate's checks and probes load httpx, which `list` never needs
     from ktrdr.cli.sandbox.gate.checks import backend_verdict
     from ktrdr.cli.sandbox.gate.probes import ProbeError
 
@@ -177,7 +180,7 @@ def _judge_api(seen: Observation, answer: Any, instance_id: str, reasons: list[s
 def _explain_silent_api(probes: GateProbes, services: Sequence[Any], reasons: list[str]) -> None:
     """A hot reload of a broken edit keeps the backend container running with a traceback at
     the end of its log: name the exception, as the gate does."""
-    from ktrdr.cli.sandbox.gate.checks import python_error_at_end
+    from ktrdr.cli.sandbox.gate.checks import python_error_at_end  # here: as in _judge_api
 
     backend = [c for c in services if c.service == "backend" and c.state == "running"]
     if not backend:
@@ -199,7 +202,7 @@ def _judge_workers(
 ) -> None:
     """A worker counts when the backend lists it as reachable AND it answered its own /health
     just now: the backend notices a stopped worker only after its heartbeat timeout."""
-    from ktrdr.cli.sandbox.gate.probes import HttpAnswer
+    from ktrdr.cli.sandbox.gate.probes import HttpAnswer  # here: as in _judge_api
 
     workers = facts.stack.worker_services
     running = {c.service for c in services if c.state == "running"}

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import httpx
+
 from ktrdr.cli.sandbox.engine import logs as container_logs
 from ktrdr.cli.sandbox.engine import queries as engine
 from ktrdr.cli.sandbox.engine.handle import Engine
@@ -53,7 +55,6 @@ class DockerProbes:
         self, docker: Engine, instance_id: str, *, engine_timeout: float | None = None
     ) -> None:
         """`engine_timeout`: a shorter limit for docker queries (`status` must not hang)."""
-        import httpx
 
         self.docker = docker
         self.instance_id = instance_id
@@ -65,7 +66,6 @@ class DockerProbes:
         return engine.ps(self.docker, self.instance_id)
 
     def http_get(self, url: str) -> HttpAnswer:
-        import httpx
 
         try:
             response = self._client.get(url)

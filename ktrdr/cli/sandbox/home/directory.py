@@ -6,6 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ktrdr.cli import settings
+from ktrdr.cli.sandbox.base.atomic import write_atomic
+from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.errors import ExitCode, KtrdrError
 
 
 def ktrdr_home() -> Path:
@@ -17,7 +20,6 @@ def ktrdr_home() -> Path:
     all of them; and an empty one reads like "no home", not "the default home". The message
     names the absolute path to set instead.
     """
-    from ktrdr.errors import ExitCode, KtrdrError
 
     if settings.is_set_empty("KTRDR_HOME"):
         raise KtrdrError(
@@ -72,9 +74,6 @@ def home_id() -> str:
     # Only a new home needs these (`list` and every other command read the id).
     import secrets
 
-    from ktrdr.cli.sandbox.base.atomic import write_atomic
-    from ktrdr.cli.sandbox.base.errors import SandboxError
-
     candidate = secrets.token_hex(HOME_ID_LENGTH // 2)
     try:
         home.mkdir(parents=True, exist_ok=True)
@@ -96,7 +95,6 @@ def home_id() -> str:
 
 
 def _read_home_id(path: Path) -> str | None:
-    from ktrdr.cli.sandbox.base.errors import SandboxError
 
     try:
         text = path.read_text(encoding="ascii", errors="replace").strip()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ktrdr.cli.sandbox.base.atomic import write_atomic
 from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.home.directory import home_id, ktrdr_home
 from ktrdr.cli.sandbox.slots.ports import forward_ports, ports_for_slot
 from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards, parse_env_text
 
@@ -159,7 +160,6 @@ def validate_images(images: str | None) -> str:
 
 
 def render_env(settings: EnvSettings, *, command: str) -> str:
-    from ktrdr.cli.sandbox.home.directory import home_id, ktrdr_home
 
     ports = (
         forward_ports(settings.forward, settings.slot)

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from ktrdr.cli import settings
 from ktrdr.cli.sandbox.base.atomic import write_atomic
 from ktrdr.cli.sandbox.base.errors import SandboxError
@@ -59,7 +61,6 @@ def instance_lock(
 ) -> Iterator[None]:
     """Hold the instance's lock for the body; `on_wait` hears whom we wait for (at once, then
     every few seconds); gives up after `wait` s (KTRDR_INSTANCE_LOCK_TIMEOUT, 30 min)."""
-    from filelock import FileLock, Timeout
 
     directory = _lock_dir()
     try:
@@ -127,7 +128,6 @@ def remove_lock_files(instance_id: str, *, still_gone: Callable[[], bool]) -> bo
     """Remove `<id>.lock` and `<id>.holder` of an instance that is gone, holding the lock while
     doing it and only when `still_gone()` says (inside it) that the id is not registered again.
     False, leaving both, when another process holds the lock now."""
-    from filelock import FileLock, Timeout
 
     path = _lock_dir() / f"{instance_id}.lock"
     if not path.exists():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -242,7 +243,6 @@ def stop_all(directory: Path, *, grace: float = STOP_GRACE) -> list[str]:
 
 def remove_state(directory: Path) -> None:
     """Destroy: stop what the instance still runs, then drop its state dir (records, logs)."""
-    import shutil
 
     stop_all(directory)
     shutil.rmtree(directory, ignore_errors=True)

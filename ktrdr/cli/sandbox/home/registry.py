@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from ktrdr.cli import settings
 from ktrdr.cli.sandbox.base.atomic import TempFileError, write_atomic
 from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.home.directory import ktrdr_home
@@ -239,7 +240,6 @@ def _write(path: Path, entries: dict[str, Entry]) -> None:
 
 
 def lock_timeout() -> float:
-    from ktrdr.cli import settings
 
     return settings.seconds("KTRDR_REGISTRY_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
 
@@ -247,7 +247,7 @@ def lock_timeout() -> float:
 @contextmanager
 def transaction(path: Path | None = None) -> Iterator[dict[str, Entry]]:
     """Lock, load, yield the entries for in-place changes, write them back if they changed."""
-    from filelock import FileLock, Timeout
+    from filelock import FileLock, Timeout  # here: `list` only reads, and reads take no lock
 
     path = path or registry_path()
     try:

@@ -27,6 +27,7 @@ from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.engine import handle as docker_engine
 from ktrdr.cli.sandbox.engine.handle import Engine
 from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.directory import home_id, ktrdr_home
 from ktrdr.cli.sandbox.home.instance import find_instance_root, read_env, slugify
 from ktrdr.cli.sandbox.home.registry import Entry
 from ktrdr.cli.sandbox.instances import identity
@@ -162,7 +163,6 @@ def locate(
 
 
 def _refuse_unregistered(found: Instance) -> None:
-    from ktrdr.cli.sandbox.home.directory import home_id, ktrdr_home
 
     owner = found.view.get("KTRDR_OWNER", "")
     if owner and owner != home_id():

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.base.proc import CommandFailedError, run, stderr_tail
 
@@ -58,7 +60,6 @@ def common_dir(cwd: Path) -> Path:
 def repo_lock(repo: Path, *, timeout: float = GIT_TIMEOUT) -> Iterator[None]:
     """Serialize worktree changes in one repo: concurrent `git worktree add` calls race inside
     git ("failed to read .git/worktrees/<x>/commondir"), and info/exclude is read-modify-write."""
-    from filelock import FileLock, Timeout
 
     lock_path = common_dir(repo) / REPO_LOCK_NAME
     try:

@@ -3,7 +3,7 @@ recorded, who acted (the actor), which instance (resolved through this home's re
 from a worktree's `.env.sandbox` alone), the arguments (secrets hidden, cut to size), and the
 writer that warns once instead of failing the command it records.
 
-Imports journal/log.py; registry and locate only inside functions. No click, no printing: the
+Imports journal/log.py and the registry; locate only inside a function. No click, no printing: the
 faces (the `sandbox` group, the MCP server) turn their own exceptions into a result and pass
 a `warn` callback.
 """
@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from ktrdr.cli.sandbox.home import registry
 from ktrdr.cli.sandbox.journal import log as journal
-from ktrdr.errors import ExitCode, KtrdrError
+from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards
+from ktrdr.errors import ExitCode, Interrupted, KtrdrError
 
 
 class Ended(Protocol):
@@ -134,9 +136,9 @@ def resolve_instance(name: str | None, cwd: Path | None) -> str | None:
     """The registry id of the instance `name` (or a path to it), else of the registered
     instance whose directory holds `cwd`; None when there is none or it cannot be told (best
     effort: never raises)."""
-    from ktrdr.cli.sandbox.home import registry
+    # Here, not at the top: every command (and `--help`) loads the journal's group; only a
+    # record needs the resolver.
     from ktrdr.cli.sandbox.instances.locate import find_entry
-    from ktrdr.envfile import SANDBOX_ENV_FILENAME, find_upwards
 
     try:
         if name and not (os.sep in name and cwd is not None):
@@ -160,7 +162,6 @@ def one_line_result(message: str) -> str:
 def ending_of(error: BaseException | None) -> tuple[str, int]:
     """(result, exit code) of a run that ended with `error` (None: success), for the errors
     the core raises; the faces handle their own (click's, the SDK's) first."""
-    from ktrdr.errors import Interrupted
 
     if error is None:
         return "ok", ExitCode.SUCCESS

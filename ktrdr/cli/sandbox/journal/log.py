@@ -71,7 +71,7 @@ def parse_time(text: str) -> datetime:
 def append(record: Record, path: Path | None = None) -> None:
     """Append `record` as one line. OSError (or filelock's Timeout) when it cannot: the caller
     warns and carries on, the command it records is not affected."""
-    from filelock import FileLock
+    from filelock import FileLock  # here: reading the journal (and `--help`) takes no lock
 
     target = path or journal_path()
     target.parent.mkdir(parents=True, exist_ok=True)

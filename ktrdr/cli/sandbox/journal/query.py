@@ -8,6 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.home.instance import slugify
+from ktrdr.cli.sandbox.instances.locate import find_entry
 from ktrdr.cli.sandbox.journal import log as journal
 
 
@@ -30,8 +32,6 @@ def instances_named(name: str, records: list[journal.Record]) -> set[str]:
     """The instance ids NAME stands for: the registry's answer (full id, create NAME,
     directory name, unique slug suffix) while the instance exists, else the ids the journal
     holds that are NAME or end in `--<slug of NAME>`. Empty when none does."""
-    from ktrdr.cli.sandbox.home.instance import slugify
-    from ktrdr.cli.sandbox.instances.locate import find_entry
 
     try:
         return {find_entry(name).instance_id}

@@ -19,9 +19,12 @@ from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.engine.handle import Engine
 from ktrdr.cli.sandbox.home import registry
 from ktrdr.cli.sandbox.home.directory import unused_evidence_path
+from ktrdr.cli.sandbox.home.locks import instance_lock, remove_lock_files
 from ktrdr.cli.sandbox.home.registry import Entry
 from ktrdr.cli.sandbox.instances import worktree
 from ktrdr.cli.sandbox.instances.locate import Instance
+from ktrdr.cli.sandbox.policy.enforcement import checked_model_path
+from ktrdr.cli.sandbox.remote import instance as remote_instance
 from ktrdr.cli.sandbox.stack import docker_access
 from ktrdr.envfile import SANDBOX_ENV_FILENAME
 from ktrdr.errors import Interrupted
@@ -146,8 +149,6 @@ def teardown_containers(instance: Instance) -> tuple[bool, str]:
         return True, "this machine has no Docker engine, so the instance has no containers"
     refuse_foreign_resources(instance)
     if instance.remote:  # its watch would sync into containers being removed
-        from ktrdr.cli.sandbox.remote import instance as remote_instance
-
         remote_instance.stop(instance)
     docker.down(instance.engine, instance.instance_id, instance, volumes=True)
     left = docker.leftovers(instance.engine, instance.instance_id)
@@ -157,8 +158,6 @@ def teardown_containers(instance: Instance) -> tuple[bool, str]:
             f"remove them and rerun `ktrdr sandbox destroy {instance.instance_id}`"
         )
     if instance.remote:
-        from ktrdr.cli.sandbox.remote import instance as remote_instance
-
         remote_instance.forget(instance)
     return True, "containers, volumes and networks removed"
 
@@ -195,7 +194,6 @@ def _claim_destroy(instance_id: str) -> None:
 
 
 def _remove_entry(instance_id: str) -> None:
-    from ktrdr.cli.sandbox.policy.enforcement import checked_model_path
 
     with registry.transaction() as entries:
         entries.pop(instance_id, None)
@@ -213,7 +211,6 @@ def destroy_instance(
     then the registry entry — the slot stays claimed until the containers are confirmed gone.
     Holds the instance lock (waiting for a running `up` or `down`, told through `on_wait`).
     `on_start` runs once nothing can refuse any more (for a progress line)."""
-    from ktrdr.cli.sandbox.home.locks import instance_lock
 
     with instance_lock(instance.instance_id, command="ktrdr sandbox destroy", on_wait=on_wait):
         current = registry.load().get(instance.instance_id)
@@ -229,7 +226,6 @@ def destroy_instance(
 
 def forget_lock_files(instance_id: str) -> None:
     """The lock files of an instance no longer registered (kept while anyone holds the lock)."""
-    from ktrdr.cli.sandbox.home.locks import remove_lock_files
 
     remove_lock_files(instance_id, still_gone=lambda: instance_id not in registry.load())
 

@@ -7,6 +7,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +191,6 @@ def _start_under_gate(
 def interrupted_report(
     instance: Instance, spec: GateSpec, started: float, checks: list[CheckResult]
 ) -> GateReport:
-    from datetime import UTC, datetime
 
     now = time.time()
     return GateReport(

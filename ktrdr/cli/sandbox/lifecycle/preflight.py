@@ -13,9 +13,12 @@ from ktrdr.cli.sandbox.base import proc, stack_file
 from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.engine import ownership
 from ktrdr.cli.sandbox.engine import queries as engine
+from ktrdr.cli.sandbox.home import registry
 from ktrdr.cli.sandbox.home.directory import home_id, ktrdr_home
 from ktrdr.cli.sandbox.home.shared_data import SUBDIRS as SHARED_SUBDIRS
 from ktrdr.cli.sandbox.instances.locate import Instance
+from ktrdr.cli.sandbox.provision import allocation
+from ktrdr.cli.sandbox.slots import slot_range
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -24,7 +27,6 @@ def validate(instance: Instance) -> None:
     """The instance is still registered here as it was located (a destroy or re-create may have
     run meanwhile), ready, and has a stack definition. Its identity needs no check here: it is
     the home's record, and `locate` refused a view that disagrees with it."""
-    from ktrdr.cli.sandbox.home import registry
 
     instance.require_env()
     check_owner(instance)
@@ -78,7 +80,6 @@ def check_owner(instance: Instance) -> None:
 def preflight_ports(instance: Instance, own_ports: set[int]) -> None:
     """Refuse before starting anything when a port of the slot is held by anything other than
     this instance's own containers."""
-    from ktrdr.cli.sandbox.provision import allocation
 
     if instance.remote:  # the slot's ports are on the remote: ask what its engine publishes
         published = engine.published_ports(instance.engine)
@@ -98,9 +99,6 @@ def preflight_ports(instance: Instance, own_ports: set[int]) -> None:
 
 
 def free_slot_hint(current: int) -> str:
-    from ktrdr.cli.sandbox.home import registry
-    from ktrdr.cli.sandbox.provision import allocation
-    from ktrdr.cli.sandbox.slots import slot_range
 
     taken = {e.slot for e in registry.load().values()}
     for slot in slot_range.configured():

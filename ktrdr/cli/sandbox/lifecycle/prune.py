@@ -3,6 +3,7 @@ after their leftover containers and volumes are confirmed gone."""
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,6 @@ def _kept_worktree(entry: Entry) -> str:
     left for the user, who is told how to delete it."""
     if entry.kind != "worktree" or not entry.root.is_dir():
         return ""
-    import shlex
 
     git = "git"
     if entry.repo and Path(entry.repo).is_dir():

@@ -10,12 +10,12 @@ from typing import Any
 
 from ktrdr.cli import settings
 from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.home.directory import ktrdr_home
 
 
 def client_config(pinned_id: str | None, *, cwd: Path) -> dict[str, Any]:
     """An `mcpServers` entry: this ktrdr's absolute path, the pin, and this KTRDR_HOME (a
     client starts servers with its own environment, which may name another home)."""
-    from ktrdr.cli.sandbox.home.directory import ktrdr_home
 
     args = ["sandbox", "mcp", *(["--instance", pinned_id] if pinned_id else ["--all-instances"])]
     env = {"KTRDR_HOME": str(ktrdr_home().absolute())}

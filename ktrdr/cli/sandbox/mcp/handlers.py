@@ -6,9 +6,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ktrdr.cli import settings
+from ktrdr.cli import operations, settings
+from ktrdr.cli.api_client import ApiClient
+from ktrdr.cli.sandbox.e2e.evidence import collect_evidence
+from ktrdr.cli.sandbox.e2e.run import run_e2e
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.instances.locate import Instance, from_entry
+from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
+from ktrdr.cli.sandbox.lifecycle.destroy import destroy_many
 from ktrdr.cli.sandbox.mcp.scope import Scope
 from ktrdr.cli.sandbox.mcp.spec import Outcome, Progress
+from ktrdr.cli.sandbox.overview.listing import list_instances
+from ktrdr.cli.sandbox.overview.status import instance_status
+from ktrdr.cli.sandbox.provision.create import create_instance
+from ktrdr.cli.target import url_for_port
 from ktrdr.errors import ExitCode, KtrdrError
 
 if TYPE_CHECKING:
@@ -16,7 +27,6 @@ if TYPE_CHECKING:
 
 
 def on_list(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli.sandbox.overview.listing import list_instances
 
     rows = [row.to_json() for row in list_instances()]
     if scope.pinned:
@@ -25,14 +35,12 @@ def on_list(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
 
 
 def on_status(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli.sandbox.overview.status import instance_status
 
     instance = scope.target(args.get("instance"))
     return Outcome(instance_status(instance.instance_id, cwd=instance.root).to_json())
 
 
 def on_create(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli.sandbox.provision.create import create_instance
 
     result = create_instance(
         name=args["name"],
@@ -61,7 +69,6 @@ def _gate_progress(progress: Progress) -> Callable[[list[CheckResult]], None]:
 
 
 def on_up(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 
     instance = scope.target(args.get("instance"))
     progress(f"Starting instance: {instance.instance_id} (slot {instance.slot})")
@@ -77,14 +84,12 @@ def on_up(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
 
 
 def on_pause(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 
     instance = scope.target(args.get("instance"))
     return Outcome(lifecycle.pause(instance, notify=progress).to_json())
 
 
 def on_resume(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 
     instance = scope.target(args.get("instance"))
     result = lifecycle.resume(
@@ -94,16 +99,12 @@ def on_resume(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome
 
 
 def on_down(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 
     instance = scope.target(args.get("instance"))
     return Outcome(lifecycle.down(instance, notify=progress).to_json())
 
 
 def on_destroy(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli.sandbox.home import registry
-    from ktrdr.cli.sandbox.instances.locate import Instance, from_entry
-    from ktrdr.cli.sandbox.lifecycle.destroy import destroy_many
 
     everything = bool(args.get("all"))
     if everything and args.get("instance"):
@@ -125,7 +126,6 @@ def on_destroy(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcom
 
 
 def on_logs(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 
     instance = scope.target(args.get("instance"))
     return Outcome(
@@ -134,7 +134,6 @@ def on_logs(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
 
 
 def on_test_e2e(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli.sandbox.e2e.run import run_e2e
 
     instance = scope.target(args.get("instance"))
     result = run_e2e(start=instance.root, pytest_args=args["pytest_args"], on_line=progress)
@@ -154,7 +153,6 @@ def on_test_e2e(scope: Scope, args: dict[str, Any], progress: Progress) -> Outco
 
 
 def on_evidence(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli.sandbox.e2e.evidence import collect_evidence
 
     instance = scope.target(args.get("instance"))
     return Outcome(collect_evidence(start=instance.root).to_json())
@@ -162,8 +160,6 @@ def on_evidence(scope: Scope, args: dict[str, Any], progress: Progress) -> Outco
 
 def _client(scope: Scope, args: dict[str, Any]) -> Any:
     """The API client of the instance in scope: its slot's port, never one from an argument."""
-    from ktrdr.cli.api_client import ApiClient
-    from ktrdr.cli.target import url_for_port
 
     return ApiClient(url_for_port(scope.target(args.get("instance")).ports.api))
 
@@ -181,7 +177,6 @@ def on_workers(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcom
 
 
 def on_operations_start(scope: Scope, args: dict[str, Any], progress: Progress) -> Outcome:
-    from ktrdr.cli import operations
 
     def waiting(operation: dict[str, Any]) -> None:
         progress(f"operation {operation.get('operation_id')}: {operation.get('status')}")

@@ -17,6 +17,7 @@ import ctypes
 import json
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,12 @@ from mcp.shared.exceptions import MCPError
 from ktrdr import __version__
 from ktrdr.cli.limits import shown
 from ktrdr.cli.output import info
+from ktrdr.cli.sandbox.base import stack_file
+from ktrdr.cli.sandbox.gate.report import read_report
+from ktrdr.cli.sandbox.home import registry
 from ktrdr.cli.sandbox.journal.entry import Recorder, mcp_actor, run_tool_journaled
+from ktrdr.cli.sandbox.journal.query import query, to_json
+from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 from ktrdr.cli.sandbox.mcp.scope import Scope
 from ktrdr.cli.sandbox.mcp.spec import Outcome
 from ktrdr.cli.sandbox.mcp.tools import run_tool, tools_for
@@ -122,7 +128,6 @@ def tool_result(outcome: Outcome | None, error: KtrdrError | None = None) -> typ
 def _bug(tool: str, error: Exception) -> KtrdrError:
     """An unexpected exception of a tool call as one line (exit 1); its traceback goes to
     stderr, the client's server log, as the CLI keeps a bug's traceback."""
-    import traceback
 
     traceback.print_exception(error, file=sys.stderr)
     detail = " ".join(str(error).split())[:200]
@@ -248,8 +253,6 @@ def _progress_sink(ctx: ServerRequestContext[Any]) -> Callable[[str], None]:
 
 
 def _resources(scope: Scope) -> list[types.Resource]:
-    from ktrdr.cli.sandbox.base import stack_file
-    from ktrdr.cli.sandbox.home import registry
 
     if scope.pinned:
         instances = [scope.target(None)]
@@ -297,12 +300,8 @@ def _resources(scope: Scope) -> list[types.Resource]:
 
 
 def _read_resource(scope: Scope, uri: str) -> tuple[str, str]:
-    from ktrdr.cli.sandbox.gate.report import read_report
-    from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 
     if uri == JOURNAL_URI:
-        from ktrdr.cli.sandbox.journal.query import query, to_json
-
         return "application/json", json.dumps(to_json(query(scope.pinned_id)), indent=2)
     rest = uri.removeprefix(URI_PREFIX) if uri.startswith(URI_PREFIX) else None
     instance_id, _, what = (rest or "").partition("/")

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ktrdr.cli.sandbox.base.stack_file import COMPOSE_FILE, load_or_fallback, problem
 from ktrdr.cli.sandbox.engine import handle as docker_engine
+from ktrdr.cli.sandbox.engine.lost_homes import home_is_gone
+from ktrdr.cli.sandbox.engine.queries import LIST_TIMEOUT
+from ktrdr.cli.sandbox.gate.health import StackFacts, observe
+from ktrdr.cli.sandbox.gate.probes import DockerProbes
+from ktrdr.cli.sandbox.gate.report import last_gate, read_report
+from ktrdr.cli.sandbox.home.directory import home_id, ktrdr_home
 from ktrdr.cli.sandbox.instances.locate import Instance, locate
 from ktrdr.cli.sandbox.overview.listing import (
     containers_snapshot,
@@ -17,6 +24,7 @@ from ktrdr.cli.sandbox.overview.listing import (
     short_lived,
     stale_reason,
 )
+from ktrdr.cli.sandbox.remote.instance import companions
 from ktrdr.cli.sandbox.slots.ports import local_ports as reached_ports
 from ktrdr.cli.sandbox.slots.ports import port_map, ports_for_slot
 
@@ -100,9 +108,6 @@ def instance_status(
     else:
         _count_containers(result, entry.root, snapshot)
     if stale_reason(entry) is None:
-        from ktrdr.cli.sandbox.base.stack_file import COMPOSE_FILE, problem
-        from ktrdr.cli.sandbox.gate.report import last_gate, read_report
-
         # A missing file is an old branch (`up` says so); a broken one is an edit to fix.
         broken = problem(entry.root) if (entry.root / COMPOSE_FILE).exists() else None
         if broken:  # `up` would refuse it: say so here, not only then
@@ -110,8 +115,6 @@ def instance_status(
 
         result.live = {**(result.live or {}), "last_gate": last_gate(read_report(entry.root))}
     if instance.remote:
-        from ktrdr.cli.sandbox.remote.instance import companions
-
         result.live = {**(result.live or {}), **companions(instance)}
     return result
 
@@ -125,10 +128,6 @@ def _observe(
     """The state from fresh probes of the API and each worker (health.observe); containers
     whose service did not answer just now are not counted healthy, whatever Docker says."""
     entry = instance.require_entry()
-    from ktrdr.cli.sandbox.base.stack_file import load_or_fallback
-    from ktrdr.cli.sandbox.engine.queries import LIST_TIMEOUT
-    from ktrdr.cli.sandbox.gate.health import StackFacts, observe
-    from ktrdr.cli.sandbox.gate.probes import DockerProbes
 
     # No readable compose file: no workers expected, the API is judged alone.
     stack = load_or_fallback(entry.root)
@@ -173,14 +172,11 @@ def _count_containers(
 
 def _unregistered_status(instance: Instance) -> InstanceStatus:
     values = instance.env
-    from ktrdr.cli.sandbox.home.directory import home_id
 
     owner, owner_home = values.get("KTRDR_OWNER", ""), values.get("KTRDR_OWNER_HOME", "")
     reason = "not in the registry: run `ktrdr sandbox init` here"
     if owner and owner != home_id():
         # Its containers are that home's: this home neither counts nor touches them.
-        from ktrdr.cli.sandbox.engine.lost_homes import home_is_gone
-        from ktrdr.cli.sandbox.home.directory import ktrdr_home
 
         reason = f"belongs to KTRDR_HOME {owner_home or owner}: run with KTRDR_HOME set to it"
         if home_is_gone(owner, owner_home):

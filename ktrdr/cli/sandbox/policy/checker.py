@@ -4,6 +4,7 @@ files; host paths are resolved through `facts.realpath` (os.path.realpath unless
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -323,7 +324,6 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
-    import json
 
     return json.dumps(value, sort_keys=True, default=str)
 

@@ -9,8 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ktrdr.cli.sandbox.base.atomic import write_atomic
 from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.home.directory import home_id, ktrdr_home
+from ktrdr.cli.sandbox.home.shared_data import shared_root
 from ktrdr.cli.sandbox.policy.checker import StackFacts, Violation, check, overridden
+from ktrdr.cli.sandbox.policy.model import resolved_model
 from ktrdr.cli.sandbox.policy.rules import RULES
 
 if TYPE_CHECKING:
@@ -27,8 +31,6 @@ class StackRefusedError(SandboxError):
 
 def facts_for(instance: Instance, *, allow: frozenset[str] = frozenset()) -> StackFacts:
     """The instance as this home knows it: its directory, slot, project and owner."""
-    from ktrdr.cli.sandbox.home.directory import home_id, ktrdr_home
-    from ktrdr.cli.sandbox.home.shared_data import shared_root
 
     return StackFacts(
         worktree=instance.root,
@@ -69,7 +71,6 @@ def checked_model_file(
     """`check_stack`, then the checked model written to this home (mode 0600: it holds the
     instance's secrets) for compose to run from: an edit to the worktree's compose file
     between the check and the start is never what starts."""
-    from ktrdr.cli.sandbox.base.atomic import write_atomic
 
     model, _ = _checked(instance, allow=allow, command=command, notify=notify)
     path = checked_model_path(instance.instance_id)
@@ -85,7 +86,6 @@ def checked_model_file(
 
 
 def checked_model_path(instance_id: str) -> Path:
-    from ktrdr.cli.sandbox.home.directory import ktrdr_home
 
     return ktrdr_home() / "sandbox" / "checked" / f"{instance_id}.json"
 
@@ -93,7 +93,6 @@ def checked_model_path(instance_id: str) -> Path:
 def _checked(
     instance: Instance, *, allow: frozenset[str], command: str, notify: Callable[[str], None]
 ) -> tuple[dict[str, Any], list[Violation]]:
-    from ktrdr.cli.sandbox.policy.model import resolved_model
 
     model = resolved_model(instance)
     facts = facts_for(instance, allow=allow)

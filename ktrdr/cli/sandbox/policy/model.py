@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ktrdr.cli.sandbox.base import proc
 from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.remote.stack import override_for
 from ktrdr.cli.sandbox.stack import compose
 
 if TYPE_CHECKING:
@@ -24,8 +25,6 @@ def resolved_model(instance: Instance) -> dict[str, Any]:
     remote instance's override is written afresh first: it is part of what runs, and it lives
     in the worktree."""
     if instance.remote:
-        from ktrdr.cli.sandbox.remote.stack import override_for
-
         override_for(instance.engine, instance.root, instance.env)
     argv = [
         *compose.compose_argv(instance.engine, instance.root, instance.env),

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ktrdr.cli.sandbox.base.errors import SandboxError
+from ktrdr.cli.sandbox.base.proc import run
 from ktrdr.cli.sandbox.home.registry import Entry
 from ktrdr.cli.sandbox.slots import slot_range
 from ktrdr.cli.sandbox.slots.ports import ports_for_slot, validate_slot
@@ -65,7 +66,6 @@ _SS_USER = re.compile(r'\("([^"]+)",pid=(\d+)')
 def listening_processes() -> dict[int, str]:
     """Port -> "name (pid N)" from `ss -ltnp`, best effort ({} when ss is missing or says
     nothing about processes we do not own)."""
-    from ktrdr.cli.sandbox.base.proc import run
 
     try:
         result = run(["ss", "-ltnpH"], timeout=5, check=False, what="ss")

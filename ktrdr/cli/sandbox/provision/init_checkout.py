@@ -3,6 +3,7 @@ slot its `.env.sandbox` names when it is re-registered."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,9 @@ from pathlib import Path
 from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.engine import handle as docker_engine
 from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.engine.lost_homes import refuse_lost_owner
 from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.directory import home_id
 from ktrdr.cli.sandbox.home.instance import (
     IMAGE_MODES,
     instance_id_for,
@@ -19,6 +22,7 @@ from ktrdr.cli.sandbox.home.instance import (
     render_env,
     write_env_file,
 )
+from ktrdr.cli.sandbox.home.locks import instance_lock
 from ktrdr.cli.sandbox.home.registry import Entry
 from ktrdr.cli.sandbox.home.shared_data import shared_root
 from ktrdr.cli.sandbox.instances import worktree
@@ -42,8 +46,6 @@ def init_instance(
     """Make the current clone or worktree an instance (kind clone). Slot 0 only when asked. A
     re-init keeps the engine its env file names unless `context` is given. `adopting`: the id
     of the lost home whose stack `adopt` has just taken down (lost_homes)."""
-    from ktrdr.cli.sandbox.engine.lost_homes import refuse_lost_owner
-    from ktrdr.cli.sandbox.home.locks import instance_lock
 
     top = worktree.toplevel(cwd)
     env_path = top / SANDBOX_ENV_FILENAME
@@ -72,7 +74,6 @@ def restore_view(
     """`init` in a checkout this home already registered: rewrite its `.env.sandbox` from the
     home's record (an agent or a person may have edited it), keeping its secrets and image
     mode. The slot and engine stay the record's: moving them is destroy + create."""
-    from ktrdr.cli.sandbox.home.locks import instance_lock
 
     if entry.state != "ready":
         raise SandboxError(
@@ -126,9 +127,6 @@ def refuse_other_owner(top: Path, values: Mapping[str, str]) -> None:
     """An env file written by another KTRDR_HOME whose registry still holds this checkout is
     that home's instance: re-registering it here would take it over (new owner, new project,
     the old stack's ports)."""
-    import json
-
-    from ktrdr.cli.sandbox.home.directory import home_id
 
     owner, owner_home = values.get("KTRDR_OWNER", ""), values.get("KTRDR_OWNER_HOME", "")
     if not owner or owner == home_id() or not owner_home:

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ktrdr.cli.sandbox.base.errors import SandboxError
-from ktrdr.cli.sandbox.home import owned_process
+from ktrdr.cli.sandbox.home import owned_process, registry
+from ktrdr.cli.sandbox.instances.locate import from_entry
 from ktrdr.cli.sandbox.remote import forwards
 from ktrdr.cli.sandbox.remote import sync as remote_sync
 from ktrdr.cli.sandbox.remote.stack import RemotePlan, override_for
@@ -126,8 +127,6 @@ def push_shared_everywhere(notify: Notify) -> list[str]:
     """`init-shared`: the shared data again on each remote engine this home has instances on
     (one instance per engine names the volumes). Returns one line per engine it could not
     reach: the local copy is done either way, and the next `up` there pushes it."""
-    from ktrdr.cli.sandbox.home import registry
-    from ktrdr.cli.sandbox.instances.locate import from_entry
 
     by_context = {e.context: e for e in registry.load().values() if e.forward and e.root.is_dir()}
     failures = []

@@ -28,10 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ktrdr.cli.sandbox.base import proc
+from ktrdr.cli.sandbox.base.atomic import write_atomic
 from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.base.stack_file import REMOTE_OVERRIDE_FILE
 from ktrdr.cli.sandbox.engine.handle import Engine
+from ktrdr.cli.sandbox.stack import compose
 
 SHARED_LABEL = "ktrdr.shared-data"
 OWNER_LABEL = "ktrdr.owner"
@@ -99,7 +103,6 @@ class RemotePlan:
 
 def resolved_config(engine: Engine, root: Path, env: Mapping[str, str]) -> dict[str, Any]:
     """`docker compose config --format json` of the instance with every profile (local)."""
-    from ktrdr.cli.sandbox.stack import compose
 
     argv = [
         *compose.compose_argv(engine, root, env, override=False),
@@ -172,7 +175,6 @@ def plan_for(
 def override_for(engine: Engine, root: Path, env: Mapping[str, str]) -> RemotePlan:
     """Write the instance's remote override (`<root>/.sandbox/compose.remote.yml`) from its
     resolved config; returns the plan the push and watch functions take."""
-    from ktrdr.cli.sandbox.base.atomic import write_atomic
 
     config = resolved_config(engine, root, env)
     plan = plan_for(root, env, config, engine=engine)
@@ -204,7 +206,6 @@ def override_text(plan: RemotePlan) -> str:
             services[plan.watch_service]["develop"] = {
                 "watch": [{**rule, "ignore": list(WATCH_IGNORE)}]
             }
-    import yaml
 
     document = {"services": services, "volumes": _volume_declarations(plan)}
     header = (

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ktrdr.cli.sandbox.base import proc
+from ktrdr.cli.sandbox.base.atomic import write_atomic
 from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.engine.handle import Engine
 from ktrdr.cli.sandbox.home import owned_process
@@ -112,7 +113,6 @@ def _recorded_complete(engine: Engine, names: Sequence[str]) -> bool:
 
 
 def _record_complete(engine: Engine, names: Sequence[str]) -> None:
-    from ktrdr.cli.sandbox.base.atomic import write_atomic
 
     path = _shared_record()
     try:

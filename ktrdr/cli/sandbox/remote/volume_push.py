@@ -9,6 +9,8 @@ Every `docker` command goes to the engine passed in (the instance's).
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tarfile
@@ -236,8 +238,6 @@ def _helper_argv(
 def mount_arg(name: str, target: str, labels: Mapping[str, str]) -> str:
     """`--mount` value for a volume; the labels apply when this run creates it. CSV, as the
     docker CLI parses it (a label value may hold a comma or a quote)."""
-    import csv
-    import io
 
     fields = ["type=volume", f"src={name}", f"dst={target}"]
     fields += [f"volume-label={key}={value}" for key, value in sorted(labels.items())]

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from ktrdr.cli import settings
 from ktrdr.cli.sandbox.base.errors import SandboxError
 
@@ -38,7 +40,6 @@ def lock_path() -> Path:
 @contextmanager
 def allocation_lock() -> Iterator[None]:
     """Serialize slot allocation across every KTRDR_HOME on this machine."""
-    from filelock import FileLock, Timeout
 
     path = lock_path()
     # 0o666: homes of other users on this machine allocate from the same slots.

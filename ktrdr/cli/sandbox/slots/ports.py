@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ktrdr.cli.sandbox.base.errors import SandboxError
+
 MAIN_SLOT = 0
 FIRST_SANDBOX_SLOT = 1
 SEED_LAST_SLOT = 10  # slots 1..10: the seed's ports, standard port + N
@@ -86,7 +88,6 @@ class SlotPorts:
 
 
 def validate_slot(slot: int) -> int:
-    from ktrdr.cli.sandbox.base.errors import SandboxError
 
     if not MAIN_SLOT <= slot <= LAST_SLOT:
         raise SandboxError(
@@ -119,7 +120,6 @@ FORWARD_INDEXES = range(1, 101)
 
 def forward_ports(index: int, slot: int) -> SlotPorts:
     """The local ports forwarded to a remote instance on `slot`, from forward block `index`."""
-    from ktrdr.cli.sandbox.base.errors import SandboxError
 
     if index not in FORWARD_INDEXES:
         raise SandboxError(

@@ -21,7 +21,9 @@ from ktrdr.cli.sandbox.base.stack_file import COMPOSE_FILE, override_args
 from ktrdr.cli.sandbox.engine.handle import Engine
 from ktrdr.cli.sandbox.engine.ownership import remove_by_label
 from ktrdr.cli.sandbox.engine.queries import QUERY_TIMEOUT, ensure_engine, ps, unpause
-from ktrdr.envfile import SANDBOX_ENV_FILENAME
+from ktrdr.cli.sandbox.slots.ports import ports_for_slot
+from ktrdr.envfile import SANDBOX_ENV_FILENAME, read_env_file
+from ktrdr.errors import KtrdrError
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.instances.locate import Instance
@@ -97,8 +99,6 @@ OFFLINE_IMAGE_KEYS = (
 def offline_images(root: Path) -> dict[str, str]:
     """The offline image names from the checkout's docker/images-offline.env: only the image
     keys, so the file cannot set anything else compose reads (a project name, a host)."""
-    from ktrdr.envfile import read_env_file
-    from ktrdr.errors import KtrdrError
 
     path = root / OFFLINE_ENV_FILE
     try:
@@ -119,8 +119,6 @@ def compose_env(engine: Engine, env: Mapping[str, str], root: Path | None = None
     if root is not None and images_mode(env) == "offline":
         values.update(offline_images(root))
     if engine.remote and env.get("KTRDR_SLOT", "").isdigit():
-        from ktrdr.cli.sandbox.slots.ports import ports_for_slot
-
         values.update(ports_for_slot(int(env["KTRDR_SLOT"])).env_variables())
     return values
 

@@ -4,8 +4,8 @@ Instance transactions (create, init, status, destroy, prune) and `list` ask the 
 through the `Docker` protocol, obtained from `docker()` at call time; unit tests put one typed
 stand-in in its place (tests/unit/sandbox/conftest.py) and run without an engine. `EngineDocker`
 is the real one: each method is the function of the same name in engine/queries.py,
-engine/ownership.py or stack/compose.py, which it imports when first called so `list` loads only
-what it asks.
+engine/ownership.py or stack/compose.py. The last two are imported in the methods that use them:
+`list` asks only queries, and compose would load the YAML reader.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+
+from ktrdr.cli.sandbox.engine import queries
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.engine.handle import Engine
@@ -52,40 +54,26 @@ class EngineDocker:
     """The real engine, through the docker CLI."""
 
     def engine_reachable(self, engine: Engine) -> bool:
-        from ktrdr.cli.sandbox.engine import queries
-
         return queries.engine_reachable(engine)
 
     def engine_host(self, engine: Engine) -> str:
-        from ktrdr.cli.sandbox.engine import queries
-
         return queries.engine_host(engine)
 
     def engine_socket_exists(self, engine: Engine) -> bool:
-        from ktrdr.cli.sandbox.engine import queries
-
         return queries.engine_socket_exists(engine)
 
     def ensure_engine(self, engine: Engine) -> None:
-        from ktrdr.cli.sandbox.engine import queries
-
         queries.ensure_engine(engine)
 
     def published_ports(self, engine: Engine) -> set[int]:
-        from ktrdr.cli.sandbox.engine import queries
-
         return queries.published_ports(engine)
 
     def containers_by_instance(self, engine: Engine) -> dict[str, list[ContainerState]]:
-        from ktrdr.cli.sandbox.engine import queries
-
         return queries.containers_by_instance(engine)
 
     def ps(
         self, engine: Engine, instance_id: str, root: Path | None = None
     ) -> list[ContainerState]:
-        from ktrdr.cli.sandbox.engine import queries
-
         return queries.ps(engine, instance_id, root)
 
     def slot_facts(self, engine: Engine, instance_id: str) -> SlotFacts:
