@@ -1,12 +1,8 @@
-"""Every question asked of a Docker engine (an `Engine` value, engine/handle.py) directly, not
-through `docker compose`: the engine check, the labels, and an instance's containers by label.
-Uses the docker CLI through proc.run (not the docker SDK) so `ktrdr sandbox list` stays fast.
-
-Ownership: the engine is shared by every KTRDR_HOME, checkout and test run on the machine.
-Every query here that feeds a removal or a count filters on this home's `ktrdr.owner` label and
-the instance's `ktrdr.instance` label together (`owned_filters`), so nothing of another home is
-ever counted, stopped or removed; resources without an owner label are left alone. What the
-labels say about who owns what is in engine/ownership.py.
+"""Every question asked of a Docker engine (an `Engine`) directly, not through compose: the
+engine check, labels, an instance's containers. The docker CLI (not the SDK) keeps `list` fast.
+Every query feeding a removal or a count filters on this home's `ktrdr.owner` label and the
+instance's `ktrdr.instance` label together (`owned_filters`): nothing of another home or
+without an owner label is counted, stopped or removed (who owns what: engine/ownership.py).
 """
 
 from __future__ import annotations
@@ -217,18 +213,22 @@ def ps(engine: Engine, instance_id: str, root: Path | None = None) -> list[Conta
     gone."""
     del root
     ensure_engine(engine)
+    ids = container_ids(engine, instance_id)
+    return inspect_containers(engine, ids) if ids else []
+
+
+def container_ids(engine: Engine, instance_id: str) -> list[str]:
+    """The ids of every container of the instance owned by this home, in any state."""
     listed = proc.run(
         engine.argv("ps", "-a", "-q", "--no-trunc", *owned_filters(instance_id)),
         timeout=QUERY_TIMEOUT,
         what="docker ps",
     )
-    ids = listed.stdout.split()
-    if not ids:
-        return []
-    return _inspect_containers(engine, ids)
+    return listed.stdout.split()
 
 
-def _inspect_containers(engine: Engine, ids: list[str]) -> list[ContainerState]:
+def inspect_containers(engine: Engine, ids: list[str]) -> list[ContainerState]:
+    """The state of each container in `ids` that still exists (one `docker inspect`)."""
     inspected = proc.run(
         engine.argv("inspect", "--type", "container", *ids),
         timeout=QUERY_TIMEOUT,

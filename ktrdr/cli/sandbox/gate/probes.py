@@ -14,6 +14,7 @@ import httpx
 
 from ktrdr.cli.sandbox.engine import logs as container_logs
 from ktrdr.cli.sandbox.engine import queries as engine
+from ktrdr.cli.sandbox.engine.follow import ContainerFollower
 from ktrdr.cli.sandbox.engine.handle import Engine
 from ktrdr.cli.sandbox.engine.queries import ContainerState
 
@@ -49,20 +50,30 @@ class Startup(Protocol):
 
 
 class DockerProbes:
-    """The real probes: `docker inspect` by label and HTTP to 127.0.0.1 published ports."""
+    """The real probes: containers by label (listed and inspected, or followed) and HTTP to
+    127.0.0.1 published ports."""
 
     def __init__(
-        self, docker: Engine, instance_id: str, *, engine_timeout: float | None = None
+        self,
+        docker: Engine,
+        instance_id: str,
+        *,
+        engine_timeout: float | None = None,
+        follow: bool = False,
     ) -> None:
-        """`engine_timeout`: a shorter limit for docker queries (`status` must not hang)."""
-
+        """`engine_timeout`: a shorter limit for docker queries (`status` must not hang).
+        `follow`: many rounds will ask (the gate), so follow the engine's events
+        (engine/follow.py) instead of listing and inspecting every round."""
         self.docker = docker
         self.instance_id = instance_id
         self.engine_timeout = engine_timeout
+        self.follower = ContainerFollower(docker, instance_id) if follow else None
         # Proxies must never see loopback probes: trust_env=False ignores HTTP(S)_PROXY.
         self._client = httpx.Client(timeout=HTTP_TIMEOUT, trust_env=False)
 
     def containers(self) -> list[ContainerState]:
+        if self.follower is not None:
+            return self.follower.containers()
         return engine.ps(self.docker, self.instance_id)
 
     def http_get(self, url: str) -> HttpAnswer:
@@ -90,3 +101,5 @@ class DockerProbes:
 
     def close(self) -> None:
         self._client.close()
+        if self.follower is not None:
+            self.follower.close()

@@ -169,7 +169,7 @@ def _start_under_gate(
     try:
         stack = compose.start(instance, model=model, build=build)
         # After compose is under way: the HTTP client (httpx, ~0.1 s) is not on the way to it.
-        probes = DockerProbes(instance.engine, instance.instance_id)
+        probes = DockerProbes(instance.engine, instance.instance_id, follow=True)
         report = run_gate(spec, probes, on_update=remember, startup=stack)
         passed = report.passed
         return report
@@ -304,7 +304,7 @@ def resume(
             notify(f"Instance {instance.instance_id} was not paused; checking it anyway")
         if instance.remote:
             remote_instance.revive(instance, notify)
-        probes = DockerProbes(instance.engine, instance.instance_id)
+        probes = DockerProbes(instance.engine, instance.instance_id, follow=True)
         try:
             report = run_gate(gate_spec(instance, timeout=timeout), probes, on_update=on_update)
         finally:
