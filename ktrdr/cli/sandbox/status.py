@@ -109,6 +109,11 @@ def instance_status(
             result.reasons.append(broken)
 
         result.live = {**(result.live or {}), "last_gate": last_gate(read_report(entry.root))}
+        from ktrdr.cli.sandbox.agent_tools.background import describe
+
+        start = describe(entry.instance_id, entry.created_at)  # one an agent tool's hook began
+        if start is not None:
+            result.live["background_start"] = start
     if instance.remote:
         from ktrdr.cli.sandbox.remote_instance import companions
 
