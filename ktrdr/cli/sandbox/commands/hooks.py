@@ -234,9 +234,10 @@ def _scope_options(command: Any) -> Any:
             ("user", "~/.claude/settings.json: every repository you open ($CLAUDE_CONFIG_DIR)."),
         )
     ):
-        command = click.option(
-            f"--{flag}", "scope", flag_value=flag, default=flag == "project", help=help_text
-        )(command)
+        default = {"default": True} if flag == "project" else {}  # True: this flag's value
+        command = click.option(f"--{flag}", "scope", flag_value=flag, help=help_text, **default)(
+            command
+        )
     return command
 
 
