@@ -37,14 +37,6 @@ class PinResult:
     action: str  # written | merged | unchanged | refused
     note: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "server": self.server,
-            "action": self.action,
-            "note": self.note,
-        }
-
 
 def server_entry(instance_id: str, root: Path) -> tuple[str, dict[str, Any]]:
     """(key, entry) of the pinned server, as `ktrdr sandbox mcp --print-config` has it."""

@@ -50,7 +50,10 @@ class Prepared:
             "instance_id": self.instance_id,
             "slot": self.slot,
             "api_url": self.api_url,
-            "mcp_config": self.pin.to_json() if self.pin else None,
+            # What is there, not what this run did: a second setup prints the same.
+            "mcp_config": {"path": str(self.pin.path), "server": self.pin.server}
+            if self.pin and self.pin.action != "refused"
+            else None,
             "start": self.start.to_json() if self.start else None,
         }
 

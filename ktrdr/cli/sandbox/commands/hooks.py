@@ -179,14 +179,14 @@ def teardown_command(force: bool, as_json: bool) -> None:
 
 
 def _prepared_fields(prepared: Prepared) -> list[tuple[str, object]]:
-    start = prepared.start
+    start, pinned = prepared.start, prepared.pin
     started = "-" if start is None else start.mode + (f" (log: {start.log})" if start.log else "")
     return [
         ("Instance", prepared.instance_id),
         ("Location", prepared.path),
         ("Slot", prepared.slot),
         ("API", prepared.api_url),
-        ("MCP config", prepared.pin.path if prepared.pin else "-"),
+        ("MCP config", pinned.path if pinned and pinned.action != "refused" else "-"),
         ("Start", started),
     ]
 
