@@ -164,7 +164,7 @@ def test_an_incomplete_payload_then_eof_says_it_is_not_valid_json() -> None:
     try:
         with (
             os.fdopen(read_end, "rb", buffering=0, closefd=False) as stream,
-            pytest.raises(SandboxError, match="^hook payload is not valid JSON"),
+            pytest.raises(SandboxError, match=r"^hook payload is not valid JSON"),
         ):
             read_payload(stream, wait=5)
     finally:
@@ -176,7 +176,7 @@ def test_a_terminal_on_stdin_is_refused_at_once() -> None:
     try:
         with (
             os.fdopen(secondary, "rb", buffering=0, closefd=False) as stream,
-            pytest.raises(SandboxError, match="^no hook payload: stdin is a terminal"),
+            pytest.raises(SandboxError, match=r"^no hook payload: stdin is a terminal"),
         ):
             read_payload(stream, wait=30)
     finally:
