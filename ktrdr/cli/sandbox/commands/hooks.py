@@ -234,10 +234,13 @@ def _scope_options(command: Any) -> Any:
             ("user", "~/.claude/settings.json: every repository you open ($CLAUDE_CONFIG_DIR)."),
         )
     ):
-        default = {"default": True} if flag == "project" else {}  # True: this flag's value
-        command = click.option(f"--{flag}", "scope", flag_value=flag, help=help_text, **default)(
-            command
-        )
+        if flag == "project":  # the default: `default=True` selects this flag's value
+            option = click.option(
+                f"--{flag}", "scope", flag_value=flag, default=True, help=help_text
+            )
+        else:
+            option = click.option(f"--{flag}", "scope", flag_value=flag, help=help_text)
+        command = option(command)
     return command
 
 
