@@ -22,6 +22,7 @@ from ktrdr.cli.sandbox.ports import port_map, ports_for_slot
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.gate_probes import GateProbes
+    from ktrdr.cli.sandbox.registry import Entry
 
 
 @dataclass
@@ -109,16 +110,21 @@ def instance_status(
             result.reasons.append(broken)
 
         result.live = {**(result.live or {}), "last_gate": last_gate(read_report(entry.root))}
-        from ktrdr.cli.sandbox.agent_tools.background import describe
-
-        start = describe(entry.instance_id, entry.created_at)  # one an agent tool's hook began
-        if start is not None:
-            result.live["background_start"] = start
+        _add_background_start(result, entry)
     if instance.remote:
         from ktrdr.cli.sandbox.remote_instance import companions
 
         result.live = {**(result.live or {}), **companions(instance)}
     return result
+
+
+def _add_background_start(result: InstanceStatus, entry: Entry) -> None:
+    """The start an agent tool's hook left running in the background, when there was one."""
+    from ktrdr.cli.sandbox.agent_tools.background import describe
+
+    start = describe(entry.instance_id, entry.created_at)
+    if start is not None:
+        result.live = {**(result.live or {}), "background_start": start}
 
 
 def _observe(

@@ -141,3 +141,19 @@ def test_setup_and_teardown_are_journaled(workspace: Path) -> None:
     ]
     assert records[2].args == {"force": True}
     assert records[0].actor.startswith("hook:script (user:")
+
+
+def test_a_second_checkout_of_the_same_directory_name_is_refused_naming_the_first(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("setup")
+    other = make_repo(tmp_path / "codex" / "worktrees" / "b7" / "lisbon")
+    (other / "docker-compose.sandbox.yml").write_text("services: {}\n")
+    monkeypatch.chdir(other)
+    out = run("setup")
+    assert out.exit_code == 1
+    assert out.stderr == (
+        f"Error: instance id lisbon is taken by {workspace} (slot 1): an id is its directory's "
+        f"name; rename {other}, or destroy that instance first\n"
+    )
+    assert list(registry.load()) == ["lisbon"]
