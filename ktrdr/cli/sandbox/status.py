@@ -118,13 +118,36 @@ def instance_status(
     return result
 
 
-def _add_background_start(result: InstanceStatus, entry: Entry) -> None:
-    """The start an agent tool's hook left running in the background, when there was one."""
-    from ktrdr.cli.sandbox.agent_tools.background import describe
+START_KIND = "start"  # the detached `up` an agent tool's hook launches (agent_tools/background)
 
-    start = describe(entry.instance_id, entry.created_at)
-    if start is not None:
-        result.live = {**(result.live or {}), "background_start": start}
+
+def _add_background_start(result: InstanceStatus, entry: Entry) -> None:
+    """The `up` an agent tool's hook started in the background for this instance (not for an
+    earlier one of that id), read from its record here: status sits below agent_tools."""
+    from ktrdr.cli.sandbox import owned_process
+
+    record = owned_process.load(owned_process.state_dir(entry.instance_id), START_KIND)
+    if record is None or record.details.get("created_at") != entry.created_at:
+        return
+    start = {
+        "running": owned_process.alive(record),
+        "pid": record.pid,
+        "started_at": record.details.get("started_at"),
+        "log": record.log_path,
+        "last_line": _last_line(Path(record.log_path)),
+    }
+    result.live = {**(result.live or {}), "background_start": start}
+
+
+def _last_line(path: Path) -> str | None:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 4096))
+            tail = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1] if lines else None
 
 
 def _observe(

@@ -116,11 +116,21 @@ def test_a_finished_start_shows_as_ended_with_its_last_line(
     monkeypatch.setenv("UP_STAND_IN_SECONDS", "0")
     invoke(CREATE, {"name": "feat-a", "cwd": str(stack_repo)})
     until(lambda: not owned_process.alive(record("ktrdr--feat-a")))
-    entry = registry.load()["ktrdr--feat-a"]
-    start = background.describe("ktrdr--feat-a", entry.created_at)
-    assert start is not None
-    assert (start["running"], start["last_line"]) == (False, "Startability Gate: PASSED")
-    assert background.describe("ktrdr--feat-a", "2020-01-01T00:00:00Z") is None  # another one
+    start = json.loads(invoke(["sandbox", "status", "feat-a", "--json"]).stdout)
+    assert (start["background_start"]["running"], start["background_start"]["last_line"]) == (
+        False,
+        "Startability Gate: PASSED",
+    )
+
+
+def test_a_start_recorded_for_an_earlier_instance_of_that_id_is_not_shown(
+    stack_repo: Path,
+) -> None:
+    invoke(CREATE, {"name": "feat-a", "cwd": str(stack_repo)})
+    with registry.transaction() as entries:  # as if destroyed and made again since
+        entries["ktrdr--feat-a"].created_at = "2099-01-01T00:00:00Z"
+    shown = json.loads(invoke(["sandbox", "status", "feat-a", "--json"]).stdout)
+    assert "background_start" not in shown
 
 
 def test_remove_stops_a_running_start_before_destroying(stack_repo: Path) -> None:

@@ -14,6 +14,8 @@ teardown script in each worktree (Codex, Conductor, Cursor, a script of your own
 - git_files.py: the few git calls on one file of a worktree that pin.py needs
 
 May import: the flat base (errors, atomic, home, proc, registry, worktree, owned_process,
-instance, stack_file), create, init_checkout, destroy, locate, mcp_config, journal_entry.
-Never click, never printing: results are dataclasses, refusals one SandboxError line.
+instance, ports, stack_file), create, init_checkout, destroy, locate, mcp_config: in the feature
+layers it sits above mcp and below commands (status reads the background start's record itself,
+never this package). Never click, never printing: results are dataclasses, refusals one
+SandboxError line.
 """

@@ -6,7 +6,8 @@ Why in the background: the hook must print the worktree's path within seconds, a
 start takes most of a minute; started at once, the stack is usually up by the time the agent
 first needs it. Its output goes to a file under the home, never into the worktree (an agent
 could replace a file there with a link to something else). `status` shows where the start is
-(`describe`), and the agent's own `sandbox_up` waits for it (the instance lock) and then
+(it reads the record; the creation time in it tells this instance from an earlier one of the
+same id), and the agent's own `sandbox_up` waits for it (the instance lock) and then
 re-runs the gate, so the agent never has to know a start was under way.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from ktrdr.cli.sandbox import owned_process
 
-KIND = "start"
+KIND = "start"  # status.py reads the record of this kind (it sits below this package)
 MODES = ("background", "on-demand")
 DEFAULT_MODE = "background"
 STOP_GRACE = 10.0
@@ -61,34 +62,6 @@ def start(instance_id: str, *, created_at: str, cwd: Path) -> StartInfo:
         details={"created_at": created_at, "started_at": _now()},
     )
     return StartInfo("background", Path(record.log_path), True, record.pid)
-
-
-def describe(instance_id: str, created_at: str) -> dict[str, Any] | None:
-    """The background start of this instance for `status`: running or ended, since when, its
-    log and last line. None when it had none (a start of an earlier instance of that id does
-    not count)."""
-    record = owned_process.load(owned_process.state_dir(instance_id), KIND)
-    if record is None or record.details.get("created_at") != created_at:
-        return None
-    return {
-        "running": owned_process.alive(record),
-        "pid": record.pid,
-        "started_at": record.details.get("started_at"),
-        "log": record.log_path,
-        "last_line": last_line(Path(record.log_path)),
-    }
-
-
-def last_line(path: Path) -> str | None:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, 2)
-            handle.seek(max(0, handle.tell() - 4096))
-            tail = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    return lines[-1] if lines else None
 
 
 def stop(instance_id: str) -> bool:
