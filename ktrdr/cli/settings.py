@@ -57,6 +57,24 @@ VARIABLES = (
         "1800",
         "seconds to wait for another command on the same instance (an `up` holds it throughout)",
     ),
+    Variable(
+        "KTRDR_HOOK_START",
+        "background",
+        "how `hook claude-code worktree-create` and `hook setup` start a new instance's stack: "
+        "`background` (a detached `up` at once) or `on-demand` (the agent's first `up`)",
+    ),
+    Variable(
+        "CLAUDE_PROJECT_DIR",
+        "",
+        "set by Claude Code for its hooks: the project a WorktreeCreate hook falls back to "
+        "when the payload names no checkout",
+    ),
+    Variable(
+        "CLAUDE_CONFIG_DIR",
+        "~/.claude",
+        "Claude Code's config directory: `hooks install claude-code --user` edits its "
+        "settings.json",
+    ),
     Variable("KTRDR_TEST", "0", "`1` labels every resource `ktrdr.test=1` (set by the test suite)"),
     Variable("NO_COLOR", "", "set: no colours in tables and gate progress"),
     Variable("COLUMNS", "", "table width when output is not a terminal (default 240)"),

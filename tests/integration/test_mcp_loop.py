@@ -26,6 +26,7 @@ from tests.docker_fixtures import leftovers, remove_labelled
 from tests.integration.project_copy import copy_project
 from tests.support import slots
 from tests.support.mcp_client import KTRDR, ok, server
+from tests.support.owners import owner_of
 
 pytestmark = pytest.mark.docker
 
@@ -155,7 +156,8 @@ def test_two_pinned_agents_run_the_whole_loop_at_the_same_time(agent_env: dict[s
         assert destroyed["instance_id"] == instance_id
         assert destroyed["slot_released"]
         assert not Path(created[name]["path"]).exists()
-        assert leftovers(f"ktrdr.instance={instance_id}") == {
+        owner = owner_of(Path(agent_env["KTRDR_HOME"]))
+        assert leftovers(f"ktrdr.instance={instance_id}", f"ktrdr.owner={owner}") == {
             "container": [],
             "volume": [],
             "network": [],

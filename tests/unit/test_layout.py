@@ -31,6 +31,7 @@ SANDBOX_LAYERS = (
     "e2e",
     "doctor",
     "mcp",
+    "agent_tools",
     "commands",
 )
 

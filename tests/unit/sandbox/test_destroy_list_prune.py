@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.commands.render import ago
-from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home import owned_process, registry
 from ktrdr.cli.sandbox.home.registry import Entry
 from ktrdr.cli.sandbox.instances.locate import from_entry, locate
 from ktrdr.cli.sandbox.lifecycle.destroy import destroy_instance
@@ -52,6 +52,19 @@ def test_destroy_removes_containers_worktree_and_entry_and_keeps_the_branch(
     assert "ktrdr--feat-a: removing containers, volumes and files" in out.stderr
     assert registry.load() == {}
     assert create_instance(name="feat-c", cwd=repo).slot == 1
+
+
+def test_destroy_removes_what_the_instances_processes_left_under_the_home(
+    repo: Path, docker: DockerStandIn
+) -> None:
+    create_instance(name="feat-a", cwd=repo)
+    state = owned_process.state_dir("ktrdr--feat-a")
+    state.mkdir(parents=True)
+    (state / "start.log").write_text("Starting instance: ktrdr--feat-a\n")
+    (state / "start.json").write_text("{}")  # a record whose process is long gone
+    out = CliRunner().invoke(cli, ["sandbox", "destroy", "feat-a", "--yes"])
+    assert out.exit_code == 0, out.output
+    assert not state.exists()
 
 
 def test_destroy_keeps_evidence_and_test_results_made_in_the_worktree(

@@ -7,6 +7,7 @@ and `ktrdr sandbox list` load only what they use.
 - pause.py: pause, resume
 - care.py: init-shared, test-e2e, evidence, doctor, db-env (hidden)
 - mcp.py: mcp
+- hooks.py: hook (what agent tools run: worktree hooks, setup/teardown), hooks install/uninstall
 - journal.py: journal, and the group class that records every command that changes something
 """
 
@@ -22,6 +23,7 @@ from ktrdr.cli.sandbox.commands.care import (
     init_shared_command,
     test_e2e_command,
 )
+from ktrdr.cli.sandbox.commands.hooks import hook_group, hooks_group
 from ktrdr.cli.sandbox.commands.instances import (
     create_command,
     destroy_command,
@@ -65,5 +67,7 @@ for _command in (
     db_env_command,
     mcp_command,
     journal_command,
+    hook_group,
+    hooks_group,
 ):
     sandbox.add_command(_command)

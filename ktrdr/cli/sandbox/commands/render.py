@@ -159,6 +159,11 @@ def _live_fields(data: dict[str, Any]) -> list[tuple[str, object]]:
             gate_text = f"{str(gate.get('result')).upper()} at {gate.get('finished_at')}"
             gate_text += f" ({gate['failure']})" if gate.get("failure") else ""
         fields.append(("Last gate", gate_text))
+    start = data.get("background_start")
+    if start:
+        state = "running" if start["running"] else "ended"
+        line = f": {start['last_line']}" if start.get("last_line") else ""
+        fields.append(("Start", f"background, {state} (log {start['log']}){line}"))
     return fields
 
 

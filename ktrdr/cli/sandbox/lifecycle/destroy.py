@@ -17,7 +17,7 @@ from typing import Any
 
 from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.engine.handle import Engine
-from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home import owned_process, registry
 from ktrdr.cli.sandbox.home.directory import unused_evidence_path
 from ktrdr.cli.sandbox.home.locks import instance_lock, remove_lock_files
 from ktrdr.cli.sandbox.home.registry import Entry
@@ -194,10 +194,14 @@ def _claim_destroy(instance_id: str) -> None:
 
 
 def _remove_entry(instance_id: str) -> None:
-
     with registry.transaction() as entries:
         entries.pop(instance_id, None)
     checked_model_path(instance_id).unlink(missing_ok=True)
+    # What the instance's processes left under the home (a hook's background start, its log):
+    # a later instance of the same id must not be shown this one's.
+    state = owned_process.state_dir(instance_id)
+    owned_process.stop_all(state)
+    owned_process.remove_state(state)
 
 
 def destroy_instance(

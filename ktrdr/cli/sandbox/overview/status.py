@@ -30,6 +30,7 @@ from ktrdr.cli.sandbox.slots.ports import port_map, ports_for_slot
 
 if TYPE_CHECKING:
     from ktrdr.cli.sandbox.gate.probes import GateProbes
+    from ktrdr.cli.sandbox.home.registry import Entry
 
 
 @dataclass
@@ -114,9 +115,42 @@ def instance_status(
             result.reasons.append(broken)
 
         result.live = {**(result.live or {}), "last_gate": last_gate(read_report(entry.root))}
+        _add_background_start(result, entry)
     if instance.remote:
         result.live = {**(result.live or {}), **companions(instance)}
     return result
+
+
+START_KIND = "start"  # the detached `up` an agent tool's hook launches (agent_tools/background)
+
+
+def _add_background_start(result: InstanceStatus, entry: Entry) -> None:
+    """The `up` an agent tool's hook started in the background for this instance (not for an
+    earlier one of that id), read from its record here: status sits below agent_tools."""
+    from ktrdr.cli.sandbox.home import owned_process
+
+    record = owned_process.load(owned_process.state_dir(entry.instance_id), START_KIND)
+    if record is None or record.details.get("created_at") != entry.created_at:
+        return
+    start = {
+        "running": owned_process.alive(record),
+        "pid": record.pid,
+        "started_at": record.details.get("started_at"),
+        "log": record.log_path,
+        "last_line": _last_line(Path(record.log_path)),
+    }
+    result.live = {**(result.live or {}), "background_start": start}
+
+
+def _last_line(path: Path) -> str | None:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 4096))
+            tail = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1] if lines else None
 
 
 def _observe(

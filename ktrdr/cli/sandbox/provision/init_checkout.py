@@ -195,6 +195,11 @@ def _init_locked(
 
 def _refuse_registered(entries: dict[str, Entry], top: Path, instance_id: str) -> None:
     existing = entries.get(instance_id)
+    if existing is not None and not existing.is_dead_claim() and existing.path != str(top):
+        raise SandboxError(  # the id is the directory's name: two checkouts named alike
+            f"instance id {instance_id} is taken by {existing.path} (slot {existing.slot}): an "
+            f"id is its directory's name; rename {top}, or destroy that instance first"
+        )
     if existing is not None and not existing.is_dead_claim():
         raise SandboxError(
             f"{top} is already registered as instance {instance_id} "
