@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -229,18 +230,26 @@ class Paused:
         return {"instance_id": self.instance_id, "paused": self.frozen}
 
 
-def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> Stopped:
-    """Stop and remove the containers and network; keep volumes (data survives)."""
+@contextmanager
+def _acting_on(instance: Instance, verb: str, notify: Callable[[str], None]) -> Iterator[None]:
+    """What every change of a running stack holds while it acts: the instance is this home's,
+    its lock is held, the engine answers and no other owner's resource is in its project."""
     preflight.check_owner(instance)
-    with instance_lock(instance.instance_id, command="ktrdr sandbox down", on_wait=notify):
+    with instance_lock(instance.instance_id, command=f"ktrdr sandbox {verb}", on_wait=notify):
         engine.ensure_engine(instance.engine)
         ownership.refuse_foreign(
             instance.engine,
             instance.instance_id,
             instance.project,
             checkout=instance.root,
-            action="stop",
+            action="stop" if verb == "down" else verb,
         )
+        yield
+
+
+def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> Stopped:
+    """Stop and remove the containers and network; keep volumes (data survives)."""
+    with _acting_on(instance, "down", notify):
         compose.down(instance.engine, instance.instance_id, instance, volumes=False)
         if instance.remote:
             remote_instance.stop(instance)
@@ -250,16 +259,7 @@ def down(instance: Instance, *, notify: Callable[[str], None] = lambda message: 
 def pause(instance: Instance, *, notify: Callable[[str], None] = lambda message: None) -> Paused:
     """Freeze every running container of the instance. Refused when nothing runs: there is
     nothing to keep ready."""
-    preflight.check_owner(instance)
-    with instance_lock(instance.instance_id, command="ktrdr sandbox pause", on_wait=notify):
-        engine.ensure_engine(instance.engine)
-        ownership.refuse_foreign(
-            instance.engine,
-            instance.instance_id,
-            instance.project,
-            checkout=instance.root,
-            action="pause",
-        )
+    with _acting_on(instance, "pause", notify):
         states = {c.state for c in engine.ps(instance.engine, instance.instance_id)}
         if "running" not in states and "paused" not in states:
             raise SandboxError(
