@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.docker_fixtures", "tests.bystanders"]
+pytest_plugins = ["tests.support.engine", "tests.support.bystanders"]
 
 TARGET_ENV_VARS = ("KTRDR_API_URL", "KTRDR_API_PORT", "KTRDR_HOME")
 

@@ -1,5 +1,5 @@
 """Integration tests: a real Docker engine (every test file directly here carries the `docker`
-marker; the harness lives in tests/docker_fixtures.py) and a real PostgreSQL
+marker; the harness lives in tests/support/engine.py) and a real PostgreSQL
 (tests/integration/api). tests/unit needs neither."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.git_repos import make_repo
+from tests.support.git_repos import make_repo
 
 HERE = Path(__file__).parent
 

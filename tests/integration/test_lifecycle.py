@@ -31,8 +31,8 @@ import pytest
 
 from ktrdr.cli.sandbox.engine.handle import Engine
 from ktrdr.cli.sandbox.stack import compose
-from tests.integration.project_copy import copy_project
 from tests.support import slots
+from tests.support.project_copy import copy_project
 
 pytestmark = pytest.mark.docker
 

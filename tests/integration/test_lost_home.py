@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.project_copy import copy_project
 from tests.integration.test_lifecycle import KTRDR, UP_TIMEOUT, Workspace
+from tests.support.project_copy import copy_project
 
 pytestmark = pytest.mark.docker
 

@@ -24,9 +24,9 @@ import anyio
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
-from tests.docker_fixtures import leftovers, remove_labelled
-from tests.integration.project_copy import copy_project
 from tests.support import slots
+from tests.support.engine import leftovers, remove_labelled
+from tests.support.project_copy import copy_project
 
 pytestmark = pytest.mark.docker
 

@@ -31,8 +31,8 @@ from ktrdr.cli.sandbox.slots.ports import ports_for_slot
 from ktrdr.cli.sandbox.stack import compose
 from ktrdr.envfile import read_env_file
 from ktrdr.errors import ExitCode
-from tests.integration.project_copy import copy_project
 from tests.support import slots
+from tests.support.project_copy import copy_project
 
 pytestmark = pytest.mark.docker
 
@@ -108,7 +108,7 @@ def sweep(instance_ids: list[str]) -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: object) -> Iterator[Project]:
     """A copy of this project with shared data; the engine check (skip locally, fail in CI)
-    and the session-end sweep of its home's resources come from tests/docker_fixtures.py."""
+    and the session-end sweep of its home's resources come from tests/support/engine.py."""
     base = tmp_path_factory.mktemp("sandbox-up")
     tag = uuid.uuid4().hex[:6]
     repo = copy_project(base / f"kt{tag}")

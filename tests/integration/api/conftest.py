@@ -2,7 +2,7 @@
 
 Where the server comes from, first match wins: KTRDR_TEST_DATABASE_URL (an admin DSN); the
 Debian PostgreSQL binaries on this machine (a throwaway cluster, started once per session)
-outside CI; otherwise the offline postgres Docker image (tests/docker_fixtures.py), which
+outside CI; otherwise the offline postgres Docker image (tests/support/engine.py), which
 skips without an engine, or fails when CI is set.
 """
 

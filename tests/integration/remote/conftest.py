@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ktrdr.cli.sandbox.base.proc import ProcResult, run
-from tests.docker_fixtures import DockerEngine, skip_or_fail
+from tests.support.engine import DockerEngine, skip_or_fail
 
 SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "remote-engine.sh"
 UP_TIMEOUT = 900  # a cold first `up` builds the host image and loads ~1.4 GB of images

@@ -33,8 +33,8 @@ from ktrdr.cli.sandbox.remote import sync as remote_sync
 from ktrdr.cli.sandbox.slots.ports import FORWARD_INDEXES, SlotPorts, forward_ports, ports_for_slot
 from ktrdr.cli.sandbox.stack import compose
 from ktrdr.envfile import parse_env_text
-from tests.integration.project_copy import bump_version
 from tests.integration.remote.conftest import RemoteEngine
+from tests.support.project_copy import bump_version
 
 pytestmark = pytest.mark.docker
 

@@ -12,7 +12,7 @@ from ktrdr.cli.sandbox.base.errors import DockerUnavailableError
 from ktrdr.cli.sandbox.engine.handle import Engine
 from ktrdr.cli.sandbox.engine.ownership import SlotFacts
 from ktrdr.cli.sandbox.stack import compose, docker_access
-from tests.git_repos import git, make_repo
+from tests.support.git_repos import git, make_repo
 
 __all__ = ["git", "make_repo"]  # imported from here by the tests of this directory
 

@@ -22,8 +22,8 @@ from ktrdr.cli.sandbox.gate.health import StackFacts, container_problems, docker
 from ktrdr.cli.sandbox.gate.probes import DockerProbes
 from ktrdr.cli.sandbox.provision.create import create_instance
 from ktrdr.cli.sandbox.slots.ports import ports_for_slot
+from tests.support.fake_api_server import standin_api_server
 from tests.support.slots import TEST_SLOTS
-from tests.unit.fake_api_server import standin_api_server
 from tests.unit.sandbox.conftest import Container, DockerStandIn
 
 INSTANCE = "ktrdr--feat-a"

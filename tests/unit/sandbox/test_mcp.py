@@ -20,8 +20,8 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from ktrdr.cli.sandbox.e2e.run import junit_summary
 from ktrdr.cli.sandbox.slots.ports import ports_for_slot
-from tests.git_repos import git, make_repo
-from tests.unit.fake_api_server import standin_api_server
+from tests.support.fake_api_server import standin_api_server
+from tests.support.git_repos import git, make_repo
 
 PROJECT = Path(__file__).resolve().parents[3]
 KTRDR = Path(sys.executable).parent / "ktrdr"

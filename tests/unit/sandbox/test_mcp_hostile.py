@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from mcp import ClientSession
 
-from tests.git_repos import git, make_repo
+from tests.support.git_repos import git, make_repo
 from tests.unit.sandbox.test_mcp import PROJECT, create, drive, error_of
 
 HOSTILE: list[tuple[str, dict[str, Any], str]] = [

@@ -207,7 +207,7 @@ class Bystanders:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def set_up(self) -> None:
-        from tests.integration.project_copy import copy_project
+        from tests.support.project_copy import copy_project
 
         self.repo.mkdir(parents=True)
         copy_project(self.repo)
@@ -253,7 +253,7 @@ class Bystanders:
 
 
 def _engine_problem() -> str | None:
-    from tests.docker_fixtures import DockerEngine, probe_engine
+    from tests.support.engine import DockerEngine, probe_engine
 
     engine = probe_engine()
     return None if isinstance(engine, DockerEngine) else engine
