@@ -24,7 +24,7 @@ from ktrdr.cli.sandbox.home.instance import new_settings, read_env, render_env, 
 from ktrdr.cli.sandbox.home.registry import Entry
 from ktrdr.cli.sandbox.home.shared_data import shared_root
 from ktrdr.cli.sandbox.slots.ports import ports_for_slot
-from tests.unit.sandbox.conftest import git, make_repo
+from tests.support.git_repos import git, make_repo
 
 OFFLINE_IMAGE = "ktrdr-offline/debian:bookworm"
 

@@ -21,8 +21,8 @@ from ktrdr.cli.sandbox.lifecycle import preflight
 from ktrdr.cli.sandbox.slots.ports import ports_for_slot
 from ktrdr.cli.sandbox.stack import compose
 from ktrdr.errors import ExitCode
+from tests.support.docker_standin import StartedStackStandIn
 from tests.support.slots import TEST_SLOTS
-from tests.unit.sandbox.conftest import StartedStackStandIn
 
 SLOT = TEST_SLOTS[7]  # 97: a test slot, whose ports the user's sandboxes never hold
 INSTANCE_ID = "ktrdr--feat-a"

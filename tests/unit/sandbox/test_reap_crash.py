@@ -46,7 +46,7 @@ from pathlib import Path
 import pytest
 
 from ktrdr.cli.sandbox.home.registry import pid_alive
-from tests.unit.sandbox.conftest import git
+from tests.support.git_repos import git
 
 MARKER_TIMEOUT = 60.0  # a create on an idle machine hits the shim within a second or two
 SHIM = """\
