@@ -28,9 +28,9 @@ from ktrdr.cli.sandbox.e2e import run as e2e
 from ktrdr.cli.sandbox.home.instance import read_env
 from ktrdr.cli.sandbox.provision.allocation import busy_ports
 from ktrdr.cli.sandbox.slots.ports import ports_for_slot
-from tests.integration.remote.conftest import RemoteEngine
 from tests.support import slots
 from tests.support.project_copy import bump_version, copy_project
+from tests.support.remote_engine import RemoteEngine
 from tests.support.slots import TEST_SLOTS
 from tests.support.waiting import STARTING, wait_for
 

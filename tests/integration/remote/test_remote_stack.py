@@ -32,8 +32,8 @@ from ktrdr.cli.sandbox.remote import sync as remote_sync
 from ktrdr.cli.sandbox.slots.ports import FORWARD_INDEXES, SlotPorts, forward_ports, ports_for_slot
 from ktrdr.cli.sandbox.stack import compose
 from ktrdr.envfile import parse_env_text
-from tests.integration.remote.conftest import RemoteEngine
 from tests.support.project_copy import bump_version
+from tests.support.remote_engine import RemoteEngine
 from tests.support.waiting import STARTING, wait_for
 
 pytestmark = pytest.mark.docker
