@@ -11,7 +11,6 @@ removed by owner label at the end, even on failure.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -24,7 +23,7 @@ import anyio
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
-from tests.support import slots
+from tests.support.cli import cli_env
 from tests.support.engine import leftovers, remove_labelled
 from tests.support.project_copy import copy_project
 
@@ -36,14 +35,7 @@ UP_TIMEOUT = 600.0
 
 @pytest.fixture
 def agent_env(tmp_path: Path, isolated_ktrdr_home: Path) -> Iterator[dict[str, str]]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")},
-        "KTRDR_HOME": str(isolated_ktrdr_home),
-        "KTRDR_TEST": "1",
-        **slots.env(),  # the test slot range, never the user's slots
-        "KTRDR_IMAGES": "offline",
-        "NO_COLOR": "1",
-    }
+    env = cli_env(isolated_ktrdr_home)
     repo = copy_project(tmp_path / "work" / "ktrdr")
     subprocess.run(
         [str(KTRDR), "sandbox", "init-shared"], cwd=repo, env=env, check=True, timeout=120

@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,8 @@ from ktrdr.cli.sandbox.e2e import run as e2e
 from ktrdr.cli.sandbox.home.instance import read_env
 from ktrdr.cli.sandbox.provision.allocation import busy_ports
 from ktrdr.cli.sandbox.slots.ports import ports_for_slot
-from tests.support import slots
+from tests.support import cli
+from tests.support.cli import KTRDR
 from tests.support.project_copy import bump_version, copy_project
 from tests.support.remote_engine import RemoteEngine
 from tests.support.slots import TEST_SLOTS
@@ -36,7 +36,6 @@ from tests.support.waiting import STARTING, wait_for
 
 pytestmark = pytest.mark.docker
 
-KTRDR = str(Path(sys.executable).parent / "ktrdr")
 UP_TIMEOUT = 900
 EDIT_SERVED_LIMIT = 5.0  # the goal for an edit here served by the remote backend
 
@@ -46,14 +45,7 @@ class Home:
 
     def __init__(self, tmp: Path) -> None:
         self.repo = copy_project(tmp / "ktrdr")
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")},
-            "KTRDR_HOME": str(tmp / "home"),
-            "KTRDR_TEST": "1",
-            **slots.env(),  # the test slot range, never the user's slots
-            "KTRDR_IMAGES": "offline",
-            "NO_COLOR": "1",
-        }
+        self.env = cli.cli_env(tmp / "home")
 
     def path_of(self, name: str) -> Path:
         return self.repo.parent / f"ktrdr--{name}"
@@ -61,14 +53,8 @@ class Home:
     def run(
         self, *args: str, cwd: Path | None = None, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [KTRDR, "sandbox", *args],
-            cwd=cwd or self.repo,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+        return cli.run(
+            [KTRDR, "sandbox", *args], cwd=cwd or self.repo, env=self.env, timeout=timeout
         )
 
     def ok(self, *args: str, cwd: Path | None = None, timeout: float = 300) -> str:

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from ktrdr.cli.sandbox.stack import docker_access
 from tests.support.docker_standin import DockerStandIn
-from tests.support.git_repos import make_repo
+from tests.support.git_repos import git, make_repo
+from tests.support.mcp_session import PROJECT
 
 
 @pytest.fixture
@@ -25,3 +27,13 @@ def docker(monkeypatch: pytest.MonkeyPatch) -> DockerStandIn:
     stand_in = DockerStandIn()
     monkeypatch.setattr(docker_access, "docker", lambda: stand_in)
     return stand_in
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A real git repo with the project's compose file (services, resources come from it)."""
+    path = make_repo(tmp_path / "work" / "ktrdr")
+    shutil.copy(PROJECT / "docker-compose.sandbox.yml", path / "docker-compose.sandbox.yml")
+    git(path, "add", "docker-compose.sandbox.yml")
+    git(path, "commit", "-q", "-m", "stack")
+    return path
