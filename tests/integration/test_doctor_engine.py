@@ -20,7 +20,7 @@ from ktrdr.cli.sandbox.home import registry
 from ktrdr.cli.sandbox.home.directory import home_id
 from ktrdr.cli.sandbox.home.instance import new_settings, render_env, write_env_file
 from ktrdr.cli.sandbox.home.shared_data import shared_root
-from tests.unit.sandbox.test_doctor import quiet_host
+from tests.support.host import quiet_host
 
 OFFLINE_IMAGE = "ktrdr-offline/debian:bookworm"
 OTHER_HOME = "0badf00d"
