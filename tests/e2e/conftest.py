@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 import pytest
+
+from tests.support.e2e_api import start_operation, wait_for_operation
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +44,12 @@ def shared_root() -> Path:
 def api(api_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=f"{api_url}/api/v1", timeout=15.0) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def backtest(api: httpx.Client) -> dict[str, Any]:
+    """One backtest of the packaged sample (AAPL 1d, ma_crossover), shared by the module."""
+    operation_id = start_operation(
+        api, "backtest", {"symbol": "AAPL", "timeframe": "1d", "strategy": "ma_crossover"}
+    )
+    return wait_for_operation(api, operation_id)

@@ -32,12 +32,3 @@ def start_operation(api: httpx.Client, operation_type: str, params: dict[str, An
     response = api.post("/operations", json={"operation_type": operation_type, "params": params})
     assert response.status_code == 201, response.text
     return str(response.json()["operation_id"])
-
-
-@pytest.fixture(scope="module")
-def backtest(api: httpx.Client) -> dict[str, Any]:
-    """One backtest of the packaged sample (AAPL 1d, ma_crossover), shared by the module."""
-    operation_id = start_operation(
-        api, "backtest", {"symbol": "AAPL", "timeframe": "1d", "strategy": "ma_crossover"}
-    )
-    return wait_for_operation(api, operation_id)
