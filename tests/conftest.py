@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: no test touches the real home or the user's API settings."""
+"""Fixtures shared by every test: no test touches the real home or the user's API settings; and
+the instances that unit and integration tests both start from (`instance`, `instance_dir`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.docker_fixtures", "tests.bystanders"]
+from ktrdr.cli.sandbox.base import stack_file
+from ktrdr.cli.sandbox.home import registry
+from ktrdr.cli.sandbox.home.instance import EnvSettings, render_env, write_env_file
+from tests.support.instances import INSTANCE_ID, SLOT, register_instance
+
+pytest_plugins = ["tests.support.engine", "tests.support.bystanders"]
 
 TARGET_ENV_VARS = ("KTRDR_API_URL", "KTRDR_API_PORT", "KTRDR_HOME")
 
@@ -28,3 +34,54 @@ def isolated_ktrdr_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     home = tmp_path / "ktrdr-home"
     monkeypatch.setenv("KTRDR_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def instance(repo: Path) -> Path:
+    """`repo` registered as an instance on slot 6 with what `evidence` collects: a gate report,
+    e2e results and a changed file."""
+    register_instance(repo, slot=6)
+    (repo / ".sandbox").mkdir()
+    (repo / ".sandbox" / "gate-report.json").write_text('{"result": "passed"}')
+    results = repo / ".sandbox" / "test-results"
+    results.mkdir()
+    (results / "e2e-junit.xml").write_text('<testsuite tests="6" failures="0"/>')
+    (repo / "README.md").write_text("changed\n")
+    return repo
+
+
+@pytest.fixture
+def instance_dir(
+    tmp_path: Path, isolated_ktrdr_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """A registered instance directory on SLOT with a compose file, the test's cwd."""
+    root = tmp_path / INSTANCE_ID
+    root.mkdir()
+    (root / stack_file.COMPOSE_FILE).write_text(
+        "services:\n  db: {image: x}\n  backend: {image: x}\n"
+        "  backtest-worker-1: {image: x, labels: {ktrdr.worker-type: backtest}}\n"
+    )
+    settings = EnvSettings(
+        instance_id=INSTANCE_ID,
+        slot=SLOT,
+        shared_dir=isolated_ktrdr_home / "shared",
+        images="offline",
+        db_password="secret-1",
+        grafana_password="secret-2",
+        checkout=root,
+    )
+    write_env_file(root, render_env(settings, command="test"))
+    for name in ("data", "strategies", "models"):  # as `init-shared` makes them
+        (isolated_ktrdr_home / "shared" / name).mkdir(parents=True)
+    with registry.transaction() as entries:
+        entries[INSTANCE_ID] = registry.Entry(
+            instance_id=INSTANCE_ID,
+            slot=SLOT,
+            path=str(root),
+            kind="worktree",
+            branch="feat-a",
+            created_at=registry.now_iso(),
+            name="feat-a",
+        )
+    monkeypatch.chdir(root)
+    return root

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-OPERATION_TIMEOUT_S = 90.0
+from tests.support.e2e_api import start_operation, wait_for_operation
 
 
 @pytest.fixture(scope="session")
@@ -45,28 +44,6 @@ def shared_root() -> Path:
 def api(api_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=f"{api_url}/api/v1", timeout=15.0) as client:
         yield client
-
-
-def wait_for_operation(api: httpx.Client, operation_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + OPERATION_TIMEOUT_S
-    while True:
-        response = api.get(f"/operations/{operation_id}")
-        response.raise_for_status()
-        operation: dict[str, Any] = response.json()
-        if operation["status"] in {"completed", "failed"}:
-            return operation
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"operation {operation_id} still {operation['status']} after "
-                f"{OPERATION_TIMEOUT_S:g}s: {operation}"
-            )
-        time.sleep(0.25)
-
-
-def start_operation(api: httpx.Client, operation_type: str, params: dict[str, Any]) -> str:
-    response = api.post("/operations", json={"operation_type": operation_type, "params": params})
-    assert response.status_code == 201, response.text
-    return str(response.json()["operation_id"])
 
 
 @pytest.fixture(scope="module")

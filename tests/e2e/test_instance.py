@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import start_operation, wait_for_operation
+from tests.support.e2e_api import start_operation, wait_for_operation
 
 # Pinned for the packaged sample (ktrdr/sample_data/data/AAPL_1d.csv, ma_crossover 5/20,
 # 10000 capital). If the sample is regenerated, these change with it on purpose.

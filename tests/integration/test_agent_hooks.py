@@ -13,9 +13,6 @@ failure.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,38 +20,13 @@ import anyio
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
-from tests.docker_fixtures import leftovers, remove_labelled
-from tests.integration.project_copy import copy_project
-from tests.support import slots
-from tests.support.hooks import ktrdr, payload, run_hook
+from tests.support.engine import leftovers
+from tests.support.hooks import payload, run_hook
 from tests.support.owners import owner_of
 
 pytestmark = pytest.mark.docker
 
 UP_TIMEOUT = 600.0
-
-
-@pytest.fixture
-def agent_env(tmp_path: Path, isolated_ktrdr_home: Path) -> Iterator[dict[str, str]]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")},
-        "KTRDR_HOME": str(isolated_ktrdr_home),
-        "KTRDR_TEST": "1",
-        **slots.env(),  # the test slot range, never the user's slots
-        "KTRDR_IMAGES": "offline",
-        "NO_COLOR": "1",
-    }
-    env.pop("CLAUDE_PROJECT_DIR", None)
-    repo = copy_project(tmp_path / "work" / "ktrdr")
-    subprocess.run([*ktrdr(), "sandbox", "init-shared"], cwd=repo, env=env, check=True, timeout=120)
-    env["TEST_REPO"] = str(repo)
-    yield env
-    owner = (isolated_ktrdr_home / "home-id").read_text().strip()
-    for directory in (isolated_ktrdr_home / "run").glob("*"):  # a start a failure left running
-        for record in directory.glob("start.json"):
-            pid = json.loads(record.read_text())["pid"]
-            subprocess.run(["kill", "-TERM", f"-{pid}"], check=False, capture_output=True)
-    remove_labelled(f"ktrdr.owner={owner}")
 
 
 async def pinned_up(entry: dict[str, Any], env: dict[str, str], cwd: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from ktrdr.cli.sandbox.base.proc import run
-from tests.unit.test_compose_contract import rendered
+from tests.support.compose_render import rendered
 
 
 def test_every_volume_an_image_declares_is_a_named_instance_volume() -> None:

@@ -20,7 +20,7 @@ from ktrdr.cli.sandbox.home import registry
 from ktrdr.cli.sandbox.home.directory import home_id
 from ktrdr.cli.sandbox.home.instance import new_settings, render_env, write_env_file
 from ktrdr.cli.sandbox.home.shared_data import shared_root
-from tests.unit.sandbox.test_doctor import quiet_host
+from tests.support.host import quiet_host
 
 OFFLINE_IMAGE = "ktrdr-offline/debian:bookworm"
 OTHER_HOME = "0badf00d"
@@ -150,6 +150,11 @@ def test_cli_doctor_fix_on_a_clean_home_exits_0_beside_another_homes_stack(
     stopped_container(instance_id, OTHER_HOME)
     result = CliRunner().invoke(cli, ["sandbox", "doctor", "--fix"])
     assert result.exit_code == 0, result.output
-    assert "doctor: healthy" in result.stderr
+    # Warnings may name what other homes left on this shared engine (a lost home of a killed
+    # run): the verdict for this home is "no errors", with or without such notes.
+    assert "doctor: healthy" in result.stderr or "doctor: no errors" in result.stderr
+    assert os.environ["KTRDR_HOME"] not in "".join(
+        line for line in result.stderr.splitlines() if "warning" in line.lower()
+    )
     assert os.environ["KTRDR_HOME"] in str(registry.registry_path())
     assert exists(instance_id, kind="volume")

@@ -1,5 +1,6 @@
 """Commands on an instance that has no containers, asked of the real engine: they say the stack
-is down instead of printing nothing. The instance fixtures are the unit tests' own."""
+is down instead of printing nothing. The instance fixtures (tests/conftest.py) are the unit
+tests' own."""
 
 from __future__ import annotations
 
@@ -8,10 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from tests.unit.sandbox.test_evidence import instance
-from tests.unit.sandbox.test_gate_up import INSTANCE_ID, instance_dir
-
-__all__ = ["instance", "instance_dir"]  # fixtures, found by pytest in this module
+from tests.support.instances import INSTANCE_ID
 
 
 def test_test_e2e_says_clearly_when_the_stack_is_not_up(instance: Path) -> None:

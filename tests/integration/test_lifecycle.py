@@ -16,108 +16,23 @@ from __future__ import annotations
 import json
 import os
 import random
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from ktrdr.cli.sandbox.engine.handle import Engine
-from ktrdr.cli.sandbox.stack import compose
-from tests.integration.project_copy import copy_project
-from tests.support import slots
+from tests.support.cli import KTRDR
+from tests.support.workspace import UP_TIMEOUT, Workspace
 
 pytestmark = pytest.mark.docker
 
 VENV_BIN = Path(sys.executable).parent
-KTRDR = str(VENV_BIN / "ktrdr")
-UP_TIMEOUT = 600
 KILL_ITERATIONS = 8
-
-
-class Workspace:
-    """A git copy of the project plus the env every CLI call of the test runs with."""
-
-    def __init__(self, repo: Path, home: Path) -> None:
-        self.repo = repo
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")},
-            "KTRDR_HOME": str(home),
-            "KTRDR_TEST": "1",
-            **slots.env(),  # the test slot range, never the user's slots
-            "KTRDR_IMAGES": "offline",
-            "NO_COLOR": "1",
-        }
-        self.instance_ids: set[str] = set()
-
-    def path_of(self, name: str) -> Path:
-        return self.repo.parent / f"{self.repo.name}--{name}"
-
-    def run(
-        self, *argv: str, cwd: Path | None = None, timeout: float = 180
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            list(argv),
-            cwd=cwd or self.repo,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def ktrdr(self, *args: str, cwd: Path | None = None, timeout: float = 180) -> dict[str, str]:
-        result = self.run(KTRDR, *args, cwd=cwd, timeout=timeout)
-        assert result.returncode == 0, (
-            f"ktrdr {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-        )
-        return {"stdout": result.stdout, "stderr": result.stderr}
-
-    def connect_db(self, instance: Path) -> psycopg.Connection[tuple[object, ...]]:
-        """The instance's own database, on what `ktrdr sandbox db-env` exports (as `make
-        test-integration` gives them to the tests)."""
-        exports = self.ktrdr("sandbox", "db-env", cwd=instance)["stdout"]
-        db = dict(shlex.split(line)[1].split("=", 1) for line in exports.splitlines())
-        return psycopg.connect(
-            host=db["KTRDR_DB_HOST"],
-            port=int(db["KTRDR_DB_PORT"]),
-            user="ktrdr",
-            password=db["KTRDR_DB_PASSWORD"],
-            dbname="ktrdr",
-            connect_timeout=10,
-            autocommit=True,
-        )
-
-    def popen(self, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
-        """A CLI process to kill; its output goes to `last.log` (read it when a step fails)."""
-        with (self.repo.parent / "last.log").open("w") as log:
-            return subprocess.Popen(
-                [KTRDR, *args],
-                cwd=cwd or self.repo,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-
-    def last_log(self) -> str:
-        return (self.repo.parent / "last.log").read_text()
-
-    def registry(self) -> dict[str, dict[str, object]]:
-        path = Path(self.env["KTRDR_HOME"]) / "sandbox" / "instances.json"
-        if not path.exists():
-            return {}
-        data = json.loads(path.read_text())
-        assert data["version"] == 1
-        instances: dict[str, dict[str, object]] = data["instances"]
-        return instances
 
 
 def labelled(instance_id: str) -> list[str]:
@@ -138,21 +53,6 @@ def labelled(instance_id: str) -> list[str]:
             ).stdout
             found += [f"{kind} {line}" for line in out.split()]
     return sorted(set(found))
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, isolated_ktrdr_home: Path) -> Iterator[Workspace]:
-    space = Workspace(copy_project(tmp_path / "work" / "ktrdr"), isolated_ktrdr_home)
-    space.ktrdr("sandbox", "init-shared")
-    yield space
-    ids = set(space.instance_ids) | set(space.registry())
-    for path in space.repo.parent.glob(f"{space.repo.name}--*"):
-        ids.add(path.name)
-    for instance_id in ids:
-        try:
-            compose.down(Engine(), instance_id, None, volumes=True)
-        except Exception as e:  # the sweep goes on for the other instances
-            print(f"cleanup of {instance_id} failed: {e}", file=sys.stderr)
 
 
 def test_create_up_test_e2e_evidence_destroy(workspace: Workspace) -> None:

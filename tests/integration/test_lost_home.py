@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.project_copy import copy_project
-from tests.integration.test_lifecycle import KTRDR, UP_TIMEOUT, Workspace
+from tests.support.cli import KTRDR
+from tests.support.project_copy import copy_project
+from tests.support.workspace import UP_TIMEOUT, Workspace
 
 pytestmark = pytest.mark.docker
 

@@ -11,10 +11,7 @@ removed by owner label at the end, even on failure.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +19,13 @@ import anyio
 import pytest
 from mcp import ClientSession
 
-from tests.docker_fixtures import leftovers, remove_labelled
-from tests.integration.project_copy import copy_project
-from tests.support import slots
-from tests.support.mcp_client import KTRDR, ok, server
+from tests.support.engine import leftovers
+from tests.support.mcp_client import ok, server
 from tests.support.owners import owner_of
 
 pytestmark = pytest.mark.docker
 
 UP_TIMEOUT = 600.0
-
-
-@pytest.fixture
-def agent_env(tmp_path: Path, isolated_ktrdr_home: Path) -> Iterator[dict[str, str]]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")},
-        "KTRDR_HOME": str(isolated_ktrdr_home),
-        "KTRDR_TEST": "1",
-        **slots.env(),  # the test slot range, never the user's slots
-        "KTRDR_IMAGES": "offline",
-        "NO_COLOR": "1",
-    }
-    repo = copy_project(tmp_path / "work" / "ktrdr")
-    subprocess.run(
-        [str(KTRDR), "sandbox", "init-shared"], cwd=repo, env=env, check=True, timeout=120
-    )
-    env["TEST_REPO"] = str(repo)
-    yield env
-    owner = (isolated_ktrdr_home / "home-id").read_text().strip()
-    remove_labelled(f"ktrdr.owner={owner}")
 
 
 async def loop(env: dict[str, str], root: Path, record: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from ktrdr.envfile import read_env_file
-from tests.docker_fixtures import (
+from tests.support.engine import (
     OFFLINE_POSTGRES_IMAGE,
     PROJECT_LABEL,
     TEST_LABEL,

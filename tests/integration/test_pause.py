@@ -10,9 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.integration.test_lifecycle import UP_TIMEOUT, Workspace, workspace
-
-__all__ = ["workspace"]  # the fixture
+from tests.support.workspace import UP_TIMEOUT, Workspace
 
 FREEZE_S = 20  # longer than the backend's heartbeat timeout
 

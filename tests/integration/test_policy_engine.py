@@ -22,7 +22,7 @@ from ktrdr.cli.sandbox.home import registry
 from ktrdr.cli.sandbox.home.instance import EnvSettings, read_env, render_env, write_env_file
 from ktrdr.cli.sandbox.home.shared_data import shared_root
 from ktrdr.cli.sandbox.provision import allocation
-from tests.docker_fixtures import image_exists, leftovers, remove_project, skip_or_fail
+from tests.support.engine import image_exists, leftovers, remove_project, skip_or_fail
 from tests.support.slots import TEST_SLOTS
 
 pytestmark = pytest.mark.docker

@@ -9,7 +9,6 @@ Slow: stacks are shared between assertions and the number of tests is kept small
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -31,12 +30,12 @@ from ktrdr.cli.sandbox.slots.ports import ports_for_slot
 from ktrdr.cli.sandbox.stack import compose
 from ktrdr.envfile import read_env_file
 from ktrdr.errors import ExitCode
-from tests.integration.project_copy import copy_project
-from tests.support import slots
+from tests.support import cli
+from tests.support.cli import KTRDR
+from tests.support.project_copy import copy_project
 
 pytestmark = pytest.mark.docker
 
-KTRDR = str(Path(sys.executable).parent / "ktrdr")
 UP_TIMEOUT = 420  # seconds for one `up` subprocess: two cold stacks share 2 cores
 
 
@@ -49,15 +48,7 @@ class Project:
     def ktrdr(
         self, *args: str, cwd: Path | None = None, timeout: float = 180, check: bool = False
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [KTRDR, *args],
-            cwd=cwd or self.repo,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        result = cli.run([KTRDR, *args], cwd=cwd or self.repo, env=self.env, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(
                 f"ktrdr {' '.join(args)} exited {result.returncode}\n"
@@ -108,13 +99,11 @@ def sweep(instance_ids: list[str]) -> None:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, docker_engine: object) -> Iterator[Project]:
     """A copy of this project with shared data; the engine check (skip locally, fail in CI)
-    and the session-end sweep of its home's resources come from tests/docker_fixtures.py."""
+    and the session-end sweep of its home's resources come from tests/support/engine.py."""
     base = tmp_path_factory.mktemp("sandbox-up")
     tag = uuid.uuid4().hex[:6]
     repo = copy_project(base / f"kt{tag}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-    env.update(KTRDR_HOME=str(base / "home"), KTRDR_TEST="1", KTRDR_IMAGES="offline")
-    env.update(slots.env())  # the test slot range, never the user's slots
+    env = cli.cli_env(base / "home", no_color=False)
     project = Project(repo, env, [])
     project.ktrdr("sandbox", "init-shared", check=True)
     try:

@@ -11,7 +11,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from ktrdr.cli.sandbox.base.proc import run
 from ktrdr.cli.sandbox.home.instance import EnvSettings, render_env
 from ktrdr.cli.sandbox.slots.ports import SlotPorts, ports_for_slot
 from tests.support.slots import TEST_SLOTS
+from tests.support.waiting import STARTING, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -125,20 +126,6 @@ def _compose(stack: Stack, *args: str, timeout: float = 120, check: bool = True)
     return run(argv, cwd=stack.root, env=env, timeout=timeout, check=check)
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except (httpx.HTTPError, ValueError, KeyError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s")
-        time.sleep(0.25)
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     _engine_ready()
@@ -162,7 +149,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         _compose(s, "up", "-d", "--wait", timeout=UP_TIMEOUT)
         # The stack declares no healthchecks (idle cost), so --wait means running, not ready:
         # readiness is what the gate checks; here the API answering with its database will do.
-        wait_for(lambda: _api_ready(s), timeout=120, what="the API answering with its database")
+        wait_for(
+            lambda: _api_ready(s),
+            timeout=120,
+            what="the API answering with its database",
+            tolerate=STARTING,
+        )
         print(f"stack {project} on slot {slot} up in {time.monotonic() - started:.1f}s")
         yield s
     finally:
@@ -211,7 +203,7 @@ def test_four_workers_are_registered_and_idle(stack: Stack) -> None:
         workers = httpx.get(f"{stack.api}/workers", timeout=10).json()
         return workers if [w["status"] for w in workers] == ["idle"] * 4 else []
 
-    workers = wait_for(idle, timeout=30, what="4 idle workers")
+    workers = wait_for(idle, timeout=30, what="4 idle workers", tolerate=STARTING)
 
     assert sorted((w["worker_type"], w["endpoint"]) for w in workers) == [
         ("backtest", "http://backtest-worker-1:8080"),
@@ -234,7 +226,7 @@ def test_a_backtest_round_trips_and_its_result_is_stored_in_postgres(stack: Stac
         op = httpx.get(f"{stack.api}/operations/{operation_id}", timeout=10).json()
         return op if op["status"] in ("completed", "failed") else None
 
-    op = wait_for(finished, timeout=60, what="backtest to finish")
+    op = wait_for(finished, timeout=60, what="backtest to finish", tolerate=STARTING)
 
     assert op["status"] == "completed", op["error"]
     assert op["worker_id"].startswith("backtest-worker-")
@@ -258,7 +250,7 @@ def test_prometheus_scrapes_the_backend_as_an_up_target(stack: Stack) -> None:
         targets = httpx.get(url, timeout=10).json()["data"]["activeTargets"]
         return any(t["labels"]["job"] == "backend" and t["health"] == "up" for t in targets)
 
-    wait_for(backend_up, timeout=45, what="backend target up in Prometheus")
+    wait_for(backend_up, timeout=45, what="backend target up in Prometheus", tolerate=STARTING)
 
 
 def test_grafana_and_jaeger_answer_on_their_slot_ports(stack: Stack) -> None:
@@ -281,13 +273,14 @@ def test_editing_backend_source_changes_the_response_within_10_seconds(stack: St
     def reloaded() -> bool:
         return httpx.get(f"{stack.api}/health", timeout=2).json()["version"] == version
 
-    wait_for(reloaded, timeout=10, what="backend serving the edited source")
+    wait_for(reloaded, timeout=10, what="backend serving the edited source", tolerate=STARTING)
     print(f"backend hot reload took {time.monotonic() - started:.1f}s")
     worker = f"http://127.0.0.1:{stack.ports.worker_base}/health"
     wait_for(
         lambda: httpx.get(worker, timeout=2).json()["version"] == version,
         timeout=15,
         what="backtest-worker-1 restarted on the edited source",
+        tolerate=STARTING,
     )
 
 

@@ -23,9 +23,10 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from ktrdr.envfile import SANDBOX_ENV_FILENAME, read_env_file
-from tests.integration.project_copy import copy_project
-from tests.integration.test_lifecycle import KTRDR, UP_TIMEOUT, Workspace
+from tests.support.cli import KTRDR
 from tests.support.instances import edit_view
+from tests.support.project_copy import copy_project
+from tests.support.workspace import UP_TIMEOUT, Workspace
 
 pytestmark = pytest.mark.docker
 

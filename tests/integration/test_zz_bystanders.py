@@ -1,7 +1,7 @@
 """Runs last (file name): the whole suite left another home's sandboxes untouched.
 
-The bystanders (tests/bystanders.py, enabled by KTRDR_BYSTANDERS=1 as `make test` does) were set
-up before the first test: `by-up` running, `by-down` stopped, each with a marker row in its
+The bystanders (tests/support/bystanders.py, enabled by KTRDR_BYSTANDERS=1 as `make test` does)
+were set up before the first test: `by-up` running, `by-down` stopped, each with a marker row in its
 database. Whatever the suite did to its own homes' instances and to the engine (destroy, prune,
 doctor --fix, the harness's sweep by label), by-up's containers must still be the same ones,
 never restarted, its network the same, both instances' volumes the same, by-down still without
@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from tests.bystanders import DOWN, ENV_VAR, UP, UP_TIMEOUT, Bystanders, enabled
+from tests.support.bystanders import DOWN, ENV_VAR, UP, UP_TIMEOUT, Bystanders, enabled
 
 
 def _skip_or_fail(reason: str) -> None:
@@ -31,7 +31,7 @@ def _bystanders(request: pytest.FixtureRequest) -> Bystanders:
     except pytest.FixtureLookupError:
         state = None
     if not isinstance(state, Bystanders):
-        _skip_or_fail("the bystanders plugin (tests/bystanders.py) is not registered")
+        _skip_or_fail("the bystanders plugin (tests/support/bystanders.py) is not registered")
     assert isinstance(state, Bystanders)
     if state.unavailable is not None:
         _skip_or_fail(f"bystanders not set up: {state.unavailable}")

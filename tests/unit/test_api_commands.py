@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
+from tests.support.fake_api_server import StandinApiState, standin_api_server
 from tests.support.instances import edit_view, register_instance
-from tests.unit.fake_api_server import StandinApiState, standin_api_server
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ import httpx
 import pytest
 
 from ktrdr.api.observability import quiet_polled_requests
+from tests.support.api_server import free_port
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="inotify and /proc: Linux only")
@@ -47,23 +48,6 @@ SERVE = (
     "serve('appmod:app', host='127.0.0.1', port=int(sys.argv[1]), "
     "reload_dir=Path(sys.argv[2]) if sys.argv[2] else None, log_level='info')"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], object], *, timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.02)
 
 
 class Served:

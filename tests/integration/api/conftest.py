@@ -2,35 +2,27 @@
 
 Where the server comes from, first match wins: KTRDR_TEST_DATABASE_URL (an admin DSN); the
 Debian PostgreSQL binaries on this machine (a throwaway cluster, started once per session)
-outside CI; otherwise the offline postgres Docker image (tests/docker_fixtures.py), which
-skips without an engine, or fails when CI is set.
+outside CI; otherwise the offline postgres Docker image (tests/support/engine.py), which
+skips without an engine, or fails when CI is set. uvicorn and the stand-in worker are in
+tests/support/api_server.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.api_server import RecordingWorker, free_port, serve
+
 PG_BIN_DIRS = [Path(f"/usr/lib/postgresql/{v}/bin") for v in (17, 16, 15)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _as_postgres(argv: list[str]) -> list[str]:
@@ -100,51 +92,6 @@ def database_url(postgres_admin_dsn: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
 
 
-def wait_until(predicate: Callable[[], object], *, timeout: float = 10.0) -> object:
-    """Poll until predicate() is truthy; the value, or AssertionError after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
-        time.sleep(0.05)
-
-
-class RecordingWorker:
-    """A stand-in worker: a real HTTP server that records the jobs POSTed to /jobs and answers
-    with `status` (202 like a real worker, or an error to simulate a refusing one)."""
-
-    def __init__(self, status: int = 202) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.jobs: list[dict[str, Any]] = []
-        self.status = status
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", 0))
-                recorder.jobs.append(json.loads(self.rfile.read(length)))
-                self.send_response(recorder.status)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def recording_worker() -> Iterator[RecordingWorker]:
     worker = RecordingWorker()
@@ -173,20 +120,3 @@ def api(migrated_database: str) -> Iterator[Any]:
     )
     with serve(create_app(settings)) as url, httpx.Client(base_url=url, timeout=10) as client:
         yield client
-
-
-@contextmanager
-def serve(app: Any, *, port: int | None = None) -> Iterator[str]:
-    """Run an ASGI app with uvicorn on 127.0.0.1 (a free port by default); yields its URL."""
-    import uvicorn
-
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout=20)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

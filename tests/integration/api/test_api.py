@@ -10,17 +10,9 @@ from httpx import Client as Client
 import ktrdr
 from ktrdr.api.app import create_app
 from ktrdr.api.settings import ApiSettings
-from tests.integration.api.conftest import RecordingWorker, serve, wait_until
-
-V1 = "/api/v1"
-
-
-def register(api: Client, worker_id: str, endpoint: str, worker_type: str = "backtest") -> None:
-    response = api.post(
-        f"{V1}/workers/register",
-        json={"worker_id": worker_id, "worker_type": worker_type, "endpoint": endpoint},
-    )
-    assert response.status_code == 200, response.text
+from tests.support.api_server import RecordingWorker, serve
+from tests.support.api_v1 import V1, register, workers_by_id
+from tests.support.waiting import wait_for
 
 
 def start_backtest(api: Client, **params: Any) -> dict[str, Any]:
@@ -38,10 +30,6 @@ def operation(api: Client, operation_id: str) -> dict[str, Any]:
 
 def status_is(api: Client, operation_id: str, status: str) -> Any:
     return lambda: (op := operation(api, operation_id))["status"] == status and op
-
-
-def workers_by_id(api: Client) -> dict[str, dict[str, Any]]:
-    return {w["worker_id"]: w for w in api.get(f"{V1}/workers").json()}
 
 
 def test_health_reports_database_version_and_instance_id(api: Client) -> None:
@@ -136,9 +124,11 @@ def test_an_operation_waits_pending_until_a_worker_of_its_type_registers(
 
     register(api, "backtest-worker-1", recording_worker.endpoint)
 
-    running = wait_until(status_is(api, created["operation_id"], "running"))
+    running = wait_for(
+        status_is(api, created["operation_id"], "running"), timeout=10, what="operation running"
+    )
     assert running["worker_id"] == "backtest-worker-1"
-    wait_until(lambda: recording_worker.jobs)
+    wait_for(lambda: recording_worker.jobs, timeout=10, what="a job sent to the worker")
     assert recording_worker.jobs == [
         {
             "operation_id": created["operation_id"],
@@ -154,7 +144,7 @@ def test_a_reported_result_completes_the_operation_and_frees_the_worker(
 ) -> None:
     register(api, "backtest-worker-1", recording_worker.endpoint)
     first, second = start_backtest(api), start_backtest(api, symbol="MSFT")
-    wait_until(status_is(api, first["operation_id"], "running"))
+    wait_for(status_is(api, first["operation_id"], "running"), timeout=10, what="first running")
     assert operation(api, second["operation_id"])["status"] == "pending"
 
     response = api.post(
@@ -165,15 +155,15 @@ def test_a_reported_result_completes_the_operation_and_frees_the_worker(
     assert response.status_code == 200
     done = operation(api, first["operation_id"])
     assert (done["status"], done["result"], done["error"]) == ("completed", {"trades": 3}, None)
-    wait_until(status_is(api, second["operation_id"], "running"))
-    wait_until(lambda: len(recording_worker.jobs) == 2)
+    wait_for(status_is(api, second["operation_id"], "running"), timeout=10, what="second running")
+    wait_for(lambda: len(recording_worker.jobs) == 2, timeout=10, what="two jobs sent")
     assert [job["params"]["symbol"] for job in recording_worker.jobs] == ["AAPL", "MSFT"]
 
 
 def test_a_failed_result_stores_the_error(api: Client, recording_worker: RecordingWorker) -> None:
     register(api, "backtest-worker-1", recording_worker.endpoint)
     op = start_backtest(api)
-    wait_until(status_is(api, op["operation_id"], "running"))
+    wait_for(status_is(api, op["operation_id"], "running"), timeout=10, what="operation running")
 
     api.post(
         f"{V1}/operations/{op['operation_id']}/result",
@@ -208,13 +198,16 @@ def test_operations_are_spread_over_idle_workers_of_the_type(api: Client) -> Non
         register(api, "backtest-worker-2", workers[1].endpoint)
         ops = [start_backtest(api), start_backtest(api)]
 
-        running = [wait_until(status_is(api, op["operation_id"], "running")) for op in ops]
+        running = [
+            wait_for(status_is(api, op["operation_id"], "running"), timeout=10, what="running")
+            for op in ops
+        ]
 
         assert sorted(op["worker_id"] for op in running) == [
             "backtest-worker-1",
             "backtest-worker-2",
         ]
-        wait_until(lambda: [len(w.jobs) for w in workers] == [1, 1])
+        wait_for(lambda: [len(w.jobs) for w in workers] == [1, 1], timeout=10, what="a job each")
     finally:
         for worker in workers:
             worker.close()
@@ -228,8 +221,12 @@ def test_a_refused_hand_over_puts_the_operation_back_and_marks_the_worker_unreac
         register(api, "backtest-worker-1", refusing.endpoint)
         op = start_backtest(api)
 
-        wait_until(lambda: refusing.jobs)
-        wait_until(lambda: workers_by_id(api)["backtest-worker-1"]["status"] == "unreachable")
+        wait_for(lambda: refusing.jobs, timeout=10, what="a job sent to the refusing worker")
+        wait_for(
+            lambda: workers_by_id(api)["backtest-worker-1"]["status"] == "unreachable",
+            timeout=10,
+            what="backtest-worker-1 unreachable",
+        )
 
         assert operation(api, op["operation_id"])["status"] == "pending"
     finally:
@@ -241,12 +238,14 @@ def test_an_operation_of_a_worker_that_stops_heartbeating_fails(
 ) -> None:
     register(api, "backtest-worker-1", recording_worker.endpoint)
     op = start_backtest(api)
-    wait_until(status_is(api, op["operation_id"], "running"))
+    wait_for(status_is(api, op["operation_id"], "running"), timeout=10, what="operation running")
 
     with psycopg.connect(migrated_database) as conn:
         conn.execute("UPDATE workers SET last_heartbeat = now() - interval '1 minute'")
 
-    failed = wait_until(status_is(api, op["operation_id"], "failed"))
+    failed = wait_for(
+        status_is(api, op["operation_id"], "failed"), timeout=10, what="operation failed"
+    )
     assert failed["error"] == "worker backtest-worker-1 stopped sending heartbeats"
     with psycopg.connect(migrated_database) as conn:
         freed = conn.execute(
@@ -261,7 +260,7 @@ def test_a_worker_that_registers_again_fails_the_operation_it_was_running(
 ) -> None:
     register(api, "backtest-worker-1", recording_worker.endpoint)
     op = start_backtest(api)
-    wait_until(status_is(api, op["operation_id"], "running"))
+    wait_for(status_is(api, op["operation_id"], "running"), timeout=10, what="operation running")
 
     register(api, "backtest-worker-1", "http://127.0.0.1:9")
 
@@ -275,7 +274,7 @@ def test_a_worker_that_registers_again_fails_the_operation_it_was_running(
 def test_operations_can_be_listed_by_status(api: Client, recording_worker: RecordingWorker) -> None:
     first = start_backtest(api)
     register(api, "backtest-worker-1", recording_worker.endpoint)
-    wait_until(status_is(api, first["operation_id"], "running"))
+    wait_for(status_is(api, first["operation_id"], "running"), timeout=10, what="first running")
     second = start_backtest(api)
 
     pending = api.get(f"{V1}/operations", params={"status": "pending"}).json()

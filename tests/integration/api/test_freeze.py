@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integration.api.conftest import free_port, wait_until
-from tests.integration.api.test_api import V1, register, workers_by_id
+from tests.support.api_server import free_port
+from tests.support.api_v1 import V1, register, workers_by_id
+from tests.support.waiting import wait_for
 
 HEARTBEAT_TIMEOUT_S = 2.0
 DISPATCH_INTERVAL_S = 0.2  # a freeze is a silence over 0.2 + 5 s
@@ -47,7 +48,7 @@ def backend(migrated_database: str) -> Iterator[tuple[subprocess.Popen[bytes], h
             return False
 
     try:
-        wait_until(answers, timeout=30)
+        wait_for(answers, timeout=30, what="the backend answering")
         yield process, client
     finally:
         os.kill(process.pid, signal.SIGCONT)
@@ -71,7 +72,8 @@ def test_time_the_backend_was_stopped_does_not_make_workers_unreachable(
     assert workers_by_id(api)["backtest-worker-1"]["status"] == "idle"
 
     # Credit is not immortality: a worker that stays silent becomes unreachable.
-    wait_until(
+    wait_for(
         lambda: workers_by_id(api)["backtest-worker-1"]["status"] == "unreachable",
         timeout=HEARTBEAT_TIMEOUT_S + 5,
+        what="backtest-worker-1 unreachable",
     )

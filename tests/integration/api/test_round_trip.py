@@ -18,7 +18,8 @@ from ktrdr.api.settings import ApiSettings
 from ktrdr.workers.app import create_app as create_worker_app
 from ktrdr.workers.backtest import run_backtest
 from ktrdr.workers.settings import WorkerSettings
-from tests.integration.api.conftest import free_port, serve, wait_until
+from tests.support.api_server import free_port, serve
+from tests.support.waiting import wait_for
 
 SAMPLE = Path(__file__).parents[3] / "ktrdr" / "sample_data"
 
@@ -56,7 +57,7 @@ def stack(migrated_database: str, shared: Path) -> Iterator[tuple[httpx.Client, 
             stack.enter_context(serve(app, port=port))
             apps.append(app)
         client = stack.enter_context(httpx.Client(base_url=f"{api_url}/api/v1", timeout=10))
-        wait_until(lambda: len(_live(client)) == 2)
+        wait_for(lambda: len(_live(client)) == 2, timeout=10, what="two live workers")
         yield client, apps
 
 
@@ -84,7 +85,7 @@ def test_a_backtest_round_trips_and_its_result_is_stored(
     client, _ = stack
     op = submit(client, "backtest", symbol="MSFT", timeframe="1d")
 
-    done = wait_until(_finished(client, op["operation_id"]), timeout=20)
+    done = wait_for(_finished(client, op["operation_id"]), timeout=20, what="operation finished")
 
     expected = run_backtest({"symbol": "MSFT"}, shared_root=shared).to_dict()
     assert done["status"] == "completed", done["error"]
@@ -105,7 +106,7 @@ def test_training_writes_the_model_into_the_shared_models_dir(
     client, _ = stack
     op = submit(client, "training", symbol="EURUSD")
 
-    done = wait_until(_finished(client, op["operation_id"]), timeout=20)
+    done = wait_for(_finished(client, op["operation_id"]), timeout=20, what="operation finished")
 
     assert done["status"] == "completed", done["error"]
     model = shared / "models" / f"EURUSD_1d_{op['operation_id']}.json"
@@ -119,7 +120,7 @@ def test_a_job_on_missing_data_fails_with_the_workers_error(
     client, _ = stack
     op = submit(client, "backtest", symbol="NOPE")
 
-    done = wait_until(_finished(client, op["operation_id"]), timeout=20)
+    done = wait_for(_finished(client, op["operation_id"]), timeout=20, what="operation finished")
 
     assert done["status"] == "failed"
     assert "NOPE_1d.csv does not exist" in done["error"]
@@ -133,7 +134,7 @@ def test_a_worker_registers_again_when_the_backend_forgot_it(
     with psycopg.connect(migrated_database) as conn:
         conn.execute("DELETE FROM workers")
 
-    wait_until(lambda: len(_live(client)) == 2, timeout=10)
+    wait_for(lambda: len(_live(client)) == 2, timeout=10, what="two live workers")
 
 
 def test_worker_health_and_job_type_checks(stack: tuple[httpx.Client, list[Any]]) -> None:

@@ -12,7 +12,8 @@ from ktrdr.api.app import create_app
 from ktrdr.api.settings import ApiSettings
 from ktrdr.workers.app import create_app as create_worker_app
 from ktrdr.workers.settings import WorkerSettings
-from tests.integration.api.conftest import serve, wait_until
+from tests.support.api_server import serve
+from tests.support.waiting import wait_for
 
 
 class OtlpCollector:
@@ -52,7 +53,7 @@ def test_request_spans_are_exported_over_otlp_http(
         )
     collector.server.shutdown()
 
-    wait_until(lambda: collector.bodies, timeout=5)
+    wait_for(lambda: collector.bodies, timeout=5, what="spans exported")
     exported = b"".join(collector.bodies)
     assert b"ktrdr-backend" in exported
     assert b"/api/v1/operations" in exported

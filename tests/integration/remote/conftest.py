@@ -12,57 +12,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-from ktrdr.cli.sandbox.base.proc import ProcResult, run
-from tests.docker_fixtures import DockerEngine, skip_or_fail
+from ktrdr.cli.sandbox.base.proc import run
+from tests.support.engine import DockerEngine, skip_or_fail
+from tests.support.remote_engine import SCRIPT, RemoteEngine, remote_engine_script
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "remote-engine.sh"
 UP_TIMEOUT = 900  # a cold first `up` builds the host image and loads ~1.4 GB of images
 CANNOT = 3  # the script's exit status when this machine cannot host a remote engine
-
-
-def remote_engine_script(*args: object, timeout: float = 120, check: bool = True) -> ProcResult:
-    return run(
-        ["bash", SCRIPT, *args], timeout=timeout, check=check, what=f"remote-engine.sh {args[0]}"
-    )
-
-
-@dataclass
-class RemoteEngine:
-    """One remote host: `context` for `docker --context`, `ssh_host` for `ssh`, its `address`."""
-
-    context: str
-    ssh_host: str
-    address: str
-    blocked: bool = field(default=False, compare=False)
-
-    def exec(self, *argv: object, check: bool = True, timeout: float = 60) -> ProcResult:
-        """Run argv on the remote host (through the local engine, not over SSH)."""
-        return remote_engine_script("exec", self.context, *argv, timeout=timeout, check=check)
-
-    def docker(self, *args: object, check: bool = True, timeout: float = 120) -> ProcResult:
-        """`docker --context <remote> …`: the remote engine, over SSH."""
-        return run(
-            ["docker", "--context", self.context, *args],
-            timeout=timeout, check=check, what=f"docker {args[0]} (remote {self.context})",
-        )  # fmt: skip
-
-    def drop_ssh(self) -> None:
-        """End every open SSH connection to the host at once; new ones are accepted."""
-        remote_engine_script("drop-ssh", self.context)
-
-    def block_ssh(self) -> None:
-        """Drop every packet to its port 22: open connections hang, new ones time out."""
-        remote_engine_script("block-ssh", self.context)
-        self.blocked = True
-
-    def unblock_ssh(self) -> None:
-        remote_engine_script("unblock-ssh", self.context)
-        self.blocked = False
 
 
 _engines: list[RemoteEngine] = []

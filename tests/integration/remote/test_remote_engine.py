@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from ktrdr.envfile import read_env_file
-from tests.docker_fixtures import PROJECT_LABEL, PROJECT_PREFIX, TEST_LABEL, docker, remove_project
-from tests.integration.remote.conftest import SCRIPT, RemoteEngine
+from tests.support.engine import PROJECT_LABEL, PROJECT_PREFIX, TEST_LABEL, docker, remove_project
+from tests.support.remote_engine import SCRIPT, RemoteEngine
 
 pytestmark = pytest.mark.docker
 

@@ -19,9 +19,8 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +32,17 @@ from ktrdr.cli.sandbox.e2e import run as e2e
 from ktrdr.cli.sandbox.home.instance import read_env
 from ktrdr.cli.sandbox.provision.allocation import busy_ports
 from ktrdr.cli.sandbox.slots.ports import ports_for_slot
-from tests.integration.project_copy import bump_version, copy_project
-from tests.integration.remote.conftest import RemoteEngine
-from tests.support import slots
+from tests.support import cli
+from tests.support.cli import KTRDR
 from tests.support.mcp_client import ok
 from tests.support.mcp_client import server as mcp_server
+from tests.support.project_copy import bump_version, copy_project
+from tests.support.remote_engine import RemoteEngine
 from tests.support.slots import TEST_SLOTS
+from tests.support.waiting import STARTING, wait_for
 
 pytestmark = pytest.mark.docker
 
-KTRDR = str(Path(sys.executable).parent / "ktrdr")
 UP_TIMEOUT = 900
 EDIT_SERVED_LIMIT = 5.0  # the goal for an edit here served by the remote backend
 
@@ -52,14 +52,7 @@ class Home:
 
     def __init__(self, tmp: Path) -> None:
         self.repo = copy_project(tmp / "ktrdr")
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")},
-            "KTRDR_HOME": str(tmp / "home"),
-            "KTRDR_TEST": "1",
-            **slots.env(),  # the test slot range, never the user's slots
-            "KTRDR_IMAGES": "offline",
-            "NO_COLOR": "1",
-        }
+        self.env = cli.cli_env(tmp / "home")
 
     def path_of(self, name: str) -> Path:
         return self.repo.parent / f"ktrdr--{name}"
@@ -67,14 +60,8 @@ class Home:
     def run(
         self, *args: str, cwd: Path | None = None, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [KTRDR, "sandbox", *args],
-            cwd=cwd or self.repo,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+        return cli.run(
+            [KTRDR, "sandbox", *args], cwd=cwd or self.repo, env=self.env, timeout=timeout
         )
 
     def ok(self, *args: str, cwd: Path | None = None, timeout: float = 300) -> str:
@@ -90,18 +77,6 @@ class Home:
 
     def destroy_everything(self) -> None:
         self.run("destroy", "--all", "--yes", "--force", timeout=600)
-
-
-def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"{what}: not within {timeout:g}s")
 
 
 def api_of(instance: Path) -> str:
@@ -166,6 +141,7 @@ def test_an_edit_here_is_served_by_the_remote_backend(remote_up: Path) -> None:
         lambda: httpx.get(f"{api_of(remote_up)}/health", timeout=2).json()["version"] == version,
         timeout=EDIT_SERVED_LIMIT * 2,  # the goal, with room for a loaded CI machine
         what="the remote backend serving the edited source",
+        tolerate=STARTING,
     )
     print(f"remote edit -> served: {time.monotonic() - started:.1f}s")
 
@@ -290,6 +266,7 @@ def test_pause_and_resume_on_the_remote_engine(home: Home, remote_up: Path) -> N
         lambda: httpx.get(f"{api_of(remote_up)}/health", timeout=2).json()["version"] == version,
         timeout=EDIT_SERVED_LIMIT * 2,
         what="the remote backend serving the edit made while paused",
+        tolerate=STARTING,
     )
 
 
@@ -297,7 +274,10 @@ def test_a_killed_forwarder_is_reported_and_up_restarts_it(home: Home, remote_up
     state = Path(home.env["KTRDR_HOME"]) / "run" / "ktrdr--far" / "forward.json"
     os.kill(int(json.loads(state.read_text())["pid"]), signal.SIGKILL)
     wait_for(
-        lambda: home.status("far")["forwards"] != "running", timeout=10, what="forwards seen down"
+        lambda: home.status("far")["forwards"] != "running",
+        timeout=10,
+        what="forwards seen down",
+        tolerate=STARTING,
     )
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{api_of(remote_up)}/health", timeout=2)

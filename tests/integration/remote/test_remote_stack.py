@@ -13,10 +13,9 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -33,8 +32,9 @@ from ktrdr.cli.sandbox.remote import sync as remote_sync
 from ktrdr.cli.sandbox.slots.ports import FORWARD_INDEXES, SlotPorts, forward_ports, ports_for_slot
 from ktrdr.cli.sandbox.stack import compose
 from ktrdr.envfile import parse_env_text
-from tests.integration.project_copy import bump_version
-from tests.integration.remote.conftest import RemoteEngine
+from tests.support.project_copy import bump_version
+from tests.support.remote_engine import RemoteEngine
+from tests.support.waiting import STARTING, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -101,20 +101,6 @@ def _free_forward_block() -> SlotPorts:
     pytest.fail("no block of local forward ports is free")
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except (httpx.HTTPError, ValueError, KeyError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s")
-        time.sleep(0.1)
-
-
 def _api_ready(api: str) -> bool:
     body = httpx.get(f"{api}/health", timeout=5).json()
     return isinstance(body, dict) and body.get("database") == "ok"
@@ -152,7 +138,10 @@ def stack(
         timings["done"] = time.monotonic()
         stack = RemoteStack(root, env, plan, remote_engine, state, local.api, record)
         wait_for(
-            lambda: _api_ready(stack.api), timeout=120, what="the remote API with its database"
+            lambda: _api_ready(stack.api),
+            timeout=120,
+            what="the remote API with its database",
+            tolerate=STARTING,
         )
         steps = list(timings)
         print(
@@ -218,7 +207,12 @@ def test_shared_data_lost_on_the_engine_or_unrecorded_here_is_checked_and_pushed
         report = remote_sync.push_shared(stack.plan)
     finally:
         stack.compose("up", "-d", "--wait", timeout=UP_TIMEOUT)
-        wait_for(lambda: _api_ready(stack.api), timeout=120, what="the remote API back")
+        wait_for(
+            lambda: _api_ready(stack.api),
+            timeout=120,
+            what="the remote API back",
+            tolerate=STARTING,
+        )
 
     assert report is not None
     assert report.volumes == [strategies.name]
@@ -257,7 +251,12 @@ class _Instance:
 
 def test_a_killed_forwarder_is_seen_dead_and_a_new_one_serves_again(stack: RemoteStack) -> None:
     os.kill(stack.forwarder.pid, 9)
-    wait_for(lambda: not forwards.alive(stack.forwarder), timeout=10, what="the forwarder dead")
+    wait_for(
+        lambda: not forwards.alive(stack.forwarder),
+        timeout=10,
+        what="the forwarder dead",
+        tolerate=STARTING,
+    )
 
     endpoint = SshEndpoint(stack.engine.ssh_host, None, None)
     pairs = [(int(local), int(remote)) for local, remote in stack.forwarder.details["pairs"]]
@@ -286,6 +285,7 @@ def test_an_edit_made_while_no_watch_ran_is_caught_up(stack: RemoteStack) -> Non
             lambda: httpx.get(f"{stack.api}/health", timeout=2).json()["version"] == version,
             timeout=EDIT_SERVED_LIMIT,
             what="the remote backend serving the edit pushed by catch_up",
+            tolerate=STARTING,
         )
     finally:
         remote_sync.start_watch(
@@ -305,6 +305,7 @@ def test_an_edit_here_is_served_by_the_remote_backend(stack: RemoteStack) -> Non
         lambda: httpx.get(f"{stack.api}/health", timeout=2).json()["version"] == version,
         timeout=EDIT_SERVED_LIMIT,
         what="the remote backend serving the edited source",
+        tolerate=STARTING,
     )
     print(f"remote edit -> served: {time.monotonic() - started:.1f}s")
     assert remote_sync.watch_alive(stack.state)

@@ -11,7 +11,7 @@ import pytest
 from ktrdr.cli.sandbox.agent_tools.naming import instance_name
 from ktrdr.cli.sandbox.agent_tools.pin import pin, unpin
 from ktrdr.cli.sandbox.home.instance import validate_create_name
-from tests.git_repos import make_repo
+from tests.support.git_repos import make_repo
 
 CHECKOUT = Path("/work/ktrdr")
 

@@ -19,7 +19,7 @@ import pytest
 
 from ktrdr.cli.sandbox.home import registry
 from ktrdr.cli.sandbox.provision.allocation import busy_ports
-from tests.git_repos import git, make_repo
+from tests.support.git_repos import git, make_repo
 from tests.support.hooks import payload, run_hook
 from tests.support.slots import TEST_SLOTS
 

@@ -14,8 +14,8 @@ from click.testing import CliRunner, Result
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox.home import registry
 from ktrdr.cli.sandbox.journal import log as journal
-from tests.git_repos import git, make_repo
 from tests.support import slots
+from tests.support.git_repos import git, make_repo
 
 
 @pytest.fixture(autouse=True)

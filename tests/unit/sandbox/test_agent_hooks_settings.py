@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox.journal import log as journal
-from tests.git_repos import make_repo
+from tests.support.git_repos import make_repo
 
 THEIRS: dict[str, Any] = {
     "permissions": {"allow": ["Bash(make test)"]},

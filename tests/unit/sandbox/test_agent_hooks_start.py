@@ -21,8 +21,8 @@ from click.testing import CliRunner, Result
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox.agent_tools import background
 from ktrdr.cli.sandbox.home import owned_process, registry
-from tests.git_repos import git, make_repo
 from tests.support import slots
+from tests.support.git_repos import git, make_repo
 
 CREATE = ["sandbox", "hook", "claude-code", "worktree-create"]
 REMOVE = ["sandbox", "hook", "claude-code", "worktree-remove"]

@@ -21,7 +21,9 @@ from ktrdr.cli.sandbox.provision.create import create_instance
 from ktrdr.cli.sandbox.provision.init_checkout import init_instance
 from ktrdr.cli.sandbox.slots.ports import SANDBOX_SLOTS
 from tests.support import slots
-from tests.unit.sandbox.conftest import Container, DockerStandIn, git, make_repo
+from tests.support.docker_standin import Container, DockerStandIn
+from tests.support.git_repos import git, make_repo
+from tests.support.instances import interrupted_create
 
 
 @pytest.fixture(autouse=True)
@@ -224,8 +226,6 @@ def test_a_dead_creating_claim_is_reclaimed_by_the_next_create(repo: Path) -> No
 
 
 def test_the_next_create_undoes_what_a_killed_create_left(repo: Path) -> None:
-    from tests.unit.sandbox.test_doctor import interrupted_create
-
     ghost = interrupted_create(repo, "ghost")  # worktree + branch + claim with a dead pid
 
     created = create_instance(name="feat-a", cwd=repo)
@@ -238,8 +238,6 @@ def test_the_next_create_undoes_what_a_killed_create_left(repo: Path) -> None:
 
 
 def test_recreating_the_name_of_a_killed_create_just_works(repo: Path) -> None:
-    from tests.unit.sandbox.test_doctor import interrupted_create
-
     interrupted_create(repo, "again")
     out = CliRunner().invoke(cli, ["sandbox", "create", "again"])
     assert out.exit_code == 0, out.output

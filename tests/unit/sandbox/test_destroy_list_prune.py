@@ -21,7 +21,8 @@ from ktrdr.cli.sandbox.overview.status import instance_status
 from ktrdr.cli.sandbox.provision.create import create_instance
 from ktrdr.cli.sandbox.provision.init_checkout import init_instance
 from tests.support import slots
-from tests.unit.sandbox.conftest import Container, DockerStandIn, git, make_repo
+from tests.support.docker_standin import Container, DockerStandIn
+from tests.support.git_repos import git, make_repo
 
 
 @pytest.fixture(autouse=True)

@@ -14,74 +14,20 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox.base.host import HostPaths, memory_warning
+from ktrdr.cli.sandbox.base.host import memory_warning
 from ktrdr.cli.sandbox.doctor.checks import env_drift, remove_empty_tree, rewrite_env
 from ktrdr.cli.sandbox.doctor.diagnose import run_doctor
 from ktrdr.cli.sandbox.doctor.report import DoctorReport, Problem
 from ktrdr.cli.sandbox.home import owned_process, registry
 from ktrdr.cli.sandbox.home.directory import home_id
-from ktrdr.cli.sandbox.home.instance import new_settings, read_env, render_env, write_env_file
+from ktrdr.cli.sandbox.home.instance import read_env
 from ktrdr.cli.sandbox.home.registry import Entry
-from ktrdr.cli.sandbox.home.shared_data import shared_root
 from ktrdr.cli.sandbox.slots.ports import ports_for_slot
-from tests.unit.sandbox.conftest import git, make_repo
+from tests.support.git_repos import git, make_repo
+from tests.support.host import quiet_host
+from tests.support.instances import dead_pid, interrupted_create, register, write_env
 
 OFFLINE_IMAGE = "ktrdr-offline/debian:bookworm"
-
-
-def dead_pid() -> int:
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
-
-
-def register(entry: Entry) -> None:
-    with registry.transaction() as entries:
-        entries[entry.instance_id] = entry
-
-
-def write_env(root: Path, instance_id: str, slot: int) -> Path:
-    settings = new_settings(
-        instance_id=instance_id,
-        slot=slot,
-        shared_dir=shared_root(),
-        images=None,
-        previous=None,
-        checkout=root,
-    )
-    return write_env_file(root, render_env(settings, command="test"))
-
-
-def interrupted_create(repo: Path, name: str, *, env_file: bool = True) -> Entry:
-    """What a `create` killed after `git worktree add` leaves: worktree, branch, dead claim."""
-    path = repo.parent / f"{repo.name}--{name}"
-    git(repo, "worktree", "add", "-q", "-b", name, str(path), "HEAD")
-    instance_id = path.name
-    if env_file:
-        write_env(path, instance_id, 9)
-    entry = Entry(
-        instance_id=instance_id,
-        slot=9,
-        path=str(path),
-        kind="worktree",
-        branch=name,
-        created_at=registry.now_iso(),
-        state="creating",
-        pid=dead_pid(),
-        name=name,
-        repo=str(repo),
-    )
-    register(entry)
-    return entry
-
-
-def quiet_host(tmp_path: Path) -> HostPaths:
-    """Stand-ins for /proc with comfortable values, so host warnings don't mix in."""
-    (tmp_path / "proc-inotify").mkdir(exist_ok=True)
-    (tmp_path / "proc-inotify" / "max_user_watches").write_text("524288\n")
-    (tmp_path / "proc-inotify" / "max_user_instances").write_text("1024\n")
-    (tmp_path / "meminfo").write_text("MemTotal: 25000000 kB\nMemAvailable: 20000000 kB\n")
-    return HostPaths(meminfo=tmp_path / "meminfo", inotify_dir=tmp_path / "proc-inotify")
 
 
 def kinds(report) -> list[str]:

@@ -21,7 +21,7 @@ from ktrdr.cli.sandbox.instances.locate import locate
 from ktrdr.cli.sandbox.provision.create import create_instance
 from ktrdr.cli.sandbox.slots.ports import FORWARD_BASE, FORWARD_BLOCK, forward_ports, ports_for_slot
 from tests.support import slots
-from tests.unit.sandbox.conftest import DockerStandIn
+from tests.support.docker_standin import DockerStandIn
 
 needs_docker_cli = pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI")
 

@@ -17,19 +17,6 @@ from ktrdr.cli.sandbox.e2e.evidence import collect_evidence
 from ktrdr.cli.sandbox.e2e.run import db_env_exports
 from ktrdr.cli.sandbox.home import registry
 from ktrdr.cli.sandbox.home.registry import Entry
-from tests.support.instances import register_instance
-
-
-@pytest.fixture
-def instance(repo: Path) -> Path:
-    register_instance(repo, slot=6)
-    (repo / ".sandbox").mkdir()
-    (repo / ".sandbox" / "gate-report.json").write_text('{"result": "passed"}')
-    results = repo / ".sandbox" / "test-results"
-    results.mkdir()
-    (results / "e2e-junit.xml").write_text('<testsuite tests="6" failures="0"/>')
-    (repo / "README.md").write_text("changed\n")
-    return repo
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from ktrdr.cli.sandbox.remote import forwards
 from ktrdr.cli.sandbox.slots.ports import ALL_SLOTS, forward_ports, ports_for_slot
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
-STAND_IN = [sys.executable, str(Path(__file__).with_name("ssh_stand_in.py"))]
+SSH_STAND_IN = Path(__file__).resolve().parents[2] / "support" / "ssh_stand_in.py"
+STAND_IN = [sys.executable, str(SSH_STAND_IN)]
 
 
 @pytest.fixture

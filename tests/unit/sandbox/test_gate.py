@@ -701,7 +701,7 @@ def test_read_report_is_none_when_missing_or_corrupt(tmp_path: Path) -> None:
 
 def test_real_http_probe_parses_json_and_reports_refused_connections() -> None:
     from ktrdr.cli.sandbox.gate.probes import DockerProbes
-    from tests.unit.fake_api_server import standin_api_server
+    from tests.support.fake_api_server import standin_api_server
 
     probes = DockerProbes(Engine(), INSTANCE)
     try:

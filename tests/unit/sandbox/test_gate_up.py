@@ -11,58 +11,17 @@ import pytest
 from click.testing import CliRunner
 
 from ktrdr.cli.main import cli
-from ktrdr.cli.sandbox.base import host, stack_file
+from ktrdr.cli.sandbox.base import host
 from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.home import registry
-from ktrdr.cli.sandbox.home.instance import EnvSettings, render_env, write_env_file
 from ktrdr.cli.sandbox.instances.locate import locate
 from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 from ktrdr.cli.sandbox.lifecycle import preflight
 from ktrdr.cli.sandbox.slots.ports import ports_for_slot
 from ktrdr.cli.sandbox.stack import compose
 from ktrdr.errors import ExitCode
-from tests.support.slots import TEST_SLOTS
-from tests.unit.sandbox.conftest import StartedStackStandIn
-
-SLOT = TEST_SLOTS[7]  # 97: a test slot, whose ports the user's sandboxes never hold
-INSTANCE_ID = "ktrdr--feat-a"
-
-
-@pytest.fixture
-def instance_dir(
-    tmp_path: Path, isolated_ktrdr_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> Path:
-    """A registered instance directory on SLOT with a compose file, the test's cwd."""
-    root = tmp_path / INSTANCE_ID
-    root.mkdir()
-    (root / stack_file.COMPOSE_FILE).write_text(
-        "services:\n  db: {image: x}\n  backend: {image: x}\n"
-        "  backtest-worker-1: {image: x, labels: {ktrdr.worker-type: backtest}}\n"
-    )
-    settings = EnvSettings(
-        instance_id=INSTANCE_ID,
-        slot=SLOT,
-        shared_dir=isolated_ktrdr_home / "shared",
-        images="offline",
-        db_password="secret-1",
-        grafana_password="secret-2",
-        checkout=root,
-    )
-    write_env_file(root, render_env(settings, command="test"))
-    for name in ("data", "strategies", "models"):  # as `init-shared` makes them
-        (isolated_ktrdr_home / "shared" / name).mkdir(parents=True)
-    with registry.transaction() as entries:
-        entries[INSTANCE_ID] = registry.Entry(
-            instance_id=INSTANCE_ID,
-            slot=SLOT,
-            path=str(root),
-            kind="worktree",
-            branch="feat-a",
-            created_at=registry.now_iso(),
-            name="feat-a",
-        )
-    monkeypatch.chdir(root)
-    return root
+from tests.support.docker_standin import StartedStackStandIn
+from tests.support.instances import INSTANCE_ID, SLOT
 
 
 @pytest.fixture

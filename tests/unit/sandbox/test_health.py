@@ -22,9 +22,9 @@ from ktrdr.cli.sandbox.gate.health import StackFacts, container_problems, docker
 from ktrdr.cli.sandbox.gate.probes import DockerProbes
 from ktrdr.cli.sandbox.provision.create import create_instance
 from ktrdr.cli.sandbox.slots.ports import ports_for_slot
+from tests.support.docker_standin import Container, DockerStandIn
+from tests.support.fake_api_server import standin_api_server
 from tests.support.slots import TEST_SLOTS
-from tests.unit.fake_api_server import standin_api_server
-from tests.unit.sandbox.conftest import Container, DockerStandIn
 
 INSTANCE = "ktrdr--feat-a"
 SHORT_LIVED = fallback().short_lived  # migrate, e2e-tests: as the checked-in compose file says

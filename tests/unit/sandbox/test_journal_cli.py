@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox.journal import log as journal
 from ktrdr.cli.sandbox.provision.create import create_instance
-from tests.unit.sandbox.conftest import DockerStandIn
+from tests.support.docker_standin import DockerStandIn
 
 
 @pytest.fixture(autouse=True)

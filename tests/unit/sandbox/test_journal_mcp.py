@@ -17,9 +17,8 @@ import mcp.types as types
 from mcp import ClientSession, StdioServerParameters, stdio_client
 
 from ktrdr.cli.sandbox.journal import log as journal
-from tests.unit.sandbox.test_mcp import KTRDR, checkout, create
-
-__all__ = ["checkout"]  # the fixture, used by name below
+from tests.support.cli import KTRDR
+from tests.support.mcp_session import create
 
 
 @asynccontextmanager

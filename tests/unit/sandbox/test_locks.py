@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.home.locks import instance_lock
+from tests.support.waiting import wait_for
 
 HOLDER = """
 import sys, time
@@ -26,19 +26,12 @@ with instance_lock("ktrdr--feat", command="ktrdr sandbox up"):
 """
 
 
-def wait_for(path: Path, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def holder(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Another process holding instance ktrdr--feat's lock (as `up`) until killed."""
     marker = tmp_path / "held"
     process = subprocess.Popen([sys.executable, "-c", HOLDER, str(marker), "300"], env=os.environ)
-    wait_for(marker)
+    wait_for(marker.exists, timeout=20.0, what=f"{marker} to appear")
     yield process
     process.kill()
     process.wait()

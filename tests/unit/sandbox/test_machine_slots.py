@@ -21,7 +21,7 @@ from ktrdr.cli.sandbox.instances.locate import locate
 from ktrdr.cli.sandbox.provision.create import create_instance
 from ktrdr.cli.sandbox.provision.init_checkout import init_instance
 from ktrdr.cli.sandbox.slots import machine_slots
-from tests.unit.sandbox.conftest import DockerStandIn
+from tests.support.docker_standin import DockerStandIn
 
 
 @pytest.fixture(autouse=True)

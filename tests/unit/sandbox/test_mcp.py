@@ -5,26 +5,20 @@ Results are compared with the CLI's own `--json` output and error lines."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import ClientSession
 
 from ktrdr.cli.sandbox.e2e.run import junit_summary
 from ktrdr.cli.sandbox.slots.ports import ports_for_slot
-from tests.git_repos import git, make_repo
-from tests.unit.fake_api_server import standin_api_server
+from tests.support.fake_api_server import standin_api_server
+from tests.support.mcp_session import create, drive, error_of, ktrdr
 
-PROJECT = Path(__file__).resolve().parents[3]
-KTRDR = Path(sys.executable).parent / "ktrdr"
 ALL_TOOLS = {
     "sandbox_list",
     "sandbox_status",
@@ -42,60 +36,6 @@ ALL_TOOLS = {
     "operations_start",
     "operations_get",
 }
-
-
-@pytest.fixture
-def checkout(tmp_path: Path) -> Path:
-    """A real git repo with the project's compose file (services, resources come from it)."""
-    path = make_repo(tmp_path / "work" / "ktrdr")
-    shutil.copy(PROJECT / "docker-compose.sandbox.yml", path / "docker-compose.sandbox.yml")
-    git(path, "add", "docker-compose.sandbox.yml")
-    git(path, "commit", "-q", "-m", "stack")
-    return path
-
-
-def ktrdr(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(KTRDR), *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def create(name: str, checkout: Path) -> dict[str, Any]:
-    result = ktrdr("sandbox", "create", name, "--json", cwd=checkout)
-    assert result.returncode == 0, result.stderr
-    created: dict[str, Any] = json.loads(result.stdout)
-    return created
-
-
-@asynccontextmanager
-async def session(*args: str, cwd: Path) -> AsyncIterator[ClientSession]:
-    params = StdioServerParameters(
-        command=str(KTRDR), args=["sandbox", "mcp", *args], env=dict(os.environ), cwd=str(cwd)
-    )
-    with open(os.devnull, "w") as quiet:  # the server's stderr (cancel notes) is not checked
-        async with (
-            stdio_client(params, errlog=quiet) as (read, write),
-            ClientSession(read, write) as client,
-        ):
-            await client.initialize()
-            yield client
-
-
-def drive(args: list[str], cwd: Path, steps: Callable[[ClientSession], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        async with session(*args, cwd=cwd) as client:
-            return await steps(client)
-
-    return anyio.run(main)
-
-
-def error_of(result: Any) -> tuple[str, int]:
-    assert result.is_error, result
-    text = result.content[0].text
-    assert text.startswith("Error: ")
-    assert "\n" not in text
-    assert result.structured_content["error"] == text.removeprefix("Error: ")
-    return result.structured_content["error"], result.structured_content["exit_code"]
 
 
 def cli_error(result: subprocess.CompletedProcess[str]) -> str:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from mcp import ClientSession
 
-from tests.git_repos import git, make_repo
-from tests.unit.sandbox.test_mcp import PROJECT, create, drive, error_of
+from tests.support.git_repos import git, make_repo
+from tests.support.mcp_session import PROJECT, create, drive, error_of
 
 HOSTILE: list[tuple[str, dict[str, Any], str]] = [
     ("sandbox_up", {"timeout": True}, "'timeout' must be a number"),

@@ -22,8 +22,8 @@ from ktrdr.cli.sandbox.home.instance import (
 )
 from ktrdr.cli.sandbox.provision.create import create_instance
 from ktrdr.cli.sandbox.provision.init_checkout import init_instance
+from tests.support.git_repos import make_repo
 from tests.support.instances import register_instance
-from tests.unit.sandbox.conftest import make_repo
 
 
 @pytest.fixture(autouse=True)

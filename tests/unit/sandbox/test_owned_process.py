@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from ktrdr.cli.sandbox.base.errors import SandboxError
 from ktrdr.cli.sandbox.home import owned_process
 from ktrdr.cli.sandbox.home.owned_process import OwnedProcess
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
@@ -48,15 +48,6 @@ def _launch(root: Path, argv: list[str] = SLEEPER, **kwargs: object) -> OwnedPro
         **kwargs,
     }
     return owned_process.launch(argv, **options)  # type: ignore[arg-type]  # test kwargs
-
-
-def _wait_for(predicate: object, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]  # a callable
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_launch_records_pid_start_time_and_program_and_the_process_is_alive(state: Path) -> None:
@@ -93,7 +84,11 @@ def test_a_record_naming_another_program_is_not_alive(state: Path) -> None:
 
 def test_stop_ends_the_process_and_its_children_and_removes_the_record(state: Path) -> None:
     record = _launch(state)
-    assert _wait_for(lambda: len(owned_process._members(record)) == 2)
+    wait_for(
+        lambda: len(owned_process._members(record)) == 2,
+        timeout=5.0,
+        what="the process and its child",
+    )
 
     assert owned_process.stop(record, grace=5) is True
 
@@ -126,7 +121,11 @@ def test_a_process_never_ready_is_stopped_after_the_timeout(state: Path) -> None
 
 def test_a_process_whose_record_is_gone_is_an_orphan_and_can_be_stopped(state: Path) -> None:
     record = _launch(state)
-    assert _wait_for(lambda: len(owned_process._members(record)) == 2)
+    wait_for(
+        lambda: len(owned_process._members(record)) == 2,
+        timeout=5.0,
+        what="the process and its child",
+    )
     (state / "inst" / "watch.json").unlink()
 
     found = owned_process.orphans(state)

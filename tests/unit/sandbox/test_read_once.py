@@ -19,7 +19,7 @@ from ktrdr.cli.sandbox.lifecycle import operations as lifecycle
 from ktrdr.cli.sandbox.lifecycle import preflight
 from ktrdr.cli.sandbox.provision.create import create_instance
 from ktrdr.cli.sandbox.stack import compose
-from tests.unit.sandbox.conftest import DockerStandIn, StartedStackStandIn
+from tests.support.docker_standin import DockerStandIn, StartedStackStandIn
 
 WATCHED = (".env.sandbox", stack_file.COMPOSE_FILE)
 

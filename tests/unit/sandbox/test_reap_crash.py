@@ -46,7 +46,9 @@ from pathlib import Path
 import pytest
 
 from ktrdr.cli.sandbox.home.registry import pid_alive
-from tests.unit.sandbox.conftest import git
+from tests.support import cli
+from tests.support.cli import cli_env
+from tests.support.git_repos import git
 
 MARKER_TIMEOUT = 60.0  # a create on an idle machine hits the shim within a second or two
 SHIM = """\
@@ -100,8 +102,7 @@ class Workspace:
     running: list[subprocess.Popen[str]]
 
     def env(self, *, slow: str | None = None, when: str = "before") -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-        env |= {"KTRDR_HOME": str(self.home), "NO_COLOR": "1"}
+        env = cli_env(self.home, test=False, images=None)
         if slow is not None:
             env |= {
                 "PATH": f"{self.shim_dir}{os.pathsep}{env.get('PATH', '')}",
@@ -126,15 +127,8 @@ class Workspace:
         return instances
 
     def create(self, name: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*ktrdr_argv(), "sandbox", "create", name],
-            cwd=self.repo,
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        argv = [*ktrdr_argv(), "sandbox", "create", name]
+        return cli.run(argv, cwd=self.repo, env=self.env(), timeout=120)
 
     def create_killed_in(self, name: str, slow: str, *, when: str) -> int:
         """Run `create NAME` with the slow git, SIGKILL it (and the shim) once the shim

@@ -22,7 +22,7 @@ from ktrdr.cli.sandbox.home.directory import home_id
 from ktrdr.cli.sandbox.home.registry import Entry
 from ktrdr.cli.sandbox.provision import claims
 from ktrdr.cli.sandbox.provision.allocation import allocate
-from tests.unit.sandbox.conftest import DockerStandIn
+from tests.support.docker_standin import DockerStandIn
 
 
 def _files(root: Path) -> list[Path]:

@@ -32,7 +32,8 @@ from ktrdr.cli.sandbox.doctor import diagnose as doctor
 from ktrdr.cli.sandbox.gate.checks import TITLES, CheckResult
 from ktrdr.cli.sandbox.gate.report import GateReport
 from tests.support import slots
-from tests.unit.sandbox.conftest import DockerStandIn, git, make_repo
+from tests.support.docker_standin import DockerStandIn
+from tests.support.git_repos import git, make_repo
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "sandbox.md"
 SCREEN_BLOCK = re.compile(r"<!-- screen: ([\w-]+) -->\n```text\n(.*?)```", re.DOTALL)

@@ -19,7 +19,7 @@ from ktrdr.cli.sandbox.home.instance import read_env
 from ktrdr.cli.sandbox.instances import identity
 from ktrdr.cli.sandbox.instances.locate import locate
 from ktrdr.cli.sandbox.stack import compose
-from tests.git_repos import git, make_repo
+from tests.support.git_repos import git, make_repo
 from tests.support.instances import edit_view
 
 PROJECT = Path(__file__).resolve().parents[3]

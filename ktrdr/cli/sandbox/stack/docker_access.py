@@ -2,7 +2,7 @@
 
 Instance transactions (create, init, status, destroy, prune) and `list` ask the engine only
 through the `Docker` protocol, obtained from `docker()` at call time; unit tests put one typed
-stand-in in its place (tests/unit/sandbox/conftest.py) and run without an engine. `EngineDocker`
+stand-in in its place (tests/support/docker_standin.py) and run without an engine. `EngineDocker`
 is the real one: each method is the function of the same name in engine/queries.py,
 engine/ownership.py or stack/compose.py. The last two are imported in the methods that use them:
 `list` asks only queries, and compose would load the YAML reader.

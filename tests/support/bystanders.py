@@ -33,6 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.support import cli
+from tests.support.cli import KTRDR, cli_env
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -40,7 +43,6 @@ ENV_VAR = "KTRDR_BYSTANDERS"
 UP, DOWN = "by-up", "by-down"
 UP_TIMEOUT = 600
 MARKER_TABLE = "bystander_marker"
-KTRDR = [str(Path(sys.executable).parent / "ktrdr")]
 
 
 def enabled() -> bool:
@@ -100,15 +102,7 @@ class Bystanders:
 
     # --- commands ------------------------------------------------------------------------------
     def ktrdr(self, *args: str, cwd: Path | None = None, timeout: float = 180) -> str:
-        result = subprocess.run(
-            [*KTRDR, *args],
-            cwd=cwd or self.repo,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        result = cli.run([KTRDR, *args], cwd=cwd or self.repo, env=self.env, timeout=timeout)
         if result.returncode != 0:
             raise AssertionError(
                 f"bystander home: `ktrdr {' '.join(args)}` exited {result.returncode}\n"
@@ -207,7 +201,7 @@ class Bystanders:
 
     # --- lifecycle -----------------------------------------------------------------------------
     def set_up(self) -> None:
-        from tests.integration.project_copy import copy_project
+        from tests.support.project_copy import copy_project
 
         self.repo.mkdir(parents=True)
         copy_project(self.repo)
@@ -253,7 +247,7 @@ class Bystanders:
 
 
 def _engine_problem() -> str | None:
-    from tests.docker_fixtures import DockerEngine, probe_engine
+    from tests.support.engine import DockerEngine, probe_engine
 
     engine = probe_engine()
     return None if isinstance(engine, DockerEngine) else engine
@@ -277,8 +271,7 @@ def bystanders(request: pytest.FixtureRequest) -> Iterator[Bystanders | None]:
         yield None
         return
     root = Path(tempfile.mkdtemp(prefix="ktrdr-bystanders-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KTRDR_")}
-    env |= {"KTRDR_HOME": str(root / "home"), "KTRDR_IMAGES": "offline", "NO_COLOR": "1"}
+    env = cli_env(root / "home", test=False)  # a user's home: no test marker, the default slots
     state = Bystanders(root=root, env=env)
     config = request.config
     try:
