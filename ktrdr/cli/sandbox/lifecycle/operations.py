@@ -88,11 +88,19 @@ def up(
     preflight.validate(instance)  # before waiting: a wrong instance is refused at once
     with instance_lock(instance.instance_id, command="ktrdr sandbox up", on_wait=notify):
         preflight.validate(instance)  # again: a destroy may have run while we waited
-        engine.ensure_engine(instance.engine)  # an engine that is down is said first
-        preflight.check_shared_data(instance)
-        stack_file.load(instance.root)  # a YAML error as one line with its line number
-        # Before any container is touched; compose then runs the model that was checked.
-        model = checked_model_file(instance, allow=allow, notify=notify)
+
+        def checked_model() -> Path:
+            preflight.check_shared_data(instance)
+            stack_file.load(instance.root)  # a YAML error as one line with its line number
+            # Before any container is touched; compose then runs the model that was checked.
+            return checked_model_file(instance, allow=allow, notify=notify)
+
+        # The engine check and the policy check (`docker compose config`, which needs no
+        # engine) at once: ~0.3 s less before compose starts. An engine that is down is still
+        # said first (concurrently raises in call order).
+        _, model = proc.concurrently(
+            functools.partial(engine.ensure_engine, instance.engine), checked_model
+        )
         return _up_locked(
             instance,
             model,
