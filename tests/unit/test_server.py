@@ -135,6 +135,7 @@ def served(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         server.stop()
 
 
+@pytest.mark.timing
 @linux_only
 def test_an_edit_is_served_within_3_s_by_the_same_single_process(
     served: Callable[..., Served],
@@ -152,6 +153,7 @@ def test_an_edit_is_served_within_3_s_by_the_same_single_process(
     assert "appmod.py changed: reloading" in server.log.read_text()
 
 
+@pytest.mark.timing
 @linux_only
 def test_requests_during_a_reload_wait_instead_of_being_refused(
     served: Callable[..., Served],
@@ -168,6 +170,7 @@ def test_requests_during_a_reload_wait_instead_of_being_refused(
     assert answers[-1].startswith("2 ")
 
 
+@pytest.mark.timing
 @linux_only
 def test_source_that_does_not_load_waits_for_the_next_edit(
     served: Callable[..., Served],
@@ -188,6 +191,7 @@ def test_source_that_does_not_load_waits_for_the_next_edit(
     server.serves("3", timeout=10)
 
 
+@pytest.mark.timing
 @linux_only
 @pytest.mark.parametrize("broken", [False, True], ids=["serving", "waiting-for-a-fix"])
 def test_sigterm_stops_it_promptly(served: Callable[..., Served], broken: bool) -> None:
@@ -204,6 +208,7 @@ def test_sigterm_stops_it_promptly(served: Callable[..., Served], broken: bool) 
     assert time.monotonic() - started < 2
 
 
+@pytest.mark.timing
 @linux_only
 def test_an_idle_server_does_not_wake_up(served: Callable[..., Served]) -> None:
     """uvicorn's own main loop wakes ten times a second; this one sleeps until told to stop."""
@@ -239,6 +244,7 @@ def test_without_reload_source_that_does_not_load_exits_with_an_error(
     assert server.process.wait(timeout=30) != 0
 
 
+@pytest.mark.timing
 def test_without_reload_an_edit_changes_nothing(served: Callable[..., Served]) -> None:
     server = served(reload=False)
     server.serves("1", timeout=30)

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from ktrdr.cli.sandbox import registry
 from ktrdr.cli.sandbox.allocation import busy_ports
 from tests.support.slots import TEST_SLOTS
@@ -32,6 +34,7 @@ def _ktrdr() -> list[str]:
     return [found] if found else [sys.executable, "-m", "ktrdr.cli.main"]
 
 
+@pytest.mark.timing
 def test_thirty_concurrent_creates_claim_each_free_slot_exactly_once(
     repo: Path, isolated_ktrdr_home: Path
 ) -> None:

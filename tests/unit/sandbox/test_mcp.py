@@ -450,6 +450,7 @@ def test_a_failed_operation_is_a_tool_error_carrying_the_operation(checkout: Pat
     assert result.structured_content["result"]["status"] == "failed"
 
 
+@pytest.mark.timing
 def test_a_cancelled_call_is_interrupted_and_the_server_keeps_serving(checkout: Path) -> None:
     created = create("feat", checkout)
     with standin_api_server(ports_for_slot(created["slot"]).api) as (_url, api):
