@@ -21,7 +21,6 @@ from ktrdr.api.observability import quiet_polled_requests
 
 REPO = Path(__file__).resolve().parents[2]
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="inotify and /proc: Linux only")
-RELOAD_WITHIN_S = 3.0
 
 APP = """
 import os
@@ -137,17 +136,17 @@ def served(tmp_path: Path) -> Iterator[Callable[..., Served]]:
 
 @pytest.mark.timing
 @linux_only
-def test_an_edit_is_served_within_3_s_by_the_same_single_process(
+def test_an_edit_is_served_by_the_same_single_process(
     served: Callable[..., Served],
 ) -> None:
+    """How soon is the benchmarks' (bench/remote_engine.py, edit → served): a bound here fails
+    on a loaded machine without saying anything about the reload."""
     server = served()
     first = server.serves("1", timeout=30)
 
-    started = time.monotonic()
     server.write_app("2")
-    second = server.serves("2", timeout=10)
+    second = server.serves("2", timeout=30)
 
-    assert time.monotonic() - started < RELOAD_WITHIN_S
     assert first.split()[1] == second.split()[1] == str(server.process.pid)
     assert server.children() == []  # no supervisor, no resource tracker
     assert "appmod.py changed: reloading" in server.log.read_text()
