@@ -14,12 +14,14 @@ Each run owns its home and removes what it created, also on failure or ctrl-c (b
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,6 +40,16 @@ DEFAULT_RANGE_SIZE = 10
 WIDE_SLOTS = os.environ.get("KTRDR_BENCH_SLOTS") or "40-59"
 SETTLE_S = 10.0
 IDLE_S = 30.0
+
+
+def _failure(instance: Path) -> str:
+    """Why an instance's gate did not pass, from its report: the check and the failure."""
+    try:
+        report = json.loads((instance / ".sandbox" / "gate-report.json").read_text())
+    except (OSError, ValueError):
+        return "no gate report"
+    what = str(report.get("failure") or report.get("result"))
+    return f"{report.get('failing_check') or '?'}: {what.splitlines()[0][:80] if what else '?'}"
 
 
 def _run_count(count: int) -> dict[str, object]:
@@ -72,6 +84,7 @@ def _run_count(count: int) -> dict[str, object]:
                     )
                 )
             elapsed = time.monotonic() - start
+            causes = [_failure(path) for path, c in zip(paths, codes, strict=True) if c.returncode]
             host_start = 100 * (_busy_seconds() - busy_before) / elapsed
             stop.set()
             sampler.join()
@@ -84,7 +97,7 @@ def _run_count(count: int) -> dict[str, object]:
         finally:
             destroy_all(env, paths)
     passed = sum(1 for c in codes if c.returncode == 0)
-    failures = [c.stdout.strip().splitlines()[-1:] for c in codes if c.returncode != 0]
+    failures = "; ".join(f"{n}× {cause}" for cause, n in Counter(causes).most_common())
     cores = os.cpu_count() or 1
     where = f" (KTRDR_SLOTS={slots})" if count > DEFAULT_RANGE_SIZE else ""
     value = (
@@ -93,7 +106,9 @@ def _run_count(count: int) -> dict[str, object]:
         f"containers {start_seconds:.0f} core-s, host {host_start:.0f}% of {cores * 100}%; "
         f"idle: containers {idle.own:.0f}% of a core, host {idle.host:.0f}%"
     )
-    print(f"{count} instances{where}: {value} {failures}", flush=True)
+    if failures:
+        value += f"; not passed: {failures}"
+    print(f"{count} instances{where}: {value}", flush=True)
     return {
         "benchmark": "Parallel instances",
         "measure": f"{count} at once{where}: all PASSED",
