@@ -23,7 +23,7 @@ from ktrdr.cli.sandbox.allocation import (
 from ktrdr.cli.sandbox.errors import SandboxError
 from ktrdr.cli.sandbox.ports import ports_for_slot
 from ktrdr.cli.sandbox.registry import Entry
-from tests.support.slots import TEST_SLOTS
+from tests.support.slots import FIRST, TEST_SLOTS
 
 
 def _entry(instance_id: str, slot: int) -> Entry:
@@ -100,8 +100,11 @@ def test_own_ports_are_ignored_when_probing(free_slot: int, listener: socket.soc
     assert busy_ports(free_slot, ignore_ports={ports.api}) == []
 
 
+LAST = TEST_SLOTS[-1]
+
+
 def test_slot_zero_is_only_given_when_requested() -> None:
-    assert allocate({}, instance_id="x", requested=None, probe=lambda p: False).slot == 90
+    assert allocate({}, instance_id="x", requested=None, probe=lambda p: False).slot == FIRST
     assert allocate({}, instance_id="x", requested=0, probe=lambda p: False).slot == 0
 
 
@@ -110,9 +113,9 @@ def test_all_slots_taken_lists_instances_and_suggests_destroy_or_prune() -> None
     with pytest.raises(SandboxError) as caught:
         allocate(entries, instance_id="x", requested=None, probe=lambda port: False)
     message = str(caught.value)
-    assert message.startswith("no free slot in 90..99")
-    assert "inst-90 (slot 90)" in message
-    assert "inst-99 (slot 99)" in message
+    assert message.startswith(f"no free slot in {FIRST}..{LAST}")
+    assert f"inst-{FIRST} (slot {FIRST})" in message
+    assert f"inst-{LAST} (slot {LAST})" in message
     assert "KTRDR_SLOTS" in message
     assert "destroy" in message
     assert "prune" in message
@@ -120,8 +123,8 @@ def test_all_slots_taken_lists_instances_and_suggests_destroy_or_prune() -> None
 
 def test_busy_ports_make_the_no_free_slot_error_name_them() -> None:
     entries = {f"inst-{s}": _entry(f"inst-{s}", s) for s in TEST_SLOTS[:-1]}
-    busy_api = ports_for_slot(99).api
-    with pytest.raises(SandboxError, match=rf"slot 99: port {busy_api} \(api\)"):
+    busy_api = ports_for_slot(LAST).api
+    with pytest.raises(SandboxError, match=rf"slot {LAST}: port {busy_api} \(api\)"):
         allocate(entries, instance_id="x", requested=None, probe=lambda p: p == busy_api)
 
 
