@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PYTEST := $(BIN)/pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test test-unit test-integration test-e2e quality format docker images-offline demo bench clean
+.PHONY: help setup test test-unit test-integration test-under-load test-e2e quality format docker images-offline demo bench clean
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -40,8 +40,13 @@ format: setup ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test-unit: setup ## Unit tests (no Docker, no running stack)
-	$(PYTEST) tests/unit
+# Unit tests are independent processes' worth of work (real subprocesses, git, sockets): spread
+# over every core (pytest-xdist). Integration tests stay in one process: they share the engine,
+# the test slots and session-wide stacks.
+UNIT := $(PYTEST) -n auto tests/unit
+
+test-unit: setup ## Unit tests (no Docker, no running stack), on every core
+	$(UNIT)
 
 docker: ## Install and start a Docker engine + Compose v2 where missing (idempotent)
 	bash scripts/docker-engine.sh
@@ -59,8 +64,19 @@ test-e2e: ## E2E suite inside this instance's compose network (stack must be up)
 	else $(MAKE) --no-print-directory setup && cli=$(BIN)/ktrdr; fi; \
 	$$cli sandbox test-e2e $(PYTEST_ARGS)
 
-test: quality docker images-offline ## Everything CI runs: quality, unit, integration (real Docker)
-	CI=$${CI:-true} KTRDR_BYSTANDERS=1 $(PYTEST) tests/unit tests/integration
+# The tests marked `timing` (signals, timeouts, threads racing other processes) once more with
+# every core busy (scripts/under-load.sh): they wait for events, not for time, and must pass so.
+UNDER_LOAD := CI=$${CI:-true} bash scripts/under-load.sh $(PYTEST) -m timing tests/unit tests/integration
+
+# The bystanders (another home's sandboxes) watch the integration tests: unit tests cannot reach
+# an engine (tests/unit/conftest.py points DOCKER_HOST nowhere).
+test: quality docker images-offline ## Everything CI runs: quality, unit, integration (real Docker), timing tests under load
+	$(UNIT)
+	CI=$${CI:-true} KTRDR_BYSTANDERS=1 $(PYTEST) tests/integration
+	$(UNDER_LOAD)
+
+test-under-load: setup docker images-offline ## The timing-sensitive tests (-m timing) with a CPU hog on every core
+	$(UNDER_LOAD)
 
 demo: ## Main job: install, engine, images, shared data, sandbox `demo` up to "Startability Gate: PASSED"
 	bash scripts/demo.sh

@@ -28,6 +28,13 @@ def test_slot_range(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def no_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output is measured as piped, whatever COLUMNS the runner has: a terminal's exported width,
+    or the 80 that pytest-xdist's workers get."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def isolated_ktrdr_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name in TARGET_ENV_VARS:
         monkeypatch.delenv(name, raising=False)

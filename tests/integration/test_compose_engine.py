@@ -108,6 +108,7 @@ def test_a_starting_stack_reports_compose_errors_as_one_line(tmp_path: Path) -> 
     stack.cancel()  # a finished start is left alone
 
 
+@pytest.mark.timing
 @pytest.mark.docker
 def test_cancelling_a_starting_stack_stops_compose(tmp_path: Path) -> None:
     if not _docker("images", "-q", SMALL_IMAGE).strip():
@@ -144,6 +145,7 @@ def test_cancelling_a_starting_stack_stops_compose(tmp_path: Path) -> None:
     assert ownership.leftovers(Engine(), project) == []
 
 
+@pytest.mark.timing
 @pytest.mark.docker
 def test_container_logs_interleave_stdout_and_stderr_as_written() -> None:
     script = (

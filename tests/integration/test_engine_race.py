@@ -35,6 +35,7 @@ def _instance(root: Path, context: str | None) -> Instance:
     return Instance(instance_id, 1, root, env, None, env)
 
 
+@pytest.mark.timing
 @pytest.mark.docker
 def test_threads_for_instances_on_two_engines_each_reach_their_own(
     docker_engine: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -336,9 +336,11 @@ def test_missing_engine_skips_on_a_laptop_but_fails_in_ci() -> None:
     assert missing_engine_outcome({"CI": "true"}) == "fail"
 
 
-def test_a_second_offline_images_run_skips_every_built_image_within_30_seconds() -> None:
-    require_images(*offline_images().values(), "ktrdr-offline/debian:bookworm")
-    started = time.monotonic()
+def test_a_second_offline_images_run_skips_every_built_image() -> None:
+    """Skipping is seen in what the script says, not in how long it took (a timing bound fails
+    on a busy machine): every image is up to date, none is built or bootstrapped again."""
+    images = [*offline_images().values(), "ktrdr-offline/debian:bookworm"]
+    require_images(*images)
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "offline-images.sh")],
         capture_output=True,
@@ -346,11 +348,12 @@ def test_a_second_offline_images_run_skips_every_built_image_within_30_seconds()
         timeout=300,
         check=False,
     )
-    elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stderr
-    for image in ("ktrdr-offline/debian:bookworm", "ktrdr-offline/postgres:15"):
+    for image in images:
         assert f"{image}: up to date" in result.stderr
-    assert elapsed < 30, result.stderr
+    assert ": building (log:" not in result.stderr
+    assert "debootstrap" not in result.stderr
+    assert ": built (" not in result.stderr
 
 
 def test_offline_postgres_fixture_yields_a_superuser_dsn_on_loopback(offline_postgres: str) -> None:

@@ -276,6 +276,7 @@ def _pause_a_worker_once_it_runs(instance_id: str, process: subprocess.Popen[str
         time.sleep(0.2)  # the poll interval only: the wait ends on the state above
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(900)
 def test_ctrl_c_during_up_records_an_interrupted_gate_and_a_new_up_passes(
     project: Project,

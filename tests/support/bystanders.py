@@ -1,4 +1,5 @@
-"""Bystanders: another home's sandboxes on the engine while the whole suite runs.
+"""Bystanders: another home's sandboxes on the engine while the suite runs (`make test` sets
+KTRDR_BYSTANDERS=1 for the integration tests; unit tests cannot reach an engine).
 
 Registered in tests/conftest.py via pytest_plugins. With KTRDR_BYSTANDERS=1 (`make test` sets it)
 and a Docker engine that answers, the session-scoped autouse fixture `bystanders` sets up, before

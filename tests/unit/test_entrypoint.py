@@ -88,6 +88,7 @@ def interruptible_health(port: int, home: Path) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.timing
 def test_ctrl_c_exits_130_with_what_to_do_instead_of_aborted(tmp_path: Path) -> None:
     with silent_api() as server:
         port = server.getsockname()[1]
@@ -115,6 +116,7 @@ def _before_any_ktrdr_code(stderr: str) -> bool:
     )
 
 
+@pytest.mark.timing
 def test_ctrl_c_at_any_moment_of_start_up_never_prints_a_traceback(tmp_path: Path) -> None:
     with silent_api() as server:
         port = server.getsockname()[1]

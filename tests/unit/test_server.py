@@ -22,7 +22,6 @@ from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="inotify and /proc: Linux only")
-RELOAD_WITHIN_S = 3.0
 
 APP = """
 import os
@@ -119,23 +118,25 @@ def served(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         server.stop()
 
 
+@pytest.mark.timing
 @linux_only
-def test_an_edit_is_served_within_3_s_by_the_same_single_process(
+def test_an_edit_is_served_by_the_same_single_process(
     served: Callable[..., Served],
 ) -> None:
+    """How soon is the benchmarks' (bench/remote_engine.py, edit → served): a bound here fails
+    on a loaded machine without saying anything about the reload."""
     server = served()
     first = server.serves("1", timeout=30)
 
-    started = time.monotonic()
     server.write_app("2")
-    second = server.serves("2", timeout=10)
+    second = server.serves("2", timeout=30)
 
-    assert time.monotonic() - started < RELOAD_WITHIN_S
     assert first.split()[1] == second.split()[1] == str(server.process.pid)
     assert server.children() == []  # no supervisor, no resource tracker
     assert "appmod.py changed: reloading" in server.log.read_text()
 
 
+@pytest.mark.timing
 @linux_only
 def test_requests_during_a_reload_wait_instead_of_being_refused(
     served: Callable[..., Served],
@@ -152,6 +153,7 @@ def test_requests_during_a_reload_wait_instead_of_being_refused(
     assert answers[-1].startswith("2 ")
 
 
+@pytest.mark.timing
 @linux_only
 def test_source_that_does_not_load_waits_for_the_next_edit(
     served: Callable[..., Served],
@@ -172,6 +174,7 @@ def test_source_that_does_not_load_waits_for_the_next_edit(
     server.serves("3", timeout=10)
 
 
+@pytest.mark.timing
 @linux_only
 @pytest.mark.parametrize("broken", [False, True], ids=["serving", "waiting-for-a-fix"])
 def test_sigterm_stops_it_promptly(served: Callable[..., Served], broken: bool) -> None:
@@ -188,6 +191,7 @@ def test_sigterm_stops_it_promptly(served: Callable[..., Served], broken: bool) 
     assert time.monotonic() - started < 2
 
 
+@pytest.mark.timing
 @linux_only
 def test_an_idle_server_does_not_wake_up(served: Callable[..., Served]) -> None:
     """uvicorn's own main loop wakes ten times a second; this one sleeps until told to stop."""
@@ -223,6 +227,7 @@ def test_without_reload_source_that_does_not_load_exits_with_an_error(
     assert server.process.wait(timeout=30) != 0
 
 
+@pytest.mark.timing
 def test_without_reload_an_edit_changes_nothing(served: Callable[..., Served]) -> None:
     server = served(reload=False)
     server.serves("1", timeout=30)

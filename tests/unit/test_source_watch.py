@@ -36,6 +36,7 @@ def watch(tree: Path) -> Iterator[SourceWatcher]:
     (tree / "zz_stop.py").write_text("")  # ends the watcher's thread if nothing else did
 
 
+@pytest.mark.timing
 def test_writing_a_python_file_is_a_change_named_relative_to_the_root(
     tree: Path, watch: SourceWatcher
 ) -> None:
@@ -54,6 +55,7 @@ def test_writing_a_python_file_is_a_change_named_relative_to_the_root(
         pytest.param(lambda root: os.utime(root / "__init__.py"), id="touch"),
     ],
 )
+@pytest.mark.timing
 def test_creating_deleting_renaming_or_touching_a_python_file_is_a_change(
     tree: Path, watch: SourceWatcher, edit: object
 ) -> None:
@@ -62,6 +64,7 @@ def test_creating_deleting_renaming_or_touching_a_python_file_is_a_change(
     assert watch.changed.wait(SEEN_WITHIN_S)
 
 
+@pytest.mark.timing
 def test_other_files_bytecode_and_hidden_files_are_not_a_change(
     tree: Path, watch: SourceWatcher
 ) -> None:
@@ -74,6 +77,7 @@ def test_other_files_bytecode_and_hidden_files_are_not_a_change(
     assert not watch.changed.wait(QUIET_FOR_S)
 
 
+@pytest.mark.timing
 def test_a_directory_created_later_is_watched_too(tree: Path, watch: SourceWatcher) -> None:
     (tree / "workers").mkdir()
     assert not watch.changed.wait(QUIET_FOR_S)  # no Python in it yet
@@ -84,6 +88,7 @@ def test_a_directory_created_later_is_watched_too(tree: Path, watch: SourceWatch
     assert watch.changes == [os.path.join("workers", "jobs.py")]
 
 
+@pytest.mark.timing
 def test_a_directory_moved_in_with_python_files_is_a_change(
     tree: Path, tmp_path: Path, watch: SourceWatcher
 ) -> None:
@@ -96,6 +101,7 @@ def test_a_directory_moved_in_with_python_files_is_a_change(
     assert watch.changed.wait(SEEN_WITHIN_S)
 
 
+@pytest.mark.timing
 def test_one_edit_of_several_files_calls_on_change_once_from_the_watchers_thread(
     tree: Path,
 ) -> None:
@@ -118,6 +124,7 @@ def test_one_edit_of_several_files_calls_on_change_once_from_the_watchers_thread
     assert watcher.changes == ["a.py", "b.py", "c.py"]  # the first few, for the log line
 
 
+@pytest.mark.timing
 def test_an_idle_watcher_does_not_wake_up(tree: Path, watch: SourceWatcher) -> None:
     """The point of it: no polling. Its thread blocks in read() until something happens."""
     thread = next(t for t in threading.enumerate() if t.name == "ktrdr-source-watch")

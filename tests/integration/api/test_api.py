@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pytest
 from httpx import Client as Client
 
 import ktrdr
@@ -91,6 +92,7 @@ def test_heartbeat_of_an_unknown_worker_asks_it_to_register_again(api: Client) -
     assert "register again" in response.json()["detail"]
 
 
+@pytest.mark.timing
 def test_a_worker_that_misses_heartbeats_becomes_unreachable_until_it_beats_again(
     api: Client, migrated_database: str
 ) -> None:
@@ -233,6 +235,7 @@ def test_a_refused_hand_over_puts_the_operation_back_and_marks_the_worker_unreac
         refusing.close()
 
 
+@pytest.mark.timing
 def test_an_operation_of_a_worker_that_stops_heartbeating_fails(
     api: Client, recording_worker: RecordingWorker, migrated_database: str
 ) -> None:

@@ -57,6 +57,7 @@ def backend(migrated_database: str) -> Iterator[tuple[subprocess.Popen[bytes], h
         client.close()
 
 
+@pytest.mark.timing
 def test_time_the_backend_was_stopped_does_not_make_workers_unreachable(
     backend: tuple[subprocess.Popen[bytes], httpx.Client],
 ) -> None:

@@ -159,6 +159,7 @@ def test_an_interrupted_destroy_still_protects_files_added_since(
     assert (created.path / "wip.txt").exists()
 
 
+@pytest.mark.timing
 def test_ctrl_c_during_destroy_says_how_to_finish_and_the_rerun_does(
     repo: Path, docker: DockerStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -180,6 +181,7 @@ def test_ctrl_c_during_destroy_says_how_to_finish_and_the_rerun_does(
     assert registry.load() == {}
 
 
+@pytest.mark.timing
 def test_a_second_destroy_while_one_runs_is_refused_naming_the_process(
     repo: Path, docker: DockerStandIn
 ) -> None:

@@ -399,6 +399,7 @@ def test_fit_widths_shrinks_the_widest_column_first() -> None:
     assert fit_widths([8, 8], [8, 8], 5) == [8, 8]  # headers never cut
 
 
+@pytest.mark.timing
 def test_doctor_stops_an_orphaned_companion_of_a_remote_instance(tmp_path: Path) -> None:
     """A forwarder whose record is gone (a killed `up`, a lost state dir) still holds local
     ports: doctor reports it and --fix stops it, found by the marker in its environment."""

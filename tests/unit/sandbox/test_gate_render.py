@@ -187,6 +187,7 @@ def test_without_a_terminal_a_progress_line_says_what_is_awaited_at_least_every_
     )
 
 
+@pytest.mark.timing
 def test_a_blocked_gate_still_gets_progress_lines_from_the_ticker_thread() -> None:
     buffer = io.StringIO()
     clock = FakeClock()

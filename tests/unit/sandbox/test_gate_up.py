@@ -172,6 +172,7 @@ def test_up_with_the_docker_daemon_down_prints_one_line_and_exits_1(
     ]
 
 
+@pytest.mark.timing
 def test_ctrl_c_during_up_leaves_a_hint_and_exits_130(
     instance_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -185,6 +186,7 @@ def test_ctrl_c_during_up_leaves_a_hint_and_exits_130(
     assert "ktrdr sandbox destroy" in result.stderr
 
 
+@pytest.mark.timing
 def test_ctrl_c_while_following_logs_stops_quietly(
     instance_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -256,6 +256,7 @@ def _slot_with_a_silent_api() -> int:
 # --- a hung engine ---------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 @pytest.mark.skipif(shutil.which("docker") is None, reason="needs the docker CLI (no engine)")
 def test_a_hung_engine_makes_list_and_status_say_unknown_and_why(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

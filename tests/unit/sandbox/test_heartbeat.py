@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from ktrdr.cli.sandbox.base.heartbeat import heartbeat
 
 
+@pytest.mark.timing
 def test_a_long_step_says_what_it_is_doing_until_it_ends() -> None:
     said: list[str] = []
     with heartbeat("stopping ktrdr--a", said.append, every=0.05):

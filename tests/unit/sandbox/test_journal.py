@@ -125,6 +125,7 @@ for n in range(count):
 """
 
 
+@pytest.mark.timing
 def test_concurrent_appends_from_several_processes_each_land_whole_on_their_own_line(
     tmp_path: Path,
 ) -> None:

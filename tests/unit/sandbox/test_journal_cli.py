@@ -204,6 +204,7 @@ def test_journal_reports_corrupt_lines_on_stderr_and_shows_the_rest(
     assert "cut short" in out.stderr
 
 
+@pytest.mark.timing
 def test_ctrl_c_is_recorded_with_exit_130(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt

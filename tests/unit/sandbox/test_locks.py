@@ -50,6 +50,7 @@ def test_a_second_writer_refuses_naming_the_holder_when_it_may_not_wait(
     assert message.startswith("instance ktrdr--feat is busy")
 
 
+@pytest.mark.timing
 def test_a_waiter_says_for_whom_it_waits_then_gets_the_lock_when_the_holder_dies(
     holder: subprocess.Popen[bytes],
 ) -> None:

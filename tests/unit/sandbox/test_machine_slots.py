@@ -78,6 +78,7 @@ def test_reaping_a_killed_create_removes_its_marker(repo: Path, docker: DockerSt
     assert docker.slot_marks == {"ktrdr--feat-a": result.slot}
 
 
+@pytest.mark.timing
 def test_the_allocation_lock_excludes_another_process(tmp_path: Path) -> None:
     """Held by a child process (another home's create), this process waits for it."""
     lock = os.environ["KTRDR_SLOTS_LOCK"]
@@ -101,6 +102,7 @@ def test_the_allocation_lock_excludes_another_process(tmp_path: Path) -> None:
     assert waited > 0.3, "the lock was taken while another process held it"
 
 
+@pytest.mark.timing
 def test_the_allocation_lock_times_out_with_one_clear_line(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

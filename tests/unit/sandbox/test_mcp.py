@@ -390,17 +390,30 @@ def test_a_failed_operation_is_a_tool_error_carrying_the_operation(checkout: Pat
     assert result.structured_content["result"]["status"] == "failed"
 
 
+@pytest.mark.timing
 def test_a_cancelled_call_is_interrupted_and_the_server_keeps_serving(checkout: Path) -> None:
     created = create("feat", checkout)
     with standin_api_server(ports_for_slot(created["slot"]).api) as (_url, api):
         api.polls_until_complete = 10_000  # never completes on its own
 
         async def steps(client: ClientSession) -> tuple[int, int, Any]:
-            with anyio.move_on_after(2):
-                await client.call_tool(
-                    "operations_start",
-                    {"operation_type": "backtest", "symbol": "AAPL", "wait": True},
-                )
+            call = anyio.CancelScope()
+
+            async def start_and_wait() -> None:
+                with call:
+                    await client.call_tool(
+                        "operations_start",
+                        {"operation_type": "backtest", "symbol": "AAPL", "wait": True},
+                    )
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(start_and_wait)
+                # Cancelled once it polls (an event), not after a fixed time: on a loaded
+                # machine the first poll may come later than any such time.
+                with anyio.fail_after(60):
+                    while api.gets == 0:
+                        await anyio.sleep(0.05)
+                call.cancel()
             await anyio.sleep(1.5)  # the interrupted poll loop has stopped by now
             polls = api.gets
             await anyio.sleep(1.5)

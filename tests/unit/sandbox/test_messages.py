@@ -54,6 +54,7 @@ def _ctrl_c_right_after(monkeypatch: pytest.MonkeyPatch, target: str) -> None:
     monkeypatch.setattr(owner, name, finish_then_ctrl_c)
 
 
+@pytest.mark.timing
 def test_ctrl_c_just_after_registration_keeps_the_instance_and_reports_it(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -68,6 +69,7 @@ def test_ctrl_c_just_after_registration_keeps_the_instance_and_reports_it(
     assert (Path(entry.path) / ".env.sandbox").is_file()
 
 
+@pytest.mark.timing
 def test_ctrl_c_while_printing_the_result_still_prints_it_all(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -78,6 +80,7 @@ def test_ctrl_c_while_printing_the_result_still_prints_it_all(
     assert "it was kept" in out.stderr
 
 
+@pytest.mark.timing
 def test_ctrl_c_before_registration_still_rolls_back(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

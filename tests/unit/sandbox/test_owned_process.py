@@ -111,6 +111,7 @@ def test_a_process_that_exits_before_it_is_ready_fails_with_its_log_tail(state: 
     assert not (state / "inst" / "watch.json").exists()
 
 
+@pytest.mark.timing
 def test_a_process_never_ready_is_stopped_after_the_timeout(state: Path) -> None:
     with pytest.raises(SandboxError, match=r"not ready in 0\.5s"):
         _launch(state, ready=lambda: False, timeout=0.5)

@@ -225,6 +225,7 @@ KILL_POINTS = [
 ]
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize(("slow", "when", "left"), KILL_POINTS)
 def test_create_killed_while_reaping_a_dead_claim_leaves_nothing_orphaned(
     workspace: Workspace, slow: str, when: str, left: tuple[bool, bool]

@@ -316,6 +316,7 @@ def test_a_creating_claim_is_dead_only_when_its_process_is_gone() -> None:
     assert not _entry().is_dead_claim()
 
 
+@pytest.mark.timing
 def test_a_claim_of_a_killed_but_unreaped_process_is_dead() -> None:
     import subprocess
     import sys

@@ -237,6 +237,7 @@ def test_piped_raises_when_the_process_stops_reading_its_input() -> None:
         proc.piped([sys.executable, "-c", "import sys; sys.stdin.close()"], write=flood)
 
 
+@pytest.mark.timing
 def test_piped_kills_a_process_that_outlives_its_timeout() -> None:
     with pytest.raises(SandboxError, match=r"did not finish within 0.5s"):
         proc.piped([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)

@@ -122,6 +122,7 @@ def test_no_server_raises_an_oserror_and_the_next_post_tries_again() -> None:
         poster.post("/workers/w1/heartbeat")
 
 
+@pytest.mark.timing
 def test_registration_retries_soon_then_backs_off_to_the_configured_interval(
     backend: BackendStandIn,
 ) -> None:
