@@ -3,6 +3,7 @@ the instances that unit and integration tests both start from (`instance`, `inst
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,14 @@ from tests.support.instances import INSTANCE_ID, SLOT, register_instance
 pytest_plugins = ["tests.support.engine", "tests.support.bystanders"]
 
 TARGET_ENV_VARS = ("KTRDR_API_URL", "KTRDR_API_PORT", "KTRDR_HOME")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C as in a terminal, for this process and every child it starts: a suite started in
+    the background by a non-interactive shell (a CI step, `make test &`) inherits SIGINT
+    ignored, and the tests that press Ctrl-C would then test nothing."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
