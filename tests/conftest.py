@@ -39,7 +39,7 @@ def test_slot_range(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def no_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
     """Output is measured as piped, whatever COLUMNS the runner has: a terminal's exported width,
-    or the 80 that pytest-xdist's workers get."""
+    or the 80 that a test runner's worker processes may get."""
     monkeypatch.delenv("COLUMNS", raising=False)
 
 
