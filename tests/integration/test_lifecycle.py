@@ -221,4 +221,7 @@ def test_sigkill_during_destroy_then_destroy_again_finishes_the_job(workspace: W
         assert_gone(workspace, instance)
         doctor = workspace.run(KTRDR, "sandbox", "doctor", "--json")
         problems = json.loads(doctor.stdout)["problems"]
-        assert [p for p in problems if p["severity"] != "info"] == [], problems
+        home = workspace.env["KTRDR_HOME"]
+        # Another run's lost home on this shared engine is named too; this home's must be clean.
+        ours = [p for p in problems if p["kind"] != "lost-home" or home in p["detail"]]
+        assert [p for p in ours if p["severity"] != "info"] == [], problems
