@@ -18,8 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.git_repos import git, make_repo
+
 PAYLOADS = Path(__file__).parent / "hook_payloads"
 CREATE_SHAPES = sorted(path.stem for path in PAYLOADS.glob("create_*.json"))
+
+
+def make_stack_repo(path: Path) -> Path:
+    """A git repo at `path` whose second commit adds a sandbox stack (a compose file)."""
+    make_repo(path)
+    (path / "docker-compose.sandbox.yml").write_text("services: {}\n")
+    git(path, "add", ".")
+    git(path, "-c", "user.name=T", "-c", "user.email=t@e", "commit", "-qm", "stack")
+    return path
 
 
 def payload(shape: str, **values: str) -> dict[str, Any]:

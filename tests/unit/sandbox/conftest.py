@@ -11,6 +11,7 @@ import pytest
 from ktrdr.cli.sandbox.stack import docker_access
 from tests.support.docker_standin import DockerStandIn
 from tests.support.git_repos import git, make_repo
+from tests.support.hooks import make_stack_repo
 from tests.support.mcp_session import PROJECT
 
 
@@ -36,4 +37,12 @@ def checkout(tmp_path: Path) -> Path:
     shutil.copy(PROJECT / "docker-compose.sandbox.yml", path / "docker-compose.sandbox.yml")
     git(path, "add", "docker-compose.sandbox.yml")
     git(path, "commit", "-q", "-m", "stack")
+    return path
+
+
+@pytest.fixture
+def stack_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A checkout with a sandbox stack (its compose file) and two commits; the test runs in it."""
+    path = make_stack_repo(tmp_path / "work" / "ktrdr")
+    monkeypatch.chdir(path)
     return path

@@ -31,17 +31,6 @@ def _stand_ins(monkeypatch: pytest.MonkeyPatch, docker: Any) -> None:
     monkeypatch.setenv("KTRDR_HOOK_START", "on-demand")
 
 
-@pytest.fixture
-def stack_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A checkout with a sandbox stack (its compose file) and two commits."""
-    path = make_repo(tmp_path / "work" / "ktrdr")
-    (path / "docker-compose.sandbox.yml").write_text("services: {}\n")
-    git(path, "add", ".")
-    git(path, "-c", "user.name=T", "-c", "user.email=t@e", "commit", "-qm", "stack")
-    monkeypatch.chdir(path)
-    return path
-
-
 def hook(args: list[str], data: dict[str, Any] | str) -> Result:
     text = data if isinstance(data, str) else json.dumps(data)
     return CliRunner().invoke(cli, args, input=text)

@@ -19,8 +19,7 @@ import pytest
 
 from ktrdr.cli.sandbox.home import registry
 from ktrdr.cli.sandbox.provision.allocation import busy_ports
-from tests.support.git_repos import git, make_repo
-from tests.support.hooks import payload, run_hook
+from tests.support.hooks import make_stack_repo, payload, run_hook
 from tests.support.slots import TEST_SLOTS
 
 CREATE = ["claude-code", "worktree-create", "--start", "on-demand"]
@@ -30,11 +29,8 @@ AGENTS = 10
 
 @pytest.fixture
 def stack_repo(tmp_path: Path) -> Path:
-    path = make_repo(tmp_path / "work" / "ktrdr")
-    (path / "docker-compose.sandbox.yml").write_text("services: {}\n")
-    git(path, "add", ".")
-    git(path, "-c", "user.name=T", "-c", "user.email=t@e", "commit", "-qm", "stack")
-    return path
+    """As the conftest's, but the test stays where it is: the hooks run as other processes."""
+    return make_stack_repo(tmp_path / "work" / "ktrdr")
 
 
 @pytest.fixture

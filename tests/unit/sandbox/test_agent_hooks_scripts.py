@@ -16,6 +16,7 @@ from ktrdr.cli.sandbox.home import registry
 from ktrdr.cli.sandbox.journal import log as journal
 from tests.support import slots
 from tests.support.git_repos import git, make_repo
+from tests.support.hooks import make_stack_repo
 
 
 @pytest.fixture(autouse=True)
@@ -28,10 +29,7 @@ def _stand_ins(monkeypatch: pytest.MonkeyPatch, docker: Any) -> None:
 @pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A worktree a tool made (`git worktree add`), with the sandbox stack's compose file."""
-    main = make_repo(tmp_path / "work" / "ktrdr")
-    (main / "docker-compose.sandbox.yml").write_text("services: {}\n")
-    git(main, "add", ".")
-    git(main, "-c", "user.name=T", "-c", "user.email=t@e", "commit", "-qm", "stack")
+    main = make_stack_repo(tmp_path / "work" / "ktrdr")
     path = tmp_path / "conductor" / "workspaces" / "ktrdr" / "lisbon"
     git(main, "worktree", "add", "-q", "-b", "lisbon", str(path))
     monkeypatch.chdir(path)

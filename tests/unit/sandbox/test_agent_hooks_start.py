@@ -22,7 +22,6 @@ from ktrdr.cli.main import cli
 from ktrdr.cli.sandbox.agent_tools import background
 from ktrdr.cli.sandbox.home import owned_process, registry
 from tests.support import slots
-from tests.support.git_repos import git, make_repo
 
 CREATE = ["sandbox", "hook", "claude-code", "worktree-create"]
 REMOVE = ["sandbox", "hook", "claude-code", "worktree-remove"]
@@ -48,16 +47,6 @@ def up_stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker: Any) ->
     yield script
     for directory in owned_process.state_root().glob("*"):
         owned_process.stop_all(directory, grace=1)
-
-
-@pytest.fixture
-def stack_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = make_repo(tmp_path / "work" / "ktrdr")
-    (path / "docker-compose.sandbox.yml").write_text("services: {}\n")
-    git(path, "add", ".")
-    git(path, "-c", "user.name=T", "-c", "user.email=t@e", "commit", "-qm", "stack")
-    monkeypatch.chdir(path)
-    return path
 
 
 def invoke(args: list[str], data: dict[str, Any] | None = None) -> Result:
